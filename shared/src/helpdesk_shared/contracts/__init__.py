@@ -1,0 +1,148 @@
+"""Event contracts shared by every helpdesk service.
+
+- `envelope`: the CloudEvents 1.0 envelope (`EventEnvelope`, `EventPayload`);
+- `enums`: enumerations used in payloads and by services;
+- `intake`, `routing`, `review`, `kb`: one payload model per event type, one
+  module per producing service;
+- `topics`: Kafka topic names and partition counts;
+- `registry`: CloudEvents type → payload model, `parse_event` for consumers;
+- `generate`: writes the JSON Schemas and AsyncAPI document in `shared/contracts/`.
+"""
+
+from .enums import (
+    AgentPresence,
+    AnswerFormat,
+    ArchiveReason,
+    Channel,
+    CloseReason,
+    ComplaintChange,
+    Confidentiality,
+    EscalationReason,
+    GapSource,
+    MessageAuthor,
+    Priority,
+    ReviewVerdict,
+    Role,
+    SlaTarget,
+    TicketKind,
+    TicketStatus,
+)
+from .envelope import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    EVENT_TYPE_PREFIX,
+    ContractModel,
+    EventEnvelope,
+    EventPayload,
+    RawEnvelope,
+)
+from .intake import (
+    ComplaintUpdated,
+    TicketAnswerDelivered,
+    TicketClosed,
+    TicketCreated,
+    TicketMessageReceived,
+    TicketRated,
+    TicketReopened,
+    TicketResolved,
+)
+from .kb import KbArticleArchived, KbArticlePublished, KbGapReported
+from .registry import (
+    EVENT_PRODUCERS,
+    EVENT_TYPES,
+    PRODUCER_EVENT_TYPES,
+    UnknownEventType,
+    envelope_model,
+    parse_event,
+    payload_model,
+    producer_of,
+)
+from .review import AnswerApproved, AnswerPublished, AnswerRejected, AnswerSubmitted, ReviewChecklist
+from .routing import (
+    AgentStatusChanged,
+    DomainScore,
+    SlaBreached,
+    SlaWarning,
+    TicketAssigned,
+    TicketClassified,
+    TicketEscalated,
+    TicketQueued,
+    TicketTransferred,
+)
+from .topics import (
+    ALL_TOPICS,
+    DLQ_PARTITIONS,
+    DLQ_TOPIC,
+    EVENT_TOPIC_PARTITIONS,
+    PRODUCING_SERVICES,
+    SERVICE_TOPIC,
+    SERVICES,
+    source_for,
+    topic_for_event_type,
+)
+
+__all__ = [
+    "ALL_TOPICS",
+    "CLOUDEVENTS_CONTENT_TYPE",
+    "DLQ_PARTITIONS",
+    "DLQ_TOPIC",
+    "EVENT_PRODUCERS",
+    "EVENT_TOPIC_PARTITIONS",
+    "EVENT_TYPES",
+    "EVENT_TYPE_PREFIX",
+    "PRODUCER_EVENT_TYPES",
+    "PRODUCING_SERVICES",
+    "SERVICES",
+    "SERVICE_TOPIC",
+    "AgentPresence",
+    "AgentStatusChanged",
+    "AnswerApproved",
+    "AnswerFormat",
+    "AnswerPublished",
+    "AnswerRejected",
+    "AnswerSubmitted",
+    "ArchiveReason",
+    "Channel",
+    "CloseReason",
+    "ComplaintChange",
+    "ComplaintUpdated",
+    "Confidentiality",
+    "ContractModel",
+    "DomainScore",
+    "EscalationReason",
+    "EventEnvelope",
+    "EventPayload",
+    "GapSource",
+    "KbArticleArchived",
+    "KbArticlePublished",
+    "KbGapReported",
+    "MessageAuthor",
+    "Priority",
+    "RawEnvelope",
+    "ReviewChecklist",
+    "ReviewVerdict",
+    "Role",
+    "SlaBreached",
+    "SlaTarget",
+    "SlaWarning",
+    "TicketAnswerDelivered",
+    "TicketAssigned",
+    "TicketClassified",
+    "TicketClosed",
+    "TicketCreated",
+    "TicketEscalated",
+    "TicketKind",
+    "TicketMessageReceived",
+    "TicketQueued",
+    "TicketRated",
+    "TicketReopened",
+    "TicketResolved",
+    "TicketStatus",
+    "TicketTransferred",
+    "UnknownEventType",
+    "envelope_model",
+    "parse_event",
+    "payload_model",
+    "producer_of",
+    "source_for",
+    "topic_for_event_type",
+]

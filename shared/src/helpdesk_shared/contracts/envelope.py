@@ -1,0 +1,142 @@
+"""CloudEvents 1.0 envelope carried on every Kafka message.
+
+The envelope is generic over its payload so that producers build typed events
+(`EventEnvelope[TicketCreated]`) and consumers parse raw bytes into the payload
+model registered for the event type (see `registry.py`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+EVENT_TYPE_PREFIX = "helpdesk."
+CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+
+
+class ContractModel(BaseModel):
+    """Base of every model in the contracts: immutable, unknown fields ignored.
+
+    Ignoring unknown fields (a tolerant reader) lets a producer add an optional
+    field to a v1 event while consumers still run the previous release;
+    incompatible changes get a new version suffix instead.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class EventPayload(ContractModel):
+    """Base class of every event payload.
+
+    Subclasses declare `event_type` (without prefix or version, e.g.
+    `ticket.created`) and `version`; the full CloudEvents type is
+    `helpdesk.<event_type>.v<version>`. `aggregate_field` names the field
+    holding the aggregate id, used as Kafka key and CloudEvents `subject`.
+    Payloads never carry customer PII.
+    """
+
+    event_type: ClassVar[str]
+    version: ClassVar[int] = 1
+    aggregate_field: ClassVar[str] = "ticket_id"
+
+    @classmethod
+    def cloudevent_type(cls) -> str:
+        return f"{EVENT_TYPE_PREFIX}{cls.event_type}.v{cls.version}"
+
+    def aggregate_id(self) -> str:
+        """The aggregate id (ticket, article, agent, gap) as text: Kafka key and subject."""
+        return str(getattr(self, self.aggregate_field))
+
+
+P = TypeVar("P")
+
+
+def new_event_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventEnvelope(BaseModel, Generic[P]):
+    """CloudEvents 1.0 structured-mode envelope plus correlation/trace ids."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: Literal["1.0"] = Field(default="1.0", description="CloudEvents specification version")
+    id: uuid.UUID = Field(
+        default_factory=new_event_id,
+        description="Unique event id; consumers deduplicate on it (inbox)",
+    )
+    source: str = Field(min_length=1, max_length=200, description="Producing service, e.g. /helpdesk/intake")
+    type: str = Field(
+        min_length=1, max_length=200, description="Versioned event type, e.g. helpdesk.ticket.created.v1"
+    )
+    subject: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Aggregate id (ticket id, article id, agent id); also the Kafka message key",
+    )
+    time: AwareDatetime = Field(default_factory=utcnow, description="When the change happened (UTC)")
+    datacontenttype: Literal["application/json"] = Field(
+        default="application/json", description="Media type of `data`"
+    )
+    correlationid: str | None = Field(
+        default=None, max_length=200, description="Correlation id of the request that caused the event"
+    )
+    traceparent: str | None = Field(
+        default=None, max_length=200, description="W3C trace context `traceparent` of the producer"
+    )
+    data: P = Field(description="The event payload")
+
+    @model_validator(mode="after")
+    def _type_matches_payload(self) -> EventEnvelope[P]:
+        if isinstance(self.data, EventPayload) and self.type != self.data.cloudevent_type():
+            raise ValueError(
+                f"envelope type {self.type!r} does not match payload type {self.data.cloudevent_type()!r}"
+            )
+        return self
+
+    @classmethod
+    def wrap(
+        cls,
+        payload: EventPayload,
+        *,
+        source: str,
+        subject: str | None = None,
+        correlationid: str | None = None,
+        traceparent: str | None = None,
+    ) -> EventEnvelope[Any]:
+        """Envelope `payload`; `subject` defaults to the payload's aggregate id."""
+        return envelope_model(type(payload))(
+            source=source,
+            type=payload.cloudevent_type(),
+            subject=subject if subject is not None else payload.aggregate_id(),
+            correlationid=correlationid,
+            traceparent=traceparent,
+            data=payload,
+        )
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class RawEnvelope(EventEnvelope[dict[str, Any]]):
+    """An envelope whose payload has not been interpreted yet."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+_ENVELOPES: dict[type[EventPayload], type[EventEnvelope[Any]]] = {}
+
+
+def envelope_model(model: type[EventPayload]) -> type[EventEnvelope[Any]]:
+    """`EventEnvelope[model]`, parametrised once and cached."""
+    envelope = _ENVELOPES.get(model)
+    if envelope is None:
+        envelope = _ENVELOPES[model] = EventEnvelope[model]  # type: ignore[valid-type]
+    return envelope
