@@ -1,0 +1,193 @@
+"""Service app factory: the one place where a service's parts are wired.
+
+`create_service_app(ServiceDefinition(...))` gives every service the same
+shape: problem+json errors, request ids, JSON logs, `/healthz`, `/readyz`
+(database + Kafka), `/metrics`, a database engine, a unit-of-work factory,
+the outbox relay and the idempotent event consumer, all started and stopped
+by the lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from helpdesk_shared.chassis.auth import TokenVerifier
+from helpdesk_shared.chassis.consumer import EventConsumer, Handler
+from helpdesk_shared.chassis.db import create_engine, create_sessionmaker
+from helpdesk_shared.chassis.logging import configure_logging, get_logger
+from helpdesk_shared.chassis.metrics import RequestContextMiddleware, metrics_payload
+from helpdesk_shared.chassis.outbox import OutboxRelay
+from helpdesk_shared.chassis.problems import install_problem_handlers
+from helpdesk_shared.chassis.settings import ServiceSettings
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.topics import DLQ_TOPIC, SERVICE_TOPIC
+
+log = get_logger(__name__)
+
+BackgroundTask = Callable[["ServiceRuntime"], Awaitable[None]]
+
+_READY_TIMEOUT = 2.0
+
+
+@dataclass
+class ServiceDefinition:
+    name: str
+    settings: ServiceSettings
+    routers: Sequence[APIRouter] = ()
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    consumes: Sequence[str] = ()
+    background: Sequence[BackgroundTask] = ()
+    title: str = ""
+    description: str = ""
+    version: str = "0.1.0"
+
+
+class ServiceRuntime:
+    """Everything a running service holds: engine, relay, consumer, tasks."""
+
+    def __init__(self, definition: ServiceDefinition) -> None:
+        settings = definition.settings
+        self.definition = definition
+        self.settings = settings
+        self.engine = create_engine(
+            settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        )
+        self.sessionmaker = create_sessionmaker(self.engine)
+        self.relay = OutboxRelay(settings, self.sessionmaker)
+        own_topic = SERVICE_TOPIC.get(definition.name)
+        self.topic = settings.topic(own_topic) if own_topic else ""
+        self.consumer: EventConsumer | None = None
+        if definition.handlers:
+            self.consumer = EventConsumer(
+                settings=settings,
+                topics=[settings.topic(t) for t in definition.consumes],
+                dead_letter_topic=settings.topic(DLQ_TOPIC[definition.name]),
+                handlers=dict(definition.handlers),
+                uow_factory=self.uow,
+            )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessionmaker, source=self.settings.source, topic=self.topic,
+                          on_commit=self.relay.wake)
+
+    async def start(self) -> None:
+        self._spawn("outbox-relay", self.relay.run())
+        if self.consumer is not None:
+            self._spawn("event-consumer", self.consumer.run())
+        for task in self.definition.background:
+            self._spawn(getattr(task, "__name__", "background"), task(self))
+
+    def _spawn(self, name: str, coro: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background_task_crashed", task=name)
+                raise
+
+        self._tasks.append(asyncio.create_task(guarded(), name=f"{self.definition.name}:{name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.relay.stop()
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            async with self.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), _READY_TIMEOUT)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        try:
+            await asyncio.wait_for(self.relay.check_kafka(), _READY_TIMEOUT)
+            checks["kafka"] = "ok"
+        except Exception as exc:
+            checks["kafka"] = f"unavailable: {type(exc).__name__}"
+        return checks
+
+
+def create_service_app(definition: ServiceDefinition) -> FastAPI:
+    settings = definition.settings
+    configure_logging(definition.name, settings.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = ServiceRuntime(definition)
+        app.state.runtime = runtime
+        await runtime.start()
+        log.info("service_started", topics=list(definition.consumes))
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            log.info("service_stopped")
+
+    app = FastAPI(
+        title=definition.title or f"Helpdesk {definition.name} service",
+        description=definition.description,
+        version=definition.version,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.token_verifier = TokenVerifier(settings)
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, service=definition.name)
+    app.include_router(_ops_router())
+    for router in definition.routers:
+        app.include_router(router)
+    return app
+
+
+def _ops_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: database and Kafka reachable")
+    async def readyz(request: Request) -> JSONResponse:
+        checks = await request.app.state.runtime.readiness()
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        body, content_type = metrics_payload()
+        return Response(body, media_type=content_type)
+
+    return router
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
+    async with get_runtime(request).uow() as uow:
+        yield uow
+
+
+UoW = Annotated[UnitOfWork, Depends(get_uow)]
+Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+

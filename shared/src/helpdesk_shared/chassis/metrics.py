@@ -1,0 +1,93 @@
+"""Prometheus metrics shared by every service.
+
+Metric objects are module-level and labelled by service, so several service
+apps can live in one process (as they do in tests) without registering a
+metric twice.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from helpdesk_shared.chassis.logging import request_id_var
+
+HTTP_REQUESTS = Counter(
+    "helpdesk_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
+)
+HTTP_ERRORS = Counter(
+    "helpdesk_http_errors_total", "HTTP responses with status >= 500", ["service", "method", "route"]
+)
+HTTP_LATENCY = Histogram(
+    "helpdesk_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+OUTBOX_BACKLOG = Gauge("helpdesk_outbox_backlog", "Outbox rows not yet acknowledged by Kafka", ["service"])
+OUTBOX_PUBLISHED = Counter("helpdesk_outbox_published_total", "Outbox rows acknowledged by Kafka", ["service"])
+OUTBOX_ERRORS = Counter("helpdesk_outbox_publish_errors_total", "Failed outbox relay passes", ["service"])
+CONSUMER_LAG = Gauge(
+    "helpdesk_consumer_lag", "Messages behind the partition high watermark", ["service", "topic", "partition"]
+)
+EVENTS_CONSUMED = Counter(
+    "helpdesk_events_consumed_total", "Events handled, by outcome", ["service", "type", "outcome"]
+)
+
+
+def metrics_payload() -> tuple[bytes, str]:
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class RequestContextMiddleware:
+    """Pure ASGI middleware: request id in and out, HTTP metrics by route template."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+                break
+        if not request_id:
+            request_id = uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            request_id_var.reset(token)
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+            HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - started)
+            if status >= 500:
+                HTTP_ERRORS.labels(self.service, method, template).inc()
+

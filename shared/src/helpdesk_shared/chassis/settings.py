@@ -1,0 +1,76 @@
+"""Settings shared by every service.
+
+Each service subclasses `ServiceSettings` with its own env prefix
+(`INTAKE_`, `ROUTING_`, …) so that `INTAKE_DATABASE_URL` and
+`ROUTING_DATABASE_URL` can coexist in one environment, while the settings
+that are the same for the whole system (Kafka, JWT, environment) are read
+without a prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Only accepted while HELPDESK_ENV=local; anything else must set its own secret.
+DEV_JWT_SECRET = "helpdesk-local-dev-secret-not-for-production"
+
+
+def _shared(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    service_name: str = "service"
+    environment: Literal["local", "test", "production"] = Field(
+        default="local", validation_alias=_shared("HELPDESK_ENV")
+    )
+    database_url: str = Field(description="PostgreSQL URL of this service's own database")
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", validation_alias=_shared("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    jwt_algorithm: Literal["HS256", "RS256"] = Field(
+        default="HS256", validation_alias=_shared("HELPDESK_JWT_ALGORITHM")
+    )
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(DEV_JWT_SECRET), validation_alias=_shared("HELPDESK_JWT_SECRET")
+    )
+    jwt_public_key: str | None = Field(default=None, validation_alias=_shared("HELPDESK_JWT_PUBLIC_KEY"))
+    jwt_issuer: str = Field(default="helpdesk", validation_alias=_shared("HELPDESK_JWT_ISSUER"))
+    log_level: str = Field(default="INFO", validation_alias=_shared("HELPDESK_LOG_LEVEL"))
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    outbox_sweep_seconds: float = 1.0
+    outbox_batch_size: int = 500
+    outbox_retention_hours: int = 24
+    consumer_max_attempts: int = 5
+    consumer_retry_backoff_seconds: float = 0.2
+    consumer_group: str | None = Field(default=None, description="Defaults to the service name")
+    topic_prefix: str = Field(
+        default="", validation_alias=_shared("HELPDESK_TOPIC_PREFIX"),
+        description="Prepended to every topic name; isolates stacks sharing one cluster",
+    )
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> ServiceSettings:
+        if (
+            self.environment == "production"
+            and self.jwt_algorithm == "HS256"
+            and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+        ):
+            raise ValueError("HELPDESK_JWT_SECRET must be set to a real secret outside local/test")
+        if self.jwt_algorithm == "RS256" and not self.jwt_public_key:
+            raise ValueError("HELPDESK_JWT_PUBLIC_KEY is required when HELPDESK_JWT_ALGORITHM=RS256")
+        return self
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def source(self) -> str:
+        """CloudEvents `source` of the events this service publishes."""
+        return f"/helpdesk/{self.service_name}"

@@ -1,0 +1,107 @@
+"""Unit of work: one session, one transaction, events committed with state.
+
+Use cases open a unit of work, change state through repositories (which only
+flush), `publish` events, then `commit()`. The events become outbox rows in
+the same transaction, so either both the state change and its events are
+stored or neither is. After the commit the outbox relay is woken so that the
+events reach Kafka within milliseconds instead of waiting for the next sweep.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import orjson
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from helpdesk_shared.chassis.db import OUTBOX
+from helpdesk_shared.chassis.logging import correlation_id_var
+from helpdesk_shared.contracts.envelope import EventEnvelope, EventPayload
+
+
+class UnitOfWork:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        source: str,
+        topic: str,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._source = source
+        self._topic = topic
+        self._on_commit = on_commit
+        self._pending: list[dict[str, Any]] = []
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("UnitOfWork used outside its 'async with' block")
+        return self._session
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._session = self._sessionmaker()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        session, self._session = self.session, None
+        self._pending.clear()
+        try:
+            await session.rollback()  # no-op after a commit; undoes anything left uncommitted
+        finally:
+            await session.close()
+
+    def publish(self, payload: EventPayload, *, subject: str) -> EventEnvelope[Any]:
+        """Queue an event for this service's topic; it is stored on `commit()`."""
+        envelope = EventEnvelope.wrap(
+            payload, source=self._source, subject=subject, correlationid=correlation_id_var.get()
+        )
+        self.add_outbox_message(
+            topic=self._topic,
+            key=subject,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            payload=envelope.model_dump(mode="json"),
+            headers={"ce_type": envelope.type, "ce_id": str(envelope.id),
+                     "correlationid": envelope.correlationid or ""},
+        )
+        return envelope
+
+    def add_outbox_message(
+        self,
+        *,
+        topic: str,
+        key: str | None,
+        event_id: uuid.UUID,
+        event_type: str,
+        payload: dict[str, Any],
+        headers: dict[str, str],
+    ) -> None:
+        # Round-trip through orjson: JSONB must not receive datetimes/UUIDs.
+        self._pending.append({
+            "event_id": event_id, "topic": topic, "key": key, "event_type": event_type,
+            "payload": orjson.loads(orjson.dumps(payload)), "headers": headers,
+        })
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def commit(self) -> None:
+        had_events = bool(self._pending)
+        if had_events:
+            await self.session.execute(insert(OUTBOX), self._pending)
+            self._pending.clear()
+        await self.session.commit()
+        if had_events and self._on_commit is not None:
+            self._on_commit()
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
