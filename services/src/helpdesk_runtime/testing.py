@@ -1,0 +1,59 @@
+"""Test support: a service app in-process over ASGI on a real migrated database.
+
+Per-service tests use `run_service(...)`; e2e tests use `Stack` with real
+processes. Both talk to the real PostgreSQL and Kafka of the `infra` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from helpdesk_shared.chassis.app import ServiceRuntime
+from helpdesk_shared.chassis.auth import mint_token
+from helpdesk_shared.chassis.migrations import upgrade_database
+from helpdesk_shared.chassis.settings import DEV_JWT_SECRET, ServiceSettings
+from helpdesk_shared.chassis.uow import UnitOfWork
+
+
+def auth_headers(*roles: str, sub: str | None = None, secret: str = DEV_JWT_SECRET) -> dict[str, str]:
+    token = mint_token(secret=secret, subject=sub or str(uuid.uuid4()), roles=roles)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def migrate(url: str, package: str) -> None:
+    await asyncio.to_thread(upgrade_database, url, package)
+
+
+@dataclass
+class ServiceHarness:
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: ServiceSettings
+
+    @property
+    def runtime(self) -> ServiceRuntime:
+        runtime: ServiceRuntime = self.app.state.runtime
+        return runtime
+
+    def uow(self) -> UnitOfWork:
+        return self.runtime.uow()
+
+
+@asynccontextmanager
+async def run_service(
+    create_app: Callable[[Any], FastAPI], settings: ServiceSettings
+) -> AsyncIterator[ServiceHarness]:
+    """Start the app's lifespan (relay, consumer) and an httpx client bound to it."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield ServiceHarness(app=app, client=client, settings=settings)
