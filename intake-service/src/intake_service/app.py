@@ -1,0 +1,23 @@
+"""Composition root of the intake service (`uvicorn intake_service.app:create_app --factory`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
+from intake_service.api import tickets
+from intake_service.consumers import CONSUMES, HANDLERS
+from intake_service.settings import IntakeSettings
+
+
+def create_app(settings: IntakeSettings | None = None) -> FastAPI:
+    settings = settings or IntakeSettings()  # type: ignore[call-arg]  # database_url comes from the env
+    return create_service_app(ServiceDefinition(
+        name="intake",
+        settings=settings,
+        routers=[tickets.router],
+        handlers=HANDLERS,
+        consumes=CONSUMES,
+        title="Helpdesk intake service",
+        description="Every channel in: tickets, customers and their messages.",
+    ))

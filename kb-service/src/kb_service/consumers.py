@@ -1,0 +1,21 @@
+"""Handlers for the events kb consumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helpdesk_shared.chassis.consumer import Handler
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.envelope import EventEnvelope
+from helpdesk_shared.contracts.review import AnswerApproved
+from kb_service import service
+
+
+async def on_answer_approved(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    await service.add_faq_candidate(uow, event.data)
+
+
+HANDLERS: dict[str, Handler] = {
+    AnswerApproved.cloudevent_type(): on_answer_approved,
+}
+CONSUMES = ["helpdesk.review", "helpdesk.intake"]

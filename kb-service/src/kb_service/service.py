@@ -1,0 +1,35 @@
+"""KB use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.review import AnswerApproved
+from kb_service.models import FaqCandidate
+
+
+async def add_faq_candidate(uow: UnitOfWork, event: AnswerApproved) -> None:
+    """The latest approved version of an answer is its FAQ candidate."""
+    values = {
+        "answer_id": event.answer_id, "answer_version": event.answer_version, "ticket_id": event.ticket_id,
+        "domain": event.domain, "question": event.question, "body": event.body, "status": "new",
+        "approved_at": event.approved_at,
+    }
+    insert = pg_insert(FaqCandidate).values(**values)
+    await uow.session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[FaqCandidate.answer_id],
+            set_={k: insert.excluded[k] for k in ("answer_version", "question", "body", "approved_at")},
+            where=FaqCandidate.answer_version < insert.excluded.answer_version,
+        )
+    )
+    await uow.commit()
+
+
+async def faq_candidates(uow: UnitOfWork, limit: int) -> Sequence[FaqCandidate]:
+    stmt = select(FaqCandidate).order_by(FaqCandidate.created_at.desc()).limit(limit)
+    return (await uow.session.execute(stmt)).scalars().all()

@@ -1,0 +1,54 @@
+"""Teams and agents: who can take tickets, with which skills and capacity."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from helpdesk_shared.chassis.app import UoW
+from helpdesk_shared.chassis.auth import Principal, require_roles
+from helpdesk_shared.chassis.pagination import Page, PageParams, page_params
+from helpdesk_shared.chassis.problems import Forbidden, Unauthorized, problem_responses
+from helpdesk_shared.contracts.enums import Role
+from routing_service import service
+from routing_service.schemas import AgentCreate, AgentOut, TeamCreate, TeamOut
+from routing_service.service import AgentNotFound, AlreadyExists, TeamNotFound
+
+router = APIRouter(prefix="/v1", tags=["teams and agents"])
+
+Manager = Annotated[Principal, Depends(require_roles(Role.LEAD))]
+Staff = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.REVIEWER, Role.LEAD, Role.OPS))]
+_AUTH = (Unauthorized, Forbidden)
+
+
+@router.post("/teams", status_code=status.HTTP_201_CREATED, response_model=TeamOut,
+             responses=problem_responses(*_AUTH, AlreadyExists))
+async def create_team(body: TeamCreate, uow: UoW, _: Manager) -> TeamOut:
+    return await service.create_team(uow, body)
+
+
+@router.get("/teams", response_model=list[TeamOut], responses=problem_responses(*_AUTH))
+async def list_teams(uow: UoW, _: Staff) -> list[TeamOut]:
+    return await service.list_teams(uow)
+
+
+@router.post("/agents", status_code=status.HTTP_201_CREATED, response_model=AgentOut,
+             responses=problem_responses(*_AUTH, TeamNotFound, AlreadyExists))
+async def create_agent(body: AgentCreate, uow: UoW, _: Manager) -> AgentOut:
+    return await service.create_agent(uow, body)
+
+
+@router.get("/agents", response_model=Page[AgentOut], responses=problem_responses(*_AUTH))
+async def list_agents(
+    uow: UoW, _: Staff, page: Annotated[PageParams, Depends(page_params)]
+) -> Page[AgentOut]:
+    items, cursor = await service.list_agents(uow, page)
+    return Page[AgentOut](items=items, next_cursor=cursor)
+
+
+@router.get("/agents/{agent_id}", response_model=AgentOut,
+            responses=problem_responses(*_AUTH, AgentNotFound))
+async def get_agent(agent_id: uuid.UUID, uow: UoW, _: Staff) -> AgentOut:
+    return await service.get_agent(uow, agent_id)

@@ -1,0 +1,23 @@
+"""Composition root of the routing service (`uvicorn routing_service.app:create_app --factory`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
+from routing_service.api import agents
+from routing_service.consumers import CONSUMES, HANDLERS
+from routing_service.settings import RoutingSettings
+
+
+def create_app(settings: RoutingSettings | None = None) -> FastAPI:
+    settings = settings or RoutingSettings()  # type: ignore[call-arg]  # database_url comes from the env
+    return create_service_app(ServiceDefinition(
+        name="routing",
+        settings=settings,
+        routers=[agents.router],
+        handlers=HANDLERS,
+        consumes=CONSUMES,
+        title="Helpdesk routing service",
+        description="Classification, assignment, transfers and SLAs.",
+    ))

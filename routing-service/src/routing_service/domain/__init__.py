@@ -1,0 +1,1 @@
+"""Pure routing rules (no I/O)."""

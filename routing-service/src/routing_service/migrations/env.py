@@ -1,0 +1,4 @@
+from helpdesk_shared.chassis.migrations import run_alembic_env
+from routing_service.models import metadata
+
+run_alembic_env(metadata)

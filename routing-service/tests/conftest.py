@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from helpdesk_runtime.testing import ServiceHarness
+from routing_service.app import create_app
+from routing_service.settings import RoutingSettings
+
+
+@pytest.fixture(scope="session")
+async def routing(make_service) -> AsyncIterator[ServiceHarness]:  # type: ignore[no-untyped-def]
+    async with make_service("routing", RoutingSettings, create_app) as harness:
+        yield harness
