@@ -1,0 +1,54 @@
+"""Fixtures shared by every test folder: real services on real infrastructure.
+
+`infra` (the helpdesk_infra plugin) starts or connects to PostgreSQL and
+Kafka; here each test session gets its own topic prefix so that sessions
+sharing one cluster never see each other's events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from helpdesk_runtime.pytest_plugin import Infra
+from helpdesk_runtime.testing import ServiceHarness, migrate, run_service
+from helpdesk_shared.chassis.settings import ServiceSettings
+from helpdesk_shared.contracts.topics import ALL_TOPICS
+
+MakeService = Callable[[str, type[ServiceSettings], Callable[[Any], FastAPI]],
+                       AbstractAsyncContextManager[ServiceHarness]]
+
+
+@pytest.fixture(scope="session")
+def topic_prefix(infra: Infra) -> str:
+    prefix = f"t{infra.run_id}."
+    infra.ensure_topics({prefix + name: partitions for name, partitions in ALL_TOPICS.items()})
+    return prefix
+
+
+@pytest.fixture(scope="session")
+def make_service(infra: Infra, topic_prefix: str) -> MakeService:
+    """Start one service in-process on its own freshly migrated database."""
+
+    @asynccontextmanager
+    async def make(
+        name: str, settings_cls: type[ServiceSettings], create_app: Callable[[Any], FastAPI]
+    ) -> AsyncIterator[ServiceHarness]:
+        url = infra.create_database(f"unit_{name}")
+        await migrate(url, f"{name}_service")
+        settings = settings_cls(
+            database_url=url,
+            kafka_bootstrap_servers=infra.kafka_bootstrap,
+            topic_prefix=topic_prefix,
+            consumer_group=f"{name}-unit-{infra.run_id}",
+            environment="test",
+            consumer_retry_backoff_seconds=0.05,
+        )
+        async with run_service(create_app, settings) as harness:
+            yield harness
+
+    return make

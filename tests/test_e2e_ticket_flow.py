@@ -1,0 +1,110 @@
+"""The vertical slice across real processes, real Kafka and real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpdesk_runtime.seed import DEMO_AGENTS
+from helpdesk_runtime.stack import SERVICES, Stack
+from helpdesk_runtime.testing import auth_headers
+
+pytestmark = pytest.mark.e2e
+
+CHANNEL = auth_headers("channel")
+LEAD = auth_headers("lead")
+
+
+def new_ticket(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "channel": "app", "kind": "question", "subject": "車險續保問題",
+        "description": "我的車險下個月到期，想知道續保需要準備什麼資料。",
+        "customer": {"external_id": f"app-{uuid.uuid4()}", "phone": "+86 139 0000 1111"},
+    }
+    body.update(overrides)
+    return body
+
+
+def eventually(check: Callable[[], Any], *, within: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s; last result: {result!r}")
+        time.sleep(interval)
+
+
+def test_posted_ticket_is_assigned_within_five_seconds(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.url("intake"), timeout=5) as intake:
+        created = intake.post("/v1/tickets", json=new_ticket(), headers=CHANNEL)
+        assert created.status_code == 201, created.text
+        ticket = created.json()
+        assert ticket["assignee_id"] is None
+
+        def assigned() -> dict[str, Any] | None:
+            shown = intake.get(f"/v1/tickets/{ticket['id']}", headers=CHANNEL).json()
+            return shown if shown["assignee_id"] else None
+
+        shown = eventually(assigned, within=5.0)
+    assert shown["status"] == "assigned"
+    assert shown["assignee_id"] in {str(a.id) for a in DEMO_AGENTS}
+
+
+def test_every_service_consumes_what_it_needs(stack: Stack) -> None:
+    with httpx.Client(timeout=5) as client:
+        before = client.get(f"{stack.url('metrics')}/v1/metrics/summary", headers=LEAD).json()
+        ticket = client.post(f"{stack.url('intake')}/v1/tickets", json=new_ticket(), headers=CHANNEL).json()
+
+        def owner_known() -> dict[str, Any] | None:
+            response = client.get(f"{stack.url('review')}/v1/tickets/{ticket['id']}/owner", headers=LEAD)
+            return response.json() if response.status_code == 200 else None
+
+        owner = eventually(owner_known, within=10.0)
+        shown = client.get(f"{stack.url('intake')}/v1/tickets/{ticket['id']}", headers=LEAD).json()
+        assert owner["agent_id"] == shown["assignee_id"]
+
+        def counted() -> dict[str, Any] | None:
+            now = client.get(f"{stack.url('metrics')}/v1/metrics/summary", headers=LEAD).json()
+            return now if now["tickets_created"] == before["tickets_created"] + 1 else None
+
+        eventually(counted, within=10.0)
+
+
+def test_health_readiness_and_prometheus_metrics_of_every_service(stack: Stack) -> None:
+    with httpx.Client(timeout=5) as client:
+        for spec in SERVICES:
+            base = stack.url(spec.name)
+            assert client.get(f"{base}/healthz").json() == {"status": "ok"}
+            ready = client.get(f"{base}/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["checks"] == {"database": "ok", "kafka": "ok"}
+            client.get(f"{base}/v1/definitely-not-a-route")
+            metrics = client.get(f"{base}/metrics")
+            assert metrics.headers["content-type"].startswith("text/plain")
+            families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+            for name in ("helpdesk_http_requests", "helpdesk_http_request_duration_seconds",
+                         "helpdesk_outbox_backlog", "helpdesk_consumer_lag"):
+                assert name in families, (spec.name, name, sorted(families))
+            statuses = {s.labels["status"] for s in families["helpdesk_http_requests"].samples
+                        if s.labels.get("service") == spec.name}
+            assert "404" in statuses
+            lag = [s for s in families["helpdesk_consumer_lag"].samples if s.labels["service"] == spec.name]
+            assert lag, f"{spec.name} reports no consumer lag samples"
+
+
+def test_unknown_route_and_method_are_problems(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.url("intake"), timeout=5) as client:
+        missing = client.get("/v1/nothing-here")
+        wrong_method = client.delete("/v1/tickets", headers=CHANNEL)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["content-type"] == "application/problem+json"
