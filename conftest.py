@@ -1,8 +1,8 @@
 """Fixtures shared by every test folder: real services on real infrastructure.
 
 `infra` (the helpdesk_infra plugin) starts or connects to PostgreSQL and
-Kafka; here each test session gets its own topic prefix so that sessions
-sharing one cluster never see each other's events.
+Kafka; here every in-process service gets its own topic prefix so that
+services and sessions sharing one cluster never see each other's events.
 """
 
 from __future__ import annotations
@@ -19,26 +19,30 @@ from helpdesk_runtime.testing import ServiceHarness, migrate, run_service
 from helpdesk_shared.chassis.settings import ServiceSettings
 from helpdesk_shared.contracts.topics import ALL_TOPICS
 
-MakeService = Callable[[str, type[ServiceSettings], Callable[[Any], FastAPI]],
-                       AbstractAsyncContextManager[ServiceHarness]]
+MakeService = Callable[
+    [str, type[ServiceSettings], Callable[[Any], FastAPI]], AbstractAsyncContextManager[ServiceHarness]
+]
 
 
-@pytest.fixture(scope="session")
-def topic_prefix(infra: Infra) -> str:
-    prefix = f"t{infra.run_id}."
+def ensure_prefixed_topics(infra: Infra, prefix: str) -> str:
     infra.ensure_topics({prefix + name: partitions for name, partitions in ALL_TOPICS.items()})
     return prefix
 
 
 @pytest.fixture(scope="session")
-def make_service(infra: Infra, topic_prefix: str) -> MakeService:
-    """Start one service in-process on its own freshly migrated database."""
+def make_service(infra: Infra) -> MakeService:
+    """Start one service in-process on its own freshly migrated database.
+
+    Each service gets topics of its own, so that in-process services of one
+    session never consume each other's test events.
+    """
 
     @asynccontextmanager
     async def make(
         name: str, settings_cls: type[ServiceSettings], create_app: Callable[[Any], FastAPI]
     ) -> AsyncIterator[ServiceHarness]:
         url = infra.create_database(f"unit_{name}")
+        topic_prefix = ensure_prefixed_topics(infra, f"t{infra.run_id}{name}.")
         await migrate(url, f"{name}_service")
         settings = settings_cls(
             database_url=url,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from helpdesk_runtime._sync import run_sync
+from helpdesk_runtime.kafka import ensure_topics
 from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.seed import seed_demo_data
@@ -20,14 +22,18 @@ def launch_stack(infra: Infra, *, kafka_bootstrap: str, log_dir: Path, seed: boo
     """Fresh databases and topics (unique to this stack), migrated, all services ready."""
     tag = secrets.token_hex(3)
     prefix = f"e{tag}."
-    infra.ensure_topics({prefix + name: n for name, n in ALL_TOPICS.items()}) if \
-        kafka_bootstrap == infra.kafka_bootstrap else None
+    topics = {prefix + name: n for name, n in ALL_TOPICS.items()}
+    run_sync(lambda: ensure_topics(kafka_bootstrap, topics))
     urls = provision_databases(infra.postgres_admin_url, suffix=f"_e2e_{tag}")
     infra.created_databases.extend(url.rsplit("/", 1)[-1] for url in urls.values())
     migrate_all(urls)
     stack = Stack(
-        database_urls=urls, kafka_bootstrap=kafka_bootstrap, log_dir=log_dir,
-        ports={s.name: free_port() for s in SERVICES}, topic_prefix=prefix, environment="test",
+        database_urls=urls,
+        kafka_bootstrap=kafka_bootstrap,
+        log_dir=log_dir,
+        ports={s.name: free_port() for s in SERVICES},
+        topic_prefix=prefix,
+        environment="test",
     )
     try:
         stack.start(timeout=90)
@@ -41,8 +47,9 @@ def launch_stack(infra: Infra, *, kafka_bootstrap: str, log_dir: Path, seed: boo
 
 @pytest.fixture(scope="session")
 def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = launch_stack(infra, kafka_bootstrap=infra.kafka_bootstrap,
-                           log_dir=tmp_path_factory.mktemp("stack-logs"))
+    running = launch_stack(
+        infra, kafka_bootstrap=infra.kafka_bootstrap, log_dir=tmp_path_factory.mktemp("stack-logs")
+    )
     try:
         yield running
     finally:

@@ -23,7 +23,9 @@ LEAD = auth_headers("lead")
 
 def new_ticket(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "channel": "app", "kind": "question", "subject": "車險續保問題",
+        "channel": "app",
+        "kind": "question",
+        "subject": "車險續保問題",
         "description": "我的車險下個月到期，想知道續保需要準備什麼資料。",
         "customer": {"external_id": f"app-{uuid.uuid4()}", "phone": "+86 139 0000 1111"},
     }
@@ -90,11 +92,18 @@ def test_health_readiness_and_prometheus_metrics_of_every_service(stack: Stack) 
             metrics = client.get(f"{base}/metrics")
             assert metrics.headers["content-type"].startswith("text/plain")
             families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
-            for name in ("helpdesk_http_requests", "helpdesk_http_request_duration_seconds",
-                         "helpdesk_outbox_backlog", "helpdesk_consumer_lag"):
+            for name in (
+                "helpdesk_http_requests",
+                "helpdesk_http_request_duration_seconds",
+                "helpdesk_outbox_backlog",
+                "helpdesk_consumer_lag",
+            ):
                 assert name in families, (spec.name, name, sorted(families))
-            statuses = {s.labels["status"] for s in families["helpdesk_http_requests"].samples
-                        if s.labels.get("service") == spec.name}
+            statuses = {
+                s.labels["status"]
+                for s in families["helpdesk_http_requests"].samples
+                if s.labels.get("service") == spec.name
+            }
             assert "404" in statuses
             lag = [s for s in families["helpdesk_consumer_lag"].samples if s.labels["service"] == spec.name]
             assert lag, f"{spec.name} reports no consumer lag samples"

@@ -22,8 +22,12 @@ def ticket_body(**overrides: Any) -> dict[str, Any]:
         "kind": "question",
         "subject": "保單理賠進度查詢",
         "description": "我上個月提交的理賠申請到現在還沒有結果，請問進度如何？",
-        "customer": {"external_id": f"cust-{uuid.uuid4()}", "name": "林小姐",
-                     "email": "lin@example.com", "phone": "+86 138 0013 8000"},
+        "customer": {
+            "external_id": f"cust-{uuid.uuid4()}",
+            "name": "林小姐",
+            "email": "lin@example.com",
+            "phone": "+86 138 0013 8000",
+        },
     }
     body.update(overrides)
     return body
@@ -124,9 +128,13 @@ async def test_malformed_ticket_id_is_a_422_problem(intake: ServiceHarness) -> N
 async def test_missing_or_invalid_token_is_a_401_problem(intake: ServiceHarness) -> None:
     missing = await intake.client.post("/v1/tickets", json=ticket_body())
     forged = await intake.client.post(
-        "/v1/tickets", json=ticket_body(), headers=auth_headers("channel", secret="a-different-secret-of-sufficient-length-0123456789")
+        "/v1/tickets",
+        json=ticket_body(),
+        headers=auth_headers("channel", secret="a-different-secret-of-sufficient-length-0123456789"),
     )
-    garbage = await intake.client.get(f"/v1/tickets/{uuid.uuid4()}", headers={"Authorization": "Bearer x.y.z"})
+    garbage = await intake.client.get(
+        f"/v1/tickets/{uuid.uuid4()}", headers={"Authorization": "Bearer x.y.z"}
+    )
     for response in (missing, forged, garbage):
         assert response.status_code == 401
         assert response.headers["content-type"] == "application/problem+json"
@@ -168,9 +176,11 @@ async def test_assignment_event_is_mirrored_once(intake: ServiceHarness) -> None
     ticket = (await intake.client.post("/v1/tickets", json=ticket_body(), headers=CHANNEL)).json()
     agent_id = uuid.uuid4()
     event = EventEnvelope.wrap(
-        TicketAssigned(ticket_id=uuid.UUID(ticket["id"]), agent_id=agent_id, assigned_at=datetime.now(UTC),
-                       reason="test"),
-        source="/helpdesk/routing", subject=ticket["id"],
+        TicketAssigned(
+            ticket_id=uuid.UUID(ticket["id"]), agent_id=agent_id, assigned_at=datetime.now(UTC), reason="test"
+        ),
+        source="/helpdesk/routing",
+        subject=ticket["id"],
     )
     consumer = intake.runtime.consumer
     assert consumer is not None

@@ -20,9 +20,16 @@ ADMIN = auth_headers("admin")
 def ticket_created(**overrides: Any) -> EventEnvelope[Any]:
     ticket_id = overrides.pop("ticket_id", uuid.uuid4())
     payload = TicketCreated(
-        ticket_id=ticket_id, number="HD-000001", channel="web", kind="question", subject="保費怎麼繳",
-        description="想了解保費的繳納方式", priority=overrides.pop("priority", Priority.NORMAL),
-        customer_id=uuid.uuid4(), created_at=datetime.now(UTC), **overrides,
+        ticket_id=ticket_id,
+        number="HD-000001",
+        channel="web",
+        kind="question",
+        subject="保費怎麼繳",
+        description="想了解保費的繳納方式",
+        priority=overrides.pop("priority", Priority.NORMAL),
+        customer_id=uuid.uuid4(),
+        created_at=datetime.now(UTC),
+        **overrides,
     )
     return EventEnvelope.wrap(payload, source="/helpdesk/intake", subject=str(ticket_id))
 
@@ -35,29 +42,55 @@ async def isolated_team(routing: ServiceHarness, *capacities: int) -> list[str]:
     team = await routing.client.post("/v1/teams", json={"name": f"team-{uuid.uuid4()}"}, headers=ADMIN)
     ids = []
     for capacity in capacities:
-        response = await routing.client.post("/v1/agents", headers=ADMIN, json={
-            "name": "專員", "team_id": team.json()["id"], "roles": ["specialist"],
-            "domains": ["auto-insurance"], "max_concurrent": capacity,
-        })
+        response = await routing.client.post(
+            "/v1/agents",
+            headers=ADMIN,
+            json={
+                "name": "專員",
+                "team_id": team.json()["id"],
+                "roles": ["specialist"],
+                "domains": ["auto-insurance"],
+                "max_concurrent": capacity,
+            },
+        )
         assert response.status_code == 201, response.text
         ids.append(response.json()["id"])
     return ids
 
 
 async def test_agent_crud_and_problems(routing: ServiceHarness) -> None:
-    created = await routing.client.post("/v1/agents", headers=ADMIN, json={
-        "name": "李敏", "roles": ["specialist"], "domains": ["life-insurance"], "max_concurrent": 3,
-    })
+    created = await routing.client.post(
+        "/v1/agents",
+        headers=ADMIN,
+        json={
+            "name": "李敏",
+            "roles": ["specialist"],
+            "domains": ["life-insurance"],
+            "max_concurrent": 3,
+        },
+    )
     assert created.status_code == 201
     agent = created.json()
     assert (await routing.client.get(f"/v1/agents/{agent['id']}", headers=ADMIN)).json() == agent
-    duplicate = await routing.client.post("/v1/agents", headers=ADMIN, json={
-        "id": agent["id"], "name": "李敏", "roles": ["specialist"],
-    })
+    duplicate = await routing.client.post(
+        "/v1/agents",
+        headers=ADMIN,
+        json={
+            "id": agent["id"],
+            "name": "李敏",
+            "roles": ["specialist"],
+        },
+    )
     assert duplicate.status_code == 409
-    unknown_team = await routing.client.post("/v1/agents", headers=ADMIN, json={
-        "name": "x", "roles": ["specialist"], "team_id": str(uuid.uuid4()),
-    })
+    unknown_team = await routing.client.post(
+        "/v1/agents",
+        headers=ADMIN,
+        json={
+            "name": "x",
+            "roles": ["specialist"],
+            "team_id": str(uuid.uuid4()),
+        },
+    )
     assert unknown_team.status_code == 422
     assert unknown_team.headers["content-type"] == "application/problem+json"
     bad_role = await routing.client.post("/v1/agents", headers=ADMIN, json={"name": "x", "roles": ["boss"]})
@@ -92,12 +125,15 @@ async def test_redelivered_event_changes_the_database_once(routing: ServiceHarne
     assert results == [True, False]
     async with routing.uow() as uow:
         assignments = await uow.session.scalar(
-            select(func.count()).select_from(Assignment).where(Assignment.ticket_id == event.data.ticket_id))
+            select(func.count()).select_from(Assignment).where(Assignment.ticket_id == event.data.ticket_id)
+        )
         active = await uow.session.scalar(select(Agent.active_tickets).where(Agent.id == uuid.UUID(agent_id)))
         events = await uow.session.scalar(
-            select(func.count()).select_from(OUTBOX).where(OUTBOX.c.key == str(event.data.ticket_id)))
+            select(func.count()).select_from(OUTBOX).where(OUTBOX.c.key == str(event.data.ticket_id))
+        )
         inbox = await uow.session.scalar(
-            select(func.count()).select_from(INBOX).where(INBOX.c.event_id == event.id))
+            select(func.count()).select_from(INBOX).where(INBOX.c.event_id == event.id)
+        )
     assert (assignments, active, events, inbox) == (1, 1, 1, 1)
 
 
@@ -112,13 +148,19 @@ async def test_concurrent_tickets_never_exceed_capacity(routing: ServiceHarness)
     owners = await _owner_counts(routing)
     assert owners == {agent_ids[0]: 2, agent_ids[1]: 1}
     async with routing.uow() as uow:
-        queued = await uow.session.scalar(select(func.count()).select_from(QueueEntry).where(
-            QueueEntry.ticket_id.in_([e.data.ticket_id for e in events])))
+        queued = await uow.session.scalar(
+            select(func.count())
+            .select_from(QueueEntry)
+            .where(QueueEntry.ticket_id.in_([e.data.ticket_id for e in events]))
+        )
     assert queued == 5
 
 
 async def _owner_counts(routing: ServiceHarness) -> dict[str, int]:
     async with routing.uow() as uow:
-        rows = (await uow.session.execute(
-            select(Agent.id, Agent.active_tickets).where(Agent.presence == "online"))).all()
+        rows = (
+            await uow.session.execute(
+                select(Agent.id, Agent.active_tickets).where(Agent.presence == "online")
+            )
+        ).all()
     return {str(r.id): r.active_tickets for r in rows if r.active_tickets}

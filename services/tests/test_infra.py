@@ -16,6 +16,7 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
 from helpdesk_runtime import paths
 from helpdesk_runtime.kafka import KafkaBroker, MissingToolError, ensure_kafka_jars, ensure_topics
 from helpdesk_runtime.postgres import EmbeddedPostgres, create_database, drop_database

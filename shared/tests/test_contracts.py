@@ -14,6 +14,8 @@ from typing import Annotated, Any, ClassVar
 from uuid import UUID, uuid4
 
 import pytest
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+
 from helpdesk_shared import contracts
 from helpdesk_shared.contracts import (
     ALL_TOPICS,
@@ -36,7 +38,6 @@ from helpdesk_shared.contracts import (
     source_for,
     topic_for_event_type,
 )
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 # Every event type named in ARCHITECTURE.md §2, by the service that publishes it.
 ARCHITECTURE_EVENTS: dict[str, list[str]] = {
@@ -293,8 +294,9 @@ def test_parse_event_ignores_fields_added_by_a_newer_producer() -> None:
     raw["data"]["added_in_a_later_release"] = "x"
     event = parse_event(raw)
     assert not hasattr(event.data, "added_in_a_later_release")
-    assert event.data.model_dump(mode="json") == {k: v for k, v in raw["data"].items()
-                                                   if k != "added_in_a_later_release"}
+    assert event.data.model_dump(mode="json") == {
+        k: v for k, v in raw["data"].items() if k != "added_in_a_later_release"
+    }
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,15 @@ from intake_service.settings import IntakeSettings
 
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
-    settings = settings or IntakeSettings()  # type: ignore[call-arg]  # database_url comes from the env
-    return create_service_app(ServiceDefinition(
-        name="intake",
-        settings=settings,
-        routers=[tickets.router],
-        handlers=HANDLERS,
-        consumes=CONSUMES,
-        title="Helpdesk intake service",
-        description="Every channel in: tickets, customers and their messages.",
-    ))
+    settings = settings or IntakeSettings()  # database_url comes from the environment
+    return create_service_app(
+        ServiceDefinition(
+            name="intake",
+            settings=settings,
+            routers=[tickets.router],
+            handlers=HANDLERS,
+            consumes=CONSUMES,
+            title="Helpdesk intake service",
+            description="Every channel in: tickets, customers and their messages.",
+        )
+    )

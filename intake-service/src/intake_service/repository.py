@@ -43,8 +43,9 @@ class CustomerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def upsert(self, *, external_id: str | None, name: str | None, email: str | None,
-                     phone: str | None) -> uuid.UUID:
+    async def upsert(
+        self, *, external_id: str | None, name: str | None, email: str | None, phone: str | None
+    ) -> uuid.UUID:
         """The customer with this external id, created or refreshed (race-free)."""
         if external_id is None:
             customer = Customer(name=name, email=email, phone=phone)
@@ -56,7 +57,9 @@ class CustomerRepository:
         )
         stmt = insert.on_conflict_do_update(
             index_elements=[Customer.external_id],
-            set_={col: func.coalesce(insert.excluded[col], getattr(Customer, col))
-                  for col in ("name", "email", "phone")},
+            set_={
+                col: func.coalesce(insert.excluded[col], getattr(Customer, col))
+                for col in ("name", "email", "phone")
+            },
         ).returning(Customer.id)
         return (await self.session.execute(stmt)).scalar_one()

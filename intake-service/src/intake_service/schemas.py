@@ -21,7 +21,9 @@ class CustomerIn(BaseModel):
     email: str | None = Field(
         default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", examples=["li.lei@example.com"]
     )
-    phone: str | None = Field(default=None, pattern=r"^\+?[0-9][0-9 ()\-]{2,48}$", examples=["+86 138 0000 0000"])
+    phone: str | None = Field(
+        default=None, pattern=r"^\+?[0-9][0-9 ()\-]{2,48}$", examples=["+86 138 0000 0000"]
+    )
 
     @model_validator(mode="after")
     def _identifiable(self) -> CustomerIn:

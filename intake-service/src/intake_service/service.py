@@ -25,33 +25,45 @@ class TicketNotFound(NotFound):
 async def create_ticket(uow: UnitOfWork, body: TicketCreate, *, number_prefix: str) -> TicketOut:
     tickets = TicketRepository(uow.session)
     customer_id = await CustomerRepository(uow.session).upsert(
-        external_id=body.customer.external_id, name=body.customer.name,
-        email=body.customer.email, phone=body.customer.phone,
+        external_id=body.customer.external_id,
+        name=body.customer.name,
+        email=body.customer.email,
+        phone=body.customer.phone,
     )
     now = datetime.now(UTC)
-    ticket = await tickets.add(Ticket(
-        id=uuid.uuid4(),
-        number=f"{number_prefix}-{await tickets.next_number():06d}",
-        channel=body.channel,
-        kind=body.kind,
-        status=TicketStatus.NEW,
-        priority=body.priority,
-        urgent_detected=detect_urgent(body.subject, body.description),
-        subject=body.subject,
-        description=body.description,
-        reference=body.reference,
-        category_hint=body.category_hint,
-        tags=list(body.tags),
-        customer_id=customer_id,
-        created_at=now,
-        updated_at=now,
-    ))
+    ticket = await tickets.add(
+        Ticket(
+            id=uuid.uuid4(),
+            number=f"{number_prefix}-{await tickets.next_number():06d}",
+            channel=body.channel,
+            kind=body.kind,
+            status=TicketStatus.NEW,
+            priority=body.priority,
+            urgent_detected=detect_urgent(body.subject, body.description),
+            subject=body.subject,
+            description=body.description,
+            reference=body.reference,
+            category_hint=body.category_hint,
+            tags=list(body.tags),
+            customer_id=customer_id,
+            created_at=now,
+            updated_at=now,
+        )
+    )
     uow.publish(
         TicketCreated(
-            ticket_id=ticket.id, number=ticket.number, channel=body.channel, kind=body.kind,
-            subject=ticket.subject, description=ticket.description, priority=body.priority,
-            urgent_detected=ticket.urgent_detected, customer_id=customer_id,
-            category_hint=ticket.category_hint, tags=ticket.tags, created_at=now,
+            ticket_id=ticket.id,
+            number=ticket.number,
+            channel=body.channel,
+            kind=body.kind,
+            subject=ticket.subject,
+            description=ticket.description,
+            priority=body.priority,
+            urgent_detected=ticket.urgent_detected,
+            customer_id=customer_id,
+            category_hint=ticket.category_hint,
+            tags=ticket.tags,
+            created_at=now,
         ),
         subject=str(ticket.id),
     )

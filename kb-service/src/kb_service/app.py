@@ -11,13 +11,15 @@ from kb_service.settings import KbSettings
 
 
 def create_app(settings: KbSettings | None = None) -> FastAPI:
-    settings = settings or KbSettings()  # type: ignore[call-arg]  # database_url comes from the env
-    return create_service_app(ServiceDefinition(
-        name="kb",
-        settings=settings,
-        routers=[faq.router],
-        handlers=HANDLERS,
-        consumes=CONSUMES,
-        title="Helpdesk knowledge base service",
-        description="Categorised, versioned, access-controlled knowledge; FAQ candidates; gap reports.",
-    ))
+    settings = settings or KbSettings()  # database_url comes from the environment
+    return create_service_app(
+        ServiceDefinition(
+            name="kb",
+            settings=settings,
+            routers=[faq.router],
+            handlers=HANDLERS,
+            consumes=CONSUMES,
+            title="Helpdesk knowledge base service",
+            description="Categorised, versioned, access-controlled knowledge; FAQ candidates; gap reports.",
+        )
+    )

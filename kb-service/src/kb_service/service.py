@@ -15,8 +15,13 @@ from kb_service.models import FaqCandidate
 async def add_faq_candidate(uow: UnitOfWork, event: AnswerApproved) -> None:
     """The latest approved version of an answer is its FAQ candidate."""
     values = {
-        "answer_id": event.answer_id, "answer_version": event.answer_version, "ticket_id": event.ticket_id,
-        "domain": event.domain, "question": event.question, "body": event.body, "status": "new",
+        "answer_id": event.answer_id,
+        "answer_version": event.answer_version,
+        "ticket_id": event.ticket_id,
+        "domain": event.domain,
+        "question": event.question,
+        "body": event.body,
+        "status": "new",
         "approved_at": event.approved_at,
     }
     insert = pg_insert(FaqCandidate).values(**values)

@@ -11,13 +11,15 @@ from metrics_service.settings import MetricsSettings
 
 
 def create_app(settings: MetricsSettings | None = None) -> FastAPI:
-    settings = settings or MetricsSettings()  # type: ignore[call-arg]  # database_url comes from the env
-    return create_service_app(ServiceDefinition(
-        name="metrics",
-        settings=settings,
-        routers=[summary.router],
-        handlers=HANDLERS,
-        consumes=CONSUMES,
-        title="Helpdesk metrics service",
-        description="Read models built from every event: KPIs, scorecards and reports.",
-    ))
+    settings = settings or MetricsSettings()  # database_url comes from the environment
+    return create_service_app(
+        ServiceDefinition(
+            name="metrics",
+            settings=settings,
+            routers=[summary.router],
+            handlers=HANDLERS,
+            consumes=CONSUMES,
+            title="Helpdesk metrics service",
+            description="Read models built from every event: KPIs, scorecards and reports.",
+        )
+    )

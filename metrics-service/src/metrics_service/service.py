@@ -13,8 +13,9 @@ from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.contracts.routing import TicketAssigned
 from metrics_service.models import TicketFact
 
-TICKETS_CREATED = Counter("helpdesk_tickets_created_total", "Tickets created, by channel and kind",
-                          ["channel", "kind"])
+TICKETS_CREATED = Counter(
+    "helpdesk_tickets_created_total", "Tickets created, by channel and kind", ["channel", "kind"]
+)
 TICKETS_ASSIGNED = Counter("helpdesk_tickets_assigned_total", "Ticket assignments")
 
 
@@ -28,8 +29,14 @@ async def _upsert_fact(uow: UnitOfWork, ticket_id: Any, **values: Any) -> None:
 
 
 async def project_ticket_created(uow: UnitOfWork, event: TicketCreated) -> None:
-    await _upsert_fact(uow, event.ticket_id, channel=event.channel, kind=event.kind,
-                       priority=event.priority, created_at=event.created_at)
+    await _upsert_fact(
+        uow,
+        event.ticket_id,
+        channel=event.channel,
+        kind=event.kind,
+        priority=event.priority,
+        created_at=event.created_at,
+    )
     await uow.commit()
     TICKETS_CREATED.labels(event.channel, event.kind).inc()
 

@@ -11,13 +11,15 @@ from review_service.settings import ReviewSettings
 
 
 def create_app(settings: ReviewSettings | None = None) -> FastAPI:
-    settings = settings or ReviewSettings()  # type: ignore[call-arg]  # database_url comes from the env
-    return create_service_app(ServiceDefinition(
-        name="review",
-        settings=settings,
-        routers=[owners.router],
-        handlers=HANDLERS,
-        consumes=CONSUMES,
-        title="Helpdesk review service",
-        description="Answer drafts, versions and reviews: every answer is approved by someone else.",
-    ))
+    settings = settings or ReviewSettings()  # database_url comes from the environment
+    return create_service_app(
+        ServiceDefinition(
+            name="review",
+            settings=settings,
+            routers=[owners.router],
+            handlers=HANDLERS,
+            consumes=CONSUMES,
+            title="Helpdesk review service",
+            description="Answer drafts, versions and reviews: every answer is approved by someone else.",
+        )
+    )

@@ -11,13 +11,15 @@ from routing_service.settings import RoutingSettings
 
 
 def create_app(settings: RoutingSettings | None = None) -> FastAPI:
-    settings = settings or RoutingSettings()  # type: ignore[call-arg]  # database_url comes from the env
-    return create_service_app(ServiceDefinition(
-        name="routing",
-        settings=settings,
-        routers=[agents.router],
-        handlers=HANDLERS,
-        consumes=CONSUMES,
-        title="Helpdesk routing service",
-        description="Classification, assignment, transfers and SLAs.",
-    ))
+    settings = settings or RoutingSettings()  # database_url comes from the environment
+    return create_service_app(
+        ServiceDefinition(
+            name="routing",
+            settings=settings,
+            routers=[agents.router],
+            handlers=HANDLERS,
+            consumes=CONSUMES,
+            title="Helpdesk routing service",
+            description="Classification, assignment, transfers and SLAs.",
+        )
+    )

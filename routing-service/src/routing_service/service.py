@@ -50,9 +50,16 @@ async def create_agent(uow: UnitOfWork, body: AgentCreate) -> AgentOut:
     if body.id is not None and await repo.agent(body.id) is not None:
         raise AlreadyExists(f"An agent with id {body.id} already exists")
     agent = Agent(
-        id=body.id or uuid.uuid4(), name=body.name, team_id=body.team_id, roles=list(body.roles),
-        domains=list(body.domains), languages=list(body.languages), max_concurrent=body.max_concurrent,
-        active_tickets=0, presence=body.presence, created_at=datetime.now(UTC),
+        id=body.id or uuid.uuid4(),
+        name=body.name,
+        team_id=body.team_id,
+        roles=list(body.roles),
+        domains=list(body.domains),
+        languages=list(body.languages),
+        max_concurrent=body.max_concurrent,
+        active_tickets=0,
+        presence=body.presence,
+        created_at=datetime.now(UTC),
     )
     await repo.add(agent)
     out = AgentOut.model_validate(agent)
@@ -84,16 +91,21 @@ async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
             reason = "least-loaded online specialist"
             await repo.assign(ticket.ticket_id, candidate.agent_id, reason, now)
             uow.publish(
-                TicketAssigned(ticket_id=ticket.ticket_id, agent_id=candidate.agent_id, assigned_at=now,
-                               reason=reason),
+                TicketAssigned(
+                    ticket_id=ticket.ticket_id, agent_id=candidate.agent_id, assigned_at=now, reason=reason
+                ),
                 subject=str(ticket.ticket_id),
             )
             await uow.commit()
             return
     await repo.enqueue(ticket.ticket_id, ticket.priority, ticket.priority.rank, now)
     uow.publish(
-        TicketQueued(ticket_id=ticket.ticket_id, priority=ticket.priority, queued_at=now,
-                     reason="no online specialist with free capacity"),
+        TicketQueued(
+            ticket_id=ticket.ticket_id,
+            priority=ticket.priority,
+            queued_at=now,
+            reason="no online specialist with free capacity",
+        ),
         subject=str(ticket.ticket_id),
     )
     await uow.commit()

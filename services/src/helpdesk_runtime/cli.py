@@ -1,8 +1,8 @@
 """`helpdesk` command: run the whole system locally, mint dev tokens.
 
-    helpdesk run                     # embedded PostgreSQL + Kafka + five services
-    helpdesk token --role agent      # last line: a bearer token the local stack accepts
-    helpdesk migrate [service ...]   # migrate existing databases (*_DATABASE_URL)
+helpdesk run                     # embedded PostgreSQL + Kafka + five services
+helpdesk token --role agent      # last line: a bearer token the local stack accepts
+helpdesk migrate [service ...]   # migrate existing databases (*_DATABASE_URL)
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
             database_urls = provision_databases(pg.admin_url)
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            _say("fetching Kafka jars with Maven (first run only)")
+            _say(f"Kafka jars in {paths.kafka_libs_dir()} (fetched with Maven on the first run)")
             libs = ensure_kafka_jars(paths.kafka_libs_dir())
-            broker = KafkaBroker(paths.kafka_data_dir(), libs, port=args.kafka_port,
-                                 controller_port=args.kafka_port + 1)
+            broker = KafkaBroker(
+                paths.kafka_data_dir(), libs, port=args.kafka_port, controller_port=args.kafka_port + 1
+            )
             _say(f"starting Kafka broker on {broker.bootstrap_servers}")
             broker.start()
             cleanups.append(broker.stop)
@@ -77,9 +78,13 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(ensure_topics(bootstrap, dict(ALL_TOPICS)))
         _say("applying migrations")
         migrate_all(database_urls)
-        stack = Stack(database_urls=database_urls, kafka_bootstrap=bootstrap, log_dir=paths.local_dir() / "logs",
-                      ports={s.name: _env_int(f"{s.name.upper()}_PORT", s.default_port) for s in SERVICES},
-                      jwt_secret=secret)
+        stack = Stack(
+            database_urls=database_urls,
+            kafka_bootstrap=bootstrap,
+            log_dir=paths.local_dir() / "logs",
+            ports={s.name: _env_int(f"{s.name.upper()}_PORT", s.default_port) for s in SERVICES},
+            jwt_secret=secret,
+        )
         cleanups.append(stack.stop)
         _say("starting services")
         stack.start(timeout=90)
@@ -125,8 +130,10 @@ def token(args: argparse.Namespace) -> int:
     roles = [r.strip() for r in args.role.split(",") if r.strip()]
     unknown = [r for r in roles if r not in Role._value2member_map_]
     if not roles or unknown:
-        print(f"error: unknown role(s) {unknown or roles}; choose from "
-              f"{', '.join(r.value for r in Role)}", file=sys.stderr)
+        print(
+            f"error: unknown role(s) {unknown or roles}; choose from {', '.join(r.value for r in Role)}",
+            file=sys.stderr,
+        )
         return 2
     subject = args.sub or str(uuid.uuid4())
     print(mint_token(secret=secret, subject=subject, roles=roles, ttl_seconds=args.ttl))
@@ -152,16 +159,21 @@ def migrate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="helpdesk", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="helpdesk", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="start PostgreSQL, Kafka and the five services")
     run_parser.add_argument("--postgres-port", type=int, default=_env_int("HELPDESK_POSTGRES_PORT", 54329))
     run_parser.add_argument("--kafka-port", type=int, default=_env_int("HELPDESK_KAFKA_PORT", 19092))
     run_parser.set_defaults(func=run)
     migrate_parser = sub.add_parser("migrate", help="apply migrations to the databases in *_DATABASE_URL")
-    migrate_parser.add_argument("services", nargs="*", metavar="service",
-                                help=f"any of {', '.join(s.name for s in SERVICES)} (default: all)")
+    migrate_parser.add_argument(
+        "services",
+        nargs="*",
+        metavar="service",
+        help=f"any of {', '.join(s.name for s in SERVICES)} (default: all)",
+    )
     migrate_parser.set_defaults(func=migrate)
     token_parser = sub.add_parser("token", help="print a dev bearer token (last line)")
     token_parser.add_argument("--role", required=True, help="role, or comma-separated roles")
@@ -175,4 +187,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

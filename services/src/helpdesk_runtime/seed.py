@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 import httpx
+
 from helpdesk_shared.chassis.auth import mint_token
 
 TEAM_NAME = "線上答疑一組"

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from helpdesk_shared.chassis.migrations import upgrade_database
-from helpdesk_shared.chassis.settings import DEV_JWT_SECRET
 
 from helpdesk_runtime.postgres import create_database
 from helpdesk_runtime.procs import ManagedProcess, ProcessStartError, start_process
+from helpdesk_shared.chassis.migrations import upgrade_database
+from helpdesk_shared.chassis.settings import DEV_JWT_SECRET
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,8 @@ class Stack:
                     proc = self.processes[name]
                     if not proc.is_running():
                         raise ProcessStartError(
-                            f"{name} exited with code {proc.returncode}; log {proc.log_path}:\n{proc.log_tail()}"
+                            f"{name} exited with code {proc.returncode}; "
+                            f"log {proc.log_path}:\n{proc.log_tail()}"
                         )
                     try:
                         response = client.get(f"{self.url(name)}/readyz")

@@ -33,8 +33,11 @@ class FaqCandidateOut(BaseModel):
     approved_at: datetime
 
 
-@router.get("/faq-candidates", response_model=list[FaqCandidateOut],
-            responses=problem_responses(Unauthorized, Forbidden))
+@router.get(
+    "/faq-candidates",
+    response_model=list[FaqCandidateOut],
+    responses=problem_responses(Unauthorized, Forbidden),
+)
 async def faq_candidates(
     uow: UoW, _: Editor, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[FaqCandidateOut]:

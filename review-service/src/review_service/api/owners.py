@@ -29,7 +29,10 @@ class TicketOwnerOut(BaseModel):
     assigned_at: datetime
 
 
-@router.get("/{ticket_id}/owner", response_model=TicketOwnerOut,
-            responses=problem_responses(Unauthorized, Forbidden, TicketOwnerUnknown))
+@router.get(
+    "/{ticket_id}/owner",
+    response_model=TicketOwnerOut,
+    responses=problem_responses(Unauthorized, Forbidden, TicketOwnerUnknown),
+)
 async def ticket_owner(ticket_id: uuid.UUID, uow: UoW, _: Staff) -> TicketOwnerOut:
     return TicketOwnerOut.model_validate(await service.owner_of(uow, ticket_id))

@@ -23,8 +23,12 @@ Staff = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.REVIEWER, Ro
 _AUTH = (Unauthorized, Forbidden)
 
 
-@router.post("/teams", status_code=status.HTTP_201_CREATED, response_model=TeamOut,
-             responses=problem_responses(*_AUTH, AlreadyExists))
+@router.post(
+    "/teams",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TeamOut,
+    responses=problem_responses(*_AUTH, AlreadyExists),
+)
 async def create_team(body: TeamCreate, uow: UoW, _: Manager) -> TeamOut:
     return await service.create_team(uow, body)
 
@@ -34,8 +38,12 @@ async def list_teams(uow: UoW, _: Staff) -> list[TeamOut]:
     return await service.list_teams(uow)
 
 
-@router.post("/agents", status_code=status.HTTP_201_CREATED, response_model=AgentOut,
-             responses=problem_responses(*_AUTH, TeamNotFound, AlreadyExists))
+@router.post(
+    "/agents",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AgentOut,
+    responses=problem_responses(*_AUTH, TeamNotFound, AlreadyExists),
+)
 async def create_agent(body: AgentCreate, uow: UoW, _: Manager) -> AgentOut:
     return await service.create_agent(uow, body)
 
@@ -48,7 +56,6 @@ async def list_agents(
     return Page[AgentOut](items=items, next_cursor=cursor)
 
 
-@router.get("/agents/{agent_id}", response_model=AgentOut,
-            responses=problem_responses(*_AUTH, AgentNotFound))
+@router.get("/agents/{agent_id}", response_model=AgentOut, responses=problem_responses(*_AUTH, AgentNotFound))
 async def get_agent(agent_id: uuid.UUID, uow: UoW, _: Staff) -> AgentOut:
     return await service.get_agent(uow, agent_id)

@@ -24,6 +24,7 @@ class Candidate:
 
 def rank_candidates(candidates: list[Candidate]) -> list[Candidate]:
     """Least loaded first (by share of capacity), then whoever waited longest (round robin)."""
+
     def key(c: Candidate) -> tuple[float, float]:
         waited = c.last_assigned_at.timestamp() if c.last_assigned_at else float("-inf")
         return (c.active_tickets / max(c.max_concurrent, 1), waited)

@@ -76,8 +76,9 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.sessionmaker, source=self.settings.source, topic=self.topic,
-                          on_commit=self.relay.wake)
+        return UnitOfWork(
+            self.sessionmaker, source=self.settings.source, topic=self.topic, on_commit=self.relay.wake
+        )
 
     async def start(self) -> None:
         self._spawn("outbox-relay", self.relay.run())
@@ -167,11 +168,17 @@ def _ops_router() -> APIRouter:
     async def readyz(request: Request) -> JSONResponse:
         checks = await request.app.state.runtime.readiness()
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+        )
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        runtime: ServiceRuntime = request.app.state.runtime
+        try:  # fresh backlog even while the relay is stuck on an unreachable broker
+            await asyncio.wait_for(runtime.relay.refresh_backlog(), _READY_TIMEOUT)
+        except Exception as exc:
+            log.warning("outbox_backlog_unavailable", error=repr(exc))
         body, content_type = metrics_payload()
         return Response(body, media_type=content_type)
 
@@ -190,4 +197,3 @@ async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
 
 UoW = Annotated[UnitOfWork, Depends(get_uow)]
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
-

@@ -51,7 +51,10 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         try:
             claims = jwt.decode(
-                token, self._key, algorithms=[self._algorithm], issuer=self._issuer,
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                issuer=self._issuer,
                 options={"require": ["sub", "exp"]},
             )
         except jwt.ExpiredSignatureError as exc:
@@ -76,8 +79,13 @@ def mint_token(
 ) -> str:
     """HS256 token for local development and tests."""
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": subject, "roles": list(roles), "iss": issuer, "iat": now,
-                              "exp": now + ttl_seconds}
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "roles": list(roles),
+        "iss": issuer,
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
     if name:
         claims["name"] = name
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -138,11 +138,21 @@ class EventConsumer:
                 try:
                     return await self._apply(handler, envelope, topic)
                 except Exception as exc:
-                    log.warning("event_handler_failed", type=envelope.type, event_id=str(envelope.id),
-                                attempt=attempt, error=repr(exc))
+                    log.warning(
+                        "event_handler_failed",
+                        type=envelope.type,
+                        event_id=str(envelope.id),
+                        attempt=attempt,
+                        error=repr(exc),
+                    )
                     if attempt == attempts:
-                        await self._dead_letter(record, raw or envelope.model_dump(mode="json"), exc,
-                                                envelope=envelope, topic=topic)
+                        await self._dead_letter(
+                            record,
+                            raw or envelope.model_dump(mode="json"),
+                            exc,
+                            envelope=envelope,
+                            topic=topic,
+                        )
                         return True
                     await asyncio.sleep(self._settings.consumer_retry_backoff_seconds * 2 ** (attempt - 1))
             return True
@@ -187,8 +197,14 @@ class EventConsumer:
             if envelope is not None:
                 await uow.session.execute(
                     pg_insert(INBOX)
-                    .values(consumer=self._group, event_id=envelope.id, event_type=envelope.type,
-                            topic=original_topic, outcome="dead_lettered", error=repr(error)[:4000])
+                    .values(
+                        consumer=self._group,
+                        event_id=envelope.id,
+                        event_type=envelope.type,
+                        topic=original_topic,
+                        outcome="dead_lettered",
+                        error=repr(error)[:4000],
+                    )
                     .on_conflict_do_nothing()
                 )
             uow.add_outbox_message(
@@ -197,8 +213,11 @@ class EventConsumer:
                 event_id=uuid.uuid4(),
                 event_type=envelope.type if envelope else "unknown",
                 payload=body,
-                headers={"x-error": repr(error)[:500], "x-original-topic": original_topic,
-                         "x-consumer": self._group},
+                headers={
+                    "x-error": repr(error)[:500],
+                    "x-original-topic": original_topic,
+                    "x-consumer": self._group,
+                },
             )
             await uow.commit()
         EVENTS_CONSUMED.labels(self._service, envelope.type if envelope else "unknown", "dead_lettered").inc()
@@ -207,4 +226,3 @@ class EventConsumer:
 
 def _as_text(value: bytes | None) -> str:
     return (value or b"").decode("utf-8", errors="replace")
-

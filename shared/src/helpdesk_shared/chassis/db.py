@@ -77,7 +77,7 @@ def asyncpg_url(url: str) -> str:
     """Accept plain `postgresql://` URLs (what operators paste) for the asyncpg driver."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
+            return "postgresql+asyncpg://" + url[len(prefix) :]
     raise ValueError(f"Not a PostgreSQL URL: {url.split('@')[-1]}")
 
 

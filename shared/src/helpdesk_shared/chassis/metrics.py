@@ -35,7 +35,9 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 OUTBOX_BACKLOG = Gauge("helpdesk_outbox_backlog", "Outbox rows not yet acknowledged by Kafka", ["service"])
-OUTBOX_PUBLISHED = Counter("helpdesk_outbox_published_total", "Outbox rows acknowledged by Kafka", ["service"])
+OUTBOX_PUBLISHED = Counter(
+    "helpdesk_outbox_published_total", "Outbox rows acknowledged by Kafka", ["service"]
+)
 OUTBOX_ERRORS = Counter("helpdesk_outbox_publish_errors_total", "Failed outbox relay passes", ["service"])
 CONSUMER_LAG = Gauge(
     "helpdesk_consumer_lag", "Messages behind the partition high watermark", ["service", "topic", "partition"]
@@ -90,4 +92,3 @@ class RequestContextMiddleware:
             HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - started)
             if status >= 500:
                 HTTP_ERRORS.labels(self.service, method, template).inc()
-

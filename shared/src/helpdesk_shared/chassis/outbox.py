@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -72,7 +73,6 @@ class OutboxRelay:
             try:
                 while await self.publish_pending() >= self._settings.outbox_batch_size:
                     pass
-                await self._housekeeping()
                 backoff = self._settings.outbox_sweep_seconds
             except asyncio.CancelledError:
                 raise
@@ -81,60 +81,81 @@ class OutboxRelay:
                 log.warning("outbox_relay_failed", error=repr(exc))
                 await self._reset_producer()
                 backoff = min(max(backoff * 2, 0.5), 10.0)
+            try:
+                await self._housekeeping()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox_housekeeping_failed", error=repr(exc))
 
     async def stop(self) -> None:
         await self._reset_producer()
 
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many rows were acknowledged."""
-        async with self._sessionmaker() as session, session.begin():
-            if not await session.scalar(select(func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY))):
-                return 0  # another replica is relaying for this database
-            rows = (
-                await session.execute(
-                    select(OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.payload, OUTBOX.c.headers)
-                    .where(OUTBOX.c.published_at.is_(None))
-                    .order_by(OUTBOX.c.seq)
-                    .limit(self._settings.outbox_batch_size)
-                )
-            ).all()
-            if not rows:
-                return 0
-            producer = await self._ensure_producer()
-            try:
-                acks = [
-                    await producer.send(
-                        row.topic,
-                        value=orjson.dumps(row.payload),
-                        key=row.key.encode() if row.key else None,
-                        headers=[(k, v.encode()) for k, v in row.headers.items()],
+        seqs: list[int] = []
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                if not await session.scalar(select(func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY))):
+                    return 0  # another replica is relaying for this database
+                rows = (
+                    await session.execute(
+                        select(OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.payload, OUTBOX.c.headers)
+                        .where(OUTBOX.c.published_at.is_(None))
+                        .order_by(OUTBOX.c.seq)
+                        .limit(self._settings.outbox_batch_size)
                     )
-                    for row in rows
-                ]
-                await asyncio.gather(*acks)
-            except Exception as exc:
+                ).all()
+                if not rows:
+                    return 0
+                seqs = [r.seq for r in rows]
+                await asyncio.wait_for(self._send_all(rows), self._settings.outbox_publish_timeout_seconds)
                 await session.execute(
-                    update(OUTBOX)
-                    .where(OUTBOX.c.seq.in_([r.seq for r in rows]))
-                    .values(attempts=OUTBOX.c.attempts + 1, last_error=repr(exc)[:2000])
+                    update(OUTBOX).where(OUTBOX.c.seq.in_(seqs)).values(published_at=func.now())
                 )
-                await session.commit()
-                raise
-            await session.execute(
-                update(OUTBOX).where(OUTBOX.c.seq.in_([r.seq for r in rows])).values(published_at=func.now())
-            )
-        OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
-        return len(rows)
+        except Exception as exc:
+            if seqs:
+                await self._record_failure(seqs, exc)
+            raise
+        OUTBOX_PUBLISHED.labels(self._service).inc(len(seqs))
+        return len(seqs)
 
-    async def backlog(self) -> int:
-        async with self._sessionmaker() as session:
-            count = await session.scalar(
-                select(func.count()).select_from(OUTBOX).where(OUTBOX.c.published_at.is_(None))
+    async def _send_all(self, rows: Sequence[Any]) -> None:
+        producer = await self._ensure_producer()
+        # Enqueue in order (the idempotent producer keeps per-partition order), then await every ack.
+        acks = [
+            await producer.send(
+                row.topic,
+                value=orjson.dumps(row.payload),
+                key=row.key.encode() if row.key else None,
+                headers=[(k, v.encode()) for k, v in row.headers.items()],
             )
-        return int(count or 0)
+            for row in rows
+        ]
+        await asyncio.gather(*acks)
+
+    async def _record_failure(self, seqs: list[int], exc: Exception) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.seq.in_(seqs))
+                .values(attempts=OUTBOX.c.attempts + 1, last_error=repr(exc)[:2000])
+            )
+
+    async def refresh_backlog(self) -> int:
+        """Count unpublished rows and export the gauge (also called on every /metrics scrape)."""
+        async with self._sessionmaker() as session:
+            count = int(
+                await session.scalar(
+                    select(func.count()).select_from(OUTBOX).where(OUTBOX.c.published_at.is_(None))
+                )
+                or 0
+            )
+        OUTBOX_BACKLOG.labels(self._service).set(count)
+        return count
 
     async def _housekeeping(self) -> None:
-        OUTBOX_BACKLOG.labels(self._service).set(await self.backlog())
+        await self.refresh_backlog()
         now = time.monotonic()
         if now - self._last_cleanup < _CLEANUP_EVERY_SECONDS:
             return

@@ -17,10 +17,12 @@ import orjson
 from fastapi import Query
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy.orm import QueryableAttribute
 
 from helpdesk_shared.chassis.problems import InvalidInput
 
 T = TypeVar("T")
+S = TypeVar("S", bound=Select[Any])
 
 MAX_LIMIT = 200
 
@@ -61,13 +63,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 def keyset_page(
-    stmt: Select[Any],
+    stmt: S,
     *,
-    created_col: ColumnElement[datetime],
-    id_col: ColumnElement[uuid.UUID],
+    created_col: ColumnElement[datetime] | QueryableAttribute[datetime],
+    id_col: ColumnElement[uuid.UUID] | QueryableAttribute[uuid.UUID],
     params: PageParams,
     descending: bool = True,
-) -> Select[Any]:
+) -> S:
     """Apply keyset ordering, the cursor bound and limit+1 (to detect a next page)."""
     if params.cursor:
         created, row_id = decode_cursor(params.cursor)

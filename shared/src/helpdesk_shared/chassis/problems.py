@@ -7,6 +7,7 @@ errors, HTTP errors and anything unexpected into `application/problem+json`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -83,7 +84,7 @@ def problem_response(
     detail: str | None = None,
     errors: list[FieldError] | None = None,
     extra: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = Problem(
         type=PROBLEM_BASE + slug,
@@ -106,13 +107,19 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        FieldError(field=_field_path(err.get("loc", ())), message=err.get("msg", ""), type=err.get("type", ""))
+        FieldError(
+            field=_field_path(err.get("loc", ())), message=err.get("msg", ""), type=err.get("type", "")
+        )
         for err in exc.errors()
     ]
     names = ", ".join(e.field for e in errors[:5])
     return problem_response(
-        422, "validation-error", "Request validation failed", request,
-        detail=f"Invalid or missing fields: {names}", errors=errors,
+        422,
+        "validation-error",
+        "Request validation failed",
+        request,
+        detail=f"Invalid or missing fields: {names}",
+        errors=errors,
     )
 
 
@@ -125,9 +132,16 @@ async def _domain_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 _HTTP_SLUGS = {
-    400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-    405: "method-not-allowed", 406: "not-acceptable", 409: "conflict", 413: "payload-too-large",
-    415: "unsupported-media-type", 429: "too-many-requests",
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
 }
 
 
@@ -143,8 +157,13 @@ async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
     # A unique/foreign-key race the use case could not see coming: the client's
     # request conflicts with what another request just stored.
     log.warning("integrity_conflict", path=request.url.path, error=str(getattr(exc, "orig", exc))[:300])
-    return problem_response(409, "conflict", "Conflict with the current state", request,
-                            detail="The request conflicts with data stored concurrently; retry or adjust it")
+    return problem_response(
+        409,
+        "conflict",
+        "Conflict with the current state",
+        request,
+        detail="The request conflicts with data stored concurrently; retry or adjust it",
+    )
 
 
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:

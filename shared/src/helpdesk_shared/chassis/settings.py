@@ -46,12 +46,14 @@ class ServiceSettings(BaseSettings):
     db_max_overflow: int = 20
     outbox_sweep_seconds: float = 1.0
     outbox_batch_size: int = 500
+    outbox_publish_timeout_seconds: float = 15.0
     outbox_retention_hours: int = 24
     consumer_max_attempts: int = 5
     consumer_retry_backoff_seconds: float = 0.2
     consumer_group: str | None = Field(default=None, description="Defaults to the service name")
     topic_prefix: str = Field(
-        default="", validation_alias=_shared("HELPDESK_TOPIC_PREFIX"),
+        default="",
+        validation_alias=_shared("HELPDESK_TOPIC_PREFIX"),
         description="Prepended to every topic name; isolates stacks sharing one cluster",
     )
 

@@ -70,8 +70,11 @@ class UnitOfWork:
             event_id=envelope.id,
             event_type=envelope.type,
             payload=envelope.model_dump(mode="json"),
-            headers={"ce_type": envelope.type, "ce_id": str(envelope.id),
-                     "correlationid": envelope.correlationid or ""},
+            headers={
+                "ce_type": envelope.type,
+                "ce_id": str(envelope.id),
+                "correlationid": envelope.correlationid or "",
+            },
         )
         return envelope
 
@@ -86,10 +89,16 @@ class UnitOfWork:
         headers: dict[str, str],
     ) -> None:
         # Round-trip through orjson: JSONB must not receive datetimes/UUIDs.
-        self._pending.append({
-            "event_id": event_id, "topic": topic, "key": key, "event_type": event_type,
-            "payload": orjson.loads(orjson.dumps(payload)), "headers": headers,
-        })
+        self._pending.append(
+            {
+                "event_id": event_id,
+                "topic": topic,
+                "key": key,
+                "event_type": event_type,
+                "payload": orjson.loads(orjson.dumps(payload)),
+                "headers": headers,
+            }
+        )
 
     async def flush(self) -> None:
         await self.session.flush()
