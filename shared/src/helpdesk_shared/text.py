@@ -1,0 +1,48 @@
+"""Chinese-first text normalisation and segmentation, shared by search and classification.
+
+`normalise` folds the variants a customer may type for the same words: full-width
+and half-width forms (NFKC), Traditional and Simplified characters (OpenCC), letter
+case and runs of whitespace. `tokens` segments the normalised text with jieba and
+drops punctuation, so 「保單理賠」, 「保单理赔」 and 「ＰＯＬＩＣＹ 保單」 meet the same terms.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from functools import lru_cache
+
+import jieba
+import opencc
+
+jieba.setLogLevel(logging.WARNING)
+
+_WHITESPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w", re.UNICODE)
+_init_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> opencc.OpenCC:
+    return opencc.OpenCC("t2s")
+
+
+def normalise(text: str) -> str:
+    """NFKC, Traditional → Simplified, lower case, single spaces."""
+    folded = unicodedata.normalize("NFKC", text)
+    return _WHITESPACE.sub(" ", _t2s().convert(folded)).strip().lower()
+
+
+def warm_up() -> None:
+    """Load jieba's dictionary now (about a second) instead of on the first request."""
+    with _init_lock:
+        jieba.initialize()
+
+
+def tokens(text: str, *, for_search: bool = False) -> list[str]:
+    """Segment normalised text into words; `for_search` adds the shorter words inside long ones."""
+    normalised = normalise(text)
+    cut = jieba.lcut_for_search(normalised) if for_search else jieba.lcut(normalised)
+    return [t for t in (w.strip() for w in cut) if t and _WORD.search(t)]
