@@ -62,8 +62,8 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"Invalid token: {exc}") from exc
         raw_roles = claims.get("roles", [])
-        if not isinstance(raw_roles, list):
-            raise Unauthorized("Invalid token: roles must be a list")
+        if not isinstance(raw_roles, list) or not all(isinstance(r, str) for r in raw_roles):
+            raise Unauthorized("Invalid token: roles must be a list of strings")
         roles = frozenset(Role(r) for r in raw_roles if r in Role._value2member_map_)
         return Principal(subject=str(claims["sub"]), roles=roles, name=claims.get("name"))
 

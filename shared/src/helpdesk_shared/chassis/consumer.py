@@ -108,10 +108,13 @@ class EventConsumer:
         """Handle one Kafka record: dispatch, dedupe, retry, dead-letter."""
         try:
             raw = orjson.loads(record.value)
-            event_type = raw.get("type") if isinstance(raw, dict) else None
         except (orjson.JSONDecodeError, TypeError) as exc:
             await self._dead_letter(record, None, PoisonMessage(f"not JSON: {exc}"))
             return
+        if not isinstance(raw, dict):
+            await self._dead_letter(record, raw, PoisonMessage("not a JSON object"))
+            return
+        event_type = raw.get("type")
         if event_type not in self._handlers:
             return  # another service's concern
         try:

@@ -18,9 +18,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helpdesk_shared.chassis.logging import request_id_var
+from helpdesk_shared.chassis.problems import unexpected_error_response
 
 HTTP_REQUESTS = Counter(
     "helpdesk_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
@@ -71,11 +73,13 @@ class RequestContextMiddleware:
             request_id = uuid.uuid4().hex
         token = request_id_var.set(request_id)
         status = 500
+        response_started = False
         started = time.perf_counter()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
@@ -83,6 +87,13 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if response_started:
+                raise
+            # Rendered here rather than by Starlette's outermost error handler so that
+            # the 500 still carries the request id (header, body and log line).
+            response = await unexpected_error_response(Request(scope), exc)
+            await response(scope, receive, send_wrapper)
         finally:
             request_id_var.reset(token)
             route = scope.get("route")

@@ -58,7 +58,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, row_id = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
         return datetime.fromisoformat(created), uuid.UUID(row_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+    except (binascii.Error, ValueError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
         raise InvalidCursor("The cursor is malformed; start again without it") from exc
 
 

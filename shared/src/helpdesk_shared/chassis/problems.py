@@ -166,7 +166,7 @@ async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled_error", path=request.url.path, error=type(exc).__name__, exc_info=exc)
     return problem_response(500, "internal-error", "Internal server error", request)
 
@@ -176,7 +176,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
-    app.add_exception_handler(Exception, _unexpected_handler)
+    app.add_exception_handler(Exception, unexpected_error_response)
 
 
 def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:

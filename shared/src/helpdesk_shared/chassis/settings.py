@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Only accepted while HELPDESK_ENV=local; anything else must set its own secret.
+# Accepted only while HELPDESK_ENV is local or test; production must set its own secret.
 DEV_JWT_SECRET = "helpdesk-local-dev-secret-not-for-production"
 
 

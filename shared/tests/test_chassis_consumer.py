@@ -1,0 +1,322 @@
+"""Idempotent consumer: inbox dedupe, retries, dead-letter topic, offsets — real database and broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import REGISTRY
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from helpdesk_runtime.pytest_plugin import Infra
+from helpdesk_runtime.testing import migrate
+from helpdesk_shared.chassis.consumer import EventConsumer
+from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sessionmaker
+from helpdesk_shared.chassis.outbox import OutboxRelay
+from helpdesk_shared.chassis.settings import ServiceSettings
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts import EventEnvelope, TicketClosed, TicketCreated
+
+CREATED = "helpdesk.ticket.created.v1"
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture(scope="module")
+async def sessions(infra: Infra) -> AsyncIterator[Sessions]:
+    url = infra.create_database("chassis_consumer")
+    await migrate(url, "intake_service")
+    engine = create_engine(url, pool_size=4, max_overflow=4)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS chassis_effects (id bigserial PRIMARY KEY,"
+                " consumer text NOT NULL, event_id uuid NOT NULL, number text NOT NULL)"
+            )
+        )
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def producer(infra: Infra) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, linger_ms=0)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@dataclass
+class Rig:
+    settings: ServiceSettings
+    consumer: EventConsumer
+    topic: str
+    dlq: str
+    calls: list[str] = field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        assert self.settings.consumer_group
+        return self.settings.consumer_group
+
+
+def make_rig(infra: Infra, sessions: Sessions, topic: str, dlq: str, *, group: str | None = None) -> Rig:
+    settings = ServiceSettings(
+        database_url="postgresql://unused/unused",
+        kafka_bootstrap_servers=infra.kafka_bootstrap,
+        service_name=f"chassis-{uuid.uuid4().hex[:8]}",
+        environment="test",
+        consumer_group=group or f"chassis-{infra.run_id}-{uuid.uuid4().hex[:8]}",
+        consumer_max_attempts=3,
+        consumer_retry_backoff_seconds=0.01,
+    )
+    calls: list[str] = []
+
+    async def on_created(envelope: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        calls.append(envelope.data.number)
+        if envelope.data.subject == "boom":
+            raise RuntimeError(f"handler exploded on {envelope.data.number}")
+        await uow.session.execute(
+            text("INSERT INTO chassis_effects (consumer, event_id, number) VALUES (:c, :e, :n)"),
+            {"c": settings.consumer_group, "e": envelope.id, "n": envelope.data.number},
+        )
+
+    consumer = EventConsumer(
+        settings=settings,
+        topics=[topic],
+        dead_letter_topic=dlq,
+        handlers={CREATED: on_created},
+        uow_factory=lambda: UnitOfWork(sessions, source=settings.source, topic=f"{topic}.unused"),
+    )
+    return Rig(settings, consumer, topic, dlq, calls)
+
+
+@asynccontextmanager
+async def running(consumer: EventConsumer) -> AsyncIterator[None]:
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def created(number: str, subject: str = "fine") -> EventEnvelope[Any]:
+    ticket = uuid.uuid4()
+    payload = TicketCreated(
+        ticket_id=ticket,
+        number=number,
+        channel="web",
+        kind="question",
+        subject=subject,
+        description="d",
+        priority="normal",
+        customer_id=uuid.uuid4(),
+        created_at=datetime.now(UTC),
+    )
+    return EventEnvelope.wrap(payload, source="/helpdesk/test", subject=str(ticket))
+
+
+async def send(producer: AIOKafkaProducer, topic: str, value: bytes, key: str | None = None) -> None:
+    await producer.send_and_wait(topic, value=value, key=key.encode() if key else None)
+
+
+async def effects(sessions: Sessions, group: str) -> list[str]:
+    async with sessions() as session:
+        result = await session.execute(
+            text("SELECT number FROM chassis_effects WHERE consumer = :c ORDER BY id"), {"c": group}
+        )
+        return [row.number for row in result]
+
+
+async def inbox(sessions: Sessions, group: str) -> dict[uuid.UUID, Any]:
+    async with sessions() as session:
+        rows = (await session.execute(select(INBOX).where(INBOX.c.consumer == group))).all()
+    return {row.event_id: row for row in rows}
+
+
+async def dlq_rows(sessions: Sessions, dlq: str) -> list[Any]:
+    async with sessions() as session:
+        return list(
+            (await session.execute(select(OUTBOX).where(OUTBOX.c.topic == dlq).order_by(OUTBOX.c.seq))).all()
+        )
+
+
+def consumed(rig: Rig, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "helpdesk_events_consumed_total",
+        {"service": rig.settings.service_name, "type": CREATED, "outcome": outcome},
+    )
+    return value or 0.0
+
+
+async def test_a_redelivered_event_is_applied_exactly_once(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume", partitions=2), new_topic("dlq"))
+    first, second = created("A-1"), created("A-2")
+    async with running(rig.consumer):
+        for event in (first, first, second):
+            await send(producer, rig.topic, event.to_json_bytes(), event.subject)
+
+        async def settled() -> bool:
+            return len(await effects(sessions, rig.group)) == 2 and consumed(rig, "duplicate") == 1
+
+        await eventually(settled)
+
+    assert sorted(await effects(sessions, rig.group)) == ["A-1", "A-2"]
+    assert sorted(rig.calls) == ["A-1", "A-2"]
+    seen = await inbox(sessions, rig.group)
+    assert set(seen) == {first.id, second.id}
+    assert {row.outcome for row in seen.values()} == {"processed"}
+    assert consumed(rig, "processed") == 2
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_partition_moves_on(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any, read_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"))
+    bad, good = created("B-bad", subject="boom"), created("B-good")
+    async with running(rig.consumer):
+        await send(producer, rig.topic, bad.to_json_bytes(), bad.subject)
+        await send(producer, rig.topic, good.to_json_bytes(), good.subject)
+
+        async def good_applied() -> bool:
+            return await effects(sessions, rig.group) == ["B-good"]
+
+        await eventually(good_applied)
+
+    assert rig.calls == ["B-bad"] * rig.settings.consumer_max_attempts + ["B-good"]
+    seen = await inbox(sessions, rig.group)
+    assert seen[bad.id].outcome == "dead_lettered"
+    assert "handler exploded on B-bad" in seen[bad.id].error
+    assert seen[good.id].outcome == "processed"
+
+    [row] = await dlq_rows(sessions, rig.dlq)
+    relay = OutboxRelay(rig.settings, sessions)
+    try:
+        assert await relay.publish_pending() >= 1
+    finally:
+        await relay.stop()
+    [record] = await read_topic(rig.dlq, 1)
+    body = orjson.loads(record.value)
+    assert body == row.payload
+    assert body["original"] == orjson.loads(bad.to_json_bytes())
+    assert "RuntimeError('handler exploded on B-bad')" in body["error"]
+    assert (body["consumer"], body["topic"], body["partition"], body["offset"]) == (
+        rig.group,
+        rig.topic,
+        0,
+        0,
+    )
+    assert record.key == bad.subject.encode()
+    headers = dict(record.headers)
+    assert b"handler exploded" in headers["x-error"]
+    assert headers["x-original-topic"] == rig.topic.encode()
+
+
+async def test_poison_messages_are_dead_lettered_and_unhandled_types_ignored(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any, read_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"))
+    invalid = orjson.loads(created("C-invalid").to_json_bytes())
+    invalid["data"]["ticket_id"] = "not-a-uuid"
+    closed = EventEnvelope.wrap(
+        TicketClosed(
+            ticket_id=uuid.uuid4(), reason="manual", previous_status="resolved", closed_at=datetime.now(UTC)
+        ),
+        source="/helpdesk/test",
+    )
+    unknown = {**orjson.loads(created("C-unknown").to_json_bytes()), "type": "helpdesk.nothing.v9"}
+    sentinel = created("C-sentinel")
+    async with running(rig.consumer):
+        await send(producer, rig.topic, b"\xff{not json")
+        await send(producer, rig.topic, orjson.dumps(invalid))
+        await send(producer, rig.topic, closed.to_json_bytes(), closed.subject)
+        await send(producer, rig.topic, orjson.dumps(unknown))
+        await send(producer, rig.topic, sentinel.to_json_bytes(), sentinel.subject)
+
+        async def sentinel_applied() -> bool:
+            return await effects(sessions, rig.group) == ["C-sentinel"]
+
+        await eventually(sentinel_applied)
+
+    assert rig.calls == ["C-sentinel"]
+    assert set(await inbox(sessions, rig.group)) == {sentinel.id}
+    not_json, bad_data = await dlq_rows(sessions, rig.dlq)
+    assert not_json.payload["original"] == "\ufffd{not json"
+    assert "not JSON" in not_json.payload["error"]
+    assert bad_data.payload["original"] == invalid
+    assert f"invalid {CREATED}" in bad_data.payload["error"]
+    assert "ticket_id" in bad_data.payload["error"]
+
+    relay = OutboxRelay(rig.settings, sessions)
+    try:
+        await relay.publish_pending()
+    finally:
+        await relay.stop()
+    records = await read_topic(rig.dlq, 2)
+    assert [orjson.loads(r.value)["offset"] for r in records] == [0, 1]
+
+
+async def committed_offset(infra: Infra, group: str, topic: str) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    meta = offsets.get(TopicPartition(topic, 0))
+    return meta.offset if meta is not None else None
+
+
+async def test_a_new_consumer_in_the_group_resumes_after_the_committed_offsets(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    topic, dlq = new_topic("consume"), new_topic("dlq")
+    first = make_rig(infra, sessions, topic, dlq)
+    async with running(first.consumer):
+        for number in ("D-1", "D-2"):
+            event = created(number)
+            await send(producer, topic, event.to_json_bytes(), event.subject)
+
+        async def committed() -> bool:
+            return await committed_offset(infra, first.group, topic) == 2
+
+        await eventually(committed)
+    assert await effects(sessions, first.group) == ["D-1", "D-2"]
+
+    second = make_rig(infra, sessions, topic, dlq, group=first.group)
+    later = created("D-3")
+    async with running(second.consumer):
+        await send(producer, topic, later.to_json_bytes(), later.subject)
+
+        async def later_applied() -> bool:
+            return len(await effects(sessions, first.group)) == 3
+
+        await eventually(later_applied)
+
+    assert await effects(sessions, first.group) == ["D-1", "D-2", "D-3"]
+    assert len(await inbox(sessions, first.group)) == 3
+    assert second.calls == ["D-3"]
+    assert consumed(second, "duplicate") == 0
+    assert await committed_offset(infra, first.group, topic) == 3

@@ -1,0 +1,172 @@
+"""The service app factory over in-process ASGI: request ids, problem+json, /metrics, /readyz."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpdesk_runtime.procs import free_port
+from helpdesk_runtime.pytest_plugin import Infra
+from helpdesk_runtime.testing import migrate, run_service
+from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
+from helpdesk_shared.chassis.problems import PROBLEM_BASE, PROBLEM_JSON, Conflict
+from helpdesk_shared.chassis.settings import ServiceSettings
+
+SERVICE = "chassis-http"
+SECRET_TEXT = "password=hunter2 at db-7.internal"
+
+router = APIRouter(prefix="/chassis")
+
+
+@router.get("/items/{item_id}")
+async def get_item(item_id: int) -> dict[str, int]:
+    if item_id == 409:
+        raise Conflict("Item 409 is locked by another agent", holder="agent-7")
+    return {"id": item_id}
+
+
+@router.get("/crash")
+async def crash() -> None:
+    raise RuntimeError(SECRET_TEXT)
+
+
+@asynccontextmanager
+async def service(url: str, bootstrap: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ServiceSettings(
+        database_url=url, kafka_bootstrap_servers=bootstrap, service_name=SERVICE, environment="test"
+    )
+
+    def create_app(s: ServiceSettings) -> FastAPI:
+        return create_service_app(ServiceDefinition(name=SERVICE, settings=s, routers=[router]))
+
+    async with run_service(create_app, settings) as harness:
+        # Unhandled errors are re-raised by Starlette after the 500 was sent; read the response instead.
+        transport = httpx.ASGITransport(app=harness.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+async def database(infra: Infra) -> str:
+    url = infra.create_database("chassis_http")
+    await migrate(url, "intake_service")
+    return url
+
+
+@pytest.fixture(scope="module")
+async def client(database: str, infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
+    async with service(database, infra.kafka_bootstrap) as client:
+        yield client
+
+
+async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> None:
+    sent = await client.get("/chassis/items/1", headers={"X-Request-ID": "req-abc-123"})
+    assert sent.status_code == 200
+    assert sent.headers["x-request-id"] == "req-abc-123"
+    generated = [(await client.get("/chassis/items/1")).headers["x-request-id"] for _ in range(2)]
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in generated)
+    assert generated[0] != generated[1]
+
+
+async def test_a_domain_error_is_a_problem_document(client: httpx.AsyncClient) -> None:
+    response = await client.get("/chassis/items/409", headers={"X-Request-ID": "req-conflict"})
+    assert response.status_code == 409
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json() == {
+        "type": PROBLEM_BASE + "conflict",
+        "title": "Conflict with the current state",
+        "status": 409,
+        "detail": "Item 409 is locked by another agent",
+        "instance": "/chassis/items/409",
+        "request_id": "req-conflict",
+        "holder": "agent-7",
+    }
+
+
+async def test_a_validation_error_names_the_field(client: httpx.AsyncClient) -> None:
+    response = await client.get("/chassis/items/not-a-number")
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM_JSON
+    problem = response.json()
+    assert problem["type"] == PROBLEM_BASE + "validation-error"
+    assert [e["field"] for e in problem["errors"]] == ["path.item_id"]
+
+
+async def test_an_unexpected_error_is_a_500_problem_without_internals(client: httpx.AsyncClient) -> None:
+    response = await client.get("/chassis/crash")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == PROBLEM_JSON
+    problem = response.json()
+    assert problem["type"] == PROBLEM_BASE + "internal-error"
+    assert problem["title"] == "Internal server error"
+    assert problem["status"] == 500
+    assert problem["instance"] == "/chassis/crash"
+    assert "hunter2" not in response.text
+    assert "RuntimeError" not in response.text
+
+
+async def test_an_unexpected_error_still_carries_the_request_id(client: httpx.AsyncClient) -> None:
+    response = await client.get("/chassis/crash", headers={"X-Request-ID": "req-crash"})
+    assert response.status_code == 500
+    assert response.json().get("request_id") == "req-crash"
+    assert response.headers.get("x-request-id") == "req-crash"
+
+
+async def metric_samples(client: httpx.AsyncClient, family: str) -> dict[tuple[str, str, str], float]:
+    """Samples of a counter family for this service: (method, route, status or "") → value."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    found: dict[tuple[str, str, str], float] = {}
+    for metric in text_string_to_metric_families(response.text):
+        if metric.name != family:
+            continue
+        for sample in metric.samples:
+            if sample.name == family + "_total" and sample.labels["service"] == SERVICE:
+                labels = sample.labels
+                found[(labels["method"], labels["route"], labels.get("status", ""))] = sample.value
+    return found
+
+
+async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
+    template = "/chassis/items/{item_id}"
+    before = await metric_samples(client, "helpdesk_http_requests")
+    errors_before = await metric_samples(client, "helpdesk_http_errors")
+    ids = [uuid.uuid4().int % 10_000 + 1000 for _ in range(3)]
+    for item_id in ids:
+        assert (await client.get(f"/chassis/items/{item_id}")).status_code == 200
+    assert (await client.get(f"/chassis/nowhere/{ids[0]}")).status_code == 404
+    await client.get("/chassis/crash")
+
+    after = await metric_samples(client, "helpdesk_http_requests")
+    assert after[("GET", template, "200")] - before.get(("GET", template, "200"), 0) == 3
+    assert after[("GET", "unmatched", "404")] - before.get(("GET", "unmatched", "404"), 0) == 1
+    assert after[("GET", "/chassis/crash", "500")] - before.get(("GET", "/chassis/crash", "500"), 0) == 1
+    assert not [key for key in after if str(ids[0]) in key[1]]
+    errors_after = await metric_samples(client, "helpdesk_http_errors")
+    key = ("GET", "/chassis/crash", "")
+    assert errors_after[key] - errors_before.get(key, 0) == 1
+    assert ("GET", template, "") not in errors_after
+
+
+async def test_readyz_reports_ok_when_database_and_kafka_answer(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "kafka": "ok"}}
+
+
+async def test_readyz_is_503_when_kafka_cannot_be_reached(database: str) -> None:
+    async with service(database, f"127.0.0.1:{free_port()}") as client:
+        response = await client.get("/readyz")
+        healthz = await client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["kafka"].startswith("unavailable")
+    assert healthz.status_code == 200

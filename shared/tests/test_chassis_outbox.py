@@ -1,0 +1,211 @@
+"""Unit of work + transactional outbox + relay, on a real migrated database and the real broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from helpdesk_runtime.procs import free_port
+from helpdesk_runtime.pytest_plugin import Infra
+from helpdesk_runtime.testing import migrate
+from helpdesk_shared.chassis.db import OUTBOX, create_engine, create_sessionmaker
+from helpdesk_shared.chassis.outbox import OutboxRelay
+from helpdesk_shared.chassis.settings import ServiceSettings
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts import TicketCreated, parse_event
+
+SOURCE = "/helpdesk/chassis-test"
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture(scope="module")
+async def db(infra: Infra) -> AsyncIterator[tuple[str, Sessions]]:
+    url = infra.create_database("chassis_outbox")
+    await migrate(url, "intake_service")
+    engine = create_engine(url, pool_size=2, max_overflow=2)
+    yield url, create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def sessions(db: tuple[str, Sessions]) -> AsyncIterator[Sessions]:
+    """The module's sessionmaker; the outbox holds no unpublished row before and after each test."""
+    _, maker = db
+    async with maker() as session, session.begin():
+        await session.execute(delete(OUTBOX).where(OUTBOX.c.published_at.is_(None)))
+    yield maker
+    async with maker() as session, session.begin():
+        await session.execute(delete(OUTBOX).where(OUTBOX.c.published_at.is_(None)))
+
+
+def settings_for(url: str, bootstrap: str) -> ServiceSettings:
+    return ServiceSettings(
+        database_url=url, kafka_bootstrap_servers=bootstrap, service_name="chassis-test", environment="test"
+    )
+
+
+def created(ticket_id: uuid.UUID, number: str) -> TicketCreated:
+    return TicketCreated(
+        ticket_id=ticket_id,
+        number=number,
+        channel="web",
+        kind="question",
+        subject="s",
+        description="d",
+        priority="normal",
+        customer_id=uuid.uuid4(),
+        created_at=datetime.now(UTC),
+    )
+
+
+async def outbox_rows(maker: Sessions, topic: str) -> list[Any]:
+    async with maker() as session:
+        return list(
+            (
+                await session.execute(select(OUTBOX).where(OUTBOX.c.topic == topic).order_by(OUTBOX.c.seq))
+            ).all()
+        )
+
+
+async def test_events_are_stored_only_on_commit(sessions: Sessions, new_topic: Any) -> None:
+    topic = new_topic("outbox")
+    ticket = uuid.uuid4()
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+        first = uow.publish(created(ticket, "HD-1"), subject=str(ticket))
+        second = uow.publish(created(ticket, "HD-2"), subject=str(ticket))
+        await uow.flush()
+        assert await outbox_rows(sessions, topic) == []
+        await uow.commit()
+
+    rows = await outbox_rows(sessions, topic)
+    assert [r.event_id for r in rows] == [first.id, second.id]
+    row = rows[0]
+    assert row.key == str(ticket)
+    assert row.event_type == "helpdesk.ticket.created.v1"
+    assert row.headers["ce_type"] == "helpdesk.ticket.created.v1"
+    assert row.headers["ce_id"] == str(first.id)
+    assert row.payload == orjson.loads(first.to_json_bytes())
+    assert (row.published_at, row.attempts, row.last_error) == (None, 0, None)
+
+
+async def test_an_exception_inside_the_unit_of_work_stores_no_event(
+    sessions: Sessions, new_topic: Any
+) -> None:
+    topic = new_topic("outbox")
+    woken: list[bool] = []
+    with pytest.raises(RuntimeError, match="use case failed"):
+        async with UnitOfWork(
+            sessions, source=SOURCE, topic=topic, on_commit=lambda: woken.append(True)
+        ) as uow:
+            uow.publish(created(uuid.uuid4(), "HD-3"), subject="x")
+            await uow.flush()
+            raise RuntimeError("use case failed")
+    assert await outbox_rows(sessions, topic) == []
+    assert woken == []
+
+
+async def test_on_commit_fires_only_when_events_were_written(sessions: Sessions, new_topic: Any) -> None:
+    topic = new_topic("outbox")
+    woken: list[bool] = []
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic, on_commit=lambda: woken.append(True)) as uow:
+        await uow.commit()
+    assert woken == []
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic, on_commit=lambda: woken.append(True)) as uow:
+        uow.publish(created(uuid.uuid4(), "HD-4"), subject="y")
+        await uow.commit()
+    assert woken == [True]
+    assert len(await outbox_rows(sessions, topic)) == 1
+
+
+async def test_relay_publishes_cloudevents_in_key_order_and_marks_them(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any, read_topic: Any
+) -> None:
+    topic = new_topic("outbox", partitions=3)
+    keys = [uuid.uuid4(), uuid.uuid4()]
+    published = []
+    for batch in range(3):  # three transactions, interleaving two keys
+        async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+            for key in keys:
+                published.append(uow.publish(created(key, f"HD-{key.hex[:4]}-{batch}"), subject=str(key)))
+            await uow.commit()
+    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
+    try:
+        assert await relay.publish_pending() == 6
+        rows = await outbox_rows(sessions, topic)
+        assert all(r.published_at is not None for r in rows)
+        assert await relay.publish_pending() == 0
+    finally:
+        await relay.stop()
+
+    records = await read_topic(topic, 6)
+    assert len(records) == 6
+    by_id = {e.id: e for e in published}
+    for record in records:
+        event = parse_event(record.value)
+        sent = by_id[event.id]
+        assert event == sent
+        assert event.specversion == "1.0"
+        assert event.source == SOURCE
+        assert record.key == sent.subject.encode()
+        headers = dict(record.headers)
+        assert headers["ce_type"] == b"helpdesk.ticket.created.v1"
+        assert headers["ce_id"] == str(sent.id).encode()
+    for key in keys:
+        mine = [r for r in records if r.key == str(key).encode()]
+        assert len({r.partition for r in mine}) == 1
+        numbers = [parse_event(r.value).data.number for r in sorted(mine, key=lambda r: r.offset)]
+        assert numbers == [f"HD-{key.hex[:4]}-{batch}" for batch in range(3)]
+
+
+async def test_relay_against_an_unreachable_broker_keeps_rows_and_records_the_failure(
+    db: tuple[str, Sessions], sessions: Sessions, new_topic: Any
+) -> None:
+    topic = new_topic("outbox")
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+        uow.publish(created(uuid.uuid4(), "HD-5"), subject="z")
+        await uow.commit()
+    relay = OutboxRelay(settings_for(db[0], f"127.0.0.1:{free_port()}"), sessions)
+    try:
+        with pytest.raises(KafkaError):
+            await relay.publish_pending()
+    finally:
+        await relay.stop()
+    [row] = await outbox_rows(sessions, topic)
+    assert row.published_at is None
+    assert row.attempts == 1
+    assert "Kafka" in row.last_error
+
+
+async def test_relay_records_a_rejected_send_and_keeps_the_row(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any
+) -> None:
+    topic = new_topic("outbox")
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+        uow.add_outbox_message(
+            topic=topic,
+            key="big",
+            event_id=uuid.uuid4(),
+            event_type="test.big",
+            payload={"blob": "x" * 1_100_000},
+            headers={},
+        )
+        await uow.commit()
+    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
+    try:
+        for attempt in (1, 2):
+            with pytest.raises(MessageSizeTooLargeError):
+                await relay.publish_pending()
+            [row] = await outbox_rows(sessions, topic)
+            assert row.published_at is None
+            assert row.attempts == attempt
+            assert "MessageSizeTooLarge" in row.last_error
+    finally:
+        await relay.stop()

@@ -1,0 +1,261 @@
+"""Pure unit tests of the chassis (no infrastructure): settings, JWT auth, pagination, database URLs."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from pydantic import ValidationError
+from pydantic_settings import SettingsConfigDict
+
+from helpdesk_shared.chassis.auth import Principal, TokenVerifier, mint_token, require_roles
+from helpdesk_shared.chassis.db import asyncpg_url
+from helpdesk_shared.chassis.pagination import (
+    InvalidCursor,
+    PageParams,
+    build_page,
+    decode_cursor,
+    encode_cursor,
+)
+from helpdesk_shared.chassis.problems import Forbidden, Unauthorized
+from helpdesk_shared.chassis.settings import DEV_JWT_SECRET, ServiceSettings
+from helpdesk_shared.contracts import Role
+
+URL = "postgresql://helpdesk@127.0.0.1:5432/intake"
+SECRET = "a-real-secret-of-sufficient-length-0123456789"
+SHARED_ENV = (
+    "HELPDESK_ENV",
+    "HELPDESK_JWT_SECRET",
+    "HELPDESK_JWT_ALGORITHM",
+    "HELPDESK_JWT_PUBLIC_KEY",
+    "HELPDESK_JWT_ISSUER",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "HELPDESK_TOPIC_PREFIX",
+    "DATABASE_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SHARED_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def test_the_dev_secret_is_refused_in_production() -> None:
+    with pytest.raises(ValidationError, match="HELPDESK_JWT_SECRET"):
+        ServiceSettings(database_url=URL, environment="production")
+    with pytest.raises(ValidationError, match="HELPDESK_JWT_SECRET"):
+        ServiceSettings(database_url=URL, environment="production", jwt_secret=DEV_JWT_SECRET)
+    assert ServiceSettings(database_url=URL, environment="production", jwt_secret=SECRET).environment == (
+        "production"
+    )
+
+
+@pytest.mark.parametrize("environment", ["local", "test"])
+def test_the_dev_secret_is_accepted_outside_production(environment: str) -> None:
+    settings = ServiceSettings(database_url=URL, environment=environment)
+    assert settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+
+
+def test_production_is_read_from_the_shared_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HELPDESK_ENV", "production")
+    with pytest.raises(ValidationError, match="HELPDESK_JWT_SECRET"):
+        ServiceSettings(database_url=URL)
+    monkeypatch.setenv("HELPDESK_JWT_SECRET", SECRET)
+    assert ServiceSettings(database_url=URL).environment == "production"
+
+
+def test_rs256_requires_a_public_key() -> None:
+    with pytest.raises(ValidationError, match="HELPDESK_JWT_PUBLIC_KEY"):
+        ServiceSettings(database_url=URL, jwt_algorithm="RS256")
+    assert ServiceSettings(database_url=URL, jwt_algorithm="RS256", jwt_public_key="PEM").jwt_public_key
+
+
+def test_service_prefix_applies_to_own_settings_but_not_to_shared_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class DemoSettings(ServiceSettings):
+        model_config = SettingsConfigDict(env_prefix="DEMO_", extra="ignore", frozen=True)
+        service_name: str = "demo"
+
+    monkeypatch.setenv("DEMO_DATABASE_URL", URL)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://wrong/db")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092")
+    monkeypatch.setenv("HELPDESK_TOPIC_PREFIX", "ci42.")
+    settings = DemoSettings()
+    assert settings.database_url == URL
+    assert settings.kafka_bootstrap_servers == "kafka-1:9092"
+    assert settings.topic("helpdesk.demo") == "ci42.helpdesk.demo"
+    assert settings.source == "/helpdesk/demo"
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+def verifier(**overrides: str) -> TokenVerifier:
+    return TokenVerifier(ServiceSettings(database_url=URL, jwt_secret=SECRET, **overrides))
+
+
+def test_a_minted_token_verifies_to_its_principal_and_unknown_roles_are_ignored() -> None:
+    subject = uuid.uuid4()
+    token = mint_token(secret=SECRET, subject=str(subject), roles=["agent", "lead", "wizard"], name="Ann")
+    principal = verifier().verify(token)
+    assert principal == Principal(subject=str(subject), roles=frozenset({Role.AGENT, Role.LEAD}), name="Ann")
+    assert principal.user_id == subject
+    assert Principal(subject="svc-web", roles=frozenset()).user_id is None
+
+
+def test_an_expired_token_is_unauthorized() -> None:
+    token = mint_token(secret=SECRET, subject="u", roles=["agent"], ttl_seconds=-5)
+    with pytest.raises(Unauthorized, match="expired"):
+        verifier().verify(token)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(mint_token(secret=SECRET, subject="u", roles=[], issuer="someone-else"), id="issuer"),
+        pytest.param(
+            mint_token(secret="another-secret-of-sufficient-length!!", subject="u", roles=[]), id="signature"
+        ),
+        pytest.param(jwt.encode({"sub": "u", "iss": "helpdesk"}, SECRET, algorithm="HS256"), id="no-exp"),
+        pytest.param(
+            jwt.encode({"iss": "helpdesk", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"),
+            id="no-sub",
+        ),
+        pytest.param(
+            jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"), id="no-issuer"
+        ),
+        pytest.param(
+            jwt.encode(
+                {"sub": "u", "iss": "helpdesk", "exp": int(time.time()) + 60, "roles": "admin"},
+                SECRET,
+                algorithm="HS256",
+            ),
+            id="roles-not-a-list",
+        ),
+        pytest.param(
+            jwt.encode(
+                {"sub": "u", "iss": "helpdesk", "exp": int(time.time()) + 60, "roles": ["admin"]},
+                None,
+                algorithm="none",
+            ),
+            id="alg-none",
+        ),
+        pytest.param("not.a.token", id="garbage"),
+    ],
+)
+def test_invalid_tokens_are_unauthorized(token: str) -> None:
+    with pytest.raises(Unauthorized):
+        verifier().verify(token)
+
+
+def test_an_rs256_verifier_refuses_an_hs256_token() -> None:
+    token = mint_token(secret=SECRET, subject="u", roles=["admin"])
+    with pytest.raises(Unauthorized):
+        verifier(jwt_algorithm="RS256", jwt_public_key="-----BEGIN PUBLIC KEY-----").verify(token)
+
+
+def test_roles_that_are_not_strings_are_unauthorized() -> None:
+    token = jwt.encode(
+        {"sub": "u", "iss": "helpdesk", "exp": int(time.time()) + 60, "roles": [["admin"]]},
+        SECRET,
+        algorithm="HS256",
+    )
+    with pytest.raises(Unauthorized):
+        verifier().verify(token)
+
+
+def test_rs256_verification_is_available() -> None:
+    assert "RS256" in jwt.algorithms.get_default_algorithms()
+
+
+async def test_require_roles_admits_the_listed_roles_and_admin() -> None:
+    check = require_roles(Role.REVIEWER)
+    for roles in ({Role.REVIEWER}, {Role.ADMIN}, {Role.AGENT, Role.REVIEWER}):
+        principal = Principal(subject="u", roles=frozenset(roles))
+        assert await check(principal) is principal
+    with pytest.raises(Forbidden, match="reviewer"):
+        await check(Principal(subject="u", roles=frozenset({Role.AGENT})))
+
+
+# --- pagination -----------------------------------------------------------------------------------
+
+
+def test_a_cursor_round_trips_and_is_url_safe() -> None:
+    created, row_id = datetime(2025, 3, 9, 7, 5, 1, 123456, tzinfo=UTC), uuid.uuid4()
+    cursor = encode_cursor(created, row_id)
+    assert not set(cursor) & set("+/=")
+    assert decode_cursor(cursor) == (created, row_id)
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "!!!!",
+        "a",
+        "bm90IGpzb24",
+        b64(b"{}"),
+        b64(b"[1]"),
+        b64(b'"x"'),
+        b64(b'["nope", "x"]'),
+        b64(b'["2025-01-01T00:00:00+00:00", "not-a-uuid"]'),
+        b64(b'[17, "3f1b7a9c-8f0e-4f7b-9a51-0c2d1e3f4a5b"]'),
+    ],
+)
+def test_a_garbage_cursor_is_invalid_input(cursor: str) -> None:
+    with pytest.raises(InvalidCursor) as caught:
+        decode_cursor(cursor)
+    assert caught.value.status == 422
+
+
+def test_a_cursor_with_a_non_string_id_is_invalid_input() -> None:
+    with pytest.raises(InvalidCursor):
+        decode_cursor(b64(b'["2025-01-01T00:00:00+00:00", 5]'))
+
+
+def test_build_page_returns_a_cursor_only_when_more_rows_remain() -> None:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    rows = [(start - timedelta(minutes=i), uuid.uuid4()) for i in range(4)]
+    params = PageParams(limit=3, cursor=None)
+
+    page, cursor = build_page(rows, params, key=lambda row: row)
+    assert page == rows[:3]
+    assert cursor is not None and decode_cursor(cursor) == rows[2]
+    assert build_page(rows[:3], params, key=lambda row: row) == (rows[:3], None)
+    assert build_page(rows[:1], params, key=lambda row: row) == (rows[:1], None)
+    assert build_page([], params, key=lambda row: row) == ([], None)
+
+
+# --- database URLs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@db:5432/intake", "postgresql+asyncpg://u:p@db:5432/intake"),
+        ("postgres://u:p@db/intake", "postgresql+asyncpg://u:p@db/intake"),
+        ("postgresql+asyncpg://u@db/intake?ssl=require", "postgresql+asyncpg://u@db/intake?ssl=require"),
+    ],
+)
+def test_asyncpg_url_accepts_postgresql_urls(given: str, expected: str) -> None:
+    assert asyncpg_url(given) == expected
+
+
+@pytest.mark.parametrize("url", ["mysql://u:s3cr3t@db/intake", "sqlite:///intake.db", "db:5432/intake"])
+def test_asyncpg_url_rejects_other_databases_without_leaking_credentials(url: str) -> None:
+    with pytest.raises(ValueError, match="Not a PostgreSQL URL") as caught:
+        asyncpg_url(url)
+    assert "s3cr3t" not in str(caught.value)
