@@ -8,11 +8,11 @@ from helpdesk_shared.chassis.consumer import Handler
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.routing import TicketAssigned
-from intake_service import service
+from intake_service import workflow
 
 
 async def on_ticket_assigned(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
-    await service.apply_assignment(uow, event.data)
+    await workflow.apply_assignment(uow, event.data)
 
 
 HANDLERS: dict[str, Handler] = {

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, Sequence, String, Text, func
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Sequence,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from helpdesk_shared.chassis.db import service_metadata
@@ -35,6 +48,14 @@ class Ticket(Base):
         Index("ix_tickets_created_at_id", "created_at", "id"),
         Index("ix_tickets_status_created_at", "status", "created_at"),
         Index("ix_tickets_assignee_id", "assignee_id"),
+        Index("ix_tickets_channel_created_at", "channel", "created_at"),
+        Index("ix_tickets_kind_created_at", "kind", "created_at"),
+        Index("ix_tickets_priority_created_at", "priority", "created_at"),
+        Index(
+            "ix_tickets_search",
+            text("to_tsvector('simple'::regconfig, search_tokens)"),
+            postgresql_using="gin",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
@@ -51,9 +72,60 @@ class Ticket(Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
     assignee_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    team_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    previous_assignee_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    resolution_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Normalised, jieba-segmented subject + description: full-text search that works for Chinese.
+    search_tokens: Mapped[str] = mapped_column(Text, default="")
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Message(Base):
+    """A message on a ticket after its creation: customer follow-ups, outbound answers."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_ticket_id_created_at", "ticket_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
+    direction: Mapped[str] = mapped_column(String(10))
+    author: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TimelineEntry(Base):
+    """One line of a ticket's history, in the order it happened."""
+
+    __tablename__ = "timeline"
+    __table_args__ = (Index("ix_timeline_ticket_id_seq", "ticket_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
+    kind: Mapped[str] = mapped_column(String(30))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str | None] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class IdempotencyKey(Base):
+    """A channel's Idempotency-Key: retries replay the first response instead of creating again."""
+
+    __tablename__ = "idempotency_keys"
+
+    caller: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    ticket_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
     )
 
 

@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+import orjson
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpdesk_shared.chassis.pagination import PageParams, keyset_page
-from intake_service.models import TICKET_NUMBER_SEQ, Customer, Ticket
+from intake_service.models import TICKET_NUMBER_SEQ, Customer, IdempotencyKey, Message, Ticket, TimelineEntry
+
+
+@dataclass(frozen=True)
+class TicketFilters:
+    status: str | None = None
+    kind: str | None = None
+    channel: str | None = None
+    priority: str | None = None
+    assignee_id: uuid.UUID | None = None
+    team_id: uuid.UUID | None = None
+    category: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    search_terms: tuple[str, ...] = ()
+    newest_first: bool = True
 
 
 class TicketRepository:
@@ -31,12 +50,77 @@ class TicketRepository:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def page(self, params: PageParams, *, status: str | None = None) -> Sequence[Ticket]:
+    async def page(self, params: PageParams, filters: TicketFilters) -> Sequence[Ticket]:
         stmt = select(Ticket)
-        if status:
-            stmt = stmt.where(Ticket.status == status)
-        stmt = keyset_page(stmt, created_col=Ticket.created_at, id_col=Ticket.id, params=params)
+        for column, value in (
+            (Ticket.status, filters.status),
+            (Ticket.kind, filters.kind),
+            (Ticket.channel, filters.channel),
+            (Ticket.priority, filters.priority),
+            (Ticket.assignee_id, filters.assignee_id),
+            (Ticket.team_id, filters.team_id),
+            (Ticket.category_hint, filters.category),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if filters.created_from is not None:
+            stmt = stmt.where(Ticket.created_at >= filters.created_from)
+        if filters.created_to is not None:
+            stmt = stmt.where(Ticket.created_at < filters.created_to)
+        if filters.search_terms:
+            query = func.plainto_tsquery(
+                literal_column("'simple'::regconfig"), " ".join(filters.search_terms)
+            )
+            vector = func.to_tsvector(literal_column("'simple'::regconfig"), Ticket.search_tokens)
+            stmt = stmt.where(vector.op("@@")(query))
+        stmt = keyset_page(
+            stmt,
+            created_col=Ticket.created_at,
+            id_col=Ticket.id,
+            params=params,
+            descending=filters.newest_first,
+        )
         return (await self.session.execute(stmt)).scalars().all()
+
+    async def add_timeline(
+        self, ticket_id: uuid.UUID, kind: str, *, at: datetime, actor: str | None, **data: Any
+    ) -> None:
+        self.session.add(
+            TimelineEntry(
+                ticket_id=ticket_id,
+                kind=kind,
+                occurred_at=at,
+                actor=actor,
+                data=orjson.loads(orjson.dumps(data)),
+            )
+        )
+
+    async def timeline(self, ticket_id: uuid.UUID, limit: int) -> Sequence[TimelineEntry]:
+        stmt = (
+            select(TimelineEntry)
+            .where(TimelineEntry.ticket_id == ticket_id)
+            .order_by(TimelineEntry.seq)
+            .limit(limit)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def add_message(self, message: Message) -> Message:
+        self.session.add(message)
+        await self.session.flush()
+        return message
+
+    async def claim_idempotency_key(self, caller: str, key: str, request_hash: str) -> bool:
+        """True if this request is the first with the key; a concurrent twin waits for it to commit."""
+        result = await self.session.execute(
+            pg_insert(IdempotencyKey)
+            .values(caller=caller, key=key, request_hash=request_hash)
+            .on_conflict_do_nothing()
+            .returning(IdempotencyKey.key)
+        )
+        return result.first() is not None
+
+    async def idempotency_key(self, caller: str, key: str) -> IdempotencyKey | None:
+        return await self.session.get(IdempotencyKey, (caller, key), populate_existing=True)
 
 
 class CustomerRepository:

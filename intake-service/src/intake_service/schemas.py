@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from helpdesk_shared.contracts.enums import Channel, Priority, TicketKind, TicketStatus
+from helpdesk_shared.contracts.enums import Channel, CloseReason, Priority, TicketKind, TicketStatus
 
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
@@ -53,6 +53,7 @@ class TicketOut(BaseModel):
     number: str
     status: TicketStatus
     assignee_id: uuid.UUID | None
+    team_id: uuid.UUID | None
     channel: Channel
     kind: TicketKind
     priority: Priority
@@ -61,5 +62,52 @@ class TicketOut(BaseModel):
     reference: str | None
     category_hint: str | None
     tags: list[str]
+    reopen_count: int
+    resolution_count: int
+    resolved_at: datetime | None
+    closed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+class MessageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: str = Field(min_length=1, max_length=20_000)
+    channel: Channel | None = Field(default=None, description="Defaults to the ticket's channel")
+
+
+class MessageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    ticket_id: uuid.UUID
+    direction: Literal["inbound", "outbound"]
+    author: str
+    channel: Channel
+    body: str
+    created_at: datetime
+
+
+class ResolveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=4_000, description="Internal resolution note")
+    domain: str | None = Field(default=None, max_length=100, description="Final domain, if it changed")
+    category: str | None = Field(default=None, max_length=200)
+
+
+class CloseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal[CloseReason.MANUAL, CloseReason.DUPLICATE, CloseReason.SPAM] = CloseReason.MANUAL
+
+
+class TimelineItem(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    kind: str = Field(description="created, message, assigned, status_changed, transferred, review …")
+    occurred_at: datetime
+    actor: str | None
+    data: dict[str, Any]

@@ -1,20 +1,20 @@
-"""Intake use cases. Each runs in one unit of work and commits once."""
+"""Intake use cases for accepting and finding tickets. Each runs in one unit of work."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
 from helpdesk_shared.chassis.pagination import PageParams, build_page
-from helpdesk_shared.chassis.problems import NotFound
+from helpdesk_shared.chassis.problems import Conflict, NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import TicketStatus
 from helpdesk_shared.contracts.intake import TicketCreated
-from helpdesk_shared.contracts.routing import TicketAssigned
-from intake_service.domain.lifecycle import status_after_assignment
+from helpdesk_shared.text import tokens
 from intake_service.domain.urgency import detect_urgent
 from intake_service.models import Ticket
-from intake_service.repository import CustomerRepository, TicketRepository
+from intake_service.repository import CustomerRepository, TicketFilters, TicketRepository
 from intake_service.schemas import TicketCreate, TicketOut
 
 
@@ -22,8 +22,41 @@ class TicketNotFound(NotFound):
     slug, title = "ticket-not-found", "Ticket not found"
 
 
-async def create_ticket(uow: UnitOfWork, body: TicketCreate, *, number_prefix: str) -> TicketOut:
+class IdempotencyKeyReused(Conflict):
+    slug, title = "idempotency-key-reused", "Idempotency-Key already used for a different request"
+
+
+def request_fingerprint(body: TicketCreate) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+async def create_ticket(
+    uow: UnitOfWork,
+    body: TicketCreate,
+    *,
+    number_prefix: str,
+    caller: str,
+    idempotency_key: str | None = None,
+) -> tuple[TicketOut, bool]:
+    """Store a ticket and its `ticket.created` event; returns (ticket, replayed).
+
+    With an Idempotency-Key the first request claims the key in the same
+    transaction that creates the ticket; a concurrent retry blocks on that
+    claim until it commits and then replays the ticket instead of creating one.
+    """
     tickets = TicketRepository(uow.session)
+    if idempotency_key is not None:
+        fingerprint = request_fingerprint(body)
+        if not await tickets.claim_idempotency_key(caller, idempotency_key, fingerprint):
+            claimed = await tickets.idempotency_key(caller, idempotency_key)
+            if claimed is None or claimed.ticket_id is None:
+                raise Conflict("A request with this Idempotency-Key is still being processed; retry")
+            if claimed.request_hash != fingerprint:
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {idempotency_key!r} was used with a different body"
+                )
+            return await get_ticket(uow, claimed.ticket_id), True
+
     customer_id = await CustomerRepository(uow.session).upsert(
         external_id=body.customer.external_id,
         name=body.customer.name,
@@ -46,9 +79,19 @@ async def create_ticket(uow: UnitOfWork, body: TicketCreate, *, number_prefix: s
             category_hint=body.category_hint,
             tags=list(body.tags),
             customer_id=customer_id,
+            reopen_count=0,
+            resolution_count=0,
+            search_tokens=" ".join(tokens(f"{body.subject} {body.description}", for_search=True)),
             created_at=now,
             updated_at=now,
         )
+    )
+    if idempotency_key is not None:
+        claimed = await tickets.idempotency_key(caller, idempotency_key)
+        assert claimed is not None
+        claimed.ticket_id = ticket.id
+    await tickets.add_timeline(
+        ticket.id, "created", at=now, actor=caller, status=TicketStatus.NEW, channel=body.channel
     )
     uow.publish(
         TicketCreated(
@@ -63,35 +106,30 @@ async def create_ticket(uow: UnitOfWork, body: TicketCreate, *, number_prefix: s
             customer_id=customer_id,
             category_hint=ticket.category_hint,
             tags=ticket.tags,
+            reference=ticket.reference,
             created_at=now,
         ),
         subject=str(ticket.id),
     )
     out = TicketOut.model_validate(ticket)
     await uow.commit()
-    return out
+    return out, False
+
+
+async def load_ticket(uow: UnitOfWork, ticket_id: uuid.UUID, *, for_update: bool = False) -> Ticket:
+    ticket = await TicketRepository(uow.session).get(ticket_id, for_update=for_update)
+    if ticket is None:
+        raise TicketNotFound(f"No ticket with id {ticket_id}")
+    return ticket
 
 
 async def get_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> TicketOut:
-    ticket = await TicketRepository(uow.session).get(ticket_id)
-    if ticket is None:
-        raise TicketNotFound(f"No ticket with id {ticket_id}")
-    return TicketOut.model_validate(ticket)
+    return TicketOut.model_validate(await load_ticket(uow, ticket_id))
 
 
 async def list_tickets(
-    uow: UnitOfWork, params: PageParams, *, status: TicketStatus | None
+    uow: UnitOfWork, params: PageParams, filters: TicketFilters
 ) -> tuple[list[TicketOut], str | None]:
-    rows = await TicketRepository(uow.session).page(params, status=status)
+    rows = await TicketRepository(uow.session).page(params, filters)
     page, cursor = build_page(list(rows), params, key=lambda t: (t.created_at, t.id))
     return [TicketOut.model_validate(t) for t in page], cursor
-
-
-async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
-    """Mirror routing's decision: the ticket shows its assignee and status."""
-    ticket = await TicketRepository(uow.session).get(event.ticket_id, for_update=True)
-    if ticket is None:
-        raise TicketNotFound(f"ticket.assigned for unknown ticket {event.ticket_id}")
-    ticket.status = status_after_assignment(TicketStatus(ticket.status))
-    ticket.assignee_id = event.agent_id
-    await uow.commit()

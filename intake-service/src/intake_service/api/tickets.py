@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from helpdesk_shared.chassis.app import UoW
 from helpdesk_shared.chassis.auth import Principal, require_roles
 from helpdesk_shared.chassis.pagination import Page, PageParams, page_params
-from helpdesk_shared.chassis.problems import Forbidden, Unauthorized, problem_responses
-from helpdesk_shared.contracts.enums import Role, TicketStatus
-from intake_service import service
-from intake_service.schemas import TicketCreate, TicketOut
-from intake_service.service import TicketNotFound
+from helpdesk_shared.chassis.problems import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    Unauthorized,
+    problem_responses,
+)
+from helpdesk_shared.contracts.enums import Channel, Priority, Role, TicketKind, TicketStatus
+from helpdesk_shared.text import tokens
+from intake_service import service, workflow
+from intake_service.repository import TicketFilters
+from intake_service.schemas import (
+    CloseRequest,
+    MessageCreate,
+    MessageOut,
+    ResolveRequest,
+    TicketCreate,
+    TicketOut,
+    TimelineItem,
+)
+from intake_service.service import IdempotencyKeyReused, TicketNotFound
+from intake_service.workflow import IllegalTicketTransition, TicketClosedForMessages
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
 
@@ -22,6 +40,16 @@ ChannelCaller = Annotated[Principal, Depends(require_roles(Role.CHANNEL))]
 TicketReader = Annotated[
     Principal, Depends(require_roles(Role.CHANNEL, Role.AGENT, Role.REVIEWER, Role.LEAD))
 ]
+TicketWorker = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.LEAD))]
+_AUTH = (Unauthorized, Forbidden)
+
+
+class InvalidIdempotencyKey(InvalidInput):
+    slug, title = "invalid-idempotency-key", "Invalid Idempotency-Key header"
+
+
+class InvalidDateRange(InvalidInput):
+    slug, title = "invalid-date-range", "created_from must be before created_to"
 
 
 @router.post(
@@ -29,39 +57,138 @@ TicketReader = Annotated[
     status_code=status.HTTP_201_CREATED,
     response_model=TicketOut,
     summary="Accept a ticket from a channel",
-    responses=problem_responses(Unauthorized, Forbidden),
+    responses=problem_responses(*_AUTH, IdempotencyKeyReused, InvalidIdempotencyKey),
 )
 async def create_ticket(
-    body: TicketCreate, uow: UoW, request: Request, response: Response, _: ChannelCaller
+    body: TicketCreate,
+    uow: UoW,
+    request: Request,
+    response: Response,
+    caller: ChannelCaller,
+    idempotency_key: Annotated[
+        str | None, Header(description="Retries with the same key and body return the first ticket")
+    ] = None,
 ) -> TicketOut:
-    ticket = await service.create_ticket(
-        uow, body, number_prefix=request.app.state.settings.ticket_number_prefix
+    if idempotency_key is not None and not (
+        1 <= len(idempotency_key) <= 255 and idempotency_key.isprintable()
+    ):
+        raise InvalidIdempotencyKey("Idempotency-Key must be 1–255 printable characters")
+    ticket, replayed = await service.create_ticket(
+        uow,
+        body,
+        number_prefix=request.app.state.settings.ticket_number_prefix,
+        caller=caller.subject,
+        idempotency_key=idempotency_key,
     )
     response.headers["Location"] = f"/v1/tickets/{ticket.id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return ticket
-
-
-@router.get(
-    "/{ticket_id}",
-    response_model=TicketOut,
-    summary="A ticket as it stands now",
-    responses=problem_responses(Unauthorized, Forbidden, TicketNotFound),
-)
-async def get_ticket(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> TicketOut:
-    return await service.get_ticket(uow, ticket_id)
 
 
 @router.get(
     "",
     response_model=Page[TicketOut],
-    summary="Tickets, newest first",
-    responses=problem_responses(Unauthorized, Forbidden),
+    summary="Find tickets (filters combine with AND)",
+    responses=problem_responses(*_AUTH, InvalidDateRange),
 )
 async def list_tickets(
     uow: UoW,
     _: TicketReader,
     page: Annotated[PageParams, Depends(page_params)],
     status_filter: Annotated[TicketStatus | None, Query(alias="status")] = None,
+    kind: TicketKind | None = None,
+    channel: Channel | None = None,
+    priority: Priority | None = None,
+    assignee_id: uuid.UUID | None = None,
+    team_id: uuid.UUID | None = None,
+    category: Annotated[str | None, Query(max_length=200)] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="Words in subject or description")] = None,
+    sort: Literal["-created_at", "created_at"] = "-created_at",
 ) -> Page[TicketOut]:
-    items, cursor = await service.list_tickets(uow, page, status=status_filter)
+    if created_from and created_to and created_from >= created_to:
+        raise InvalidDateRange()
+    filters = TicketFilters(
+        status=status_filter,
+        kind=kind,
+        channel=channel,
+        priority=priority,
+        assignee_id=assignee_id,
+        team_id=team_id,
+        category=category,
+        created_from=created_from,
+        created_to=created_to,
+        search_terms=tuple(tokens(q)) if q else (),
+        newest_first=sort == "-created_at",
+    )
+    items, cursor = await service.list_tickets(uow, page, filters)
     return Page[TicketOut](items=items, next_cursor=cursor)
+
+
+@router.get(
+    "/{ticket_id}",
+    response_model=TicketOut,
+    summary="A ticket as it stands now",
+    responses=problem_responses(*_AUTH, TicketNotFound),
+)
+async def get_ticket(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> TicketOut:
+    return await service.get_ticket(uow, ticket_id)
+
+
+@router.get(
+    "/{ticket_id}/timeline",
+    response_model=list[TimelineItem],
+    summary="Messages, status changes, assignments, transfers and reviews, in order",
+    responses=problem_responses(*_AUTH, TicketNotFound),
+)
+async def get_timeline(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> list[TimelineItem]:
+    return await workflow.timeline(uow, ticket_id)
+
+
+@router.post(
+    "/{ticket_id}/messages",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MessageOut,
+    summary="A customer follow-up (reopens an answered or resolved ticket)",
+    responses=problem_responses(*_AUTH, TicketNotFound, TicketClosedForMessages),
+)
+async def add_message(
+    ticket_id: uuid.UUID, body: MessageCreate, uow: UoW, caller: ChannelCaller
+) -> MessageOut:
+    return await workflow.add_customer_message(uow, ticket_id, body, caller=caller.subject)
+
+
+@router.post(
+    "/{ticket_id}/start",
+    response_model=TicketOut,
+    summary="The assignee starts working on the ticket",
+    responses=problem_responses(*_AUTH, TicketNotFound, IllegalTicketTransition),
+)
+async def start(ticket_id: uuid.UUID, uow: UoW, principal: TicketWorker) -> TicketOut:
+    return await workflow.start_work(uow, ticket_id, principal)
+
+
+@router.post(
+    "/{ticket_id}/resolve",
+    response_model=TicketOut,
+    summary="Resolve the ticket (assignee or lead)",
+    responses=problem_responses(*_AUTH, TicketNotFound, IllegalTicketTransition),
+)
+async def resolve(
+    ticket_id: uuid.UUID, uow: UoW, principal: TicketWorker, body: ResolveRequest | None = None
+) -> TicketOut:
+    return await workflow.resolve(uow, ticket_id, body or ResolveRequest(), principal)
+
+
+@router.post(
+    "/{ticket_id}/close",
+    response_model=TicketOut,
+    summary="Close the ticket (assignee or lead); closed tickets are final",
+    responses=problem_responses(*_AUTH, TicketNotFound, IllegalTicketTransition, Conflict),
+)
+async def close(
+    ticket_id: uuid.UUID, uow: UoW, principal: TicketWorker, body: CloseRequest | None = None
+) -> TicketOut:
+    return await workflow.close(uow, ticket_id, body or CloseRequest(), principal)

@@ -15,9 +15,12 @@ TRANSITIONS: dict[S, frozenset[S]] = {
     S.AWAITING_REVIEW: frozenset({S.IN_PROGRESS, S.ANSWERED}),
     S.ANSWERED: frozenset({S.RESOLVED, S.REOPENED, S.CLOSED, S.AWAITING_REVIEW}),
     S.RESOLVED: frozenset({S.CLOSED, S.REOPENED}),
-    S.CLOSED: frozenset({S.REOPENED}),
+    S.CLOSED: frozenset(),  # final: a later message starts a new ticket
     S.REOPENED: frozenset({S.ASSIGNED, S.IN_PROGRESS, S.AWAITING_REVIEW, S.RESOLVED, S.CLOSED}),
 }
+
+# A customer message in these states reopens the ticket.
+REOPENED_BY_CUSTOMER = frozenset({S.ANSWERED, S.RESOLVED})
 
 # States in which a (re)assignment moves the ticket to `assigned`; in the
 # others the assignee changes but the work already under way keeps its state.

@@ -1,0 +1,248 @@
+"""Use cases that move a ticket through its lifecycle, and its timeline.
+
+Every status change goes through the state machine in `domain.lifecycle`
+(an illegal one is a 409), is written to the timeline, and emits its event in
+the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from helpdesk_shared.chassis.auth import Principal
+from helpdesk_shared.chassis.problems import Conflict, Forbidden
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.enums import CloseReason, MessageAuthor, Role, TicketStatus
+from helpdesk_shared.contracts.intake import (
+    TicketClosed,
+    TicketMessageReceived,
+    TicketReopened,
+    TicketResolved,
+)
+from helpdesk_shared.contracts.routing import TicketAssigned
+from intake_service.domain.lifecycle import (
+    REOPENED_BY_CUSTOMER,
+    IllegalTransition,
+    status_after_assignment,
+    transition,
+)
+from intake_service.models import Message, Ticket
+from intake_service.repository import TicketRepository
+from intake_service.schemas import (
+    CloseRequest,
+    MessageCreate,
+    MessageOut,
+    ResolveRequest,
+    TicketOut,
+    TimelineItem,
+)
+from intake_service.service import load_ticket
+
+TIMELINE_LIMIT = 1000
+
+
+class IllegalTicketTransition(Conflict):
+    slug, title = "illegal-transition", "Illegal ticket status transition"
+
+
+class TicketClosedForMessages(Conflict):
+    slug, title = "ticket-closed", "The ticket is closed"
+
+
+def _change_status(ticket: Ticket, target: TicketStatus) -> TicketStatus:
+    previous = TicketStatus(ticket.status)
+    try:
+        ticket.status = transition(previous, target)
+    except IllegalTransition as exc:
+        raise IllegalTicketTransition(str(exc), current_status=previous.value) from exc
+    return previous
+
+
+def _require_owner_or_lead(ticket: Ticket, principal: Principal) -> None:
+    if principal.has_any({Role.LEAD, Role.ADMIN}):
+        return
+    if ticket.assignee_id is None or principal.user_id != ticket.assignee_id:
+        raise Forbidden("Only the ticket's assignee or a lead may do this")
+
+
+async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
+    """Mirror routing's decision: the ticket shows its assignee, team and status."""
+    ticket = await load_ticket(uow, event.ticket_id, for_update=True)
+    repo = TicketRepository(uow.session)
+    previous_status = TicketStatus(ticket.status)
+    ticket.status = status_after_assignment(previous_status)
+    if ticket.assignee_id != event.agent_id:
+        ticket.previous_assignee_id = ticket.assignee_id
+    ticket.assignee_id = event.agent_id
+    ticket.team_id = event.team_id or ticket.team_id
+    await repo.add_timeline(
+        ticket.id,
+        "assigned",
+        at=event.assigned_at,
+        actor="routing",
+        agent_id=event.agent_id,
+        reason=event.reason,
+        difficult=event.difficult,
+    )
+    if ticket.status != previous_status:
+        await repo.add_timeline(
+            ticket.id,
+            "status_changed",
+            at=event.assigned_at,
+            actor="routing",
+            **{"from": previous_status, "to": ticket.status},
+        )
+    await uow.commit()
+
+
+async def add_customer_message(
+    uow: UnitOfWork, ticket_id: uuid.UUID, body: MessageCreate, *, caller: str
+) -> MessageOut:
+    """A customer follow-up; after an answer or a resolution it reopens the ticket."""
+    ticket = await load_ticket(uow, ticket_id, for_update=True)
+    if ticket.status == TicketStatus.CLOSED:
+        raise TicketClosedForMessages(
+            f"Ticket {ticket.number} is closed; open a new ticket and mention {ticket.number} in it"
+        )
+    repo = TicketRepository(uow.session)
+    now = datetime.now(UTC)
+    message = await repo.add_message(
+        Message(
+            id=uuid.uuid4(),
+            ticket_id=ticket.id,
+            direction="inbound",
+            author=MessageAuthor.CUSTOMER,
+            channel=body.channel or ticket.channel,
+            body=body.body,
+            created_at=now,
+        )
+    )
+    await repo.add_timeline(
+        ticket.id,
+        "message",
+        at=now,
+        actor=caller,
+        message_id=message.id,
+        author=MessageAuthor.CUSTOMER,
+        direction="inbound",
+    )
+    uow.publish(
+        TicketMessageReceived(
+            ticket_id=ticket.id,
+            message_id=message.id,
+            channel=message.channel,
+            author=MessageAuthor.CUSTOMER,
+            body=message.body,
+            received_at=now,
+        ),
+        subject=str(ticket.id),
+    )
+    if TicketStatus(ticket.status) in REOPENED_BY_CUSTOMER:
+        previous = _change_status(ticket, TicketStatus.REOPENED)
+        ticket.reopen_count += 1
+        await repo.add_timeline(
+            ticket.id,
+            "status_changed",
+            at=now,
+            actor=caller,
+            **{"from": previous, "to": TicketStatus.REOPENED},
+        )
+        uow.publish(
+            TicketReopened(
+                ticket_id=ticket.id,
+                message_id=message.id,
+                previous_status=previous,
+                previous_agent_id=ticket.assignee_id,
+                reopen_count=ticket.reopen_count,
+                reopened_at=now,
+            ),
+            subject=str(ticket.id),
+        )
+    out = MessageOut.model_validate(message)
+    await uow.commit()
+    return out
+
+
+async def start_work(uow: UnitOfWork, ticket_id: uuid.UUID, principal: Principal) -> TicketOut:
+    ticket = await load_ticket(uow, ticket_id, for_update=True)
+    _require_owner_or_lead(ticket, principal)
+    previous = _change_status(ticket, TicketStatus.IN_PROGRESS)
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "status_changed",
+        at=datetime.now(UTC),
+        actor=principal.subject,
+        **{"from": previous, "to": TicketStatus.IN_PROGRESS},
+    )
+    out = TicketOut.model_validate(ticket)
+    await uow.commit()
+    return out
+
+
+async def resolve(
+    uow: UnitOfWork, ticket_id: uuid.UUID, body: ResolveRequest, principal: Principal
+) -> TicketOut:
+    ticket = await load_ticket(uow, ticket_id, for_update=True)
+    _require_owner_or_lead(ticket, principal)
+    previous = _change_status(ticket, TicketStatus.RESOLVED)
+    now = datetime.now(UTC)
+    ticket.resolution_count += 1
+    ticket.resolved_at = now
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "status_changed",
+        at=now,
+        actor=principal.subject,
+        **{"from": previous, "to": TicketStatus.RESOLVED, "note": body.note},
+    )
+    uow.publish(
+        TicketResolved(
+            ticket_id=ticket.id,
+            resolved_by=principal.user_id,
+            agent_id=ticket.assignee_id,
+            domain=body.domain,
+            category=body.category,
+            resolution_count=ticket.resolution_count,
+            note=body.note,
+            resolved_at=now,
+        ),
+        subject=str(ticket.id),
+    )
+    out = TicketOut.model_validate(ticket)
+    await uow.commit()
+    return out
+
+
+async def close(uow: UnitOfWork, ticket_id: uuid.UUID, body: CloseRequest, principal: Principal) -> TicketOut:
+    ticket = await load_ticket(uow, ticket_id, for_update=True)
+    _require_owner_or_lead(ticket, principal)
+    previous = _change_status(ticket, TicketStatus.CLOSED)
+    now = datetime.now(UTC)
+    ticket.closed_at = now
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "status_changed",
+        at=now,
+        actor=principal.subject,
+        **{"from": previous, "to": TicketStatus.CLOSED, "reason": body.reason},
+    )
+    uow.publish(
+        TicketClosed(
+            ticket_id=ticket.id,
+            reason=CloseReason(body.reason),
+            previous_status=previous,
+            closed_by=principal.user_id,
+            closed_at=now,
+        ),
+        subject=str(ticket.id),
+    )
+    out = TicketOut.model_validate(ticket)
+    await uow.commit()
+    return out
+
+
+async def timeline(uow: UnitOfWork, ticket_id: uuid.UUID) -> list[TimelineItem]:
+    await load_ticket(uow, ticket_id)
+    entries = await TicketRepository(uow.session).timeline(ticket_id, TIMELINE_LIMIT)
+    return [TimelineItem.model_validate(e) for e in entries]
