@@ -117,3 +117,31 @@ def test_unknown_route_and_method_are_problems(stack: Stack) -> None:
     assert missing.headers["content-type"] == "application/problem+json"
     assert wrong_method.status_code == 405
     assert wrong_method.headers["content-type"] == "application/problem+json"
+
+
+def test_customer_reply_after_resolution_reopens_with_the_same_agent(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.url("intake"), timeout=5) as intake:
+        ticket = intake.post("/v1/tickets", json=new_ticket(), headers=CHANNEL).json()
+        first = eventually(
+            lambda: intake.get(f"/v1/tickets/{ticket['id']}", headers=LEAD).json()["assignee_id"], within=5.0
+        )
+        assert intake.post(f"/v1/tickets/{ticket['id']}/resolve", headers=LEAD).status_code == 200
+
+        reply = intake.post(
+            f"/v1/tickets/{ticket['id']}/messages",
+            headers=CHANNEL,
+            json={"body": "還是不清楚，請再說明續保要帶哪些證件。"},
+        )
+        assert reply.status_code == 201
+
+        def back_with_an_agent() -> dict[str, Any] | None:
+            shown = intake.get(f"/v1/tickets/{ticket['id']}", headers=LEAD).json()
+            return shown if shown["status"] == "assigned" and shown["reopen_count"] == 1 else None
+
+        shown = eventually(back_with_an_agent, within=10.0)
+        timeline = intake.get(f"/v1/tickets/{ticket['id']}/timeline", headers=LEAD).json()
+    assert shown["assignee_id"] == first
+    kinds = [item["kind"] for item in timeline]
+    assert kinds.count("assigned") == 2
+    last_assignment = [item for item in timeline if item["kind"] == "assigned"][-1]
+    assert last_assignment["data"]["reason"] == "reopened: back to the previous agent"

@@ -4,58 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
+from routing_factories import ADMIN, isolated_team, ticket_created
 from sqlalchemy import func, select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import INBOX, OUTBOX
-from helpdesk_shared.contracts import EventEnvelope, Priority, TicketCreated
+from helpdesk_shared.contracts import Priority
 from routing_service.models import Agent, Assignment, QueueEntry
-
-ADMIN = auth_headers("admin")
-
-
-def ticket_created(**overrides: Any) -> EventEnvelope[Any]:
-    ticket_id = overrides.pop("ticket_id", uuid.uuid4())
-    payload = TicketCreated(
-        ticket_id=ticket_id,
-        number="HD-000001",
-        channel="web",
-        kind="question",
-        subject="保費怎麼繳",
-        description="想了解保費的繳納方式",
-        priority=overrides.pop("priority", Priority.NORMAL),
-        customer_id=uuid.uuid4(),
-        created_at=datetime.now(UTC),
-        **overrides,
-    )
-    return EventEnvelope.wrap(payload, source="/helpdesk/intake", subject=str(ticket_id))
-
-
-async def isolated_team(routing: ServiceHarness, *capacities: int) -> list[str]:
-    """Take every existing agent offline, then add fresh ones with the given capacities."""
-    async with routing.uow() as uow:
-        await uow.session.execute(Agent.__table__.update().values(presence="offline"))
-        await uow.commit()
-    team = await routing.client.post("/v1/teams", json={"name": f"team-{uuid.uuid4()}"}, headers=ADMIN)
-    ids = []
-    for capacity in capacities:
-        response = await routing.client.post(
-            "/v1/agents",
-            headers=ADMIN,
-            json={
-                "name": "專員",
-                "team_id": team.json()["id"],
-                "roles": ["specialist"],
-                "domains": ["auto-insurance"],
-                "max_concurrent": capacity,
-            },
-        )
-        assert response.status_code == 201, response.text
-        ids.append(response.json()["id"])
-    return ids
 
 
 async def test_agent_crud_and_problems(routing: ServiceHarness) -> None:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -77,6 +77,33 @@ class RoutingRepository:
             .values(ticket_id=ticket_id, priority=priority, priority_rank=rank, queued_at=now)
             .on_conflict_do_nothing()
         )
+
+    async def release_assignment(self, ticket_id: uuid.UUID) -> uuid.UUID | None:
+        """Drop the ticket's assignment and give its agent the slot back; returns that agent."""
+        result = await self.session.execute(
+            delete(Assignment).where(Assignment.ticket_id == ticket_id).returning(Assignment.agent_id)
+        )
+        agent_id = result.scalar_one_or_none()
+        if agent_id is not None:
+            await self.session.execute(
+                update(Agent)
+                .where(Agent.id == agent_id, Agent.active_tickets > 0)
+                .values(active_tickets=Agent.active_tickets - 1)
+            )
+        return agent_id
+
+    async def dequeue(self, ticket_id: uuid.UUID) -> None:
+        await self.session.execute(delete(QueueEntry).where(QueueEntry.ticket_id == ticket_id))
+
+    async def next_queued(self) -> QueueEntry | None:
+        """Highest priority, then oldest; skipped if another replica is assigning it right now."""
+        stmt = (
+            select(QueueEntry)
+            .order_by(QueueEntry.priority_rank.desc(), QueueEntry.queued_at, QueueEntry.ticket_id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def queue_depth(self) -> int:
         return int(await self.session.scalar(select(func.count()).select_from(QueueEntry)) or 0)

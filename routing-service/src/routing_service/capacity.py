@@ -1,0 +1,112 @@
+"""Capacity over a ticket's life: slots freed on resolution, the queue drained, reopened tickets returned.
+
+A slot is taken atomically when a ticket is assigned (see `RoutingRepository.take_capacity`)
+and given back when the ticket is resolved or closed; every freed slot immediately goes to
+the most urgent, oldest queued ticket. A reopened ticket goes back to the agent who held it
+when that agent is online with a free slot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.enums import Priority
+from helpdesk_shared.contracts.intake import TicketReopened
+from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued
+from routing_service.domain.assignment import Candidate, rank_candidates
+from routing_service.repository import RoutingRepository
+
+
+async def _assign_first_free(
+    uow: UnitOfWork,
+    repo: RoutingRepository,
+    ticket_id: uuid.UUID,
+    candidates: list[Candidate],
+    *,
+    reason: str,
+    now: datetime,
+    previous_agent_id: uuid.UUID | None = None,
+) -> bool:
+    for candidate in candidates:
+        if await repo.take_capacity(candidate.agent_id, now):
+            await repo.assign(ticket_id, candidate.agent_id, reason, now)
+            uow.publish(
+                TicketAssigned(
+                    ticket_id=ticket_id,
+                    agent_id=candidate.agent_id,
+                    assigned_at=now,
+                    reason=reason,
+                    previous_agent_id=previous_agent_id,
+                ),
+                subject=str(ticket_id),
+            )
+            return True
+    return False
+
+
+async def drain_queue(uow: UnitOfWork, repo: RoutingRepository, now: datetime) -> int:
+    """Assign queued tickets while someone has a free slot; returns how many were assigned."""
+    assigned = 0
+    while (entry := await repo.next_queued()) is not None:
+        candidates = rank_candidates(await repo.available_specialists())
+        if not await _assign_first_free(
+            uow, repo, entry.ticket_id, candidates, reason="dequeued: capacity freed", now=now
+        ):
+            break
+        await repo.dequeue(entry.ticket_id)
+        assigned += 1
+    return assigned
+
+
+async def release_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> None:
+    """A resolved or closed ticket frees its agent's slot (or leaves the queue)."""
+    repo = RoutingRepository(uow.session)
+    await repo.dequeue(ticket_id)
+    if await repo.release_assignment(ticket_id) is not None:
+        await drain_queue(uow, repo, datetime.now(UTC))
+    await uow.commit()
+
+
+async def reassign_reopened(uow: UnitOfWork, event: TicketReopened) -> None:
+    """Back to the previous agent when possible, else whoever is free, else the queue."""
+    repo = RoutingRepository(uow.session)
+    if await repo.assignment(event.ticket_id) is not None:
+        await repo.release_assignment(event.ticket_id)  # reopened while still held: re-decide
+    now = datetime.now(UTC)
+    previous = event.previous_agent_id
+    ranked = rank_candidates(await repo.available_specialists())
+    preferred = [c for c in ranked if c.agent_id == previous]
+    if await _assign_first_free(
+        uow,
+        repo,
+        event.ticket_id,
+        preferred,
+        now=now,
+        previous_agent_id=previous,
+        reason="reopened: back to the previous agent",
+    ):
+        await uow.commit()
+        return
+    others = [c for c in ranked if c.agent_id != previous]
+    if not await _assign_first_free(
+        uow,
+        repo,
+        event.ticket_id,
+        others,
+        now=now,
+        previous_agent_id=previous,
+        reason="reopened: previous agent unavailable",
+    ):
+        await repo.enqueue(event.ticket_id, Priority.NORMAL, Priority.NORMAL.rank, now)
+        uow.publish(
+            TicketQueued(
+                ticket_id=event.ticket_id,
+                priority=Priority.NORMAL,
+                queued_at=now,
+                reason="reopened; nobody has free capacity",
+            ),
+            subject=str(event.ticket_id),
+        )
+    await uow.commit()
