@@ -8,7 +8,7 @@ from typing import Any
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.contracts import EventEnvelope, Priority, TicketCreated
-from routing_service.models import Agent
+from routing_service.models import Agent, QueueEntry
 
 ADMIN = auth_headers("admin")
 
@@ -31,9 +31,10 @@ def ticket_created(**overrides: Any) -> EventEnvelope[Any]:
 
 
 async def isolated_team(routing: ServiceHarness, *capacities: int) -> list[str]:
-    """Take every existing agent offline, then add fresh ones with the given capacities."""
+    """A world of its own: every existing agent offline, the queue empty, fresh agents added."""
     async with routing.uow() as uow:
         await uow.session.execute(Agent.__table__.update().values(presence="offline"))
+        await uow.session.execute(QueueEntry.__table__.delete())
         await uow.commit()
     team = await routing.client.post("/v1/teams", json={"name": f"team-{uuid.uuid4()}"}, headers=ADMIN)
     ids = []
