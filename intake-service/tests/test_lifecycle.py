@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
+from intake_factories import assign
 from sqlalchemy import func, select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
-from helpdesk_shared.contracts import EventEnvelope, TicketAssigned
 from intake_service.models import Customer, Ticket
 
 CHANNEL = auth_headers("channel", sub="web-portal")
@@ -28,19 +27,6 @@ def body(**overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
-
-
-async def assign(intake: ServiceHarness, ticket_id: str, agent_id: uuid.UUID) -> None:
-    consumer = intake.runtime.consumer
-    assert consumer is not None
-    event = EventEnvelope.wrap(
-        TicketAssigned(
-            ticket_id=uuid.UUID(ticket_id), agent_id=agent_id, assigned_at=datetime.now(UTC), reason="test"
-        ),
-        source="/helpdesk/routing",
-        subject=ticket_id,
-    )
-    await consumer.handle_event(event, topic="helpdesk.routing")
 
 
 async def new_assigned_ticket(intake: ServiceHarness) -> tuple[str, uuid.UUID]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
-from intake_service.api import tickets
+from intake_service.api import complaints, customers, feedback, tickets
 from intake_service.consumers import CONSUMES, HANDLERS
 from intake_service.settings import IntakeSettings
 
@@ -16,7 +16,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         ServiceDefinition(
             name="intake",
             settings=settings,
-            routers=[tickets.router],
+            routers=[tickets.router, feedback.router, complaints.router, customers.router],
             handlers=HANDLERS,
             consumes=CONSUMES,
             title="Helpdesk intake service",

@@ -14,7 +14,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpdesk_shared.chassis.pagination import PageParams, keyset_page
-from intake_service.models import TICKET_NUMBER_SEQ, Customer, IdempotencyKey, Message, Ticket, TimelineEntry
+from helpdesk_shared.chassis.problems import NotFound
+from helpdesk_shared.chassis.uow import UnitOfWork
+from intake_service.models import (
+    TICKET_NUMBER_SEQ,
+    Attachment,
+    Customer,
+    IdempotencyKey,
+    Message,
+    Ticket,
+    TimelineEntry,
+)
+from intake_service.schemas import AttachmentIn
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,28 @@ class TicketRepository:
         await self.session.flush()
         return message
 
+    async def add_attachments(
+        self, ticket_id: uuid.UUID, attachments: Sequence[AttachmentIn], message_id: uuid.UUID | None = None
+    ) -> None:
+        for a in attachments:
+            self.session.add(
+                Attachment(
+                    id=uuid.uuid4(),
+                    ticket_id=ticket_id,
+                    message_id=message_id,
+                    name=a.name,
+                    content_type=a.content_type,
+                    size_bytes=a.size_bytes,
+                    url=a.url,
+                    storage_key=a.storage_key,
+                )
+            )
+        await self.session.flush()
+
+    async def attachments(self, ticket_id: uuid.UUID) -> Sequence[Attachment]:
+        stmt = select(Attachment).where(Attachment.ticket_id == ticket_id).order_by(Attachment.created_at)
+        return (await self.session.execute(stmt)).scalars().all()
+
     async def claim_idempotency_key(self, caller: str, key: str, request_hash: str) -> bool:
         """True if this request is the first with the key; a concurrent twin waits for it to commit."""
         result = await self.session.execute(
@@ -147,3 +180,15 @@ class CustomerRepository:
             },
         ).returning(Customer.id)
         return (await self.session.execute(stmt)).scalar_one()
+
+
+class TicketNotFound(NotFound):
+    slug, title = "ticket-not-found", "Ticket not found"
+
+
+async def load_ticket(uow: UnitOfWork, ticket_id: uuid.UUID, *, for_update: bool = False) -> Ticket:
+    """The ticket, or a 404 problem."""
+    ticket = await TicketRepository(uow.session).get(ticket_id, for_update=for_update)
+    if ticket is None:
+        raise TicketNotFound(f"No ticket with id {ticket_id}")
+    return ticket

@@ -32,6 +32,35 @@ class CustomerIn(BaseModel):
         return self
 
 
+MAX_ATTACHMENTS = 20
+MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
+MAX_TOTAL_ATTACHMENT_BYTES = 50 * 1024 * 1024
+
+
+class AttachmentIn(BaseModel):
+    """Where the channel stored a file: a URL or a storage key (intake never holds the bytes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=255, examples=["application/pdf"])
+    size_bytes: int = Field(ge=0, le=MAX_ATTACHMENT_BYTES)
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    storage_key: str | None = Field(default=None, min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _one_location(self) -> AttachmentIn:
+        if (self.url is None) == (self.storage_key is None):
+            raise ValueError("give exactly one of url or storage_key")
+        return self
+
+
+def _total_size_within_limit(attachments: list[AttachmentIn]) -> None:
+    total = sum(a.size_bytes for a in attachments)
+    if total > MAX_TOTAL_ATTACHMENT_BYTES:
+        raise ValueError(f"attachments total {total} bytes; the limit is {MAX_TOTAL_ATTACHMENT_BYTES}")
+
+
 class TicketCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,6 +73,12 @@ class TicketCreate(BaseModel):
     reference: str | None = Field(default=None, max_length=100, description="Order or business number")
     category_hint: str | None = Field(default=None, max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+
+    @model_validator(mode="after")
+    def _attachments_fit(self) -> TicketCreate:
+        _total_size_within_limit(self.attachments)
+        return self
 
 
 class TicketOut(BaseModel):
@@ -54,6 +89,7 @@ class TicketOut(BaseModel):
     status: TicketStatus
     assignee_id: uuid.UUID | None
     team_id: uuid.UUID | None
+    customer_id: uuid.UUID
     channel: Channel
     kind: TicketKind
     priority: Priority
@@ -75,6 +111,12 @@ class MessageCreate(BaseModel):
 
     body: str = Field(min_length=1, max_length=20_000)
     channel: Channel | None = Field(default=None, description="Defaults to the ticket's channel")
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+
+    @model_validator(mode="after")
+    def _attachments_fit(self) -> MessageCreate:
+        _total_size_within_limit(self.attachments)
+        return self
 
 
 class MessageOut(BaseModel):
@@ -111,3 +153,94 @@ class TimelineItem(BaseModel):
     occurred_at: datetime
     actor: str | None
     data: dict[str, Any]
+
+
+class AttachmentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    message_id: uuid.UUID | None
+    name: str
+    content_type: str
+    size_bytes: int
+    url: str | None
+    storage_key: str | None
+    created_at: datetime
+
+
+class CustomerOut(BaseModel):
+    """Contact data, masked for roles that do not need it."""
+
+    id: uuid.UUID
+    external_id: str | None
+    name: str | None
+    email: str | None
+    phone: str | None
+    masked: bool
+    erased: bool
+    created_at: datetime
+
+
+class CustomerExport(BaseModel):
+    customer: CustomerOut
+    tickets: list[TicketOut]
+    messages: list[MessageOut]
+
+
+class SurveyLink(BaseModel):
+    url: str
+    token: str
+    expires_at: datetime
+
+
+class RatingCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=10, max_length=2000, description="From the survey link")
+    score: int = Field(ge=1, le=5, description="1 (poor) … 5 (excellent)")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class RatingOut(BaseModel):
+    ticket_id: uuid.UUID
+    resolution_count: int
+    score: int
+    rated_at: datetime
+
+
+class ComplaintCaseUpdate(BaseModel):
+    """Only the fields present change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    responsible_department: str | None = Field(default=None, max_length=200)
+    responsible_person_id: uuid.UUID | None = None
+    plan: str | None = Field(default=None, max_length=4_000)
+    deadline: datetime | None = None
+    result: str | None = Field(
+        default=None, max_length=4_000, description="Result communicated to the customer"
+    )
+    root_cause: str | None = Field(default=None, max_length=4_000)
+    corrective_action: str | None = Field(default=None, max_length=4_000)
+    archived: bool | None = None
+
+
+class ComplaintNote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=4_000)
+
+
+class ComplaintCaseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    ticket_id: uuid.UUID
+    responsible_department: str | None
+    responsible_person_id: uuid.UUID | None
+    plan: str | None
+    deadline: datetime | None
+    result: str | None
+    root_cause: str | None
+    corrective_action: str | None
+    archived: bool
+    updated_at: datetime

@@ -7,19 +7,16 @@ import uuid
 from datetime import UTC, datetime
 
 from helpdesk_shared.chassis.pagination import PageParams, build_page
-from helpdesk_shared.chassis.problems import Conflict, NotFound
+from helpdesk_shared.chassis.problems import Conflict
 from helpdesk_shared.chassis.uow import UnitOfWork
-from helpdesk_shared.contracts.enums import TicketStatus
+from helpdesk_shared.contracts.enums import TicketKind, TicketStatus
 from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.text import tokens
+from intake_service import complaints
 from intake_service.domain.urgency import detect_urgent
 from intake_service.models import Ticket
-from intake_service.repository import CustomerRepository, TicketFilters, TicketRepository
-from intake_service.schemas import TicketCreate, TicketOut
-
-
-class TicketNotFound(NotFound):
-    slug, title = "ticket-not-found", "Ticket not found"
+from intake_service.repository import CustomerRepository, TicketFilters, TicketRepository, load_ticket
+from intake_service.schemas import AttachmentOut, TicketCreate, TicketOut
 
 
 class IdempotencyKeyReused(Conflict):
@@ -86,6 +83,9 @@ async def create_ticket(
             updated_at=now,
         )
     )
+    await tickets.add_attachments(ticket.id, body.attachments)
+    if body.kind == TicketKind.COMPLAINT:
+        complaints.open_case(uow, ticket, now)
     if idempotency_key is not None:
         claimed = await tickets.idempotency_key(caller, idempotency_key)
         assert claimed is not None
@@ -107,6 +107,7 @@ async def create_ticket(
             category_hint=ticket.category_hint,
             tags=ticket.tags,
             reference=ticket.reference,
+            attachment_count=len(body.attachments),
             created_at=now,
         ),
         subject=str(ticket.id),
@@ -114,13 +115,6 @@ async def create_ticket(
     out = TicketOut.model_validate(ticket)
     await uow.commit()
     return out, False
-
-
-async def load_ticket(uow: UnitOfWork, ticket_id: uuid.UUID, *, for_update: bool = False) -> Ticket:
-    ticket = await TicketRepository(uow.session).get(ticket_id, for_update=for_update)
-    if ticket is None:
-        raise TicketNotFound(f"No ticket with id {ticket_id}")
-    return ticket
 
 
 async def get_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> TicketOut:
@@ -133,3 +127,10 @@ async def list_tickets(
     rows = await TicketRepository(uow.session).page(params, filters)
     page, cursor = build_page(list(rows), params, key=lambda t: (t.created_at, t.id))
     return [TicketOut.model_validate(t) for t in page], cursor
+
+
+async def list_attachments(uow: UnitOfWork, ticket_id: uuid.UUID) -> list[AttachmentOut]:
+    await load_ticket(uow, ticket_id)
+    return [
+        AttachmentOut.model_validate(a) for a in await TicketRepository(uow.session).attachments(ticket_id)
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from helpdesk_shared.chassis.settings import ServiceSettings
@@ -12,3 +13,9 @@ class IntakeSettings(ServiceSettings):
 
     service_name: str = "intake"
     ticket_number_prefix: str = "HD"
+    survey_secret: SecretStr = Field(
+        default=SecretStr("helpdesk-local-survey-secret-not-for-production"),
+        description="Signs satisfaction-survey links sent to customers",
+    )
+    survey_ttl_days: int = Field(default=14, ge=1, le=365)
+    survey_base_url: str = "http://127.0.0.1:8001/v1/tickets"

@@ -28,7 +28,7 @@ from intake_service.domain.lifecycle import (
     transition,
 )
 from intake_service.models import Message, Ticket
-from intake_service.repository import TicketRepository
+from intake_service.repository import TicketRepository, load_ticket
 from intake_service.schemas import (
     CloseRequest,
     MessageCreate,
@@ -37,7 +37,6 @@ from intake_service.schemas import (
     TicketOut,
     TimelineItem,
 )
-from intake_service.service import load_ticket
 
 TIMELINE_LIMIT = 1000
 
@@ -118,6 +117,7 @@ async def add_customer_message(
             created_at=now,
         )
     )
+    await repo.add_attachments(ticket.id, body.attachments, message_id=message.id)
     await repo.add_timeline(
         ticket.id,
         "message",
@@ -134,6 +134,7 @@ async def add_customer_message(
             channel=message.channel,
             author=MessageAuthor.CUSTOMER,
             body=message.body,
+            attachment_count=len(body.attachments),
             received_at=now,
         ),
         subject=str(ticket.id),

@@ -21,8 +21,9 @@ from helpdesk_shared.chassis.problems import (
 from helpdesk_shared.contracts.enums import Channel, Priority, Role, TicketKind, TicketStatus
 from helpdesk_shared.text import tokens
 from intake_service import service, workflow
-from intake_service.repository import TicketFilters
+from intake_service.repository import TicketFilters, TicketNotFound
 from intake_service.schemas import (
+    AttachmentOut,
     CloseRequest,
     MessageCreate,
     MessageOut,
@@ -31,7 +32,7 @@ from intake_service.schemas import (
     TicketOut,
     TimelineItem,
 )
-from intake_service.service import IdempotencyKeyReused, TicketNotFound
+from intake_service.service import IdempotencyKeyReused
 from intake_service.workflow import IllegalTicketTransition, TicketClosedForMessages
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
@@ -145,6 +146,16 @@ async def get_ticket(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> TicketO
 )
 async def get_timeline(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> list[TimelineItem]:
     return await workflow.timeline(uow, ticket_id)
+
+
+@router.get(
+    "/{ticket_id}/attachments",
+    response_model=list[AttachmentOut],
+    summary="Attachments of the ticket and its messages",
+    responses=problem_responses(*_AUTH, TicketNotFound),
+)
+async def list_attachments(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> list[AttachmentOut]:
+    return await service.list_attachments(uow, ticket_id)
 
 
 @router.post(

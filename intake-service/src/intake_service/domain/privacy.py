@@ -1,0 +1,37 @@
+"""Masking of customer contact data for people who do not need to see it (保密)."""
+
+from __future__ import annotations
+
+import re
+
+_DIGIT = re.compile(r"\d")
+
+
+def mask_email(email: str | None) -> str | None:
+    """`lin.xiaomei@example.com` → `l**********@example.com` (the domain helps triage, the name not)."""
+    if not email or "@" not in email:
+        return email
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{'*' * max(len(local) - 1, 1)}@{domain}"
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """Every digit but the last four hidden: `+86 138 0013 8000` → `+** *** **** 8000`."""
+    if not phone:
+        return phone
+    digits = len(_DIGIT.findall(phone))
+    seen = 0
+
+    def hide(match: re.Match[str]) -> str:
+        nonlocal seen
+        seen += 1
+        return match.group(0) if seen > digits - 4 else "*"
+
+    return _DIGIT.sub(hide, phone)
+
+
+def mask_name(name: str | None) -> str | None:
+    """Keep the first character (the family name in Chinese): `林小美` → `林**`."""
+    if not name:
+        return name
+    return name[:1] + "*" * max(len(name) - 1, 1)

@@ -1,0 +1,238 @@
+"""Attachments limits, personal-data masking/export/erasure, satisfaction surveys, complaint case files."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from intake_factories import assign
+from sqlalchemy import select
+
+from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from helpdesk_shared.chassis.db import OUTBOX
+from intake_service.domain.privacy import mask_email, mask_name, mask_phone
+
+CHANNEL = auth_headers("channel")
+LEAD = auth_headers("lead")
+ADMIN = auth_headers("admin")
+AGENT = auth_headers("agent")
+PDF = {
+    "name": "保單.pdf",
+    "content_type": "application/pdf",
+    "size_bytes": 123_456,
+    "url": "https://files.example.com/a/保單.pdf",
+}
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "channel": "app",
+        "kind": "question",
+        "subject": "保單影本",
+        "description": "附上保單，請協助確認保障範圍",
+        "customer": {
+            "external_id": f"c-{uuid.uuid4()}",
+            "name": "林小美",
+            "email": "lin.xiaomei@example.com",
+            "phone": "+86 138 0013 8000",
+        },
+    }
+    data.update(overrides)
+    return data
+
+
+async def create(intake: ServiceHarness, **overrides: Any) -> dict[str, Any]:
+    response = await intake.client.post("/v1/tickets", json=body(**overrides), headers=CHANNEL)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def event_types(intake: ServiceHarness, ticket_id: str) -> list[str]:
+    async with intake.uow() as uow:
+        rows = await uow.session.execute(
+            select(OUTBOX.c.event_type).where(OUTBOX.c.key == ticket_id).order_by(OUTBOX.c.seq)
+        )
+    return [r.event_type for r in rows]
+
+
+def test_masking_rules() -> None:
+    assert mask_email("lin.xiaomei@example.com") == "l**********@example.com"
+    assert mask_phone("+86 138 0013 8000") == "+** *** **** 8000"
+    assert mask_name("林小美") == "林**"
+    assert mask_email(None) is None
+
+
+async def test_attachments_are_stored_and_listed(intake: ServiceHarness) -> None:
+    key_only = {
+        "name": "photo.jpg",
+        "content_type": "image/jpeg",
+        "size_bytes": 2048,
+        "storage_key": "s3/k/1",
+    }
+    ticket = await create(intake, attachments=[PDF, key_only])
+    listed = (await intake.client.get(f"/v1/tickets/{ticket['id']}/attachments", headers=AGENT)).json()
+    assert [(a["name"], a["size_bytes"]) for a in listed] == [("保單.pdf", 123_456), ("photo.jpg", 2048)]
+
+
+async def test_attachment_limits_are_422_problems_naming_the_field(intake: ServiceHarness) -> None:
+    too_big = {**PDF, "size_bytes": 26 * 1024 * 1024}
+    no_location = {k: v for k, v in PDF.items() if k != "url"}
+    too_many = [PDF] * 21
+    for attachments, field in (
+        (too_big, "body.attachments.0.size_bytes"),
+        (no_location, "body.attachments.0"),
+        (too_many, "body.attachments"),
+    ):
+        payload = attachments if isinstance(attachments, list) else [attachments]
+        response = await intake.client.post("/v1/tickets", json=body(attachments=payload), headers=CHANNEL)
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == field
+    total = [{**PDF, "size_bytes": 20 * 1024 * 1024}] * 3
+    over_total = await intake.client.post("/v1/tickets", json=body(attachments=total), headers=CHANNEL)
+    assert over_total.status_code == 422
+    assert "total" in over_total.json()["errors"][0]["message"]
+
+
+async def test_contact_data_is_masked_for_agents_and_whole_for_leads(intake: ServiceHarness) -> None:
+    ticket = await create(intake)
+    as_agent = (await intake.client.get(f"/v1/customers/{ticket['customer_id']}", headers=AGENT)).json()
+    as_lead = (await intake.client.get(f"/v1/customers/{ticket['customer_id']}", headers=LEAD)).json()
+    assert (as_agent["email"], as_agent["phone"], as_agent["masked"]) == (
+        "l**********@example.com",
+        "+** *** **** 8000",
+        True,
+    )
+    assert (as_lead["email"], as_lead["phone"], as_lead["masked"]) == (
+        "lin.xiaomei@example.com",
+        "+86 138 0013 8000",
+        False,
+    )
+
+
+async def test_export_then_erase_keeps_tickets_but_forgets_the_person(intake: ServiceHarness) -> None:
+    ticket = await create(intake)
+    customer_id = ticket["customer_id"]
+    await intake.client.post(f"/v1/tickets/{ticket['id']}/messages", headers=CHANNEL, json={"body": "補充"})
+
+    export = await intake.client.get(f"/v1/customers/{customer_id}/export", headers=ADMIN)
+    assert export.status_code == 200
+    assert [t["id"] for t in export.json()["tickets"]] == [ticket["id"]]
+    assert [m["body"] for m in export.json()["messages"]] == ["補充"]
+    assert (await intake.client.get(f"/v1/customers/{customer_id}/export", headers=LEAD)).status_code == 403
+
+    erased = (await intake.client.post(f"/v1/customers/{customer_id}/erase", headers=ADMIN)).json()
+    assert (erased["name"], erased["email"], erased["phone"], erased["erased"]) == (None, None, None, True)
+    assert (await intake.client.get(f"/v1/tickets/{ticket['id']}", headers=AGENT)).status_code == 200
+    missing = await intake.client.post(f"/v1/customers/{uuid.uuid4()}/erase", headers=ADMIN)
+    assert missing.status_code == 404
+
+
+async def test_satisfaction_survey_once_per_resolution(intake: ServiceHarness) -> None:
+    ticket = await create(intake)
+    early = await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=AGENT)
+    assert early.status_code == 409
+    await assign(intake, ticket["id"])
+    await intake.client.post(f"/v1/tickets/{ticket['id']}/resolve", headers=LEAD)
+    link = (await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=AGENT)).json()
+    assert link["url"].endswith(link["token"])
+
+    rated = await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/satisfaction",
+        json={"token": link["token"], "score": 5, "comment": "很滿意"},
+    )
+    again = await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/satisfaction", json={"token": link["token"], "score": 1}
+    )
+    assert rated.status_code == 201
+    assert (rated.json()["score"], rated.json()["resolution_count"]) == (5, 1)
+    assert again.status_code == 409
+    assert (await event_types(intake, ticket["id"]))[-1] == "helpdesk.ticket.rated.v1"
+
+
+async def test_forged_expired_or_foreign_survey_tokens_are_401(intake: ServiceHarness) -> None:
+    ticket, other = await create(intake), await create(intake)
+    for t in (ticket, other):
+        await assign(intake, t["id"])
+        await intake.client.post(f"/v1/tickets/{t['id']}/resolve", headers=LEAD)
+    foreign = (await intake.client.get(f"/v1/tickets/{other['id']}/survey-link", headers=AGENT)).json()[
+        "token"
+    ]
+    secret = intake.settings.survey_secret.get_secret_value()  # type: ignore[attr-defined]
+    expired = jwt.encode(
+        {
+            "sub": ticket["id"],
+            "res": 1,
+            "aud": "helpdesk-survey",
+            "exp": datetime.now(UTC) - timedelta(minutes=1),
+        },
+        secret,
+        algorithm="HS256",
+    )
+    forged = jwt.encode(
+        {
+            "sub": ticket["id"],
+            "res": 1,
+            "aud": "helpdesk-survey",
+            "exp": datetime.now(UTC) + timedelta(days=1),
+        },
+        "not-the-secret" * 4,
+        algorithm="HS256",
+    )
+    for token in (foreign, expired, forged):
+        response = await intake.client.post(
+            f"/v1/tickets/{ticket['id']}/satisfaction", json={"token": token, "score": 4}
+        )
+        assert response.status_code == 401, token
+        assert response.json()["type"].endswith("/invalid-survey-token")
+    bad_score = await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/satisfaction", json={"token": foreign, "score": 6}
+    )
+    assert bad_score.json()["errors"][0]["field"] == "body.score"
+
+
+async def test_complaint_case_file_lifecycle(intake: ServiceHarness) -> None:
+    ticket = await create(intake, kind="complaint", subject="投訴：理賠拖延", description="三個月還沒有結果")
+    person = str(uuid.uuid4())
+    plan = await intake.client.patch(
+        f"/v1/tickets/{ticket['id']}/complaint",
+        headers=LEAD,
+        json={
+            "responsible_department": "理賠部",
+            "responsible_person_id": person,
+            "plan": "三日內聯繫客戶說明進度",
+            "deadline": "2026-12-01T10:00:00Z",
+        },
+    )
+    note = await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/complaint/notes", headers=LEAD, json={"note": "已電話聯繫客戶"}
+    )
+    result = await intake.client.patch(
+        f"/v1/tickets/{ticket['id']}/complaint",
+        headers=LEAD,
+        json={"result": "已賠付並致歉", "root_cause": "文件遺失", "corrective_action": "改用電子收件"},
+    )
+    archived = await intake.client.patch(
+        f"/v1/tickets/{ticket['id']}/complaint", headers=LEAD, json={"archived": True}
+    )
+    late = await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/complaint/notes", headers=LEAD, json={"note": "補記"}
+    )
+
+    assert [r.status_code for r in (plan, note, result, archived)] == [200, 200, 200, 200]
+    assert plan.json()["responsible_person_id"] == person
+    assert archived.json()["archived"] is True
+    assert late.status_code == 409
+    timeline = (await intake.client.get(f"/v1/tickets/{ticket['id']}/timeline", headers=LEAD)).json()
+    changes = [i["data"]["change"] for i in timeline if i["kind"] == "complaint"]
+    assert changes == ["responsibility_assigned", "progress_noted", "result_recorded", "archived"]
+    events = await event_types(intake, ticket["id"])
+    assert events.count("helpdesk.complaint.updated.v1") == 5  # opened + four changes
+    question = await create(intake)
+    assert (
+        await intake.client.get(f"/v1/tickets/{question['id']}/complaint", headers=LEAD)
+    ).status_code == 409
+    agent_edit = await intake.client.patch(f"/v1/tickets/{ticket['id']}/complaint", headers=AGENT, json={})
+    assert agent_edit.status_code == 403
