@@ -19,9 +19,7 @@ from helpdesk_runtime.testing import ServiceHarness, migrate, run_service
 from helpdesk_shared.chassis.settings import ServiceSettings
 from helpdesk_shared.contracts.topics import ALL_TOPICS
 
-MakeService = Callable[
-    [str, type[ServiceSettings], Callable[[Any], FastAPI]], AbstractAsyncContextManager[ServiceHarness]
-]
+MakeService = Callable[..., AbstractAsyncContextManager[ServiceHarness]]
 
 
 def ensure_prefixed_topics(infra: Infra, prefix: str) -> str:
@@ -39,18 +37,24 @@ def make_service(infra: Infra) -> MakeService:
 
     @asynccontextmanager
     async def make(
-        name: str, settings_cls: type[ServiceSettings], create_app: Callable[[Any], FastAPI]
+        name: str,
+        settings_cls: type[ServiceSettings],
+        create_app: Callable[[Any], FastAPI],
+        label: str = "",
+        **overrides: Any,
     ) -> AsyncIterator[ServiceHarness]:
-        url = infra.create_database(f"unit_{name}")
-        topic_prefix = ensure_prefixed_topics(infra, f"t{infra.run_id}{name}.")
+        """`label` gives the instance a database and topics of its own; `overrides` go to its settings."""
+        url = infra.create_database(f"unit_{name}{label}")
+        topic_prefix = ensure_prefixed_topics(infra, f"t{infra.run_id}{name}{label}.")
         await migrate(url, f"{name}_service")
         settings = settings_cls(
             database_url=url,
             kafka_bootstrap_servers=infra.kafka_bootstrap,
             topic_prefix=topic_prefix,
-            consumer_group=f"{name}-unit-{infra.run_id}",
+            consumer_group=f"{name}{label}-unit-{infra.run_id}",
             environment="test",
             consumer_retry_backoff_seconds=0.05,
+            **overrides,
         )
         async with run_service(create_app, settings) as harness:
             yield harness

@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
 from intake_service.api import complaints, customers, feedback, tickets
-from intake_service.consumers import CONSUMES, HANDLERS
+from intake_service.consumers import CONSUMES, handlers
+from intake_service.delivery import delivery_worker
 from intake_service.settings import IntakeSettings
 
 
@@ -17,7 +18,8 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             name="intake",
             settings=settings,
             routers=[tickets.router, feedback.router, complaints.router, customers.router],
-            handlers=HANDLERS,
+            handlers=handlers(settings),
+            background=[delivery_worker],
             consumes=CONSUMES,
             title="Helpdesk intake service",
             description="Every channel in: tickets, customers and their messages.",

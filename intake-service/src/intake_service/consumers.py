@@ -1,4 +1,4 @@
-"""Handlers for the events intake consumes (routing and review decisions)."""
+"""Handlers for the events intake consumes: routing's decisions and published answers."""
 
 from __future__ import annotations
 
@@ -7,15 +7,22 @@ from typing import Any
 from helpdesk_shared.chassis.consumer import Handler
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
+from helpdesk_shared.contracts.review import AnswerPublished
 from helpdesk_shared.contracts.routing import TicketAssigned
-from intake_service import workflow
+from intake_service import delivery, workflow
+from intake_service.settings import IntakeSettings
 
-
-async def on_ticket_assigned(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
-    await workflow.apply_assignment(uow, event.data)
-
-
-HANDLERS: dict[str, Handler] = {
-    TicketAssigned.cloudevent_type(): on_ticket_assigned,
-}
 CONSUMES = ["helpdesk.routing", "helpdesk.review"]
+
+
+def handlers(settings: IntakeSettings) -> dict[str, Handler]:
+    async def on_ticket_assigned(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        await workflow.apply_assignment(uow, event.data)
+
+    async def on_answer_published(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        await delivery.record_published_answer(uow, event.data, mail_domain=settings.mail_domain)
+
+    return {
+        TicketAssigned.cloudevent_type(): on_ticket_assigned,
+        AnswerPublished.cloudevent_type(): on_answer_published,
+    }

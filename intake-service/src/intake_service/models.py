@@ -69,6 +69,7 @@ class Ticket(Base):
     subject: Mapped[str] = mapped_column(String(300))
     description: Mapped[str] = mapped_column(Text)
     reference: Mapped[str | None] = mapped_column(String(100))
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
     category_hint: Mapped[str | None] = mapped_column(String(200))
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
@@ -99,6 +100,8 @@ class Message(Base):
     author: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(20))
     body: Mapped[str] = mapped_column(Text)
+    # RFC 5322 Message-ID of the email carrying this message (threads replies back to the ticket).
+    email_message_id: Mapped[str | None] = mapped_column(String(998), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -174,6 +177,29 @@ class ComplaintCase(Base):
     corrective_action: Mapped[str | None] = mapped_column(Text)
     archived: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Delivery(Base):
+    """Getting one approved answer to the customer through the ticket's channel, retried until accepted."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"), index=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id"))
+    answer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    answer_version: Mapped[int] = mapped_column(Integer)
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    channel: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 metadata = Base.metadata

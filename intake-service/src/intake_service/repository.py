@@ -102,7 +102,7 @@ class TicketRepository:
                 kind=kind,
                 occurred_at=at,
                 actor=actor,
-                data=orjson.loads(orjson.dumps(data)),
+                data=orjson.loads(orjson.dumps(data, default=str)),
             )
         )
 

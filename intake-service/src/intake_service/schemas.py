@@ -74,6 +74,12 @@ class TicketCreate(BaseModel):
     category_hint: str | None = Field(default=None, max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    callback_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        max_length=2048,
+        description="Where approved answers are delivered (signed webhook) for non-email channels",
+    )
 
     @model_validator(mode="after")
     def _attachments_fit(self) -> TicketCreate:

@@ -73,6 +73,7 @@ async def create_ticket(
             subject=body.subject,
             description=body.description,
             reference=body.reference,
+            callback_url=body.callback_url,
             category_hint=body.category_hint,
             tags=list(body.tags),
             customer_id=customer_id,

@@ -19,3 +19,22 @@ class IntakeSettings(ServiceSettings):
     )
     survey_ttl_days: int = Field(default=14, ge=1, le=365)
     survey_base_url: str = "http://127.0.0.1:8001/v1/tickets"
+    # Delivery of approved answers: email over SMTP, other channels as signed webhooks.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "support@helpdesk.local"
+    mail_domain: str = "helpdesk.local"
+    webhook_secret: SecretStr = Field(
+        default=SecretStr("helpdesk-local-webhook-secret-not-for-production"),
+        description="HMAC-SHA256 key of the X-Helpdesk-Signature header on answer webhooks",
+    )
+    channel_callbacks: dict[str, str] = Field(
+        default_factory=dict, description='Default callback URL per channel, e.g. {"app": "https://…"}'
+    )
+    delivery_max_attempts: int = Field(default=10, ge=1)
+    delivery_backoff_seconds: float = Field(default=2.0, gt=0)
+    delivery_poll_seconds: float = Field(default=1.0, gt=0)
+    delivery_timeout_seconds: float = Field(default=15.0, gt=0)

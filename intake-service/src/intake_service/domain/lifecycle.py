@@ -10,13 +10,13 @@ from helpdesk_shared.contracts.enums import TicketStatus as S
 
 TRANSITIONS: dict[S, frozenset[S]] = {
     S.NEW: frozenset({S.ASSIGNED, S.CLOSED}),
-    S.ASSIGNED: frozenset({S.IN_PROGRESS, S.AWAITING_REVIEW, S.RESOLVED, S.CLOSED}),
-    S.IN_PROGRESS: frozenset({S.AWAITING_REVIEW, S.RESOLVED, S.CLOSED}),
+    S.ASSIGNED: frozenset({S.IN_PROGRESS, S.AWAITING_REVIEW, S.ANSWERED, S.RESOLVED, S.CLOSED}),
+    S.IN_PROGRESS: frozenset({S.AWAITING_REVIEW, S.ANSWERED, S.RESOLVED, S.CLOSED}),
     S.AWAITING_REVIEW: frozenset({S.IN_PROGRESS, S.ANSWERED}),
-    S.ANSWERED: frozenset({S.RESOLVED, S.REOPENED, S.CLOSED, S.AWAITING_REVIEW}),
+    S.ANSWERED: frozenset({S.ANSWERED, S.RESOLVED, S.REOPENED, S.CLOSED, S.AWAITING_REVIEW}),
     S.RESOLVED: frozenset({S.CLOSED, S.REOPENED}),
     S.CLOSED: frozenset(),  # final: a later message starts a new ticket
-    S.REOPENED: frozenset({S.ASSIGNED, S.IN_PROGRESS, S.AWAITING_REVIEW, S.RESOLVED, S.CLOSED}),
+    S.REOPENED: frozenset({S.ASSIGNED, S.IN_PROGRESS, S.AWAITING_REVIEW, S.ANSWERED, S.RESOLVED, S.CLOSED}),
 }
 
 # A customer message in these states reopens the ticket.

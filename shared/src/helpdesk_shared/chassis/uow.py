@@ -95,7 +95,7 @@ class UnitOfWork:
                 "topic": topic,
                 "key": key,
                 "event_type": event_type,
-                "payload": orjson.loads(orjson.dumps(payload)),
+                "payload": orjson.loads(orjson.dumps(payload, default=str)),
                 "headers": headers,
             }
         )

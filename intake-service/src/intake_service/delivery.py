@@ -1,0 +1,217 @@
+"""Delivering approved answers: recorded on `answer.published`, sent by a worker, retried until accepted.
+
+The handler of `answer.published` stores the outbound message and a pending
+delivery in one transaction (so an approved answer is never lost); the worker
+claims due deliveries with `FOR UPDATE SKIP LOCKED` (safe with several replicas),
+sends them through the ticket's channel and, once the channel accepted, marks the
+ticket answered and emits `ticket.answer_delivered` — the first response for SLAs.
+Failures back off exponentially and stay visible on the ticket's timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import exists, select
+
+from helpdesk_shared.chassis.app import ServiceRuntime
+from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
+from helpdesk_shared.contracts.enums import Channel, MessageAuthor, TicketStatus
+from helpdesk_shared.contracts.intake import TicketAnswerDelivered
+from helpdesk_shared.contracts.review import AnswerPublished
+from intake_service.channels import (
+    AnswerSender,
+    ChannelSender,
+    DeliveryError,
+    OutboundAnswer,
+    SmtpSender,
+    WebhookSender,
+    new_message_id,
+)
+from intake_service.domain.lifecycle import can_transition
+from intake_service.models import Customer, Delivery, Message, Ticket
+from intake_service.repository import TicketRepository, load_ticket
+from intake_service.settings import IntakeSettings
+
+log = get_logger(__name__)
+
+BATCH = 10
+MAX_BACKOFF = timedelta(minutes=10)
+
+
+async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, mail_domain: str) -> None:
+    ticket = await load_ticket(uow, event.ticket_id, for_update=True)
+    repo = TicketRepository(uow.session)
+    now = datetime.now(UTC)
+    message = await repo.add_message(
+        Message(
+            id=uuid.uuid4(),
+            ticket_id=ticket.id,
+            direction="outbound",
+            author=MessageAuthor.AGENT,
+            channel=ticket.channel,
+            body=event.body,
+            email_message_id=new_message_id(mail_domain),
+            created_at=now,
+        )
+    )
+    uow.session.add(
+        Delivery(
+            id=uuid.uuid4(),
+            ticket_id=ticket.id,
+            message_id=message.id,
+            answer_id=event.answer_id,
+            answer_version=event.answer_version,
+            agent_id=event.author_id,
+            channel=ticket.channel,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+        )
+    )
+    await repo.add_timeline(
+        ticket.id,
+        "answer_published",
+        at=now,
+        actor="review",
+        message_id=message.id,
+        answer_id=event.answer_id,
+        answer_version=event.answer_version,
+        reviewer_id=event.reviewer_id,
+    )
+    await uow.commit()
+
+
+async def _outbound(uow: UnitOfWork, delivery: Delivery) -> OutboundAnswer:
+    ticket = await uow.session.get_one(Ticket, delivery.ticket_id)
+    message = await uow.session.get_one(Message, delivery.message_id)
+    customer = await uow.session.get_one(Customer, ticket.customer_id)
+    earlier = await uow.session.scalars(
+        select(Message.email_message_id)
+        .where(
+            Message.ticket_id == ticket.id,
+            Message.email_message_id.is_not(None),
+            Message.created_at < message.created_at,
+        )
+        .order_by(Message.created_at)
+    )
+    return OutboundAnswer(
+        delivery_id=delivery.id,
+        ticket_id=ticket.id,
+        ticket_number=ticket.number,
+        ticket_subject=ticket.subject,
+        channel=Channel(ticket.channel),
+        message_id=message.id,
+        email_message_id=message.email_message_id or "",
+        references=tuple(m for m in earlier if m),
+        body=message.body,
+        answer_id=delivery.answer_id,
+        answer_version=delivery.answer_version,
+        to_email=customer.email,
+        callback_url=ticket.callback_url,
+    )
+
+
+async def _delivered(uow: UnitOfWork, delivery: Delivery, now: datetime) -> None:
+    ticket = await load_ticket(uow, delivery.ticket_id, for_update=True)
+    first = not await uow.session.scalar(
+        select(exists().where(Delivery.ticket_id == ticket.id, Delivery.status == "delivered"))
+    )
+    delivery.status, delivery.delivered_at = "delivered", now
+    previous = TicketStatus(ticket.status)
+    if can_transition(previous, TicketStatus.ANSWERED):
+        ticket.status = TicketStatus.ANSWERED
+    repo = TicketRepository(uow.session)
+    await repo.add_timeline(
+        ticket.id,
+        "answer_delivered",
+        at=now,
+        actor="intake",
+        message_id=delivery.message_id,
+        channel=delivery.channel,
+        attempts=delivery.attempts,
+    )
+    if ticket.status != previous:
+        await repo.add_timeline(
+            ticket.id, "status_changed", at=now, actor="intake", **{"from": previous, "to": ticket.status}
+        )
+    uow.publish(
+        TicketAnswerDelivered(
+            ticket_id=ticket.id,
+            answer_id=delivery.answer_id,
+            answer_version=delivery.answer_version,
+            message_id=delivery.message_id,
+            channel=Channel(delivery.channel),
+            agent_id=delivery.agent_id,
+            first_response=first,
+            attempts=delivery.attempts,
+            delivered_at=now,
+        ),
+        subject=str(ticket.id),
+    )
+
+
+async def _failed(
+    uow: UnitOfWork, delivery: Delivery, error: DeliveryError, now: datetime, settings: IntakeSettings
+) -> None:
+    delivery.last_error = str(error)[:2000]
+    if error.permanent or delivery.attempts >= settings.delivery_max_attempts:
+        delivery.status = "failed"
+        await TicketRepository(uow.session).add_timeline(
+            delivery.ticket_id,
+            "delivery_failed",
+            at=now,
+            actor="intake",
+            message_id=delivery.message_id,
+            attempts=delivery.attempts,
+            error=delivery.last_error,
+        )
+        log.warning("answer_delivery_failed", ticket_id=str(delivery.ticket_id), attempts=delivery.attempts)
+        return
+    backoff = timedelta(seconds=settings.delivery_backoff_seconds * 2 ** (delivery.attempts - 1))
+    delivery.next_attempt_at = now + min(backoff, MAX_BACKOFF)
+
+
+async def deliver_due(uow_factory: UnitOfWorkFactory, sender: AnswerSender, settings: IntakeSettings) -> int:
+    """One pass over the deliveries that are due; returns how many were attempted."""
+    async with uow_factory() as uow:
+        due = (
+            await uow.session.scalars(
+                select(Delivery)
+                .where(Delivery.status == "pending", Delivery.next_attempt_at <= datetime.now(UTC))
+                .order_by(Delivery.next_attempt_at)
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for delivery in due:
+            delivery.attempts += 1
+            try:
+                await sender.send(await _outbound(uow, delivery))
+            except DeliveryError as error:
+                await _failed(uow, delivery, error, datetime.now(UTC), settings)
+            except Exception as exc:  # an adapter bug still counts as an attempt, never loops hot
+                await _failed(uow, delivery, DeliveryError(repr(exc)), datetime.now(UTC), settings)
+            else:
+                await _delivered(uow, delivery, datetime.now(UTC))
+        await uow.commit()
+    return len(due)
+
+
+async def delivery_worker(runtime: ServiceRuntime) -> None:
+    """Background task of the intake service."""
+    settings = runtime.settings
+    assert isinstance(settings, IntakeSettings)
+    async with httpx.AsyncClient() as client:
+        sender = ChannelSender(SmtpSender(settings), WebhookSender(settings, client))
+        while True:
+            try:
+                if await deliver_due(runtime.uow, sender, settings) == BATCH:
+                    continue
+            except Exception as exc:  # a database hiccup must not end deliveries for good
+                log.warning("delivery_pass_failed", error=repr(exc))
+            await asyncio.sleep(settings.delivery_poll_seconds)

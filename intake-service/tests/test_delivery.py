@@ -1,0 +1,238 @@
+"""Approved answers reach the customer: email through a real SMTP server, other channels through a
+real HTTP receiver that fails twice before accepting; failures stay visible on the ticket."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+from aiosmtpd.controller import Controller
+from intake_factories import assign
+from sqlalchemy import select
+
+from helpdesk_runtime.procs import free_port
+from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from helpdesk_shared.chassis.db import OUTBOX
+from helpdesk_shared.contracts import AnswerPublished, EventEnvelope
+from intake_service.app import create_app
+from intake_service.settings import IntakeSettings
+
+CHANNEL = auth_headers("channel")
+LEAD = auth_headers("lead")
+WEBHOOK_SECRET = "webhook-secret-for-tests-0123456789abcdef"
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope.content)
+        return "250 OK"
+
+
+class FlakyReceiver(BaseHTTPRequestHandler):
+    """Answers 503 to the first two posts, then 200; keeps what it accepted."""
+
+    posts: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+    failures_left = 2
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        cls = type(self)
+        if cls.failures_left > 0:
+            cls.failures_left -= 1
+            self.send_response(503)
+        else:
+            cls.posts.append((dict(self.headers), body))
+            self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    box, port = Mailbox(), free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield box, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyReceiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/answers"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+async def delivering(
+    make_service: Any, mailbox: tuple[Mailbox, int], receiver: str
+) -> AsyncIterator[ServiceHarness]:
+    async with make_service(
+        "intake",
+        IntakeSettings,
+        create_app,
+        label="delivery",
+        smtp_port=mailbox[1],
+        channel_callbacks={"app": receiver},
+        webhook_secret=WEBHOOK_SECRET,
+        delivery_backoff_seconds=0.05,
+        delivery_poll_seconds=0.05,
+        delivery_max_attempts=5,
+    ) as harness:
+        yield harness
+
+
+async def publish_answer(intake: ServiceHarness, ticket_id: str, body: str, version: int = 1) -> None:
+    consumer = intake.runtime.consumer
+    assert consumer is not None
+    event = EventEnvelope.wrap(
+        AnswerPublished(
+            ticket_id=uuid.UUID(ticket_id),
+            answer_id=uuid.uuid4(),
+            answer_version=version,
+            author_id=uuid.uuid4(),
+            reviewer_id=uuid.uuid4(),
+            body=body,
+            published_at=datetime.now(UTC),
+        ),
+        source="/helpdesk/review",
+        subject=ticket_id,
+    )
+    await consumer.handle_event(event, topic="helpdesk.review")
+
+
+async def until(check: Any, within: float = 10.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while (result := await check()) in (None, False, []):
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+    return result
+
+
+async def delivered_events(intake: ServiceHarness, ticket_id: str) -> list[dict[str, Any]]:
+    async with intake.uow() as uow:
+        rows = await uow.session.execute(
+            select(OUTBOX.c.payload)
+            .where(
+                OUTBOX.c.key == ticket_id,
+                OUTBOX.c.event_type == "helpdesk.ticket.answer_delivered.v1",
+            )
+            .order_by(OUTBOX.c.seq)
+        )
+    return [r.payload["data"] for r in rows]
+
+
+async def test_email_answers_go_by_smtp_and_thread(
+    delivering: ServiceHarness, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, _ = mailbox
+    ticket = (
+        await delivering.client.post(
+            "/v1/tickets",
+            headers=CHANNEL,
+            json={
+                "channel": "email",
+                "kind": "question",
+                "subject": "發票抬頭更改",
+                "description": "請協助更改發票抬頭",
+                "customer": {"email": "wang@example.com"},
+            },
+        )
+    ).json()
+    await assign(delivering, ticket["id"])
+    sent_before = len(box.messages)
+
+    await publish_answer(delivering, ticket["id"], "您好，已為您更改發票抬頭。")
+    first = await until(lambda: _count_at_least(delivering, ticket["id"], 1))
+    await publish_answer(delivering, ticket["id"], "補充：新發票已寄出。", version=2)
+    events = await until(lambda: _count_at_least(delivering, ticket["id"], 2))
+
+    mails = [message_from_bytes(m, policy=policy.default) for m in box.messages[sent_before:]]
+    assert [m["To"] for m in mails] == ["wang@example.com", "wang@example.com"]
+    assert ticket["number"] in mails[0]["Subject"]
+    assert "已為您更改發票抬頭" in mails[0].get_content()
+    assert mails[1]["In-Reply-To"] == mails[0]["Message-ID"]
+    assert mails[0]["Message-ID"] in mails[1]["References"]
+    assert [e["first_response"] for e in events] == [True, False]
+    assert first[0]["channel"] == "email"
+    shown = (await delivering.client.get(f"/v1/tickets/{ticket['id']}", headers=LEAD)).json()
+    assert shown["status"] == "answered"
+
+
+async def test_webhook_is_signed_and_retried_until_accepted(delivering: ServiceHarness) -> None:
+    ticket = (
+        await delivering.client.post(
+            "/v1/tickets",
+            headers=CHANNEL,
+            json={
+                "channel": "app",
+                "kind": "question",
+                "subject": "App 閃退",
+                "description": "更新後一直閃退",
+                "customer": {"external_id": f"app-{uuid.uuid4()}"},
+            },
+        )
+    ).json()
+    await assign(delivering, ticket["id"])
+
+    await publish_answer(delivering, ticket["id"], "請先清除快取後重新登入。")
+    events = await until(lambda: _count_at_least(delivering, ticket["id"], 1))
+
+    assert events[0]["attempts"] == 3
+    headers, body = FlakyReceiver.posts[-1]
+    timestamp, signature = (part.split("=", 1)[1] for part in headers["X-Helpdesk-Signature"].split(","))
+    expected = hmac.new(WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(signature, expected)
+    assert "請先清除快取".encode() in body
+
+
+async def test_undeliverable_answers_are_visible_on_the_ticket(delivering: ServiceHarness) -> None:
+    ticket = (
+        await delivering.client.post(
+            "/v1/tickets",
+            headers=CHANNEL,
+            json={
+                "channel": "chat",
+                "kind": "question",
+                "subject": "客服在嗎",
+                "description": "想問問題",
+                "customer": {"external_id": f"chat-{uuid.uuid4()}"},
+            },
+        )
+    ).json()
+    await assign(delivering, ticket["id"])
+
+    await publish_answer(delivering, ticket["id"], "在的，請說。")
+
+    async def failure() -> list[dict[str, Any]]:
+        items = (await delivering.client.get(f"/v1/tickets/{ticket['id']}/timeline", headers=LEAD)).json()
+        return [i for i in items if i["kind"] == "delivery_failed"]
+
+    failed = await until(failure)
+    assert "no callback URL" in failed[0]["data"]["error"]
+    assert await delivered_events(delivering, ticket["id"]) == []
+
+
+async def _count_at_least(intake: ServiceHarness, ticket_id: str, n: int) -> list[dict[str, Any]] | None:
+    events = await delivered_events(intake, ticket_id)
+    return events if len(events) >= n else None
