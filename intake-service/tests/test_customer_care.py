@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
-from intake_service.domain.privacy import mask_email, mask_name, mask_phone
+from intake_service.domain.privacy import mask_email, mask_name, mask_phone, redact_contacts
 
 CHANNEL = auth_headers("channel")
 LEAD = auth_headers("lead")
@@ -63,6 +63,18 @@ def test_masking_rules() -> None:
     assert mask_phone("+86 138 0013 8000") == "+** *** **** 8000"
     assert mask_name("林小美") == "林**"
     assert mask_email(None) is None
+
+
+def test_contact_details_in_free_text_are_redacted_but_business_numbers_stay() -> None:
+    text = (
+        "請寄到 lin@example.com 或打 +86 139 1234 7731，手機13912347731，座機 021-62345678，"
+        "台北 (02)2345-6789，保單號 P20231234567，訂單 1234567，金額 3000 元"
+    )
+    assert redact_contacts(text) == (
+        "請寄到 [email] 或打 [phone]，手機[phone]，座機 [phone]，"
+        "台北 [phone]，保單號 P20231234567，訂單 1234567，金額 3000 元"
+    )
+    assert redact_contacts("call me on 555 0100 thanks", "555 0100") == "call me on [phone] thanks"
 
 
 async def test_attachments_are_stored_and_listed(intake: ServiceHarness) -> None:

@@ -13,6 +13,7 @@ from helpdesk_shared.contracts.enums import TicketKind, TicketStatus
 from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.text import tokens
 from intake_service import complaints
+from intake_service.domain.privacy import redact_contacts
 from intake_service.domain.urgency import detect_urgent
 from intake_service.models import Ticket
 from intake_service.repository import CustomerRepository, TicketFilters, TicketRepository, load_ticket
@@ -100,8 +101,8 @@ async def create_ticket(
             number=ticket.number,
             channel=body.channel,
             kind=body.kind,
-            subject=ticket.subject,
-            description=ticket.description,
+            subject=redact_contacts(ticket.subject, body.customer.email, body.customer.phone),
+            description=redact_contacts(ticket.description, body.customer.email, body.customer.phone),
             priority=body.priority,
             urgent_detected=ticket.urgent_detected,
             customer_id=customer_id,

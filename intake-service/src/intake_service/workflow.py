@@ -27,6 +27,7 @@ from intake_service.domain.lifecycle import (
     status_after_assignment,
     transition,
 )
+from intake_service.domain.privacy import redact_contacts
 from intake_service.models import Message, Ticket
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.schemas import (
@@ -133,7 +134,7 @@ async def add_customer_message(
             message_id=message.id,
             channel=message.channel,
             author=MessageAuthor.CUSTOMER,
-            body=message.body,
+            body=redact_contacts(message.body),
             attachment_count=len(body.attachments),
             received_at=now,
         ),

@@ -35,3 +35,25 @@ def mask_name(name: str | None) -> str | None:
     if not name:
         return name
     return name[:1] + "*" * max(len(name) - 1, 1)
+
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# International numbers, Chinese mobiles (with or without +86) and landlines with an area code.
+_PHONE = re.compile(
+    r"(?<![A-Za-z0-9+])(?:\+\d{1,3}[\s-]?)?(?:1[3-9]\d(?:[\s-]?\d){8}|0\d{2,3}[\s-]?\d{7,8}|\(\d{2,4}\)\s?\d{3,4}[\s-]?\d{4})(?!\d)"
+    r"|\+\d[\d\s-]{7,}\d"
+)
+
+
+def redact_contacts(text: str, *known: str | None) -> str:
+    """Contact details a customer typed into free text, replaced before the text leaves intake.
+
+    The stored ticket keeps the original for the people allowed to see it; events (read by
+    every other service) get `[email]` / `[phone]` instead. The customer's own email and phone
+    are removed however they were typed.
+    """
+    for value in known:
+        if value:
+            text = text.replace(value, "[email]" if "@" in value else "[phone]")
+    text = _EMAIL.sub("[email]", text)
+    return _PHONE.sub("[phone]", text)
