@@ -13,6 +13,7 @@ help:
 	@echo "make run        start PostgreSQL, Kafka and the five services (Ctrl-C stops all)"
 	@echo "make test       install and run every test against real PostgreSQL and Kafka"
 	@echo "make lint       ruff + mypy"
+	@echo "make bench      benchmarks (reports in bench/results/)"
 	@echo "make contracts  regenerate JSON Schemas and the AsyncAPI document from the event models"
 	@echo "make token ROLE=<role> [SUB=<user id>]   print a dev bearer token (last line)"
 
@@ -39,6 +40,11 @@ contracts: install
 
 contracts-check: install
 	$(UV) run --frozen python -m helpdesk_shared.contracts.generate --check
+
+bench: install
+	$(UV) run --frozen python bench/intake_bench.py
+	@if [ -f bench/classifier_bench.py ]; then $(UV) run --frozen python bench/classifier_bench.py; fi
+	@echo "reports in bench/results/"
 
 token: install
 	@test -n "$(ROLE)" || { echo "usage: make token ROLE=<role> [SUB=<user id>]" >&2; exit 2; }

@@ -55,6 +55,7 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._last_cleanup = 0.0
+        self._last_backlog_refresh = 0.0
         self._producer_lock = asyncio.Lock()
 
     @property
@@ -155,8 +156,13 @@ class OutboxRelay:
         return count
 
     async def _housekeeping(self) -> None:
-        await self.refresh_backlog()
+        # Wakes come with every commit; counting the backlog each time would double the
+        # relay's database work under load, so the gauge is refreshed on the sweep period
+        # (and on every /metrics scrape).
         now = time.monotonic()
+        if now - self._last_backlog_refresh >= self._settings.outbox_sweep_seconds:
+            self._last_backlog_refresh = now
+            await self.refresh_backlog()
         if now - self._last_cleanup < _CLEANUP_EVERY_SECONDS:
             return
         self._last_cleanup = now

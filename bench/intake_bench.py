@@ -1,0 +1,189 @@
+"""Intake throughput and latency against a minimal FastAPI + asyncpg yardstick.
+
+Both run as one uvicorn worker on the same embedded PostgreSQL, driven by the same
+load generator with the same connection count and duration. Intake does its full
+work per request: bearer-token auth, validation, Idempotency-Key, customer upsert,
+ticket + timeline rows and the outbox event (relayed to the real Kafka broker).
+
+    uv run python bench/intake_bench.py [--seconds 15] [--connections 32]
+
+Writes bench/results/intake.json and intake.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from helpdesk_runtime.procs import free_port, start_process, wait_for_port
+from helpdesk_runtime.pytest_plugin import start_infra
+from helpdesk_runtime.stack import Stack
+from helpdesk_shared.chassis.auth import mint_token
+from helpdesk_shared.chassis.migrations import upgrade_database
+from helpdesk_shared.chassis.settings import DEV_JWT_SECRET
+from helpdesk_shared.contracts.topics import ALL_TOPICS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from loadgen import LoadResult, http_post, run_load
+
+RESULTS = Path(__file__).parent / "results"
+PREFIX = "bench."
+
+
+def intake_request(token: str) -> Callable[[int], bytes]:
+    def build(i: int) -> bytes:
+        body = orjson.dumps(
+            {
+                "channel": "web",
+                "kind": "question",
+                "subject": f"保單理賠進度查詢 #{i}",
+                "description": "上個月提交的理賠申請還沒有結果，請問目前進度如何？需要補什麼文件嗎？",
+                "customer": {"external_id": f"bench-{i % 5000}", "email": "bench@example.com"},
+            }
+        )
+        return http_post(
+            "/v1/tickets",
+            "127.0.0.1",
+            body,
+            {"Authorization": f"Bearer {token}", "Idempotency-Key": f"bench-{uuid.uuid4()}"},
+        )
+
+    return build
+
+
+def yardstick_request(i: int) -> bytes:
+    body = orjson.dumps(
+        {
+            "subject": f"保單理賠進度查詢 #{i}",
+            "description": "上個月提交的理賠申請還沒有結果，請問目前進度如何？需要補什麼文件嗎？",
+        }
+    )
+    return http_post("/tickets", "127.0.0.1", body, {})
+
+
+def report(intake: LoadResult, yardstick: LoadResult, args: argparse.Namespace) -> dict[str, object]:
+    ratio = intake.rps / yardstick.rps if yardstick.rps else 0.0
+    return {
+        "benchmark": "POST /v1/tickets vs minimal FastAPI + asyncpg single INSERT",
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "workers": 1,
+        "intake": intake.summary(),
+        "yardstick": yardstick.summary(),
+        "throughput_ratio": round(ratio, 3),
+        "target_ratio": 1.0,
+        "meets_target": ratio >= 1.0,
+    }
+
+
+def write(result: dict[str, object]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "intake.json").write_text(json.dumps(result, indent=2) + "\n")
+    rows = [("intake", result["intake"]), ("yardstick", result["yardstick"])]
+    lines = [
+        "# Intake benchmark",
+        "",
+        f"{result['benchmark']}; {result['connections']} connections, "
+        f"{result['seconds']} s, 1 uvicorn worker each.",
+        "",
+        "| | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |"  # type: ignore[index]
+        for name, r in rows
+    ]
+    lines += [
+        "",
+        f"Throughput ratio intake / yardstick: **{result['throughput_ratio']}** "
+        f"(target ≥ {result['target_ratio']})",
+        "",
+    ]
+    (RESULTS / "intake.md").write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="helpdesk-bench-") as tmp, start_infra(Path(tmp)) as infra:
+        intake_url = infra.create_database("bench_intake")
+        yardstick_url = infra.create_database("bench_yardstick")
+        upgrade_database(intake_url, "intake_service")
+        infra.ensure_topics({PREFIX + name: n for name, n in ALL_TOPICS.items()})
+        stack = Stack(
+            database_urls={"intake": intake_url},
+            kafka_bootstrap=infra.kafka_bootstrap,
+            log_dir=Path(tmp) / "logs",
+            ports={"intake": free_port()},
+            topic_prefix=PREFIX,
+            environment="test",
+            extra_env={"HELPDESK_LOG_LEVEL": "WARNING"},
+        )
+        yard_port = free_port()
+        yardstick = start_process(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "yardstick_app:app",
+                "--app-dir",
+                str(Path(__file__).parent),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(yard_port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            log_path=Path(tmp) / "logs" / "yardstick.log",
+            name="yardstick",
+            env={**os.environ, "YARDSTICK_DATABASE_URL": yardstick_url},
+        )
+        try:
+            wait_for_port(yard_port, proc=yardstick, timeout=30)
+            stack.start_service("intake")
+            stack.wait_ready(names=["intake"], timeout=60)
+            token = mint_token(secret=DEV_JWT_SECRET, subject="bench-channel", roles=["channel"])
+            yard_result = asyncio.run(
+                run_load(
+                    "127.0.0.1",
+                    yard_port,
+                    yardstick_request,
+                    connections=args.connections,
+                    seconds=args.seconds,
+                    ok_status=201,
+                )
+            )
+            intake_result = asyncio.run(
+                run_load(
+                    "127.0.0.1",
+                    stack.ports["intake"],
+                    intake_request(token),
+                    connections=args.connections,
+                    seconds=args.seconds,
+                    ok_status=201,
+                )
+            )
+        finally:
+            stack.stop()
+            yardstick.stop()
+    result = report(intake_result, yard_result, args)
+    write(result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
