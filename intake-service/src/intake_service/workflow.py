@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.problems import Conflict, Forbidden
@@ -166,38 +167,42 @@ async def add_customer_message(
     return out
 
 
-async def start_work(uow: UnitOfWork, ticket_id: uuid.UUID, principal: Principal) -> TicketOut:
+async def _move_by_staff(
+    uow: UnitOfWork, ticket_id: uuid.UUID, principal: Principal, target: TicketStatus, **details: Any
+) -> tuple[Ticket, TicketStatus, datetime]:
+    """Load and lock the ticket, check who may move it, move it and note it in the timeline."""
     ticket = await load_ticket(uow, ticket_id, for_update=True)
     _require_owner_or_lead(ticket, principal)
-    previous = _change_status(ticket, TicketStatus.IN_PROGRESS)
-    await TicketRepository(uow.session).add_timeline(
-        ticket.id,
-        "status_changed",
-        at=datetime.now(UTC),
-        actor=principal.subject,
-        **{"from": previous, "to": TicketStatus.IN_PROGRESS},
-    )
-    out = TicketOut.model_validate(ticket)
-    await uow.commit()
-    return out
-
-
-async def resolve(
-    uow: UnitOfWork, ticket_id: uuid.UUID, body: ResolveRequest, principal: Principal
-) -> TicketOut:
-    ticket = await load_ticket(uow, ticket_id, for_update=True)
-    _require_owner_or_lead(ticket, principal)
-    previous = _change_status(ticket, TicketStatus.RESOLVED)
+    previous = _change_status(ticket, target)
     now = datetime.now(UTC)
-    ticket.resolution_count += 1
-    ticket.resolved_at = now
     await TicketRepository(uow.session).add_timeline(
         ticket.id,
         "status_changed",
         at=now,
         actor=principal.subject,
-        **{"from": previous, "to": TicketStatus.RESOLVED, "note": body.note},
+        **{"from": previous, "to": target},
+        **details,
     )
+    return ticket, previous, now
+
+
+async def _committed(uow: UnitOfWork, ticket: Ticket) -> TicketOut:
+    out = TicketOut.model_validate(ticket)
+    await uow.commit()
+    return out
+
+
+async def start_work(uow: UnitOfWork, ticket_id: uuid.UUID, principal: Principal) -> TicketOut:
+    ticket, _, _ = await _move_by_staff(uow, ticket_id, principal, TicketStatus.IN_PROGRESS)
+    return await _committed(uow, ticket)
+
+
+async def resolve(
+    uow: UnitOfWork, ticket_id: uuid.UUID, body: ResolveRequest, principal: Principal
+) -> TicketOut:
+    ticket, _, now = await _move_by_staff(uow, ticket_id, principal, TicketStatus.RESOLVED, note=body.note)
+    ticket.resolution_count += 1
+    ticket.resolved_at = now
     uow.publish(
         TicketResolved(
             ticket_id=ticket.id,
@@ -211,24 +216,14 @@ async def resolve(
         ),
         subject=str(ticket.id),
     )
-    out = TicketOut.model_validate(ticket)
-    await uow.commit()
-    return out
+    return await _committed(uow, ticket)
 
 
 async def close(uow: UnitOfWork, ticket_id: uuid.UUID, body: CloseRequest, principal: Principal) -> TicketOut:
-    ticket = await load_ticket(uow, ticket_id, for_update=True)
-    _require_owner_or_lead(ticket, principal)
-    previous = _change_status(ticket, TicketStatus.CLOSED)
-    now = datetime.now(UTC)
-    ticket.closed_at = now
-    await TicketRepository(uow.session).add_timeline(
-        ticket.id,
-        "status_changed",
-        at=now,
-        actor=principal.subject,
-        **{"from": previous, "to": TicketStatus.CLOSED, "reason": body.reason},
+    ticket, previous, now = await _move_by_staff(
+        uow, ticket_id, principal, TicketStatus.CLOSED, reason=body.reason
     )
+    ticket.closed_at = now
     uow.publish(
         TicketClosed(
             ticket_id=ticket.id,
@@ -239,9 +234,7 @@ async def close(uow: UnitOfWork, ticket_id: uuid.UUID, body: CloseRequest, princ
         ),
         subject=str(ticket.id),
     )
-    out = TicketOut.model_validate(ticket)
-    await uow.commit()
-    return out
+    return await _committed(uow, ticket)
 
 
 async def timeline(uow: UnitOfWork, ticket_id: uuid.UUID) -> list[TimelineItem]:
