@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from helpdesk_shared.chassis.pagination import PageParams, build_page
 from helpdesk_shared.chassis.problems import Conflict, InvalidInput, NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued
+from routing_service import classification
 from routing_service.domain.assignment import rank_candidates
 from routing_service.models import Agent, Team
 from routing_service.repository import RoutingRepository
@@ -81,28 +83,42 @@ async def list_agents(uow: UnitOfWork, params: PageParams) -> tuple[list[AgentOu
 
 
 async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
-    """Assign to the least-loaded online specialist with capacity, else queue."""
+    """Classify, then assign to the least-loaded online specialist with capacity, else queue.
+
+    `ticket.classified` precedes `ticket.assigned` (same key, same transaction) whenever the
+    classification says something intake does not already know; a rule can raise the queue
+    priority to urgent.
+    """
     repo = RoutingRepository(uow.session)
     if await repo.assignment(ticket.ticket_id) is not None:
         return
     now = datetime.now(UTC)
+    decision, version = await classification.classify_ticket(uow.session, ticket)
+    priority = Priority.URGENT if decision.urgent else ticket.priority
+    if decision.informative:
+        event = classification.classified_event(ticket, decision, version, now)
+        uow.publish(event, subject=str(ticket.ticket_id))
     for candidate in rank_candidates(await repo.available_specialists()):
         if await repo.take_capacity(candidate.agent_id, now):
             reason = "least-loaded online specialist"
             await repo.assign(ticket.ticket_id, candidate.agent_id, reason, now)
             uow.publish(
                 TicketAssigned(
-                    ticket_id=ticket.ticket_id, agent_id=candidate.agent_id, assigned_at=now, reason=reason
+                    ticket_id=ticket.ticket_id,
+                    agent_id=candidate.agent_id,
+                    assigned_at=now,
+                    reason=reason,
+                    difficult=decision.difficult,
                 ),
                 subject=str(ticket.ticket_id),
             )
             await uow.commit()
             return
-    await repo.enqueue(ticket.ticket_id, ticket.priority, ticket.priority.rank, now)
+    await repo.enqueue(ticket.ticket_id, priority, priority.rank, now)
     uow.publish(
         TicketQueued(
             ticket_id=ticket.ticket_id,
-            priority=ticket.priority,
+            priority=priority,
             queued_at=now,
             reason="no online specialist with free capacity",
         ),

@@ -1,0 +1,381 @@
+"""Classification use cases: training examples, model versions, routing rules, classifying tickets.
+
+Models live in the database so that every replica classifies alike: a retrain stores a new
+version and activates it in one transaction. Each process keeps the model it loaded, keyed by
+version, and asks the database for the active version on every classification — one indexed
+lookup of an integer, far cheaper than the classification itself — so a retrain on one replica
+takes effect on all the others at their next ticket, with no stale window to reason about.
+
+Training takes seconds of CPU: it runs in a worker thread, outside any database transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+from prometheus_client import Counter
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from helpdesk_shared import text as shared_text
+from helpdesk_shared.chassis.app import ServiceRuntime
+from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.problems import Conflict, InvalidInput, NotFound
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.common import MAX_LIST
+from helpdesk_shared.contracts.enums import Priority
+from helpdesk_shared.contracts.intake import TicketCreated
+from helpdesk_shared.contracts.routing import DomainScore, TicketClassified
+from routing_service.domain.classifier import (
+    FORMAT_VERSION,
+    ModelFormatError,
+    NotEnoughData,
+    TrainedModel,
+    train,
+)
+from routing_service.domain.difficulty import (
+    Decision,
+    InvalidPattern,
+    Rule,
+    TicketFacts,
+    apply_rules,
+    decide,
+    validate_pattern,
+)
+from routing_service.models import ClassifierModel, RoutingRule, TrainingExample
+from routing_service.schemas import (
+    ClassifierOut,
+    ClassifyRequest,
+    ClassifyResponse,
+    DomainScoreOut,
+    ImportResult,
+    RuleCreate,
+    RuleOut,
+)
+
+log = get_logger(__name__)
+
+INSERT_BATCH = 5_000
+MAX_RULES = 1_000
+TOP_DOMAINS = 5
+_RETRAIN_LOCK_KEY = 0x524F5554  # pg advisory lock serialising activations across replicas
+
+CLASSIFICATIONS = Counter(
+    "helpdesk_routing_classifications_total",
+    "New tickets classified, by what decided the domain and whether they were difficult",
+    ["source", "difficult"],
+)
+
+
+class ClassifierNotTrained(Conflict):
+    slug, title = "classifier-not-trained", "No classifier has been trained yet"
+
+
+class NoActiveClassifier(NotFound):
+    slug, title = "classifier-not-trained", "No classifier has been trained yet"
+
+
+class ClassifierUnreadable(Conflict):
+    slug, title = "classifier-unreadable", "The active classifier cannot be read; retrain it"
+
+
+class NotEnoughExamples(Conflict):
+    slug, title = "not-enough-examples", "Not enough training examples"
+
+
+class TrainingInProgress(Conflict):
+    slug, title = "training-in-progress", "A retrain is already running on this replica"
+
+
+class RuleNotFound(NotFound):
+    slug, title = "rule-not-found", "Routing rule not found"
+
+
+class InvalidRule(InvalidInput):
+    slug, title = "invalid-rule", "Invalid routing rule"
+
+
+class RuleConflict(Conflict):
+    slug, title = "rule-conflict", "Routing rule conflicts with existing rules"
+
+
+class ModelCache:
+    """The loaded active model of each database this process talks to, keyed by version."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, tuple[int, TrainedModel]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def active(self, session: AsyncSession) -> tuple[int, TrainedModel] | None:
+        """The active model, loading it on a version change (raises `ModelFormatError`)."""
+        version = await session.scalar(select(ClassifierModel.version).where(ClassifierModel.active))
+        if version is None:
+            return None
+        key = _database_key(session)
+        cached = self._models.get(key)
+        if cached is not None and cached[0] == version:
+            return cached
+        async with self._locks.setdefault(key, asyncio.Lock()):  # one load per version, not one per ticket
+            cached = self._models.get(key)
+            if cached is not None and cached[0] == version:
+                return cached
+            blob = await session.scalar(
+                select(ClassifierModel.blob).where(ClassifierModel.version == version)
+            )
+            if blob is None:
+                return None
+            model = await asyncio.to_thread(TrainedModel.load, blob)
+            self._models[key] = (version, model)
+            log.info("classifier_loaded", version=version, classes=len(model.classes))
+            return version, model
+
+    def put(self, session: AsyncSession, version: int, model: TrainedModel) -> None:
+        self._models[_database_key(session)] = (version, model)
+
+
+MODELS = ModelCache()
+_training = asyncio.Lock()
+
+
+def _database_key(session: AsyncSession) -> str:
+    # In-process test stacks run several routing databases side by side; never mix their models.
+    return str(session.get_bind().engine.url)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+async def import_examples(
+    uow: UnitOfWork,
+    examples: Sequence[tuple[str, str]],
+    *,
+    source: Literal["import", "resolved_ticket"] = "import",
+) -> ImportResult:
+    """Store `(text, domain)` pairs; ones already stored (or repeated in the batch) count as duplicates."""
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for text, domain in examples:
+        digest = text_hash(text)
+        rows[(digest, domain)] = {"text": text, "text_hash": digest, "domain": domain, "source": source}
+    values = list(rows.values())
+    imported = 0
+    for start in range(0, len(values), INSERT_BATCH):
+        result = await uow.session.execute(
+            pg_insert(TrainingExample)
+            .values(values[start : start + INSERT_BATCH])
+            .on_conflict_do_nothing(index_elements=["text_hash", "domain"])
+            .returning(TrainingExample.id)
+        )
+        imported += len(result.all())
+    await uow.commit()
+    return ImportResult(imported=imported, duplicates=len(examples) - imported)
+
+
+async def retrain(uow: UnitOfWork, *, trained_by: str | None) -> ClassifierOut:
+    """Train on every stored example in a worker thread, store the model, make it the active one."""
+    if _training.locked():
+        raise TrainingInProgress("Wait for the running retrain to finish")
+    async with _training:
+        session = uow.session
+        rows = (
+            await session.execute(
+                select(TrainingExample.text, TrainingExample.domain).order_by(TrainingExample.id)
+            )
+        ).all()
+        await session.rollback()  # end the read: no transaction or connection is held while training
+        try:
+            model = await asyncio.to_thread(train, [(r.text, r.domain) for r in rows])
+        except NotEnoughData as exc:
+            raise NotEnoughExamples(str(exc)) from exc
+        blob = await asyncio.to_thread(model.serialize)
+        info = model.info
+        await session.execute(select(func.pg_advisory_xact_lock(_RETRAIN_LOCK_KEY)))
+        await session.execute(update(ClassifierModel).where(ClassifierModel.active).values(active=False))
+        version = await session.scalar(
+            pg_insert(ClassifierModel)
+            .values(
+                format=FORMAT_VERSION,
+                trained_at=info.trained_at,
+                trained_by=trained_by[:100] if trained_by else None,
+                n_examples=info.n_examples,
+                cv_accuracy=info.cv_accuracy,
+                classes=list(info.classes),
+                blob=blob,
+                active=True,
+            )
+            .returning(ClassifierModel.version)
+        )
+        assert version is not None
+        await uow.commit()
+    MODELS.put(session, version, model)
+    log.info("classifier_trained", version=version, n_examples=info.n_examples, cv_accuracy=info.cv_accuracy)
+    return ClassifierOut(
+        version=version,
+        n_examples=info.n_examples,
+        classes=list(info.classes),
+        trained_at=info.trained_at,
+        cv_accuracy=info.cv_accuracy,
+    )
+
+
+async def active_classifier(uow: UnitOfWork) -> ClassifierOut:
+    row = (
+        await uow.session.execute(
+            select(
+                ClassifierModel.version,
+                ClassifierModel.n_examples,
+                ClassifierModel.classes,
+                ClassifierModel.trained_at,
+                ClassifierModel.cv_accuracy,
+            ).where(ClassifierModel.active)
+        )
+    ).first()
+    if row is None:
+        raise NoActiveClassifier("Import training examples and retrain the classifier")
+    return ClassifierOut.model_validate(row._asdict())
+
+
+async def create_rule(uow: UnitOfWork, body: RuleCreate, *, created_by: str | None) -> RuleOut:
+    if body.domain is None and body.category is None and not body.urgent:
+        raise InvalidRule("A rule must set a domain, a category or urgent")
+    try:
+        validate_pattern(body.pattern, is_regex=body.is_regex)
+    except InvalidPattern as exc:
+        raise InvalidRule(str(exc)) from exc
+    session = uow.session
+    if await session.scalar(select(RoutingRule.id).where(RoutingRule.name == body.name)) is not None:
+        raise RuleConflict(f"A rule named {body.name!r} already exists")
+    if (await session.scalar(select(func.count()).select_from(RoutingRule)) or 0) >= MAX_RULES:
+        raise RuleConflict(f"There are already {MAX_RULES} rules; delete some first")
+    rule = RoutingRule(
+        id=uuid.uuid4(),
+        created_by=created_by[:100] if created_by else None,
+        created_at=datetime.now(UTC),
+        **body.model_dump(),
+    )
+    session.add(rule)
+    await session.flush()
+    out = RuleOut.model_validate(rule)
+    await uow.commit()
+    return out
+
+
+async def list_rules(uow: UnitOfWork) -> list[RuleOut]:
+    """Every rule, in evaluation order (at most `MAX_RULES`, so no pagination)."""
+    rows = (await uow.session.execute(_rules_in_order())).scalars().all()
+    return [RuleOut.model_validate(r) for r in rows]
+
+
+async def delete_rule(uow: UnitOfWork, rule_id: uuid.UUID) -> None:
+    deleted = await uow.session.execute(
+        delete(RoutingRule).where(RoutingRule.id == rule_id).returning(RoutingRule.id)
+    )
+    if deleted.first() is None:
+        raise RuleNotFound(f"No routing rule with id {rule_id}")
+    await uow.commit()
+
+
+async def preview(uow: UnitOfWork, body: ClassifyRequest) -> ClassifyResponse:
+    """The decision routing would make for this text (and these ticket facts), without storing anything."""
+    try:
+        active = await MODELS.active(uow.session)
+    except ModelFormatError as exc:
+        raise ClassifierUnreadable(str(exc)) from exc
+    if active is None:
+        raise ClassifierNotTrained("Import training examples and retrain the classifier first")
+    facts = TicketFacts(
+        kind=body.kind, priority=body.priority, customer_vip=body.customer_vip, reopen_count=body.reopen_count
+    )
+    decision = await _decide(uow.session, body.text, facts, active[1])
+    return ClassifyResponse(
+        domain=decision.domain,
+        confidence=decision.confidence,
+        domains=[DomainScoreOut(domain=d, score=s) for d, s in decision.domains],
+        category=decision.category,
+        urgent=decision.urgent,
+        difficult=decision.difficult,
+        reasons=decision.reasons,
+        source=decision.source,
+        classifier_version=active[0] if decision.source == "model" else None,
+    )
+
+
+async def classify_ticket(session: AsyncSession, ticket: TicketCreated) -> tuple[Decision, int | None]:
+    """Decide a new ticket's domain, urgency and difficulty; an unreadable model degrades to rules only."""
+    try:
+        active = await MODELS.active(session)
+    except ModelFormatError as exc:
+        log.error("classifier_unreadable", error=str(exc))
+        active = None
+    facts = TicketFacts(
+        kind=ticket.kind,
+        priority=ticket.priority,
+        urgent_detected=ticket.urgent_detected,
+        customer_vip=ticket.customer_vip,
+        category_hint=ticket.category_hint,
+    )
+    text = f"{ticket.subject}\n{ticket.description}"
+    decision = await _decide(session, text, facts, active[1] if active else None)
+    CLASSIFICATIONS.labels(decision.source, str(decision.difficult).lower()).inc()
+    return decision, active[0] if active and decision.source == "model" else None
+
+
+def classified_event(
+    ticket: TicketCreated, decision: Decision, version: int | None, now: datetime
+) -> TicketClassified:
+    """The `ticket.classified` payload; SLA fields are left to the SLA matching that follows."""
+    return TicketClassified(
+        ticket_id=ticket.ticket_id,
+        domain=decision.domain,
+        category=decision.category,
+        confidence=decision.confidence,
+        domains=[DomainScore(domain=d, score=min(max(s, 0.0), 1.0)) for d, s in decision.domains[:MAX_LIST]],
+        priority=Priority.URGENT if decision.urgent else ticket.priority,
+        urgent=decision.urgent,
+        difficult=decision.difficult,
+        reasons=decision.reasons[:MAX_LIST],
+        classifier_version=str(version) if version is not None else None,
+        classified_at=now,
+    )
+
+
+async def warm_up(runtime: ServiceRuntime) -> None:
+    """Background start-up task: load jieba's dictionary and the active model before the first ticket."""
+    await asyncio.to_thread(shared_text.warm_up)
+    try:
+        async with runtime.uow() as uow:
+            await MODELS.active(uow.session)
+    except Exception as exc:  # the first ticket will retry; start-up must not fail over a warm-up
+        log.warning("classifier_warm_up_failed", error=repr(exc))
+
+
+async def _decide(
+    session: AsyncSession, text: str, facts: TicketFacts, model: TrainedModel | None
+) -> Decision:
+    rows = (await session.execute(_rules_in_order().where(RoutingRule.enabled))).scalars().all()
+    rules = [
+        Rule(
+            name=r.name,
+            pattern=r.pattern,
+            is_regex=r.is_regex,
+            domain=r.domain,
+            category=r.category,
+            urgent=r.urgent,
+        )
+        for r in rows
+    ]
+    outcome = apply_rules(rules, text)
+    prediction = (
+        model.predict(text, top=TOP_DOMAINS) if model is not None and outcome.domain is None else None
+    )
+    return decide(rules=outcome, prediction=prediction, facts=facts)
+
+
+def _rules_in_order() -> Select[RoutingRule]:
+    return select(RoutingRule).order_by(RoutingRule.priority.desc(), RoutingRule.created_at, RoutingRule.id)
