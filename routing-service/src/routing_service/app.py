@@ -5,7 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
+from routing_service import classification, sla_timers
 from routing_service.api import agents
+from routing_service.api import classification as classification_api
+from routing_service.api import sla as sla_api
 from routing_service.consumers import CONSUMES, HANDLERS
 from routing_service.settings import RoutingSettings
 
@@ -16,9 +19,10 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         ServiceDefinition(
             name="routing",
             settings=settings,
-            routers=[agents.router],
+            routers=[agents.router, classification_api.router, sla_api.router],
             handlers=HANDLERS,
             consumes=CONSUMES,
+            background=[classification.warm_up, sla_timers.sla_timer_worker],
             title="Helpdesk routing service",
             description="Classification, assignment, transfers and SLAs.",
         )

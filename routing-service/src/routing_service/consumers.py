@@ -7,26 +7,49 @@ from typing import Any
 from helpdesk_shared.chassis.consumer import Handler
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
-from helpdesk_shared.contracts.intake import TicketClosed, TicketCreated, TicketReopened, TicketResolved
-from routing_service import capacity, service
+from helpdesk_shared.contracts.intake import (
+    TicketAnswerDelivered,
+    TicketClosed,
+    TicketCreated,
+    TicketReopened,
+    TicketResolved,
+)
+from routing_service import capacity, service, sla
+
+# SLA clock functions never commit: each handler calls them *before* the use case that commits,
+# so the clocks, that use case's changes and the inbox row land in one transaction.
 
 
 async def on_ticket_created(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    await sla.start_timers(uow, event.data)
     await service.route_new_ticket(uow, event.data)
 
 
-async def on_ticket_finished(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+async def on_ticket_resolved(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    await sla.ticket_resolved(uow, event.data)
+    await capacity.release_ticket(uow, event.data.ticket_id)
+
+
+async def on_ticket_closed(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    await sla.ticket_closed(uow, event.data)
     await capacity.release_ticket(uow, event.data.ticket_id)
 
 
 async def on_ticket_reopened(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    await sla.ticket_reopened(uow, event.data)
     await capacity.reassign_reopened(uow, event.data)
+
+
+async def on_answer_delivered(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    await sla.answer_delivered(uow, event.data)
+    await uow.commit()
 
 
 HANDLERS: dict[str, Handler] = {
     TicketCreated.cloudevent_type(): on_ticket_created,
-    TicketResolved.cloudevent_type(): on_ticket_finished,
-    TicketClosed.cloudevent_type(): on_ticket_finished,
+    TicketResolved.cloudevent_type(): on_ticket_resolved,
+    TicketClosed.cloudevent_type(): on_ticket_closed,
     TicketReopened.cloudevent_type(): on_ticket_reopened,
+    TicketAnswerDelivered.cloudevent_type(): on_answer_delivered,
 }
 CONSUMES = ["helpdesk.intake", "helpdesk.review"]

@@ -1,12 +1,29 @@
-"""Routing's tables: teams, agents with capacity, assignments and the queue."""
+"""Routing's tables: teams, agents with capacity, assignments, the queue, and the classifier's data."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, func
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from helpdesk_shared.chassis.db import service_metadata
@@ -62,6 +79,147 @@ class QueueEntry(Base):
     priority_rank: Mapped[int] = mapped_column(Integer)
     priority: Mapped[str] = mapped_column(String(10))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingExample(Base):
+    """A labelled question the classifier learns from (bulk import or a resolved ticket).
+
+    Uniqueness is on a SHA-256 of the text (with the domain) rather than the text itself:
+    a B-tree entry is limited to about 2.7 kB, which a long Chinese question exceeds.
+    """
+
+    __tablename__ = "training_examples"
+    __table_args__ = (
+        UniqueConstraint("text_hash", "domain"),
+        CheckConstraint("source IN ('import', 'resolved_ticket')", name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64))
+    domain: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ClassifierModel(Base):
+    """A trained classifier version; exactly one (or none) is active and used by every replica."""
+
+    __tablename__ = "classifier_models"
+    __table_args__ = (
+        Index("uq_classifier_models_active", "active", unique=True, postgresql_where=sql_text("active")),
+    )
+
+    version: Mapped[int] = mapped_column(Integer, Identity(always=False), primary_key=True)
+    format: Mapped[str] = mapped_column(String(50))
+    trained_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    trained_by: Mapped[str | None] = mapped_column(String(100))
+    n_examples: Mapped[int] = mapped_column(Integer)
+    cv_accuracy: Mapped[float | None] = mapped_column(Float)
+    classes: Mapped[list[str]] = mapped_column(ARRAY(String(100)))
+    blob: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RoutingRule(Base):
+    """A lead-editable keyword/regex rule, evaluated before the model (highest priority first)."""
+
+    __tablename__ = "routing_rules"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    pattern: Mapped[str] = mapped_column(String(500))
+    is_regex: Mapped[bool] = mapped_column(Boolean)
+    domain: Mapped[str | None] = mapped_column(String(100))
+    category: Mapped[str | None] = mapped_column(String(200))
+    urgent: Mapped[bool] = mapped_column(Boolean)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    priority: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- SLA: business calendars, policies and the per-ticket clocks (see sla.py, sla_timers.py) ----------
+
+
+class Calendar(Base):
+    """A business calendar (domain/business_time.py); ``weekly_hours`` is {"0": [["09:00", "12:00"], …]}
+    keyed by weekday (0 = Monday) with local "HH:MM" times, an end of "00:00" meaning midnight."""
+
+    __tablename__ = "business_calendars"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    weekly_hours: Mapped[dict[str, list[list[str]]]] = mapped_column(JSONB)
+    holidays: Mapped[list[date]] = mapped_column(ARRAY(Date))
+    workdays: Mapped[list[date]] = mapped_column(ARRAY(Date))
+    holiday_source: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SlaPolicy(Base):
+    """Targets for the tickets whose kind/priority/difficulty/channel match (``None`` = any)."""
+
+    __tablename__ = "sla_policies"
+    __table_args__ = (
+        CheckConstraint("warning_share > 0 AND warning_share < 1", name="warning_share"),
+        CheckConstraint("first_response_minutes > 0 AND resolution_working_days > 0", name="targets"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str | None] = mapped_column(String(20))
+    priority: Mapped[str | None] = mapped_column(String(10))
+    difficult: Mapped[bool | None] = mapped_column(Boolean)
+    channel: Mapped[str | None] = mapped_column(String(20))
+    precedence: Mapped[int] = mapped_column(Integer)
+    first_response_minutes: Mapped[int] = mapped_column(Integer)
+    resolution_working_days: Mapped[int] = mapped_column(Integer)
+    warning_share: Mapped[float] = mapped_column(Float)
+    pause_when_waiting_on_customer: Mapped[bool] = mapped_column(Boolean)
+    calendar_id: Mapped[str] = mapped_column(ForeignKey("business_calendars.id"))
+    active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SlaTimer(Base):
+    """One SLA clock of a ticket. The partial indexes hold exactly the clocks still to fire."""
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (
+        CheckConstraint("target IN ('first_response', 'resolution')", name="target"),
+        Index(
+            "ix_sla_timers_warn_due",
+            "warn_at",
+            postgresql_where=sql_text(
+                "warned_at IS NULL AND breached_at IS NULL AND stopped_at IS NULL AND paused_at IS NULL"
+            ),
+        ),
+        Index(
+            "ix_sla_timers_breach_due",
+            "due_at",
+            postgresql_where=sql_text("breached_at IS NULL AND stopped_at IS NULL AND paused_at IS NULL"),
+        ),
+    )
+
+    ticket_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    target: Mapped[str] = mapped_column(String(20), primary_key=True)
+    policy_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sla_policies.id"))
+    calendar_id: Mapped[str] = mapped_column(ForeignKey("business_calendars.id"))
+    priority: Mapped[str] = mapped_column(String(10))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    warn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_by: Mapped[str | None] = mapped_column(String(20))
+    warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 metadata = Base.metadata

@@ -1,0 +1,294 @@
+"""SLA use cases on a ticket's two clocks, from its creation to its closing, and the ticket's SLA view.
+
+The functions called from event handlers (:func:`start_timers`, :func:`answer_delivered`,
+:func:`ticket_resolved`, :func:`ticket_closed`, :func:`ticket_reopened`) **never commit**: they
+add their changes to the caller's unit of work so that the handler's other use case (routing,
+capacity) commits the clocks, the assignment and the inbox row in one transaction — a crash can
+never leave a ticket assigned without its clocks, or its event marked handled without them.
+
+A ticket's clocks over its life:
+
+* ``ticket.created`` starts *first response* (business minutes) and *resolution* (working days)
+  at the ticket's creation time, from the best matching policy and that policy's calendar.
+* ``ticket.answer_delivered`` stops *first response* (met, or late = breached) and, when the
+  policy says waiting on the customer pauses the clock, pauses *resolution*.
+* ``ticket.reopened`` (the customer replied) resumes a paused *resolution* clock with the
+  business time it had left. A *resolution* clock that had stopped (resolved, closed)
+  **restarts from the reopen time with the full target**: the customer is owed a new
+  resolution, and the earlier outcome was already reported by its own events.
+* ``ticket.resolved`` stops *resolution*, and *first response* too when no answer was delivered
+  (a resolution is a response); ``ticket.closed`` stops whatever still runs.
+
+Every change follows the lock order described in :mod:`routing_service.sla_repository`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.problems import NotFound
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.enums import Priority, SlaTarget
+from helpdesk_shared.contracts.intake import (
+    TicketAnswerDelivered,
+    TicketClosed,
+    TicketCreated,
+    TicketReopened,
+    TicketResolved,
+)
+from routing_service.domain.business_time import BusinessCalendar, BusinessTimeError
+from routing_service.domain.sla import (
+    SlaFacts,
+    StopReason,
+    is_difficult_at_intake,
+    match_policy,
+    plan,
+    resolution_target,
+    resume,
+    timer_state,
+)
+from routing_service.models import SlaTimer
+from routing_service.sla_repository import SlaRepository, criteria, to_domain
+from routing_service.sla_schemas import TicketSlaOut, TimerOut
+
+log = get_logger(__name__)
+
+
+class TicketSlaNotFound(NotFound):
+    slug, title = "ticket-sla-not-found", "No SLA clocks for this ticket"
+
+
+@dataclass(frozen=True, slots=True)
+class StartedTimers:
+    """What the classification can announce in ``ticket.classified`` (its SLA fields)."""
+
+    policy_id: uuid.UUID
+    first_response_due_at: datetime
+    resolution_due_at: datetime
+
+
+async def start_timers(
+    uow: UnitOfWork,
+    ticket: TicketCreated,
+    *,
+    difficult: bool | None = None,
+    priority: Priority | None = None,
+) -> StartedTimers | None:
+    """Start both clocks of a new ticket from the best matching active policy.
+
+    **Does not commit**: the rows join the caller's unit of work, and the use case that follows
+    in the same handler (``route_new_ticket``) commits them together with the assignment and
+    the inbox row. ``difficult``/``priority`` default to what intake knows (a complaint or a VIP
+    customer is difficult; intake's priority); the classification passes its own decision when
+    it has one. Idempotent: calling again for the same ``ticket.created`` re-plans clocks that
+    have not fired, paused or stopped from the new match (so a better-informed second call
+    wins) and leaves every other clock alone. Returns ``None`` when no active policy matches or
+    the calendar cannot produce a due time — logged as an error, but never a reason to keep the
+    ticket from being assigned.
+    """
+    repo = SlaRepository(uow.session)
+    if difficult is None:
+        difficult = is_difficult_at_intake(ticket.kind, ticket.customer_vip)
+    facts = SlaFacts(
+        kind=ticket.kind, priority=priority or ticket.priority, difficult=difficult, channel=ticket.channel
+    )
+    policies = {p.id: p for p in await repo.policies(active_only=True)}
+    chosen = match_policy((criteria(p) for p in policies.values()), facts)
+    if chosen is None:
+        log.warning("sla_no_policy", ticket_id=str(ticket.ticket_id), facts=repr(facts))
+        return None
+    policy = policies[chosen.id]
+    calendar = await _calendar(repo, policy.calendar_id)
+    start = ticket.created_at
+    try:
+        first = plan(calendar, start, _minutes(policy.first_response_minutes), policy.warning_share)
+        resolution = plan(
+            calendar, start, resolution_target(calendar, policy.resolution_working_days), policy.warning_share
+        )
+    except BusinessTimeError as exc:
+        log.error(
+            "sla_not_started", ticket_id=str(ticket.ticket_id), policy_id=str(policy.id), error=str(exc)
+        )
+        return None
+    rows = [
+        {
+            "ticket_id": ticket.ticket_id,
+            "target": target,
+            "policy_id": policy.id,
+            "calendar_id": policy.calendar_id,
+            "priority": facts.priority,
+            "started_at": start,
+            "due_at": deadline.due_at,
+            "warn_at": deadline.warn_at,
+            "escalated": False,
+        }
+        for target, deadline in ((SlaTarget.FIRST_RESPONSE, first), (SlaTarget.RESOLUTION, resolution))
+    ]
+    insert = pg_insert(SlaTimer).values(rows)
+    untouched = (
+        (SlaTimer.started_at == insert.excluded.started_at)
+        & SlaTimer.warned_at.is_(None)
+        & SlaTimer.breached_at.is_(None)
+        & SlaTimer.paused_at.is_(None)
+        & SlaTimer.stopped_at.is_(None)
+    )
+    replan = {c: insert.excluded[c] for c in ("policy_id", "calendar_id", "priority", "due_at", "warn_at")}
+    await uow.session.execute(
+        insert.on_conflict_do_update(index_elements=["ticket_id", "target"], set_=replan, where=untouched)
+    )
+    stored = {t.target: t for t in await repo.timers(ticket.ticket_id)}
+    return StartedTimers(
+        policy_id=stored[SlaTarget.FIRST_RESPONSE].policy_id,
+        first_response_due_at=stored[SlaTarget.FIRST_RESPONSE].due_at,
+        resolution_due_at=stored[SlaTarget.RESOLUTION].due_at,
+    )
+
+
+async def answer_delivered(uow: UnitOfWork, event: TicketAnswerDelivered) -> None:
+    """Stop *first response*; pause *resolution* while waiting on the customer if the policy says so.
+
+    Does not commit."""
+    repo = SlaRepository(uow.session)
+    for timer in await repo.lock_ticket_timers([event.ticket_id]):
+        if timer.stopped_at is not None:
+            continue
+        if timer.target == SlaTarget.FIRST_RESPONSE:
+            _stop(timer, event.delivered_at, "answered")
+        elif timer.paused_at is None:
+            policy = await repo.policy(timer.policy_id)
+            if policy is not None and policy.pause_when_waiting_on_customer:
+                timer.paused_at = event.delivered_at
+    await uow.flush()
+
+
+async def ticket_resolved(uow: UnitOfWork, event: TicketResolved) -> None:
+    """Stop every running or paused clock as resolved. Does not commit."""
+    await _stop_all(uow, event.ticket_id, event.resolved_at, "resolved")
+
+
+async def ticket_closed(uow: UnitOfWork, event: TicketClosed) -> None:
+    """Stop every running or paused clock as closed. Does not commit."""
+    await _stop_all(uow, event.ticket_id, event.closed_at, "closed")
+
+
+async def ticket_reopened(uow: UnitOfWork, event: TicketReopened) -> None:
+    """Resume a paused *resolution* clock, or restart a stopped one with the full target. Does not commit."""
+    repo = SlaRepository(uow.session)
+    at = event.reopened_at
+    for timer in await repo.lock_ticket_timers([event.ticket_id]):
+        if timer.target != SlaTarget.RESOLUTION:
+            continue
+        calendar = await _calendar(repo, timer.calendar_id)
+        if timer.stopped_at is not None:
+            policy = await repo.policy(timer.policy_id)
+            if policy is None:
+                continue
+            target = resolution_target(calendar, policy.resolution_working_days)
+            deadline = plan(calendar, at, target, policy.warning_share)
+            timer.started_at, timer.due_at, timer.warn_at = at, deadline.due_at, deadline.warn_at
+            timer.paused_at = timer.stopped_at = timer.stopped_by = None
+            timer.warned_at = timer.breached_at = None
+            timer.escalated = False
+        elif timer.paused_at is not None:
+            _resume(timer, calendar, at)
+    await uow.flush()
+
+
+async def ticket_sla(uow: UnitOfWork, ticket_id: uuid.UUID, *, now: datetime | None = None) -> TicketSlaOut:
+    """The ticket's clocks with their state and the business minutes left."""
+    repo = SlaRepository(uow.session)
+    timers = await repo.timers(ticket_id)
+    if not timers:
+        raise TicketSlaNotFound(
+            f"Ticket {ticket_id} has no SLA clocks (unknown ticket, or no policy matched)"
+        )
+    now = now or datetime.now(UTC)
+    out = []
+    for timer in timers:
+        calendar = await _calendar(repo, timer.calendar_id)
+        if timer.stopped_at is not None:
+            remaining = None
+        else:
+            remaining = calendar.business_minutes_between(timer.paused_at or now, timer.due_at)
+        out.append(
+            TimerOut(
+                target=SlaTarget(timer.target),
+                state=timer_state(
+                    now=now,
+                    due_at=timer.due_at,
+                    paused_at=timer.paused_at,
+                    stopped_at=timer.stopped_at,
+                    stopped_by=timer.stopped_by,
+                    breached_at=timer.breached_at,
+                ),
+                policy_id=timer.policy_id,
+                calendar_id=timer.calendar_id,
+                started_at=timer.started_at,
+                due_at=timer.due_at,
+                warn_at=timer.warn_at,
+                remaining_business_minutes=remaining,
+                paused_at=timer.paused_at,
+                stopped_at=timer.stopped_at,
+                stopped_by=_stop_reason(timer.stopped_by),
+                warned_at=timer.warned_at,
+                breached_at=timer.breached_at,
+                escalated=timer.escalated,
+            )
+        )
+    return TicketSlaOut(ticket_id=ticket_id, priority=Priority(timers[0].priority), timers=out)
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+async def _calendar(repo: SlaRepository, calendar_id: str) -> BusinessCalendar:
+    row = await repo.calendar(calendar_id)
+    if row is None:  # a foreign key guards this; reaching it means the database was edited by hand
+        raise LookupError(f"calendar {calendar_id!r} of an SLA policy or timer does not exist")
+    return to_domain(row)
+
+
+def _minutes(minutes: int) -> timedelta:
+    return timedelta(minutes=minutes)
+
+
+def _resume(timer: SlaTimer, calendar: BusinessCalendar, at: datetime) -> None:
+    paused_at = timer.paused_at
+    if paused_at is None:
+        return
+    timer.due_at = resume(calendar, paused_at, at, timer.due_at)
+    if timer.warned_at is None:
+        timer.warn_at = resume(calendar, paused_at, at, timer.warn_at)
+    timer.paused_at = None
+
+
+def _stop(timer: SlaTimer, at: datetime, reason: StopReason) -> None:
+    timer.stopped_at, timer.stopped_by = at, reason
+
+
+async def _stop_all(uow: UnitOfWork, ticket_id: uuid.UUID, at: datetime, reason: StopReason) -> None:
+    """A paused clock is first resumed at ``at`` so that the paused time never counts against it."""
+    repo = SlaRepository(uow.session)
+    for timer in await repo.lock_ticket_timers([ticket_id]):
+        if timer.stopped_at is not None:
+            continue
+        if timer.paused_at is not None:
+            _resume(timer, await _calendar(repo, timer.calendar_id), at)
+        _stop(timer, at, reason)
+    await uow.flush()
+
+
+_STOP_REASONS: dict[str | None, StopReason] = {
+    "answered": "answered",
+    "resolved": "resolved",
+    "closed": "closed",
+}
+
+
+def _stop_reason(value: str | None) -> StopReason | None:
+    return _STOP_REASONS.get(value)

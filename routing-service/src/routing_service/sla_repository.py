@@ -1,0 +1,180 @@
+"""Data access for SLAs, and the conversion of stored calendars into domain calendars. Flushes, never commits.
+
+**Lock order.** Whoever changes a ticket's clocks first locks all of its timer rows in
+``(ticket_id, target)`` order — ``first_response`` before ``resolution`` — through
+:meth:`SlaRepository.lock_ticket_timers`. The firing worker claims tickets by locking their
+``first_response`` row with ``SKIP LOCKED`` and then takes the rest in the same order, so event
+handlers and any number of firing replicas never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, time
+from functools import lru_cache
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from helpdesk_shared.contracts.enums import SlaTarget
+from routing_service.domain.business_time import BusinessCalendar, Interval
+from routing_service.domain.holidays import HolidaySourceName
+from routing_service.domain.sla import PolicyCriteria
+from routing_service.models import Agent, Assignment, Calendar, SlaPolicy, SlaTimer, Team
+
+StoredHours = dict[str, list[list[str]]]
+_HoursKey = tuple[tuple[int, tuple[tuple[str, str], ...]], ...]
+
+
+def hours_to_json(weekly_hours: dict[int, list[Interval]]) -> StoredHours:
+    return {
+        str(day): [[start.strftime("%H:%M"), end.strftime("%H:%M")] for start, end in intervals]
+        for day, intervals in sorted(weekly_hours.items())
+    }
+
+
+def hours_from_json(stored: StoredHours) -> dict[int, list[Interval]]:
+    return {
+        int(day): [(time.fromisoformat(start), time.fromisoformat(end)) for start, end in intervals]
+        for day, intervals in stored.items()
+    }
+
+
+def to_domain(row: Calendar) -> BusinessCalendar:
+    """The domain calendar of a stored row, shared between calls while the row is unchanged.
+
+    Sharing keeps the calendar's per-day cache of working periods warm for the firing worker and
+    the previews; the key is the row's whole definition, so an edit can never serve a stale one.
+    """
+    key: _HoursKey = tuple(
+        sorted((int(day), tuple((s, e) for s, e in intervals)) for day, intervals in row.weekly_hours.items())
+    )
+    source: HolidaySourceName | None = "CN" if row.holiday_source == "CN" else None
+    return _cached(row.id, row.time_zone, key, frozenset(row.holidays), frozenset(row.workdays), source)
+
+
+@lru_cache(maxsize=64)
+def _cached(
+    calendar_id: str,
+    time_zone: str,
+    hours: _HoursKey,
+    holidays: frozenset[date],
+    workdays: frozenset[date],
+    source: HolidaySourceName | None,
+) -> BusinessCalendar:
+    return BusinessCalendar(
+        id=calendar_id,
+        time_zone=time_zone,
+        weekly_hours={
+            day: [(time.fromisoformat(s), time.fromisoformat(e)) for s, e in intervals]
+            for day, intervals in hours
+        },
+        holidays=holidays,
+        workdays=workdays,
+        holiday_source=source,
+    )
+
+
+def criteria(policy: SlaPolicy) -> PolicyCriteria:
+    return PolicyCriteria(
+        id=policy.id,
+        precedence=policy.precedence,
+        created_at=policy.created_at,
+        kind=policy.kind,
+        priority=policy.priority,
+        difficult=policy.difficult,
+        channel=policy.channel,
+    )
+
+
+class SlaRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def calendar(self, calendar_id: str) -> Calendar | None:
+        return await self.session.get(Calendar, calendar_id)
+
+    async def calendars(self) -> Sequence[Calendar]:
+        return (await self.session.scalars(select(Calendar).order_by(Calendar.id))).all()
+
+    async def policy(self, policy_id: uuid.UUID) -> SlaPolicy | None:
+        return await self.session.get(SlaPolicy, policy_id)
+
+    async def policy_named(self, name: str) -> SlaPolicy | None:
+        return await self.session.scalar(select(SlaPolicy).where(SlaPolicy.name == name))
+
+    async def policies(self, *, active_only: bool = False) -> Sequence[SlaPolicy]:
+        stmt = select(SlaPolicy).order_by(SlaPolicy.precedence, SlaPolicy.created_at, SlaPolicy.id)
+        if active_only:
+            stmt = stmt.where(SlaPolicy.active.is_(True))
+        return (await self.session.scalars(stmt)).all()
+
+    async def add(self, row: Calendar | SlaPolicy) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def timers(self, ticket_id: uuid.UUID) -> Sequence[SlaTimer]:
+        stmt = select(SlaTimer).where(SlaTimer.ticket_id == ticket_id).order_by(SlaTimer.target)
+        return (await self.session.scalars(stmt)).all()
+
+    async def lock_ticket_timers(self, ticket_ids: Iterable[uuid.UUID]) -> list[SlaTimer]:
+        """Every timer of the tickets, locked in the module's lock order and freshly read."""
+        stmt = (
+            select(SlaTimer)
+            .where(SlaTimer.ticket_id.in_(list(ticket_ids)))
+            .order_by(SlaTimer.ticket_id, SlaTimer.target)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def claim_due_tickets(self, due: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Lock the ``first_response`` row of each ticket, skipping tickets another replica holds."""
+        if not due:
+            return []
+        stmt = (
+            select(SlaTimer.ticket_id)
+            .where(SlaTimer.target == SlaTarget.FIRST_RESPONSE, SlaTimer.ticket_id.in_(list(due)))
+            .order_by(SlaTimer.ticket_id)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def due_ticket_ids(self, now: datetime, limit: int) -> list[uuid.UUID]:
+        """Tickets with a clock to breach or warn by ``now`` (each query served by its partial index)."""
+        running = (
+            SlaTimer.stopped_at.is_(None),
+            SlaTimer.paused_at.is_(None),
+            SlaTimer.breached_at.is_(None),
+        )
+        breach = (
+            select(SlaTimer.ticket_id)
+            .where(*running, SlaTimer.due_at <= now)
+            .order_by(SlaTimer.due_at)
+            .limit(limit)
+        )
+        warn = (
+            select(SlaTimer.ticket_id)
+            .where(*running, SlaTimer.warned_at.is_(None), SlaTimer.warn_at <= now)
+            .order_by(SlaTimer.warn_at)
+            .limit(limit)
+        )
+        found = [*(await self.session.scalars(breach)).all(), *(await self.session.scalars(warn)).all()]
+        return list(dict.fromkeys(found))[:limit]
+
+    async def owner(
+        self, ticket_id: uuid.UUID
+    ) -> tuple[uuid.UUID | None, uuid.UUID | None, uuid.UUID | None]:
+        """(assignee, the assignee's team, that team's lead) — what routing knows of who holds a ticket."""
+        row = (
+            await self.session.execute(
+                select(Assignment.agent_id, Agent.team_id, Team.lead_id)
+                .join(Agent, Agent.id == Assignment.agent_id)
+                .outerjoin(Team, Team.id == Agent.team_id)
+                .where(Assignment.ticket_id == ticket_id)
+            )
+        ).first()
+        if row is None:
+            return None, None, None
+        return row.agent_id, row.team_id, row.lead_id
