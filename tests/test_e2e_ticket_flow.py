@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpdesk_runtime.seed import DEMO_AGENTS
+from helpdesk_runtime.seed import DEMO_AGENTS, LEAD_ID
 from helpdesk_runtime.stack import SERVICES, Stack
 from helpdesk_runtime.testing import auth_headers
 
@@ -145,3 +145,23 @@ def test_customer_reply_after_resolution_reopens_with_the_same_agent(stack: Stac
     assert kinds.count("assigned") == 2
     last_assignment = [item for item in timeline if item["kind"] == "assigned"][-1]
     assert last_assignment["data"]["reason"] == "reopened: back to the previous agent"
+
+
+def test_complaints_land_with_the_team_lead(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.url("intake"), timeout=5) as intake:
+        ticket = intake.post(
+            "/v1/tickets",
+            headers=CHANNEL,
+            json=new_ticket(
+                kind="complaint",
+                subject="投訴：理賠員態度惡劣",
+                description="電話裡對我很不耐煩，要求主管處理",
+            ),
+        ).json()
+        owner = eventually(
+            lambda: intake.get(f"/v1/tickets/{ticket['id']}", headers=LEAD).json()["assignee_id"], within=5.0
+        )
+        timeline = intake.get(f"/v1/tickets/{ticket['id']}/timeline", headers=LEAD).json()
+    assert owner == str(LEAD_ID)
+    assigned = next(item for item in timeline if item["kind"] == "assigned")
+    assert assigned["data"]["difficult"] is True

@@ -14,19 +14,20 @@ ADMIN = auth_headers("admin")
 
 
 def ticket_created(**overrides: Any) -> EventEnvelope[Any]:
-    ticket_id = overrides.pop("ticket_id", uuid.uuid4())
-    payload = TicketCreated(
-        ticket_id=ticket_id,
-        number="HD-000001",
-        channel="web",
-        kind="question",
-        subject="保費怎麼繳",
-        description="想了解保費的繳納方式",
-        priority=overrides.pop("priority", Priority.NORMAL),
-        customer_id=uuid.uuid4(),
-        created_at=datetime.now(UTC),
-        **overrides,
-    )
+    fields: dict[str, Any] = {
+        "ticket_id": uuid.uuid4(),
+        "number": "HD-000001",
+        "channel": "web",
+        "kind": "question",
+        "subject": "保費怎麼繳",
+        "description": "想了解保費的繳納方式",
+        "priority": Priority.NORMAL,
+        "customer_id": uuid.uuid4(),
+        "created_at": datetime.now(UTC),
+    }
+    fields.update(overrides)
+    ticket_id = fields["ticket_id"]
+    payload = TicketCreated(**fields)
     return EventEnvelope.wrap(payload, source="/helpdesk/intake", subject=str(ticket_id))
 
 

@@ -40,15 +40,41 @@ class RoutingRepository:
         stmt = keyset_page(select(Agent), created_col=Agent.created_at, id_col=Agent.id, params=params)
         return (await self.session.execute(stmt)).scalars().all()
 
-    async def available_specialists(self) -> list[Candidate]:
-        rows = await self.session.execute(
-            select(Agent.id, Agent.active_tickets, Agent.max_concurrent, Agent.last_assigned_at).where(
-                Agent.presence == AgentPresence.ONLINE,
-                Agent.roles.overlap(list(SPECIALIST_ROLES)),
-                Agent.active_tickets < Agent.max_concurrent,
-            )
+    async def available_specialists(self, domain: str | None = None) -> list[Candidate]:
+        """Online specialists with a free slot; with `domain`, only those who have that skill."""
+        stmt = select(Agent.id, Agent.active_tickets, Agent.max_concurrent, Agent.last_assigned_at).where(
+            Agent.presence == AgentPresence.ONLINE,
+            Agent.roles.overlap(list(SPECIALIST_ROLES)),
+            Agent.active_tickets < Agent.max_concurrent,
         )
+        if domain is not None:
+            stmt = stmt.where(Agent.domains.any_() == domain)
+        rows = await self.session.execute(stmt)
         return [Candidate(r.id, r.active_tickets, r.max_concurrent, r.last_assigned_at) for r in rows]
+
+    async def lead_for(self, domain: str | None) -> Candidate | None:
+        """The lead of the team holding most specialists in `domain` (any team with a lead if None)."""
+        skilled = (
+            func.count(Agent.id).filter(Agent.domains.any_() == domain) if domain else func.count(Agent.id)
+        )
+        team = (
+            select(Team.lead_id)
+            .join(Agent, Agent.team_id == Team.id)
+            .where(Team.lead_id.is_not(None))
+            .group_by(Team.id, Team.lead_id)
+            .order_by(skilled.desc(), Team.created_at)
+            .limit(1)
+        ).scalar_subquery()
+        row = (
+            await self.session.execute(
+                select(Agent.id, Agent.active_tickets, Agent.max_concurrent, Agent.last_assigned_at).where(
+                    Agent.id == team, Agent.presence == AgentPresence.ONLINE
+                )
+            )
+        ).first()
+        return (
+            Candidate(row.id, row.active_tickets, row.max_concurrent, row.last_assigned_at) if row else None
+        )
 
     async def take_capacity(self, agent_id: uuid.UUID, now: datetime) -> bool:
         """Atomically claim one slot; False if the agent filled up or went away meanwhile."""

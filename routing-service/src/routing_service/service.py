@@ -12,7 +12,7 @@ from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued
 from routing_service import classification
-from routing_service.domain.assignment import rank_candidates
+from routing_service.domain.assignment import Candidate, rank_candidates
 from routing_service.models import Agent, Team
 from routing_service.repository import RoutingRepository
 from routing_service.schemas import AgentCreate, AgentOut, TeamCreate, TeamOut
@@ -82,6 +82,24 @@ async def list_agents(uow: UnitOfWork, params: PageParams) -> tuple[list[AgentOu
     return [AgentOut.model_validate(a) for a in page], cursor
 
 
+async def _candidates(
+    repo: RoutingRepository, domain: str | None, difficult: bool
+) -> list[tuple[Candidate, str]]:
+    """Who to try, in order: the lead for difficult tickets (疑難問題), then skill, then anyone free."""
+    ordered: list[tuple[Candidate, str]] = []
+    if difficult and (lead := await repo.lead_for(domain)) is not None:
+        ordered.append((lead, "difficult: the team lead of the ticket's domain"))
+    if domain is not None:
+        ordered += [
+            (c, f"least-loaded online specialist in {domain}")
+            for c in rank_candidates(await repo.available_specialists(domain))
+        ]
+    ordered += [
+        (c, "least-loaded online specialist") for c in rank_candidates(await repo.available_specialists())
+    ]
+    return ordered
+
+
 async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
     """Classify, then assign to the least-loaded online specialist with capacity, else queue.
 
@@ -98,9 +116,8 @@ async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
     if decision.informative:
         event = classification.classified_event(ticket, decision, version, now)
         uow.publish(event, subject=str(ticket.ticket_id))
-    for candidate in rank_candidates(await repo.available_specialists()):
+    for candidate, reason in await _candidates(repo, decision.domain, decision.difficult):
         if await repo.take_capacity(candidate.agent_id, now):
-            reason = "least-loaded online specialist"
             await repo.assign(ticket.ticket_id, candidate.agent_id, reason, now)
             uow.publish(
                 TicketAssigned(

@@ -28,9 +28,7 @@ class DemoAgent:
 
 
 DEMO_AGENTS: tuple[DemoAgent, ...] = (
-    DemoAgent(
-        LEAD_ID, "王組長", ("lead", "specialist"), ("life-insurance", "health-insurance", "auto-insurance"), 3
-    ),
+    DemoAgent(LEAD_ID, "王組長", ("lead",), ("life-insurance", "health-insurance", "auto-insurance"), 3),
     DemoAgent(
         uuid.UUID("00000000-0000-4000-8000-000000000002"),
         "李敏",

@@ -11,7 +11,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-SPECIALIST_ROLES = frozenset({"specialist", "lead"})
+# Leads take difficult tickets (and what they are given explicitly); agents who are both
+# lead and specialist also take ordinary ones.
+SPECIALIST_ROLES = frozenset({"specialist"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,99 @@
+"""Skill match (domain) before least load, and difficult tickets (疑難問題) to the team lead."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from routing_factories import ADMIN, isolated_team, ticket_created
+from sqlalchemy import delete, select
+
+from helpdesk_runtime.testing import ServiceHarness
+from helpdesk_shared.contracts import EventEnvelope, TicketKind
+from routing_service.models import Agent, Assignment, RoutingRule
+
+
+async def handle(routing: ServiceHarness, event: EventEnvelope[Any]) -> uuid.UUID | None:
+    consumer = routing.runtime.consumer
+    assert consumer is not None
+    await consumer.handle_event(event, topic="helpdesk.intake")
+    async with routing.uow() as uow:
+        return await uow.session.scalar(
+            select(Assignment.agent_id).where(Assignment.ticket_id == event.data.ticket_id)
+        )
+
+
+async def team_with_lead(routing: ServiceHarness, *domains: str) -> tuple[str, list[str]]:
+    await isolated_team(routing)  # everyone else offline, empty queue
+    lead = (
+        await routing.client.post(
+            "/v1/agents",
+            headers=ADMIN,
+            json={
+                "name": "組長",
+                "roles": ["lead"],
+                "domains": [],
+                "max_concurrent": 2,
+            },
+        )
+    ).json()
+    team = (
+        await routing.client.post(
+            "/v1/teams", headers=ADMIN, json={"name": f"team-{uuid.uuid4()}", "lead_id": lead["id"]}
+        )
+    ).json()
+    members = []
+    for domain in domains:
+        member = await routing.client.post(
+            "/v1/agents",
+            headers=ADMIN,
+            json={
+                "name": "專員",
+                "team_id": team["id"],
+                "roles": ["specialist"],
+                "domains": [domain],
+                "max_concurrent": 5,
+            },
+        )
+        members.append(member.json()["id"])
+    return lead["id"], members
+
+
+async def test_complaints_go_to_the_team_lead(routing: ServiceHarness) -> None:
+    lead, _ = await team_with_lead(routing, "auto-insurance", "home-insurance")
+    complaint = ticket_created(kind=TicketKind.COMPLAINT)
+    question = ticket_created()
+
+    assert str(await handle(routing, complaint)) == lead
+    assert str(await handle(routing, question)) != lead  # the lead is not everyone's first choice
+
+
+async def test_a_rule_domain_sends_the_ticket_to_the_skilled_specialist(routing: ServiceHarness) -> None:
+    _, (auto, home) = await team_with_lead(routing, "auto-insurance", "home-insurance")
+    async with routing.uow() as uow:
+        await uow.session.execute(delete(RoutingRule))
+        await uow.commit()
+    rule = await routing.client.post(
+        "/v1/routing/rules",
+        headers=ADMIN,
+        json={"name": "房屋", "pattern": "房屋|住宅", "domain": "home-insurance"},
+    )
+    assert rule.status_code == 201, rule.text
+    for _ in range(3):  # load the home specialist: skill must still win over least load
+        await handle(routing, ticket_created(subject="房屋漏水理賠", description="住宅漏水"))
+
+    owner = await handle(routing, ticket_created(subject="住宅火災", description="房屋火災怎麼理賠"))
+
+    assert str(owner) == home
+    async with routing.uow() as uow:
+        loads = dict(
+            (
+                await uow.session.execute(
+                    select(Agent.id, Agent.active_tickets).where(
+                        Agent.id.in_([uuid.UUID(auto), uuid.UUID(home)])
+                    )
+                )
+            ).all()
+        )
+    assert loads[uuid.UUID(home)] == 4
+    assert loads[uuid.UUID(auto)] == 0
