@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from intake_service.domain.email_message import (
+from intake_service.domain.email import (
     EmailAttachment,
     ParsedEmail,
     UnparseableEmail,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from intake_service.domain.email_message import (
+from intake_service.domain.email import (
     UnparseableEmail,
     classify,
     classify_with_reason,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
-from intake_service.api import complaints, customers, feedback, tickets
+from intake_service.api import complaints, customers, email_channel, feedback, tickets
 from intake_service.consumers import CONSUMES, handlers
 from intake_service.delivery import delivery_worker
 from intake_service.settings import IntakeSettings
@@ -17,7 +17,13 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         ServiceDefinition(
             name="intake",
             settings=settings,
-            routers=[tickets.router, feedback.router, complaints.router, customers.router],
+            routers=[
+                tickets.router,
+                feedback.router,
+                complaints.router,
+                customers.router,
+                email_channel.router,
+            ],
             handlers=handlers(settings),
             background=[delivery_worker],
             consumes=CONSUMES,

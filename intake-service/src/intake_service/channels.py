@@ -76,10 +76,10 @@ class SmtpSender:
         message["From"] = formataddr(("Support", self._settings.smtp_from))
         message["To"] = answer.to_email
         message["Subject"] = f"Re: {answer.ticket_subject} [{answer.ticket_number}]"
-        message["Message-ID"] = answer.email_message_id
+        message["Message-ID"] = f"<{answer.email_message_id}>"
         if answer.references:
-            message["In-Reply-To"] = answer.references[-1]
-            message["References"] = " ".join(answer.references)
+            message["In-Reply-To"] = f"<{answer.references[-1]}>"
+            message["References"] = " ".join(f"<{ref}>" for ref in answer.references)
         message["Auto-Submitted"] = "auto-replied"  # tells mail systems not to auto-reply to us
         message.set_content(answer.body)
         return message

@@ -33,7 +33,7 @@ from intake_service.channels import (
     new_message_id,
 )
 from intake_service.domain.lifecycle import can_transition
-from intake_service.models import Customer, Delivery, Message, Ticket
+from intake_service.models import Customer, Delivery, EmailThreadId, Message, Ticket
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.settings import IntakeSettings
 
@@ -47,6 +47,7 @@ async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, ma
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
     repo = TicketRepository(uow.session)
     now = datetime.now(UTC)
+    email_message_id = new_message_id(mail_domain).strip("<>")
     message = await repo.add_message(
         Message(
             id=uuid.uuid4(),
@@ -55,10 +56,11 @@ async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, ma
             author=MessageAuthor.AGENT,
             channel=ticket.channel,
             body=event.body,
-            email_message_id=new_message_id(mail_domain),
+            email_message_id=email_message_id,
             created_at=now,
         )
     )
+    uow.session.add(EmailThreadId(message_id=email_message_id, ticket_id=ticket.id))
     uow.session.add(
         Delivery(
             id=uuid.uuid4(),
@@ -90,14 +92,12 @@ async def _outbound(uow: UnitOfWork, delivery: Delivery) -> OutboundAnswer:
     ticket = await uow.session.get_one(Ticket, delivery.ticket_id)
     message = await uow.session.get_one(Message, delivery.message_id)
     customer = await uow.session.get_one(Customer, ticket.customer_id)
+    # Everything already in the thread (the customer's original email, their replies, our earlier
+    # answers), oldest first, so the customer's mail client threads this answer under them.
     earlier = await uow.session.scalars(
-        select(Message.email_message_id)
-        .where(
-            Message.ticket_id == ticket.id,
-            Message.email_message_id.is_not(None),
-            Message.created_at < message.created_at,
-        )
-        .order_by(Message.created_at)
+        select(EmailThreadId.message_id)
+        .where(EmailThreadId.ticket_id == ticket.id, EmailThreadId.message_id != message.email_message_id)
+        .order_by(EmailThreadId.created_at, EmailThreadId.message_id)
     )
     return OutboundAnswer(
         delivery_id=delivery.id,

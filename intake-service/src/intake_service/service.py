@@ -55,6 +55,19 @@ async def create_ticket(
                 )
             return await get_ticket(uow, claimed.ticket_id), True
 
+    ticket = await stage_ticket(uow, body, number_prefix=number_prefix, caller=caller)
+    if idempotency_key is not None:
+        claimed = await tickets.idempotency_key(caller, idempotency_key)
+        assert claimed is not None
+        claimed.ticket_id = ticket.id
+    out = TicketOut.model_validate(ticket)
+    await uow.commit()
+    return out, False
+
+
+async def stage_ticket(uow: UnitOfWork, body: TicketCreate, *, number_prefix: str, caller: str) -> Ticket:
+    """Add a new ticket, its rows and its `ticket.created` event to the unit of work (no commit)."""
+    tickets = TicketRepository(uow.session)
     customer_id = await CustomerRepository(uow.session).upsert(
         external_id=body.customer.external_id,
         name=body.customer.name,
@@ -88,10 +101,6 @@ async def create_ticket(
     await tickets.add_attachments(ticket.id, body.attachments)
     if body.kind == TicketKind.COMPLAINT:
         complaints.open_case(uow, ticket, now)
-    if idempotency_key is not None:
-        claimed = await tickets.idempotency_key(caller, idempotency_key)
-        assert claimed is not None
-        claimed.ticket_id = ticket.id
     await tickets.add_timeline(
         ticket.id, "created", at=now, actor=caller, status=TicketStatus.NEW, channel=body.channel
     )
@@ -114,9 +123,7 @@ async def create_ticket(
         ),
         subject=str(ticket.id),
     )
-    out = TicketOut.model_validate(ticket)
-    await uow.commit()
-    return out, False
+    return ticket
 
 
 async def get_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> TicketOut:

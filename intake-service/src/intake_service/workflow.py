@@ -101,7 +101,18 @@ async def add_customer_message(
     uow: UnitOfWork, ticket_id: uuid.UUID, body: MessageCreate, *, caller: str
 ) -> MessageOut:
     """A customer follow-up; after an answer or a resolution it reopens the ticket."""
-    ticket = await load_ticket(uow, ticket_id, for_update=True)
+    message = await stage_customer_message(
+        uow, await load_ticket(uow, ticket_id, for_update=True), body, caller=caller
+    )
+    out = MessageOut.model_validate(message)
+    await uow.commit()
+    return out
+
+
+async def stage_customer_message(
+    uow: UnitOfWork, ticket: Ticket, body: MessageCreate, *, caller: str, email_message_id: str | None = None
+) -> Message:
+    """Add the message, its events and a reopen if due to the unit of work (no commit; ticket locked)."""
     if ticket.status == TicketStatus.CLOSED:
         raise TicketClosedForMessages(
             f"Ticket {ticket.number} is closed; open a new ticket and mention {ticket.number} in it"
@@ -116,6 +127,7 @@ async def add_customer_message(
             author=MessageAuthor.CUSTOMER,
             channel=body.channel or ticket.channel,
             body=body.body,
+            email_message_id=email_message_id,
             created_at=now,
         )
     )
@@ -162,9 +174,7 @@ async def add_customer_message(
             ),
             subject=str(ticket.id),
         )
-    out = MessageOut.model_validate(message)
-    await uow.commit()
-    return out
+    return message
 
 
 async def _move_by_staff(

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from intake_service.domain.email_message import ParsedEmail
+    from intake_service.domain.email.model import ParsedEmail
 
 #: RFC 5322 limits a line to 998 characters; a longer "id" is junk.
 MAX_MESSAGE_ID_LENGTH = 998

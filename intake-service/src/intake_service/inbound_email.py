@@ -1,0 +1,211 @@
+"""The email channel: one raw RFC 5322 message in, a ticket created or threaded, or ignored.
+
+Every message is archived first (`inbound_emails`), whatever happens next, so nothing
+received is ever lost and a message that cannot be read stays available for inspection.
+Replies are threaded by the Message-IDs we sent or received (In-Reply-To / References)
+or by the ticket number in the subject; auto-replies and bounces never create tickets.
+A redelivered message (same Message-ID) answers as the first delivery did. A reply to a
+closed ticket starts a new ticket (closed tickets are final).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from helpdesk_shared.chassis.problems import InvalidInput
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.enums import Channel, TicketKind, TicketStatus
+from intake_service.domain.email import (
+    ParsedEmail,
+    UnparseableEmail,
+    classify_with_reason,
+    normalize_message_id,
+    parse_email,
+    thread_keys,
+    ticket_number_in_subject,
+)
+from intake_service.models import EmailThreadId, InboundEmail, Ticket
+from intake_service.schemas import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_ATTACHMENTS,
+    AttachmentIn,
+    CustomerIn,
+    MessageCreate,
+    TicketCreate,
+)
+from intake_service.service import stage_ticket
+from intake_service.workflow import stage_customer_message
+
+CALLER = "email-channel"
+MAX_SUBJECT = 300
+MAX_BODY = 20_000
+
+
+class UnreadableEmail(InvalidInput):
+    slug, title = "unreadable-email", "The message could not be read as an email"
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    outcome: str  # created | threaded | ignored
+    ticket_id: uuid.UUID | None
+    inbound_id: uuid.UUID
+    reason: str | None = None
+
+
+def _archive(
+    uow: UnitOfWork,
+    raw: bytes,
+    message_id: str | None,
+    outcome: str,
+    reason: str | None,
+    ticket_id: uuid.UUID | None = None,
+) -> InboundEmail:
+    record = InboundEmail(
+        id=uuid.uuid4(),
+        message_id=message_id,
+        outcome=outcome,
+        reason=reason,
+        ticket_id=ticket_id,
+        size_bytes=len(raw),
+        raw=raw,
+    )
+    uow.session.add(record)
+    return record
+
+
+async def archive_unreadable(uow: UnitOfWork, raw: bytes, error: str) -> uuid.UUID:
+    record = _archive(uow, raw, None, "rejected", error)
+    await uow.commit()
+    return record.id
+
+
+async def _known_delivery(uow: UnitOfWork, message_id: str | None) -> InboundResult | None:
+    if not message_id:
+        return None
+    earlier = await uow.session.scalar(
+        select(InboundEmail)
+        .where(InboundEmail.message_id == message_id, InboundEmail.outcome != "rejected")
+        .order_by(InboundEmail.received_at)
+        .limit(1)
+    )
+    if earlier is None:
+        return None
+    return InboundResult(earlier.outcome, earlier.ticket_id, earlier.id, "already received")
+
+
+async def _thread_target(uow: UnitOfWork, parsed: ParsedEmail) -> Ticket | None:
+    keys = [normalize_message_id(k) for k in thread_keys(parsed)]
+    keys = [k for k in keys if k]
+    if keys:
+        ticket_id = await uow.session.scalar(
+            select(EmailThreadId.ticket_id).where(EmailThreadId.message_id.in_(keys)).limit(1)
+        )
+        if ticket_id is not None:
+            return await uow.session.get(Ticket, ticket_id, with_for_update=True)
+    number = ticket_number_in_subject(parsed.subject)
+    if number:
+        return (
+            await uow.session.execute(select(Ticket).where(Ticket.number == number).with_for_update())
+        ).scalar_one_or_none()
+    return None
+
+
+def _attachments(parsed: ParsedEmail, inbound_id: uuid.UUID) -> list[AttachmentIn]:
+    """Metadata only: the bytes stay in the archived raw message, addressed by part number."""
+    result = []
+    for index, part in enumerate(parsed.attachments[:MAX_ATTACHMENTS]):
+        content_type = part.content_type if "/" in part.content_type else "application/octet-stream"
+        try:
+            result.append(
+                AttachmentIn(
+                    name=(part.filename or f"attachment-{index + 1}")[:255],
+                    content_type=content_type[:255],
+                    size_bytes=min(part.size, MAX_ATTACHMENT_BYTES),
+                    storage_key=f"inbound-email:{inbound_id}#{index}",
+                )
+            )
+        except ValidationError:
+            result.append(
+                AttachmentIn(
+                    name=f"attachment-{index + 1}",
+                    content_type="application/octet-stream",
+                    size_bytes=min(part.size, MAX_ATTACHMENT_BYTES),
+                    storage_key=f"inbound-email:{inbound_id}#{index}",
+                )
+            )
+    return result
+
+
+def _customer(parsed: ParsedEmail) -> CustomerIn:
+    address = (parsed.from_address or "").strip().lower()
+    external = f"email:{address}"[:200] if address else f"email:unknown:{parsed.message_id or uuid.uuid4()}"
+    try:
+        return CustomerIn(
+            external_id=external,
+            name=(parsed.from_name or None) and parsed.from_name[:200],
+            email=address or None,
+        )
+    except ValidationError:  # an address our stricter contact rules refuse: keep it only as the id
+        return CustomerIn(external_id=external[:200])
+
+
+def _ticket_body(parsed: ParsedEmail, inbound_id: uuid.UUID) -> TicketCreate:
+    subject = " ".join(parsed.subject.split())[:MAX_SUBJECT] or "(no subject)"
+    description = parsed.text_body.strip()[:MAX_BODY] or "(empty message)"
+    return TicketCreate(
+        channel=Channel.EMAIL,
+        kind=TicketKind.QUESTION,
+        subject=subject,
+        description=description,
+        customer=_customer(parsed),
+        attachments=_attachments(parsed, inbound_id),
+    )
+
+
+async def _remember_thread_id(uow: UnitOfWork, message_id: str | None, ticket_id: uuid.UUID) -> None:
+    if message_id and await uow.session.get(EmailThreadId, message_id) is None:
+        uow.session.add(EmailThreadId(message_id=message_id, ticket_id=ticket_id))
+
+
+async def receive(uow: UnitOfWork, raw: bytes, *, number_prefix: str, max_bytes: int) -> InboundResult:
+    try:
+        parsed = parse_email(raw, max_bytes=max_bytes)
+    except UnparseableEmail as exc:
+        inbound_id = await archive_unreadable(uow, raw, str(exc))
+        raise UnreadableEmail(
+            f"{exc}; the message was kept for inspection", inbound_id=str(inbound_id)
+        ) from exc
+    message_id = normalize_message_id(parsed.message_id) if parsed.message_id else None
+    if (earlier := await _known_delivery(uow, message_id)) is not None:
+        return earlier
+    kind, reason = classify_with_reason(parsed)
+    if kind != "normal":
+        record = _archive(uow, raw, message_id, "ignored", f"{kind}: {reason}")
+        await uow.commit()
+        return InboundResult("ignored", None, record.id, record.reason)
+
+    inbound_id = uuid.uuid4()
+    target = await _thread_target(uow, parsed)
+    if target is not None and target.status != TicketStatus.CLOSED:
+        body = MessageCreate(
+            body=(parsed.reply_text or parsed.text_body).strip()[:MAX_BODY] or "(empty reply)",
+            channel=Channel.EMAIL,
+            attachments=_attachments(parsed, inbound_id),
+        )
+        await stage_customer_message(uow, target, body, caller=CALLER, email_message_id=message_id)
+        outcome, ticket_id = "threaded", target.id
+    else:
+        ticket = await stage_ticket(
+            uow, _ticket_body(parsed, inbound_id), number_prefix=number_prefix, caller=CALLER
+        )
+        outcome, ticket_id = "created", ticket.id
+    await _remember_thread_id(uow, message_id, ticket_id)
+    record = _archive(uow, raw, message_id, outcome, None, ticket_id)
+    record.id = inbound_id
+    await uow.commit()
+    return InboundResult(outcome, ticket_id, inbound_id)
