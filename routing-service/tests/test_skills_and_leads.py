@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from routing_factories import ADMIN, isolated_team, ticket_created
 from sqlalchemy import delete, select
 
 from helpdesk_runtime.testing import ServiceHarness
-from helpdesk_shared.contracts import EventEnvelope, TicketKind
+from helpdesk_shared.contracts import EventEnvelope, TicketKind, TicketReopened, TicketStatus
 from routing_service.models import Agent, Assignment, RoutingRule
 
 
@@ -97,3 +98,28 @@ async def test_a_rule_domain_sends_the_ticket_to_the_skilled_specialist(routing:
         )
     assert loads[uuid.UUID(home)] == 4
     assert loads[uuid.UUID(auto)] == 0
+
+
+async def test_a_ticket_reopened_twice_goes_to_the_lead_and_a_lead_gets_its_own_back(
+    routing: ServiceHarness,
+) -> None:
+    lead, (member,) = await team_with_lead(routing, "auto-insurance")
+    ticket = ticket_created()
+    assert str(await handle(routing, ticket)) == member
+
+    def reopened(count: int, previous: str) -> EventEnvelope[Any]:
+        return EventEnvelope.wrap(
+            TicketReopened(
+                ticket_id=ticket.data.ticket_id,
+                previous_status=TicketStatus.RESOLVED,
+                previous_agent_id=uuid.UUID(previous),
+                reopen_count=count,
+                reopened_at=datetime.now(UTC),
+            ),
+            source="/helpdesk/intake",
+            subject=str(ticket.data.ticket_id),
+        )
+
+    assert str(await handle(routing, reopened(1, member))) == member
+    assert str(await handle(routing, reopened(2, member))) == lead
+    assert str(await handle(routing, reopened(3, lead))) == lead  # leads are not specialists, yet get it back

@@ -16,6 +16,7 @@ from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketReopened
 from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued
 from routing_service.domain.assignment import Candidate, rank_candidates
+from routing_service.domain.difficulty import DEFAULT_POLICY
 from routing_service.repository import RoutingRepository
 
 
@@ -70,43 +71,42 @@ async def release_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> None:
 
 
 async def reassign_reopened(uow: UnitOfWork, event: TicketReopened) -> None:
-    """Back to the previous agent when possible, else whoever is free, else the queue."""
+    """Back to the previous agent when possible, else whoever is free, else the queue.
+
+    A ticket reopened `reopen_limit` times is difficult (疑難問題): its previous agent's team
+    lead takes it first.
+    """
     repo = RoutingRepository(uow.session)
     if await repo.assignment(event.ticket_id) is not None:
         await repo.release_assignment(event.ticket_id)  # reopened while still held: re-decide
     now = datetime.now(UTC)
     previous = event.previous_agent_id
-    ranked = rank_candidates(await repo.available_specialists())
-    preferred = [c for c in ranked if c.agent_id == previous]
-    if await _assign_first_free(
-        uow,
-        repo,
-        event.ticket_id,
-        preferred,
-        now=now,
-        previous_agent_id=previous,
-        reason="reopened: back to the previous agent",
-    ):
-        await uow.commit()
-        return
-    others = [c for c in ranked if c.agent_id != previous]
-    if not await _assign_first_free(
-        uow,
-        repo,
-        event.ticket_id,
-        others,
-        now=now,
-        previous_agent_id=previous,
-        reason="reopened: previous agent unavailable",
-    ):
-        await repo.enqueue(event.ticket_id, Priority.NORMAL, Priority.NORMAL.rank, now)
-        uow.publish(
-            TicketQueued(
-                ticket_id=event.ticket_id,
-                priority=Priority.NORMAL,
-                queued_at=now,
-                reason="reopened; nobody has free capacity",
-            ),
-            subject=str(event.ticket_id),
-        )
+    ordered: list[tuple[Candidate, str]] = []
+    if event.reopen_count >= DEFAULT_POLICY.reopen_limit:
+        lead = await repo.online_candidate(await repo.lead_of(previous))
+        if lead is not None:
+            ordered.append((lead, f"reopened {event.reopen_count} times: difficult, to the team lead"))
+    if (back := await repo.online_candidate(previous)) is not None:
+        ordered.append((back, "reopened: back to the previous agent"))
+    ordered += [
+        (c, "reopened: previous agent unavailable")
+        for c in rank_candidates(await repo.available_specialists())
+        if c.agent_id != previous
+    ]
+    for candidate, reason in ordered:
+        if await _assign_first_free(
+            uow, repo, event.ticket_id, [candidate], now=now, previous_agent_id=previous, reason=reason
+        ):
+            await uow.commit()
+            return
+    await repo.enqueue(event.ticket_id, Priority.NORMAL, Priority.NORMAL.rank, now)
+    uow.publish(
+        TicketQueued(
+            ticket_id=event.ticket_id,
+            priority=Priority.NORMAL,
+            queued_at=now,
+            reason="reopened; nobody has free capacity",
+        ),
+        subject=str(event.ticket_id),
+    )
     await uow.commit()

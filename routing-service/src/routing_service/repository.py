@@ -52,6 +52,29 @@ class RoutingRepository:
         rows = await self.session.execute(stmt)
         return [Candidate(r.id, r.active_tickets, r.max_concurrent, r.last_assigned_at) for r in rows]
 
+    async def online_candidate(self, agent_id: uuid.UUID | None) -> Candidate | None:
+        """The agent as a candidate if online (capacity is checked when the slot is taken)."""
+        if agent_id is None:
+            return None
+        row = (
+            await self.session.execute(
+                select(Agent.id, Agent.active_tickets, Agent.max_concurrent, Agent.last_assigned_at).where(
+                    Agent.id == agent_id, Agent.presence == AgentPresence.ONLINE
+                )
+            )
+        ).first()
+        return (
+            Candidate(row.id, row.active_tickets, row.max_concurrent, row.last_assigned_at) if row else None
+        )
+
+    async def lead_of(self, agent_id: uuid.UUID | None) -> uuid.UUID | None:
+        """The lead of the agent's team."""
+        if agent_id is None:
+            return None
+        return await self.session.scalar(
+            select(Team.lead_id).join(Agent, Agent.team_id == Team.id).where(Agent.id == agent_id)
+        )
+
     async def lead_for(self, domain: str | None) -> Candidate | None:
         """The lead of the team holding most specialists in `domain` (any team with a lead if None)."""
         skilled = (
