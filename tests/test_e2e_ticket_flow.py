@@ -165,3 +165,37 @@ def test_complaints_land_with_the_team_lead(stack: Stack) -> None:
     assert owner == str(LEAD_ID)
     assigned = next(item for item in timeline if item["kind"] == "assigned")
     assert assigned["data"]["difficult"] is True
+
+
+def test_transfers_are_authorised_and_visible_in_the_timeline(stack: Stack) -> None:
+    with httpx.Client(timeout=5) as client:
+        intake, routing = stack.url("intake"), stack.url("routing")
+        ticket = client.post(f"{intake}/v1/tickets", headers=CHANNEL, json=new_ticket()).json()
+        owner = eventually(
+            lambda: client.get(f"{intake}/v1/tickets/{ticket['id']}", headers=LEAD).json()["assignee_id"],
+            within=5.0,
+        )
+        other = next(str(a.id) for a in DEMO_AGENTS if str(a.id) != owner and "specialist" in a.roles)
+
+        stranger = client.post(
+            f"{routing}/v1/tickets/{ticket['id']}/transfer",
+            headers=auth_headers("agent", sub=other),
+            json={"to_agent_id": other, "reason": "我來接"},
+        )
+        moved = client.post(
+            f"{routing}/v1/tickets/{ticket['id']}/transfer",
+            headers=auth_headers("agent", sub=owner),
+            json={"to_agent_id": other, "reason": "需要車險專長"},
+        )
+
+        def transferred() -> list[dict[str, Any]]:
+            timeline = client.get(f"{intake}/v1/tickets/{ticket['id']}/timeline", headers=LEAD).json()
+            return [item for item in timeline if item["kind"] == "transferred"]
+
+        entries = eventually(transferred, within=5.0)
+        shown = client.get(f"{intake}/v1/tickets/{ticket['id']}", headers=LEAD).json()
+    assert stranger.status_code == 403
+    assert stranger.headers["content-type"] == "application/problem+json"
+    assert moved.status_code == 201, moved.text
+    assert entries[0]["data"] == {"from_agent_id": owner, "to_agent_id": other, "reason": "需要車險專長"}
+    assert shown["assignee_id"] == other

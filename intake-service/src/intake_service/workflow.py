@@ -21,7 +21,7 @@ from helpdesk_shared.contracts.intake import (
     TicketReopened,
     TicketResolved,
 )
-from helpdesk_shared.contracts.routing import TicketAssigned
+from helpdesk_shared.contracts.routing import TicketAssigned, TicketTransferred
 from intake_service.domain.lifecycle import (
     REOPENED_BY_CUSTOMER,
     IllegalTransition,
@@ -94,6 +94,24 @@ async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
             actor="routing",
             **{"from": previous_status, "to": ticket.status},
         )
+    await uow.commit()
+
+
+async def apply_transfer(uow: UnitOfWork, event: TicketTransferred) -> None:
+    """Mirror an audited transfer: new assignee, and the transfer in the timeline."""
+    ticket = await load_ticket(uow, event.ticket_id, for_update=True)
+    ticket.previous_assignee_id = ticket.assignee_id
+    ticket.assignee_id = event.to_agent_id
+    ticket.team_id = event.to_team_id or ticket.team_id
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "transferred",
+        at=event.transferred_at,
+        actor=str(event.requested_by),
+        from_agent_id=event.from_agent_id,
+        to_agent_id=event.to_agent_id,
+        reason=event.reason,
+    )
     await uow.commit()
 
 

@@ -222,4 +222,18 @@ class SlaTimer(Base):
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class Transfer(Base):
+    """Audit of every transfer (不得私自轉接): who moved which ticket to whom, and why."""
+
+    __tablename__ = "transfers"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    from_agent_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    to_agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id"))
+    requested_by: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    reason: Mapped[str] = mapped_column(Text)
+    transferred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 metadata = Base.metadata

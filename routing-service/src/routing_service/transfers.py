@@ -1,0 +1,103 @@
+"""Transfers (不得私自轉接): only the current assignee or a lead may move a ticket, with a reason.
+
+Every transfer is stored in the `transfers` audit table and announced as
+`ticket.transferred`; the slot moves atomically from the old agent to the new one,
+which must be online with free capacity.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from helpdesk_shared.chassis.auth import Principal
+from helpdesk_shared.chassis.problems import Conflict, Forbidden, InvalidInput, NotFound
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.enums import AgentPresence, Role
+from helpdesk_shared.contracts.routing import TicketTransferred
+from routing_service.capacity import drain_queue
+from routing_service.models import Agent, Assignment, Transfer
+from routing_service.repository import RoutingRepository
+
+
+class TransferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to_agent_id: uuid.UUID
+    reason: str = Field(min_length=1, max_length=1_000, description="Required: why the ticket moves")
+
+
+class TransferOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    ticket_id: uuid.UUID
+    from_agent_id: uuid.UUID | None
+    to_agent_id: uuid.UUID
+    requested_by: uuid.UUID
+    reason: str
+    transferred_at: datetime
+
+
+class TicketNotAssigned(NotFound):
+    slug, title = "ticket-not-assigned", "The ticket has no assignee to transfer from"
+
+
+class UnknownTargetAgent(InvalidInput):
+    slug, title = "unknown-target-agent", "The target agent does not exist"
+
+
+class TargetUnavailable(Conflict):
+    slug, title = "target-unavailable", "The target agent is not online with free capacity"
+
+
+async def transfer(
+    uow: UnitOfWork, ticket_id: uuid.UUID, body: TransferRequest, principal: Principal
+) -> TransferOut:
+    repo = RoutingRepository(uow.session)
+    assignment = await uow.session.get(Assignment, ticket_id, with_for_update=True)
+    if assignment is None:
+        raise TicketNotAssigned(f"Ticket {ticket_id} is not assigned (queued or unknown)")
+    is_lead = principal.has_any({Role.LEAD, Role.ADMIN})
+    if principal.user_id is None or (not is_lead and principal.user_id != assignment.agent_id):
+        raise Forbidden("Only the ticket's current assignee or a lead may transfer it")
+    target = await uow.session.get(Agent, body.to_agent_id)
+    if target is None:
+        raise UnknownTargetAgent(f"No agent with id {body.to_agent_id}")
+    if target.id == assignment.agent_id:
+        raise Conflict("The ticket is already assigned to that agent")
+    now = datetime.now(UTC)
+    if target.presence != AgentPresence.ONLINE or not await repo.take_capacity(target.id, now):
+        raise TargetUnavailable(f"{target.name} is {target.presence} or at capacity")
+    previous = assignment.agent_id
+    await repo.release_assignment(ticket_id)
+    await repo.assign(ticket_id, target.id, f"transfer: {body.reason}"[:200], now)
+    record = Transfer(
+        id=uuid.uuid4(),
+        ticket_id=ticket_id,
+        from_agent_id=previous,
+        to_agent_id=target.id,
+        requested_by=principal.user_id,
+        reason=body.reason,
+        transferred_at=now,
+    )
+    uow.session.add(record)
+    await drain_queue(uow, repo, now)  # the previous agent's freed slot goes to the queue
+    uow.publish(
+        TicketTransferred(
+            ticket_id=ticket_id,
+            transfer_id=record.id,
+            from_agent_id=previous,
+            to_agent_id=target.id,
+            to_team_id=target.team_id,
+            requested_by=principal.user_id,
+            reason=body.reason,
+            transferred_at=now,
+        ),
+        subject=str(ticket_id),
+    )
+    out = TransferOut.model_validate(record)
+    await uow.commit()
+    return out

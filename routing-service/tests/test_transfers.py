@@ -1,0 +1,118 @@
+"""Transfers (不得私自轉接): only the assignee or a lead, always with a reason, always audited."""
+
+from __future__ import annotations
+
+import uuid
+
+from routing_factories import isolated_team, ticket_created
+from sqlalchemy import select
+
+from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from helpdesk_shared.chassis.db import OUTBOX
+from routing_service.models import Agent, Assignment, Transfer
+
+
+async def assigned_ticket(routing: ServiceHarness) -> tuple[uuid.UUID, str, str]:
+    first, second = await isolated_team(routing, 2, 2)
+    event = ticket_created()
+    consumer = routing.runtime.consumer
+    assert consumer is not None
+    await consumer.handle_event(event, topic="helpdesk.intake")
+    async with routing.uow() as uow:
+        owner = str(
+            await uow.session.scalar(
+                select(Assignment.agent_id).where(Assignment.ticket_id == event.data.ticket_id)
+            )
+        )
+    return event.data.ticket_id, owner, second if owner == first else first
+
+
+async def test_the_assignee_transfers_with_a_reason_and_it_is_audited(routing: ServiceHarness) -> None:
+    ticket_id, owner, other = await assigned_ticket(routing)
+
+    response = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer",
+        headers=auth_headers("agent", sub=owner),
+        json={"to_agent_id": other, "reason": "客戶要求粵語服務"},
+    )
+
+    assert response.status_code == 201, response.text
+    async with routing.uow() as uow:
+        audit = (
+            await uow.session.execute(
+                select(Transfer.from_agent_id, Transfer.to_agent_id, Transfer.reason).where(
+                    Transfer.ticket_id == ticket_id
+                )
+            )
+        ).one()
+        loads = dict(
+            (
+                await uow.session.execute(
+                    select(Agent.id, Agent.active_tickets).where(
+                        Agent.id.in_([uuid.UUID(owner), uuid.UUID(other)])
+                    )
+                )
+            ).all()
+        )
+        events = [
+            r.event_type
+            for r in await uow.session.execute(
+                select(OUTBOX.c.event_type).where(OUTBOX.c.key == str(ticket_id)).order_by(OUTBOX.c.seq)
+            )
+        ]
+    assert (str(audit.from_agent_id), str(audit.to_agent_id), audit.reason) == (
+        owner,
+        other,
+        "客戶要求粵語服務",
+    )
+    assert (loads[uuid.UUID(owner)], loads[uuid.UUID(other)]) == (0, 1)
+    assert events[-1] == "helpdesk.ticket.transferred.v1"
+
+
+async def test_anyone_else_gets_403_and_a_reason_is_required(routing: ServiceHarness) -> None:
+    ticket_id, owner, other = await assigned_ticket(routing)
+    stranger = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer",
+        headers=auth_headers("agent", sub=other),
+        json={"to_agent_id": other, "reason": "我想接"},
+    )
+    no_reason = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer",
+        headers=auth_headers("agent", sub=owner),
+        json={"to_agent_id": other, "reason": ""},
+    )
+    channel = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer",
+        headers=auth_headers("channel"),
+        json={"to_agent_id": other, "reason": "x"},
+    )
+    assert (stranger.status_code, no_reason.status_code, channel.status_code) == (403, 422, 403)
+    assert no_reason.json()["errors"][0]["field"] == "body.reason"
+    async with routing.uow() as uow:
+        assert (
+            await uow.session.execute(select(Transfer).where(Transfer.ticket_id == ticket_id))
+        ).first() is None
+
+
+async def test_a_lead_may_transfer_but_not_to_an_unknown_or_full_agent(routing: ServiceHarness) -> None:
+    ticket_id, _, other = await assigned_ticket(routing)
+    lead = auth_headers("lead", sub=str(uuid.uuid4()))
+    unknown = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer",
+        headers=lead,
+        json={"to_agent_id": str(uuid.uuid4()), "reason": "x"},
+    )
+    async with routing.uow() as uow:
+        await uow.session.execute(
+            Agent.__table__.update()
+            .where(Agent.id == uuid.UUID(other))
+            .values(active_tickets=Agent.max_concurrent)
+        )
+        await uow.commit()
+    full = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer", headers=lead, json={"to_agent_id": other, "reason": "x"}
+    )
+    unassigned = await routing.client.post(
+        f"/v1/tickets/{uuid.uuid4()}/transfer", headers=lead, json={"to_agent_id": other, "reason": "x"}
+    )
+    assert (unknown.status_code, full.status_code, unassigned.status_code) == (422, 409, 404)
