@@ -8,6 +8,7 @@ drops punctuation, so 「保單理賠」, 「保单理赔」 and 「ＰＯＬＩ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -46,3 +47,8 @@ def tokens(text: str, *, for_search: bool = False) -> list[str]:
     normalised = normalise(text)
     cut = jieba.lcut_for_search(normalised) if for_search else jieba.lcut(normalised)
     return [t for t in (w.strip() for w in cut) if t and _WORD.search(t)]
+
+
+async def warm_up_in_background(_: object = None) -> None:
+    """Background task for services that segment text: load the dictionary off the event loop."""
+    await asyncio.to_thread(warm_up)
