@@ -7,6 +7,7 @@ its weekly hours and explicit overrides.
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from typing import Literal, Protocol
 
@@ -34,14 +35,15 @@ class ChineseStatutoryHolidays:
     name = "CN"
 
     def classify(self, day: date) -> SourceDay | None:
-        try:
-            on_holiday, holiday_name = chinese_calendar.get_holiday_detail(day)
-        except NotImplementedError:  # the library's answer for years outside its data
+        first, last = self.years()
+        if not first <= day.year <= last:  # outside the library's data: the caller falls back
             return None
+        on_holiday, holiday_name = chinese_calendar.get_holiday_detail(day)
         if holiday_name is None:  # an ordinary weekday or weekend
             return "ordinary"
         return "holiday" if on_holiday else "workday"
 
+    @functools.cache  # noqa: B019 (one instance for the process; the data never changes)
     def years(self) -> tuple[int, int]:
         known: list[date] = [*chinese_calendar.holidays, *chinese_calendar.workdays]
         return min(known).year, max(known).year
