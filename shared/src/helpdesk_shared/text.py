@@ -2,23 +2,22 @@
 
 `normalise` folds the variants a customer may type for the same words: full-width
 and half-width forms (NFKC), Traditional and Simplified characters (OpenCC), letter
-case and runs of whitespace. `tokens` segments the normalised text with jieba and
+case and runs of whitespace. `tokens` segments the normalised text with jieba (the
+jieba-rs implementation through `rjieba`: the same dictionary and HMM, about twenty times
+faster than the pure-Python package, which matters on the ticket-creation path) and
 drops punctuation, so 「保單理賠」, 「保单理赔」 and 「ＰＯＬＩＣＹ 保單」 meet the same terms.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import threading
 import unicodedata
 from functools import lru_cache
 
-import jieba
 import opencc
-
-jieba.setLogLevel(logging.WARNING)
+import rjieba
 
 _WHITESPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w", re.UNICODE)
@@ -37,15 +36,16 @@ def normalise(text: str) -> str:
 
 
 def warm_up() -> None:
-    """Load jieba's dictionary now (about a second) instead of on the first request."""
+    """Load the dictionaries now instead of on the first request."""
     with _init_lock:
-        jieba.initialize()
+        rjieba.cut("預熱")
+        _t2s()
 
 
 def tokens(text: str, *, for_search: bool = False) -> list[str]:
     """Segment normalised text into words; `for_search` adds the shorter words inside long ones."""
     normalised = normalise(text)
-    cut = jieba.lcut_for_search(normalised) if for_search else jieba.lcut(normalised)
+    cut = rjieba.cut_for_search(normalised) if for_search else rjieba.cut(normalised)
     return [t for t in (w.strip() for w in cut) if t and _WORD.search(t)]
 
 
