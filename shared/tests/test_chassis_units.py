@@ -118,6 +118,27 @@ def test_an_expired_token_is_unauthorized() -> None:
         verifier().verify(token)
 
 
+def test_a_remembered_token_still_expires() -> None:
+    check = verifier()
+    token = mint_token(secret=SECRET, subject="u", roles=["agent"], ttl_seconds=1)
+    assert check.verify(token).subject == "u"
+    assert check.verify(token).subject == "u"  # from the cache
+    time.sleep(1.5)
+    with pytest.raises(Unauthorized, match="expired"):
+        check.verify(token)
+
+
+def test_the_verified_token_cache_is_bounded() -> None:
+    check = verifier()
+    tokens = [
+        mint_token(secret=SECRET, subject=f"u{i}", roles=[]) for i in range(TokenVerifier.CACHE_SIZE + 5)
+    ]
+    for token in tokens:
+        check.verify(token)
+    assert len(check._cache) == TokenVerifier.CACHE_SIZE
+    assert check.verify(tokens[0]).subject == "u0"  # dropped from the cache, verified again
+
+
 @pytest.mark.parametrize(
     "token",
     [

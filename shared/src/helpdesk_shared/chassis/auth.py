@@ -47,8 +47,27 @@ class TokenVerifier:
             if settings.jwt_algorithm == "RS256"
             else settings.jwt_secret.get_secret_value()
         )
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    # Verified tokens are remembered until they expire: a channel integration sends the same
+    # token with every request, and checking its signature again costs more than the rest of
+    # the authentication. Bounded, oldest dropped first; failures are never cached.
+    CACHE_SIZE = 4096
 
     def verify(self, token: str) -> Principal:
+        cached = self._cache.get(token)
+        if cached is not None:
+            principal, expires_at = cached
+            if time.time() < expires_at:
+                return principal
+            del self._cache[token]
+        principal, expires_at = self._decode(token)
+        if len(self._cache) >= self.CACHE_SIZE:
+            del self._cache[next(iter(self._cache))]
+        self._cache[token] = (principal, expires_at)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -65,7 +84,8 @@ class TokenVerifier:
         if not isinstance(raw_roles, list) or not all(isinstance(r, str) for r in raw_roles):
             raise Unauthorized("Invalid token: roles must be a list of strings")
         roles = frozenset(Role(r) for r in raw_roles if r in Role._value2member_map_)
-        return Principal(subject=str(claims["sub"]), roles=roles, name=claims.get("name"))
+        principal = Principal(subject=str(claims["sub"]), roles=roles, name=claims.get("name"))
+        return principal, float(claims["exp"])
 
 
 def mint_token(
