@@ -10,11 +10,13 @@ from intake_service.api import complaints, customers, email_channel, feedback, t
 from intake_service.consumers import CONSUMES, handlers
 from intake_service.delivery import delivery_worker
 from intake_service.settings import IntakeSettings
+from intake_service.ticket_writer import TicketWriter
 
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()  # database_url comes from the environment
-    return create_service_app(
+    writer = TicketWriter(number_prefix=settings.ticket_number_prefix)
+    app = create_service_app(
         ServiceDefinition(
             name="intake",
             settings=settings,
@@ -26,9 +28,11 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
                 email_channel.router,
             ],
             handlers=handlers(settings),
-            background=[delivery_worker, warm_up_in_background],
+            background=[writer.run, delivery_worker, warm_up_in_background],
             consumes=CONSUMES,
             title="Helpdesk intake service",
             description="Every channel in: tickets, customers and their messages.",
         )
     )
+    app.state.ticket_writer = writer
+    return app

@@ -15,7 +15,7 @@ from helpdesk_shared.chassis.problems import Conflict
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import ComplaintChange, TicketKind
 from helpdesk_shared.contracts.intake import ComplaintUpdated
-from intake_service.models import ComplaintCase, Ticket
+from intake_service.models import ComplaintCase
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.schemas import ComplaintCaseOut, ComplaintCaseUpdate, ComplaintNote
 
@@ -38,15 +38,6 @@ class NotAComplaint(Conflict):
 
 class CaseArchived(Conflict):
     slug, title = "complaint-archived", "The complaint case file is archived"
-
-
-def open_case(uow: UnitOfWork, ticket: Ticket, now: datetime) -> None:
-    """Called in the transaction that creates a complaint ticket."""
-    uow.session.add(ComplaintCase(ticket_id=ticket.id, archived=False, updated_at=now))
-    uow.publish(
-        ComplaintUpdated(ticket_id=ticket.id, change=ComplaintChange.OPENED, updated_at=now),
-        subject=str(ticket.id),
-    )
 
 
 async def _case(uow: UnitOfWork, ticket_id: uuid.UUID, *, for_update: bool = False) -> ComplaintCase:

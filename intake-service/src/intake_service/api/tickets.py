@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
-from helpdesk_shared.chassis.app import UoW
+from helpdesk_shared.chassis.app import UoW, get_runtime
 from helpdesk_shared.chassis.auth import Principal, require_roles
 from helpdesk_shared.chassis.pagination import Page, PageParams, page_params
 from helpdesk_shared.chassis.problems import (
@@ -21,6 +21,7 @@ from helpdesk_shared.chassis.problems import (
 from helpdesk_shared.contracts.enums import Channel, Priority, Role, TicketKind, TicketStatus
 from helpdesk_shared.text import tokens
 from intake_service import service, workflow
+from intake_service.new_ticket import TicketDraft
 from intake_service.repository import TicketFilters, TicketNotFound
 from intake_service.schemas import (
     AttachmentOut,
@@ -33,6 +34,7 @@ from intake_service.schemas import (
     TimelineItem,
 )
 from intake_service.service import IdempotencyKeyReused
+from intake_service.ticket_writer import TicketConflict, TicketStoreUnavailable, TicketWriter
 from intake_service.workflow import IllegalTicketTransition, TicketClosedForMessages
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
@@ -58,11 +60,12 @@ class InvalidDateRange(InvalidInput):
     status_code=status.HTTP_201_CREATED,
     response_model=TicketOut,
     summary="Accept a ticket from a channel",
-    responses=problem_responses(*_AUTH, IdempotencyKeyReused, InvalidIdempotencyKey),
+    responses=problem_responses(
+        *_AUTH, IdempotencyKeyReused, InvalidIdempotencyKey, TicketConflict, TicketStoreUnavailable
+    ),
 )
 async def create_ticket(
     body: TicketCreate,
-    uow: UoW,
     request: Request,
     response: Response,
     caller: ChannelCaller,
@@ -74,16 +77,14 @@ async def create_ticket(
         1 <= len(idempotency_key) <= 255 and idempotency_key.isprintable()
     ):
         raise InvalidIdempotencyKey("Idempotency-Key must be 1–255 printable characters")
-    ticket, replayed = await service.create_ticket(
-        uow,
-        body,
-        number_prefix=request.app.state.settings.ticket_number_prefix,
-        caller=caller.subject,
-        idempotency_key=idempotency_key,
-    )
-    response.headers["Location"] = f"/v1/tickets/{ticket.id}"
-    if replayed:
+    draft = TicketDraft(body=body, caller=caller.subject, idempotency_key=idempotency_key)
+    writer: TicketWriter = request.app.state.ticket_writer
+    ticket = await writer.submit(draft)
+    if ticket is None:  # a retry: answer with the ticket the key created
+        async with get_runtime(request).uow() as uow:
+            ticket = await service.replay_ticket(uow, draft)
         response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/tickets/{ticket.id}"
     return ticket
 
 

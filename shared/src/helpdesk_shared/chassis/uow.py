@@ -64,18 +64,7 @@ class UnitOfWork:
         envelope = EventEnvelope.wrap(
             payload, source=self._source, subject=subject, correlationid=correlation_id_var.get()
         )
-        self.add_outbox_message(
-            topic=self._topic,
-            key=subject,
-            event_id=envelope.id,
-            event_type=envelope.type,
-            payload=envelope.model_dump(mode="json"),
-            headers={
-                "ce_type": envelope.type,
-                "ce_id": str(envelope.id),
-                "correlationid": envelope.correlationid or "",
-            },
-        )
+        self.add_outbox_message(**outbox_message(envelope, topic=self._topic))
         return envelope
 
     def add_outbox_message(
@@ -114,3 +103,19 @@ class UnitOfWork:
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+def outbox_message(envelope: EventEnvelope[Any], *, topic: str) -> dict[str, Any]:
+    """The outbox columns of an event: keyed by its subject, CloudEvents headers for consumers."""
+    return {
+        "topic": topic,
+        "key": envelope.subject,
+        "event_id": envelope.id,
+        "event_type": envelope.type,
+        "payload": envelope.model_dump(mode="json"),
+        "headers": {
+            "ce_type": envelope.type,
+            "ce_id": str(envelope.id),
+            "correlationid": envelope.correlationid or "",
+        },
+    }

@@ -1,0 +1,117 @@
+"""A new ticket as data: what is decided before the database is touched, and its rows and events.
+
+Both ways a ticket is created build it from here: the API's group-commit writer
+(`ticket_writer`) and the email channel's ORM unit of work (`service.stage_ticket`), so
+the two cannot drift apart in what they store or announce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from helpdesk_shared.chassis.logging import correlation_id_var
+from helpdesk_shared.contracts.enums import ComplaintChange, TicketKind, TicketStatus
+from helpdesk_shared.contracts.envelope import EventPayload
+from helpdesk_shared.contracts.intake import ComplaintUpdated, TicketCreated
+from helpdesk_shared.text import tokens
+from intake_service.domain.privacy import redact_contacts
+from intake_service.domain.urgency import detect_urgent
+from intake_service.schemas import TicketCreate
+
+
+def request_fingerprint(body: TicketCreate) -> str:
+    """What an Idempotency-Key is bound to: a retry must carry the same body."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class TicketDraft:
+    """A ticket accepted by validation, with everything computed that needs no database."""
+
+    body: TicketCreate
+    caller: str
+    idempotency_key: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    correlation_id: str | None = field(default_factory=correlation_id_var.get)
+    fingerprint: str | None = None
+    urgent_detected: bool = False
+    search_tokens: str = ""
+
+    def __post_init__(self) -> None:
+        body = self.body
+        if self.idempotency_key is not None:
+            self.fingerprint = request_fingerprint(body)
+        self.urgent_detected = detect_urgent(body.subject, body.description)
+        # Normalised, segmented words: full-text search that works for Chinese.
+        self.search_tokens = " ".join(tokens(f"{body.subject} {body.description}", for_search=True))
+
+
+def ticket_number(prefix: str, sequence_value: int) -> str:
+    return f"{prefix}-{sequence_value:06d}"
+
+
+def ticket_row(draft: TicketDraft, *, number: str, customer_id: uuid.UUID) -> dict[str, Any]:
+    """The `tickets` row of a new ticket (column → value)."""
+    body = draft.body
+    return {
+        "id": draft.id,
+        "number": number,
+        "channel": body.channel.value,
+        "kind": body.kind.value,
+        "status": TicketStatus.NEW.value,
+        "priority": body.priority.value,
+        "urgent_detected": draft.urgent_detected,
+        "subject": body.subject,
+        "description": body.description,
+        "reference": body.reference,
+        "callback_url": body.callback_url,
+        "category_hint": body.category_hint,
+        "tags": list(body.tags),
+        "customer_id": customer_id,
+        "reopen_count": 0,
+        "resolution_count": 0,
+        "search_tokens": draft.search_tokens,
+        "created_at": draft.created_at,
+        "updated_at": draft.created_at,
+    }
+
+
+def created_timeline_data(draft: TicketDraft) -> dict[str, Any]:
+    return {"status": TicketStatus.NEW.value, "channel": draft.body.channel.value}
+
+
+def created_events(draft: TicketDraft, *, number: str, customer_id: uuid.UUID) -> list[EventPayload]:
+    """`ticket.created` (and `complaint.updated` opening the case file of a complaint).
+
+    The question text leaves intake with the customer's contact details redacted.
+    """
+    body = draft.body
+    email, phone = body.customer.email, body.customer.phone
+    events: list[EventPayload] = [
+        TicketCreated(
+            ticket_id=draft.id,
+            number=number,
+            channel=body.channel,
+            kind=body.kind,
+            subject=redact_contacts(body.subject, email, phone),
+            description=redact_contacts(body.description, email, phone),
+            priority=body.priority,
+            urgent_detected=draft.urgent_detected,
+            customer_id=customer_id,
+            category_hint=body.category_hint,
+            tags=list(body.tags),
+            reference=body.reference,
+            attachment_count=len(body.attachments),
+            created_at=draft.created_at,
+        )
+    ]
+    if body.kind == TicketKind.COMPLAINT:
+        events.append(
+            ComplaintUpdated(ticket_id=draft.id, change=ComplaintChange.OPENED, updated_at=draft.created_at)
+        )
+    return events

@@ -1,0 +1,123 @@
+"""The group-commit ticket writer: batches behave like one transaction per ticket would."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+from sqlalchemy import func, select
+
+from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from helpdesk_shared.chassis.db import OUTBOX
+from helpdesk_shared.chassis.problems import InvalidInput
+from intake_service.models import ComplaintCase, Customer, Ticket, TimelineEntry
+from intake_service.new_ticket import TicketDraft
+from intake_service.schemas import TicketCreate
+from intake_service.ticket_writer import TicketConflict, TicketStoreUnavailable, TicketWriter, _failure
+
+CHANNEL = auth_headers("channel", sub="writer-test")
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "channel": "app",
+        "kind": "question",
+        "subject": "保費扣款失敗",
+        "description": "這個月的保費沒有扣款成功，要怎麼補繳？",
+        "customer": {"external_id": f"w-{uuid.uuid4()}"},
+    }
+    data.update(overrides)
+    return data
+
+
+def writer_of(intake: ServiceHarness) -> TicketWriter:
+    writer: TicketWriter = intake.app.state.ticket_writer
+    return writer
+
+
+async def test_a_burst_of_posts_stores_every_ticket_with_its_rows_and_event(intake: ServiceHarness) -> None:
+    external_id = f"burst-{uuid.uuid4()}"
+    bodies = [
+        body(
+            subject=f"保費扣款失敗 {i}",
+            kind="complaint" if i % 10 == 0 else "question",
+            customer={"external_id": external_id, **({"name": f"客戶{i}"} if i == 39 else {})},
+            attachments=[
+                {"name": "a.pdf", "content_type": "application/pdf", "size_bytes": 10, "url": "https://x/a"}
+            ]
+            if i % 4 == 0
+            else [],
+        )
+        for i in range(40)
+    ]
+    responses = await asyncio.gather(
+        *(intake.client.post("/v1/tickets", json=b, headers=CHANNEL) for b in bodies)
+    )
+    assert [r.status_code for r in responses] == [201] * 40
+    ids = [uuid.UUID(r.json()["id"]) for r in responses]
+    numbers = {r.json()["number"] for r in responses}
+    assert len(set(ids)) == len(numbers) == 40
+    async with intake.uow() as uow:
+        s = uow.session
+        customers = (
+            (await s.execute(select(Customer).where(Customer.external_id == external_id))).scalars().all()
+        )
+        assert len(customers) == 1 and customers[0].name == "客戶39"
+        tickets = (await s.execute(select(Ticket).where(Ticket.id.in_(ids)))).scalars().all()
+        assert {t.customer_id for t in tickets} == {customers[0].id}
+        assert all(t.search_tokens for t in tickets)
+        created = await s.scalar(
+            select(func.count()).select_from(TimelineEntry).where(TimelineEntry.ticket_id.in_(ids))
+        )
+        cases = await s.scalar(
+            select(func.count()).select_from(ComplaintCase).where(ComplaintCase.ticket_id.in_(ids))
+        )
+        events = (
+            await s.execute(
+                select(OUTBOX.c.event_type, OUTBOX.c.key).where(OUTBOX.c.key.in_([str(i) for i in ids]))
+            )
+        ).all()
+    assert created == 40 and cases == 4
+    assert sorted(e.event_type for e in events).count("helpdesk.ticket.created.v1") == 40
+    assert [e.event_type for e in events].count("helpdesk.complaint.updated.v1") == 4
+    attachments = await intake.client.get(f"/v1/tickets/{ids[0]}/attachments", headers=auth_headers("lead"))
+    assert [a["name"] for a in attachments.json()] == ["a.pdf"]
+
+
+async def test_one_ticket_that_cannot_be_stored_does_not_fail_its_batch(intake: ServiceHarness) -> None:
+    existing = (await intake.client.post("/v1/tickets", json=body(), headers=CHANNEL)).json()
+    writer = writer_of(intake)
+    good = [TicketDraft(body=TicketCreate.model_validate(body()), caller="writer-test") for _ in range(5)]
+    clash = TicketDraft(body=TicketCreate.model_validate(body()), caller="writer-test")
+    clash.id = uuid.UUID(existing["id"])  # the primary key is taken: this one alone must fail
+    results = await asyncio.gather(*(writer.submit(d) for d in [*good, clash]), return_exceptions=True)
+    assert isinstance(results[-1], TicketConflict)
+    stored = results[:-1]
+    assert all(t is not None and not isinstance(t, BaseException) for t in stored)
+    async with intake.uow() as uow:
+        count = await uow.session.scalar(
+            select(func.count()).select_from(Ticket).where(Ticket.id.in_([d.id for d in good]))
+        )
+    assert count == 5
+
+
+async def test_twins_in_one_batch_make_one_ticket_and_replay_it(intake: ServiceHarness) -> None:
+    headers = {**CHANNEL, "Idempotency-Key": f"twin-{uuid.uuid4()}"}
+    data = body()
+    responses = await asyncio.gather(
+        *(intake.client.post("/v1/tickets", json=data, headers=headers) for _ in range(8))
+    )
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 7
+
+
+def test_database_failures_become_problems_not_500s() -> None:
+    assert isinstance(_failure(asyncpg.UniqueViolationError("dup")), TicketConflict)
+    assert isinstance(_failure(asyncpg.StringDataRightTruncationError("long")), InvalidInput)
+    assert isinstance(_failure(ConnectionRefusedError()), TicketStoreUnavailable)
+    assert isinstance(_failure(asyncpg.CannotConnectNowError("starting")), TicketStoreUnavailable)
+    unexpected = RuntimeError("bug")
+    assert _failure(unexpected) is unexpected
