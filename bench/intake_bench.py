@@ -35,6 +35,52 @@ from helpdesk_shared.contracts.topics import ALL_TOPICS
 sys.path.insert(0, str(Path(__file__).parent))
 from loadgen import LoadResult, http_post, run_load
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def postgres_pids(data_dir: Path) -> list[int]:
+    """The benchmark's PostgreSQL: its postmaster (first line of postmaster.pid) and children."""
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == postmaster:
+                pids.append(int(proc.name))
+    return pids
+
+
+def measured_load(
+    port: int, build: Callable[[int], bytes], app_pid: int, pg_data: Path, args: argparse.Namespace
+) -> LoadResult:
+    """Run the load and attach CPU milliseconds per request of the app and of PostgreSQL."""
+    app_before, pg_before = cpu_seconds([app_pid]), cpu_seconds(postgres_pids(pg_data))
+    result = asyncio.run(
+        run_load("127.0.0.1", port, build, connections=args.connections, seconds=args.seconds, ok_status=201)
+    )
+    done = max(result.requests, 1)
+    result.cpu_ms_per_request = {
+        "app": round((cpu_seconds([app_pid]) - app_before) * 1000 / done, 3),
+        "postgres": round((cpu_seconds(postgres_pids(pg_data)) - pg_before) * 1000 / done, 3),
+    }
+    return result
+
+
 RESULTS = Path(__file__).parent / "results"
 PREFIX = "bench."
 
@@ -77,8 +123,8 @@ def report(intake: LoadResult, yardstick: LoadResult, args: argparse.Namespace) 
         "connections": args.connections,
         "seconds": args.seconds,
         "workers": 1,
-        "intake": intake.summary(),
-        "yardstick": yardstick.summary(),
+        "intake": {**intake.summary(), "cpu_ms_per_request": intake.cpu_ms_per_request},
+        "yardstick": {**yardstick.summary(), "cpu_ms_per_request": yardstick.cpu_ms_per_request},
         "throughput_ratio": round(ratio, 3),
         "target_ratio": 1.0,
         "meets_target": ratio >= 1.0,
@@ -95,11 +141,12 @@ def write(result: dict[str, object]) -> None:
         f"{result['benchmark']}; {result['connections']} connections, "
         f"{result['seconds']} s, 1 uvicorn worker each.",
         "",
-        "| | req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|",
+        "| | req/s | p50 ms | p99 ms | errors | app CPU ms/req | PostgreSQL CPU ms/req |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {name} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |"  # type: ignore[index]
+        f"| {name} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "  # type: ignore[index]
+        f"| {r['cpu_ms_per_request']['app']} | {r['cpu_ms_per_request']['postgres']} |"  # type: ignore[index]
         for name, r in rows
     ]
     lines += [
@@ -156,25 +203,11 @@ def main() -> int:
             stack.start_service("intake")
             stack.wait_ready(names=["intake"], timeout=60)
             token = mint_token(secret=DEV_JWT_SECRET, subject="bench-channel", roles=["channel"])
-            yard_result = asyncio.run(
-                run_load(
-                    "127.0.0.1",
-                    yard_port,
-                    yardstick_request,
-                    connections=args.connections,
-                    seconds=args.seconds,
-                    ok_status=201,
-                )
-            )
-            intake_result = asyncio.run(
-                run_load(
-                    "127.0.0.1",
-                    stack.ports["intake"],
-                    intake_request(token),
-                    connections=args.connections,
-                    seconds=args.seconds,
-                    ok_status=201,
-                )
+            assert infra.postgres is not None, "the benchmark runs its own PostgreSQL"
+            pg_data = infra.postgres.data_dir
+            yard_result = measured_load(yard_port, yardstick_request, yardstick.pid, pg_data, args)
+            intake_result = measured_load(
+                stack.ports["intake"], intake_request(token), stack.processes["intake"].pid, pg_data, args
             )
         finally:
             stack.stop()

@@ -12,7 +12,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -21,6 +21,7 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
