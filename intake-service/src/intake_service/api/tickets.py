@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import RedirectResponse
 
 from helpdesk_shared.chassis.app import UoW, get_runtime
 from helpdesk_shared.chassis.auth import Principal, require_roles
@@ -21,6 +23,7 @@ from helpdesk_shared.chassis.problems import (
 from helpdesk_shared.contracts.enums import Channel, Priority, Role, TicketKind, TicketStatus
 from helpdesk_shared.text import tokens
 from intake_service import service, workflow
+from intake_service.attachment_content import AttachmentNotFound, ContentHeldByChannel, attachment_content
 from intake_service.new_ticket import TicketDraft
 from intake_service.repository import TicketFilters, TicketNotFound
 from intake_service.schemas import (
@@ -44,6 +47,7 @@ TicketReader = Annotated[
     Principal, Depends(require_roles(Role.CHANNEL, Role.AGENT, Role.REVIEWER, Role.LEAD))
 ]
 TicketWorker = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.LEAD))]
+StaffReader = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.REVIEWER, Role.LEAD))]
 _AUTH = (Unauthorized, Forbidden)
 
 
@@ -157,6 +161,36 @@ async def get_timeline(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> list[
 )
 async def list_attachments(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> list[AttachmentOut]:
     return await service.list_attachments(uow, ticket_id)
+
+
+@router.get(
+    "/{ticket_id}/attachments/{attachment_id}/content",
+    response_class=Response,
+    summary="Download an attachment (email attachments come out of the archived message)",
+    responses={
+        200: {"description": "The file, as a download", "content": {"application/octet-stream": {}}},
+        307: {"description": "The channel serves the file at this URL (Location)"},
+        **problem_responses(*_AUTH, TicketNotFound, AttachmentNotFound, ContentHeldByChannel),
+    },
+)
+async def download_attachment(
+    ticket_id: uuid.UUID, attachment_id: uuid.UUID, uow: UoW, _: StaffReader
+) -> Response:
+    content = await attachment_content(uow, ticket_id, attachment_id)
+    if isinstance(content, str):
+        return RedirectResponse(content, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    return Response(
+        content.data,
+        media_type=content.content_type,
+        headers={
+            # Always a download, never rendered: a customer's HTML must not run in our origin.
+            "Content-Disposition": (
+                f"attachment; filename=\"attachment\"; filename*=UTF-8''{quote(content.name)}"
+            ),
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 @router.post(

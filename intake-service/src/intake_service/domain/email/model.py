@@ -47,6 +47,8 @@ class EmailAttachment:
     subject: str | None = None
     message_id: str | None = None
     from_address: str | None = None
+    # The decoded bytes (what a download of the attachment returns); not shown in reprs.
+    data: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

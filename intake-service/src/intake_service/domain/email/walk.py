@@ -140,6 +140,7 @@ def _enclosed(part: _Part, ctx: _Ctx, where: str) -> None:
             filename=_filename(part, ctx, where),
             content_type=part.content_type,
             size=len(data),
+            data=data,
             content_id=_content_id(part),
             inline=disposition == "inline",
             subject=subject,
@@ -171,6 +172,7 @@ def _leaf(part: _Part, ctx: _Ctx, sink: list[_Chunk], where: str, *, in_alternat
             filename=filename,
             content_type=part.content_type,
             size=len(data),
+            data=data,
             content_id=content_id,
             inline=disposition == "inline" or (disposition is None and content_id is not None),
         ),
@@ -223,7 +225,10 @@ def _walk(
         if depth >= ctx.max_depth:
             ctx.warn(f"{where}: nested deeper than {ctx.max_depth} levels, kept as an opaque attachment")
             _add_attachment(
-                ctx, EmailAttachment(filename=None, content_type=part.content_type, size=len(part.body))
+                ctx,
+                EmailAttachment(
+                    filename=None, content_type=part.content_type, size=len(part.body), data=part.body
+                ),
             )
             return
         boundary = part.param("boundary")
