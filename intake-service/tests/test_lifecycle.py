@@ -197,6 +197,21 @@ async def test_timeline_lists_what_happened_in_order(intake: ServiceHarness) -> 
     assert [i["seq"] for i in items] == sorted(i["seq"] for i in items)
 
 
+async def test_a_channel_sees_the_conversation_but_not_internal_notes(intake: ServiceHarness) -> None:
+    ticket_id, agent_id = await new_assigned_ticket(intake)
+    await intake.client.post(f"/v1/tickets/{ticket_id}/messages", headers=CHANNEL, json={"body": "補充資料"})
+    await intake.client.post(
+        f"/v1/tickets/{ticket_id}/resolve", headers=LEAD, json={"note": "內部：客戶是重複投保"}
+    )
+
+    items = (await intake.client.get(f"/v1/tickets/{ticket_id}/timeline", headers=CHANNEL)).json()
+
+    assert [i["kind"] for i in items] == ["created", "status_changed", "message", "status_changed"]
+    assert all(i["actor"] is None for i in items)
+    assert items[-1]["data"] == {"from": "assigned", "to": "resolved"}
+    assert str(agent_id) not in str(items) and "重複投保" not in str(items)
+
+
 async def test_filters_and_chinese_search(intake: ServiceHarness) -> None:
     marker = uuid.uuid4().hex[:8]
     complaint = (

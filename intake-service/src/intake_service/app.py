@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
 from helpdesk_shared.text import warm_up_in_background
 from intake_service.api import complaints, customers, email_channel, feedback, tickets
+from intake_service.autoclose import auto_close_worker
 from intake_service.consumers import CONSUMES, handlers
 from intake_service.delivery import delivery_worker
 from intake_service.settings import IntakeSettings
@@ -28,7 +29,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
                 email_channel.router,
             ],
             handlers=handlers(settings),
-            background=[writer.run, delivery_worker, warm_up_in_background],
+            background=[writer.run, delivery_worker, auto_close_worker, warm_up_in_background],
             consumes=CONSUMES,
             title="Helpdesk intake service",
             description="Every channel in: tickets, customers and their messages.",

@@ -1,4 +1,4 @@
-"""Handlers for the events intake consumes: routing's decisions and published answers."""
+"""Handlers for the events intake consumes: routing's decisions, review outcomes, published answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from helpdesk_shared.chassis.consumer import Handler
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
-from helpdesk_shared.contracts.review import AnswerPublished
+from helpdesk_shared.contracts.review import AnswerApproved, AnswerPublished, AnswerRejected, AnswerSubmitted
 from helpdesk_shared.contracts.routing import TicketAssigned, TicketTransferred
 from intake_service import delivery, workflow
 from intake_service.settings import IntakeSettings
@@ -22,11 +22,23 @@ def handlers(settings: IntakeSettings) -> dict[str, Handler]:
     async def on_ticket_transferred(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_transfer(uow, event.data)
 
+    async def on_answer_submitted(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        await workflow.apply_answer_submitted(uow, event.data)
+
+    async def on_answer_rejected(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        await workflow.apply_answer_rejected(uow, event.data)
+
+    async def on_answer_approved(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        await workflow.apply_answer_approved(uow, event.data)
+
     async def on_answer_published(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await delivery.record_published_answer(uow, event.data, mail_domain=settings.mail_domain)
 
     return {
         TicketAssigned.cloudevent_type(): on_ticket_assigned,
-        AnswerPublished.cloudevent_type(): on_answer_published,
         TicketTransferred.cloudevent_type(): on_ticket_transferred,
+        AnswerSubmitted.cloudevent_type(): on_answer_submitted,
+        AnswerRejected.cloudevent_type(): on_answer_rejected,
+        AnswerApproved.cloudevent_type(): on_answer_approved,
+        AnswerPublished.cloudevent_type(): on_answer_published,
     }

@@ -4,8 +4,9 @@ Every message is archived first (`inbound_emails`), whatever happens next, so no
 received is ever lost and a message that cannot be read stays available for inspection.
 Replies are threaded by the Message-IDs we sent or received (In-Reply-To / References)
 or by the ticket number in the subject; auto-replies and bounces never create tickets.
-A redelivered message (same Message-ID) answers as the first delivery did. A reply to a
-closed ticket starts a new ticket (closed tickets are final).
+A redelivered message (same Message-ID) answers as the first delivery did, even when the
+deliveries race each other. A reply to a closed ticket starts a new ticket (closed tickets
+are final) that points back to the closed one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from helpdesk_shared.chassis.problems import InvalidInput
 from helpdesk_shared.chassis.uow import UnitOfWork
@@ -29,6 +30,7 @@ from intake_service.domain.email import (
     ticket_number_in_subject,
 )
 from intake_service.models import EmailThreadId, InboundEmail, Ticket
+from intake_service.repository import TicketRepository
 from intake_service.schemas import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
@@ -43,6 +45,10 @@ from intake_service.workflow import stage_customer_message
 CALLER = "email-channel"
 MAX_SUBJECT = 300
 MAX_BODY = 20_000
+FOLLOW_UP_TAG = "follow-up-of:"
+# First key ("EMLI") of the two-key advisory lock taken per Message-ID: its own key space, so
+# it cannot collide with the outbox relay's one-key lock or a future user of advisory locks.
+_MESSAGE_ID_LOCK_SPACE = 0x454D4C49
 
 
 class UnreadableEmail(InvalidInput):
@@ -85,8 +91,17 @@ async def archive_unreadable(uow: UnitOfWork, raw: bytes, error: str) -> uuid.UU
 
 
 async def _known_delivery(uow: UnitOfWork, message_id: str | None) -> InboundResult | None:
+    """How an earlier delivery of this message was answered, if there was one.
+
+    Mail gateways retry and deliver twice, sometimes at the same moment; without the lock both
+    deliveries would miss each other's (uncommitted) archive row and both create a ticket. The
+    transaction-scoped lock makes the second wait for the first to commit and then replay it.
+    """
     if not message_id:
         return None
+    await uow.session.execute(
+        select(func.pg_advisory_xact_lock(_MESSAGE_ID_LOCK_SPACE, func.hashtext(message_id)))
+    )
     earlier = await uow.session.scalar(
         select(InboundEmail)
         .where(InboundEmail.message_id == message_id, InboundEmail.outcome != "rejected")
@@ -98,16 +113,27 @@ async def _known_delivery(uow: UnitOfWork, message_id: str | None) -> InboundRes
     return InboundResult(earlier.outcome, earlier.ticket_id, earlier.id, "already received")
 
 
-async def _thread_target(uow: UnitOfWork, parsed: ParsedEmail) -> Ticket | None:
-    keys = [normalize_message_id(k) for k in thread_keys(parsed)]
-    keys = [k for k in keys if k]
+async def _thread_target(uow: UnitOfWork, parsed: ParsedEmail, number_prefix: str) -> Ticket | None:
+    """The ticket a reply belongs to (locked), or None for a new conversation.
+
+    An open ticket wins over a closed one: once a reply to a closed ticket opened a follow-up,
+    the customer's next replies still carry the closed ticket's Message-IDs in References and
+    must land in the follow-up, not open yet another ticket. Otherwise the most specific key
+    wins (In-Reply-To, then References from the newest).
+    """
+    keys = list(dict.fromkeys(k for k in (normalize_message_id(k) for k in thread_keys(parsed)) if k))
     if keys:
-        ticket_id = await uow.session.scalar(
-            select(EmailThreadId.ticket_id).where(EmailThreadId.message_id.in_(keys)).limit(1)
-        )
-        if ticket_id is not None:
-            return await uow.session.get(Ticket, ticket_id, with_for_update=True)
-    number = ticket_number_in_subject(parsed.subject)
+        known = (
+            await uow.session.execute(
+                select(EmailThreadId.message_id, EmailThreadId.ticket_id, Ticket.status)
+                .join(Ticket, Ticket.id == EmailThreadId.ticket_id)
+                .where(EmailThreadId.message_id.in_(keys))
+            )
+        ).all()
+        if known:
+            best = min(known, key=lambda row: (row.status == TicketStatus.CLOSED, keys.index(row.message_id)))
+            return await TicketRepository(uow.session).get(best.ticket_id, for_update=True)
+    number = ticket_number_in_subject(parsed.subject, number_prefix)
     if number:
         return (
             await uow.session.execute(select(Ticket).where(Ticket.number == number).with_for_update())
@@ -154,7 +180,7 @@ def _customer(parsed: ParsedEmail) -> CustomerIn:
         return CustomerIn(external_id=external[:200])
 
 
-def _ticket_body(parsed: ParsedEmail, inbound_id: uuid.UUID) -> TicketCreate:
+def _ticket_body(parsed: ParsedEmail, inbound_id: uuid.UUID, follow_up_of: Ticket | None) -> TicketCreate:
     subject = " ".join(parsed.subject.split())[:MAX_SUBJECT] or "(no subject)"
     description = parsed.text_body.strip()[:MAX_BODY] or "(empty message)"
     return TicketCreate(
@@ -163,7 +189,31 @@ def _ticket_body(parsed: ParsedEmail, inbound_id: uuid.UUID) -> TicketCreate:
         subject=subject,
         description=description,
         customer=_customer(parsed),
+        # A tag, not `reference`: that is the customer's order or business number.
+        tags=[f"{FOLLOW_UP_TAG}{follow_up_of.number}"] if follow_up_of is not None else [],
         attachments=_attachments(parsed, inbound_id),
+    )
+
+
+async def _link_follow_up(uow: UnitOfWork, closed: Ticket, follow_up: Ticket) -> None:
+    """Both timelines say so: agents on either ticket see the conversation continues elsewhere."""
+    repo = TicketRepository(uow.session)
+    now = follow_up.created_at
+    await repo.add_timeline(
+        follow_up.id,
+        "follow_up_of",
+        at=now,
+        actor=CALLER,
+        original_ticket_id=closed.id,
+        original_number=closed.number,
+    )
+    await repo.add_timeline(
+        closed.id,
+        "follow_up_opened",
+        at=now,
+        actor=CALLER,
+        follow_up_ticket_id=follow_up.id,
+        follow_up_number=follow_up.number,
     )
 
 
@@ -190,7 +240,7 @@ async def receive(uow: UnitOfWork, raw: bytes, *, number_prefix: str, max_bytes:
         return InboundResult("ignored", None, record.id, record.reason)
 
     inbound_id = uuid.uuid4()
-    target = await _thread_target(uow, parsed)
+    target = await _thread_target(uow, parsed, number_prefix)
     if target is not None and target.status != TicketStatus.CLOSED:
         body = MessageCreate(
             body=(parsed.reply_text or parsed.text_body).strip()[:MAX_BODY] or "(empty reply)",
@@ -201,8 +251,10 @@ async def receive(uow: UnitOfWork, raw: bytes, *, number_prefix: str, max_bytes:
         outcome, ticket_id = "threaded", target.id
     else:
         ticket = await stage_ticket(
-            uow, _ticket_body(parsed, inbound_id), number_prefix=number_prefix, caller=CALLER
+            uow, _ticket_body(parsed, inbound_id, target), number_prefix=number_prefix, caller=CALLER
         )
+        if target is not None:
+            await _link_follow_up(uow, target, ticket)
         outcome, ticket_id = "created", ticket.id
     await _remember_thread_id(uow, message_id, ticket_id)
     record = _archive(uow, raw, message_id, outcome, None, ticket_id)

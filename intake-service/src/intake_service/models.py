@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,7 +21,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
 from helpdesk_shared.chassis.db import service_metadata
 
@@ -58,6 +58,12 @@ class Ticket(Base):
             text("to_tsvector('simple'::regconfig, search_tokens)"),
             postgresql_using="gin",
         ),
+        # The auto-close pass looks only at answered and resolved tickets, oldest change first.
+        Index(
+            "ix_tickets_auto_close_due",
+            "status_changed_at",
+            postgresql_where=text("status IN ('answered', 'resolved')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
@@ -87,6 +93,17 @@ class Ticket(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    # When the status last became what it is: auto-close counts its days from here.
+    status_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    @validates("status")
+    def _stamp_status_change(self, _key: str, status: str) -> str:
+        # Stamped here rather than by each use case: the API, the delivery worker and the
+        # consumers of routing's and review's events all move tickets, and one forgotten stamp
+        # would close a ticket days early or never.
+        if status != self.status:
+            self.status_changed_at = datetime.now(UTC)
+        return status
 
 
 class Message(Base):

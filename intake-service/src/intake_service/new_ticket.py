@@ -78,6 +78,7 @@ def ticket_row(draft: TicketDraft, *, number: str, customer_id: uuid.UUID) -> di
         "search_tokens": draft.search_tokens,
         "created_at": draft.created_at,
         "updated_at": draft.created_at,
+        "status_changed_at": draft.created_at,
     }
 
 

@@ -155,7 +155,11 @@ class TimelineItem(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     seq: int
-    kind: str = Field(description="created, message, assigned, status_changed, transferred, review …")
+    kind: str = Field(
+        description="created, message, assigned, status_changed, transferred, answer_submitted, "
+        "answer_rejected, answer_approved, answer_published, answer_delivered, delivery_failed, rated, "
+        "complaint, follow_up_of, follow_up_opened"
+    )
     occurred_at: datetime
     actor: str | None
     data: dict[str, Any]

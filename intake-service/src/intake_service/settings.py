@@ -38,3 +38,8 @@ class IntakeSettings(ServiceSettings):
     delivery_backoff_seconds: float = Field(default=2.0, gt=0)
     delivery_poll_seconds: float = Field(default=1.0, gt=0)
     delivery_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Auto-close: answered or resolved tickets the customer has not replied to for this long.
+    auto_close_after_days: int = Field(
+        default=7, ge=0, le=3650, description="Days without a customer reply before closing; 0 disables"
+    )
+    auto_close_poll_seconds: float = Field(default=60.0, gt=0)

@@ -90,6 +90,7 @@ _TICKET_COLUMNS = (
     "search_tokens",
     "created_at",
     "updated_at",
+    "status_changed_at",
 )
 _INSERT_TICKET = (
     f"INSERT INTO tickets ({', '.join(_TICKET_COLUMNS)}) "

@@ -2,7 +2,9 @@
 
 Every status change goes through the state machine in `domain.lifecycle`
 (an illegal one is a 409), is written to the timeline, and emits its event in
-the same transaction.
+the same transaction. Changes mirrored from other services' events follow the
+same state machine but never raise: what it does not allow is noted on the
+timeline and the status is kept.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from helpdesk_shared.chassis.auth import Principal
+from helpdesk_shared.chassis.logging import get_logger
 from helpdesk_shared.chassis.problems import Conflict, Forbidden
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import CloseReason, MessageAuthor, Role, TicketStatus
@@ -21,10 +24,12 @@ from helpdesk_shared.contracts.intake import (
     TicketReopened,
     TicketResolved,
 )
+from helpdesk_shared.contracts.review import AnswerApproved, AnswerRejected, AnswerSubmitted
 from helpdesk_shared.contracts.routing import TicketAssigned, TicketTransferred
 from intake_service.domain.lifecycle import (
     REOPENED_BY_CUSTOMER,
     IllegalTransition,
+    can_transition,
     status_after_assignment,
     transition,
 )
@@ -39,6 +44,8 @@ from intake_service.schemas import (
     TicketOut,
     TimelineItem,
 )
+
+log = get_logger(__name__)
 
 TIMELINE_LIMIT = 1000
 
@@ -113,6 +120,110 @@ async def apply_transfer(uow: UnitOfWork, event: TicketTransferred) -> None:
         reason=event.reason,
     )
     await uow.commit()
+
+
+async def _mirrored_ticket(uow: UnitOfWork, ticket_id: uuid.UUID, event_type: str) -> Ticket | None:
+    """The ticket an event is about, locked; None (and a warning) when intake never had it.
+
+    Raising instead would only send the event to the dead-letter topic after retries that
+    cannot succeed.
+    """
+    ticket = await TicketRepository(uow.session).get(ticket_id, for_update=True)
+    if ticket is None:
+        log.warning("event_for_unknown_ticket", type=event_type, ticket_id=str(ticket_id))
+    return ticket
+
+
+async def _follow_status(
+    uow: UnitOfWork, ticket: Ticket, target: TicketStatus, *, at: datetime, actor: str, cause: str
+) -> None:
+    """Move to `target` if the lifecycle allows it; otherwise keep the status (events from
+    another topic can arrive out of order, or after the ticket was closed)."""
+    previous = TicketStatus(ticket.status)
+    if previous == target:
+        return
+    if not can_transition(previous, target):
+        log.info(
+            "mirrored_transition_skipped",
+            ticket_id=str(ticket.id),
+            cause=cause,
+            current=previous,
+            target=target,
+        )
+        return
+    ticket.status = target
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id, "status_changed", at=at, actor=actor, **{"from": previous, "to": target}
+    )
+
+
+async def apply_answer_submitted(uow: UnitOfWork, event: AnswerSubmitted) -> None:
+    """An answer version went to review: the ticket awaits review."""
+    ticket = await _mirrored_ticket(uow, event.ticket_id, event.event_type)
+    if ticket is None:
+        return
+    actor = str(event.author_id)
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "answer_submitted",
+        at=event.submitted_at,
+        actor=actor,
+        summary=f"answer v{event.answer_version} submitted for review",
+        answer_id=event.answer_id,
+        answer_version=event.answer_version,
+        author_id=event.author_id,
+        reviewer_id=event.reviewer_id,
+    )
+    await _follow_status(
+        uow, ticket, TicketStatus.AWAITING_REVIEW, at=event.submitted_at, actor=actor, cause=event.event_type
+    )
+
+
+async def apply_answer_rejected(uow: UnitOfWork, event: AnswerRejected) -> None:
+    """The reviewer sent the answer back: the ticket is being worked on again.
+
+    The reviewer's comment is internal, like the rest of the timeline (customers never see it).
+    """
+    ticket = await _mirrored_ticket(uow, event.ticket_id, event.event_type)
+    if ticket is None:
+        return
+    actor = str(event.reviewer_id)
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "answer_rejected",
+        at=event.rejected_at,
+        actor=actor,
+        summary=f"answer v{event.answer_version} rejected",
+        answer_id=event.answer_id,
+        answer_version=event.answer_version,
+        author_id=event.author_id,
+        reviewer_id=event.reviewer_id,
+        checklist=event.checklist.model_dump(mode="json"),
+        comment=event.comment,
+    )
+    await _follow_status(
+        uow, ticket, TicketStatus.IN_PROGRESS, at=event.rejected_at, actor=actor, cause=event.event_type
+    )
+
+
+async def apply_answer_approved(uow: UnitOfWork, event: AnswerApproved) -> None:
+    """Noted only: the ticket is answered once the published answer was delivered, not when approved."""
+    ticket = await _mirrored_ticket(uow, event.ticket_id, event.event_type)
+    if ticket is None:
+        return
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "answer_approved",
+        at=event.approved_at,
+        actor=str(event.reviewer_id),
+        summary=f"answer v{event.answer_version} approved",
+        answer_id=event.answer_id,
+        answer_version=event.answer_version,
+        author_id=event.author_id,
+        reviewer_id=event.reviewer_id,
+        checklist=event.checklist.model_dump(mode="json"),
+        comment=event.comment,
+    )
 
 
 async def add_customer_message(
@@ -265,7 +376,56 @@ async def close(uow: UnitOfWork, ticket_id: uuid.UUID, body: CloseRequest, princ
     return await _committed(uow, ticket)
 
 
-async def timeline(uow: UnitOfWork, ticket_id: uuid.UUID) -> list[TimelineItem]:
+async def close_for_inactivity(uow: UnitOfWork, ticket: Ticket, *, at: datetime, after_days: int) -> None:
+    """Close a ticket the customer left without a reply since its answer or resolution.
+
+    The caller holds the ticket's lock and checked it is due. The system closes it, so the
+    event names nobody in `closed_by`.
+    """
+    previous = _change_status(ticket, TicketStatus.CLOSED)
+    ticket.closed_at = at
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "status_changed",
+        at=at,
+        actor="intake",
+        **{"from": previous, "to": TicketStatus.CLOSED},
+        reason=CloseReason.AUTO_NO_REPLY,
+        after_days=after_days,
+    )
+    uow.publish(
+        TicketClosed(
+            ticket_id=ticket.id,
+            reason=CloseReason.AUTO_NO_REPLY,
+            previous_status=previous,
+            closed_by=None,
+            closed_at=at,
+        ),
+        subject=str(ticket.id),
+    )
+
+
+# What a channel integration (and so possibly the customer) may see of a ticket's history:
+# the conversation and the status, never internal notes, reviews, transfers or who did what.
+CUSTOMER_VISIBLE_KINDS = frozenset({"created", "message", "status_changed", "answer_delivered", "rated"})
+CUSTOMER_VISIBLE_DATA = frozenset(
+    {"status", "channel", "from", "to", "direction", "author", "message_id", "score"}
+)
+
+
+async def timeline(uow: UnitOfWork, ticket_id: uuid.UUID, principal: Principal) -> list[TimelineItem]:
     await load_ticket(uow, ticket_id)
     entries = await TicketRepository(uow.session).timeline(ticket_id, TIMELINE_LIMIT)
-    return [TimelineItem.model_validate(e) for e in entries]
+    items = [TimelineItem.model_validate(e) for e in entries]
+    if principal.has_any({Role.AGENT, Role.REVIEWER, Role.LEAD, Role.ADMIN}):
+        return items
+    return [
+        item.model_copy(
+            update={
+                "actor": None,
+                "data": {k: v for k, v in item.data.items() if k in CUSTOMER_VISIBLE_DATA},
+            }
+        )
+        for item in items
+        if item.kind in CUSTOMER_VISIBLE_KINDS
+    ]

@@ -147,10 +147,11 @@ async def get_ticket(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> TicketO
     "/{ticket_id}/timeline",
     response_model=list[TimelineItem],
     summary="Messages, status changes, assignments, transfers and reviews, in order",
+    description="Channel integrations see the customer-facing part only: the conversation and status.",
     responses=problem_responses(*_AUTH, TicketNotFound),
 )
-async def get_timeline(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> list[TimelineItem]:
-    return await workflow.timeline(uow, ticket_id)
+async def get_timeline(ticket_id: uuid.UUID, uow: UoW, reader: TicketReader) -> list[TimelineItem]:
+    return await workflow.timeline(uow, ticket_id, reader)
 
 
 @router.get(

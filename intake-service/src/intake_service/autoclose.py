@@ -1,0 +1,80 @@
+"""Auto-close: tickets answered or resolved N days ago, with no customer reply since, are closed.
+
+A worker on every replica claims due tickets with `FOR UPDATE SKIP LOCKED`, so replicas share
+the work and never close one ticket twice; each batch closes, notes on the timeline and emits
+`ticket.closed` (reason `auto_no_reply`, closed by the system) in one transaction.
+
+Due means: answered or resolved since before the cut-off (`status_changed_at`), no answer
+delivered since the cut-off (a later supplementary answer keeps the ticket answered without a
+status change, and restarts the customer's N days), and no customer message since the status
+change (such a message reopens the ticket, so this only guards against a path that forgot to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import exists, select
+
+from helpdesk_shared.chassis.app import ServiceRuntime
+from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.uow import UnitOfWorkFactory
+from helpdesk_shared.contracts.enums import TicketStatus
+from intake_service import workflow
+from intake_service.models import Delivery, Message, Ticket
+from intake_service.settings import IntakeSettings
+
+log = get_logger(__name__)
+
+BATCH = 50
+AUTO_CLOSABLE = (TicketStatus.ANSWERED, TicketStatus.RESOLVED)
+
+
+async def close_idle(uow_factory: UnitOfWorkFactory, *, after_days: int, batch: int = BATCH) -> int:
+    """One pass: close up to `batch` due tickets; returns how many (0 when `after_days` is 0)."""
+    if after_days <= 0:
+        return 0
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(days=after_days)
+    async with uow_factory() as uow:
+        due = (
+            await uow.session.scalars(
+                select(Ticket)
+                .where(
+                    Ticket.status.in_(AUTO_CLOSABLE),
+                    Ticket.status_changed_at < cutoff,
+                    ~exists().where(Delivery.ticket_id == Ticket.id, Delivery.delivered_at >= cutoff),
+                    ~exists().where(
+                        Message.ticket_id == Ticket.id,
+                        Message.direction == "inbound",
+                        Message.created_at > Ticket.status_changed_at,
+                    ),
+                )
+                .order_by(Ticket.status_changed_at)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for ticket in due:
+            await workflow.close_for_inactivity(uow, ticket, at=now, after_days=after_days)
+        await uow.commit()
+    if due:
+        log.info("tickets_auto_closed", count=len(due), after_days=after_days)
+    return len(due)
+
+
+async def auto_close_worker(runtime: ServiceRuntime) -> None:
+    """Background task of the intake service; returns at once when auto-close is off."""
+    settings = runtime.settings
+    assert isinstance(settings, IntakeSettings)
+    if settings.auto_close_after_days == 0:
+        log.info("auto_close_disabled")
+        return
+    while True:
+        try:
+            if await close_idle(runtime.uow, after_days=settings.auto_close_after_days) == BATCH:
+                continue
+        except Exception as exc:  # a database hiccup must not end auto-close for good
+            log.warning("auto_close_pass_failed", error=repr(exc))
+        await asyncio.sleep(settings.auto_close_poll_seconds)
