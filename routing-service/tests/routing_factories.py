@@ -6,11 +6,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
-from helpdesk_shared.contracts import EventEnvelope, Priority, TicketCreated
-from routing_service.models import Agent, QueueEntry
+from helpdesk_shared.chassis.db import OUTBOX
+from helpdesk_shared.contracts import EventEnvelope, Priority, TicketCreated, TicketResolved
+from helpdesk_shared.contracts.review import AnswerSubmitted
+from routing_service.models import Agent, Assignment, QueueEntry
 
 ADMIN = auth_headers("admin")
+LEAD = auth_headers("lead")
 
 
 def ticket_created(**overrides: Any) -> EventEnvelope[Any]:
@@ -54,3 +59,90 @@ async def isolated_team(routing: ServiceHarness, *capacities: int) -> list[str]:
         assert response.status_code == 201, response.text
         ids.append(response.json()["id"])
     return ids
+
+
+def answer_submitted(ticket_id: uuid.UUID, author_id: uuid.UUID | str) -> EventEnvelope[Any]:
+    payload = AnswerSubmitted(
+        ticket_id=ticket_id,
+        answer_id=uuid.uuid4(),
+        answer_version=1,
+        author_id=uuid.UUID(str(author_id)),
+        submitted_at=datetime.now(UTC),
+    )
+    return EventEnvelope.wrap(payload, source="/helpdesk/review", subject=str(ticket_id))
+
+
+def resolved(ticket_id: uuid.UUID, domain: str | None = None) -> EventEnvelope[Any]:
+    payload = TicketResolved(ticket_id=ticket_id, domain=domain, resolved_at=datetime.now(UTC))
+    return EventEnvelope.wrap(payload, source="/helpdesk/intake", subject=str(ticket_id))
+
+
+async def consume(routing: ServiceHarness, event: EventEnvelope[Any]) -> bool:
+    """Apply one event as the Kafka consumer would (review events arrive on their own topic)."""
+    consumer = routing.runtime.consumer
+    assert consumer is not None
+    topic = "helpdesk.review" if event.type.startswith("helpdesk.answer.") else "helpdesk.intake"
+    return await consumer.handle_event(event, topic=topic)
+
+
+async def owner_of(routing: ServiceHarness, ticket_id: uuid.UUID) -> str | None:
+    async with routing.uow() as uow:
+        agent_id = await uow.session.scalar(
+            select(Assignment.agent_id).where(Assignment.ticket_id == ticket_id)
+        )
+    return str(agent_id) if agent_id else None
+
+
+async def is_queued(routing: ServiceHarness, ticket_id: uuid.UUID) -> bool:
+    async with routing.uow() as uow:
+        found = await uow.session.scalar(
+            select(QueueEntry.ticket_id).where(QueueEntry.ticket_id == ticket_id)
+        )
+    return found is not None
+
+
+async def load_of(routing: ServiceHarness, agent_id: str) -> int:
+    async with routing.uow() as uow:
+        load = await uow.session.scalar(select(Agent.active_tickets).where(Agent.id == uuid.UUID(agent_id)))
+    assert load is not None
+    return load
+
+
+async def published(routing: ServiceHarness, key: str, event_type: str) -> list[dict[str, Any]]:
+    """The `data` of every outbox event of `event_type` under `key`, in publication order."""
+    async with routing.uow() as uow:
+        rows = await uow.session.execute(
+            select(OUTBOX.c.payload)
+            .where(OUTBOX.c.key == key, OUTBOX.c.event_type == event_type)
+            .order_by(OUTBOX.c.seq)
+        )
+        return [r.payload["data"] for r in rows]
+
+
+async def agent(routing: ServiceHarness, **fields: Any) -> str:
+    """A fresh agent (a specialist online with 3 slots unless told otherwise); returns its id."""
+    body: dict[str, Any] = {"name": "專員", "roles": ["specialist"], "max_concurrent": 3} | fields
+    response = await routing.client.post("/v1/agents", headers=ADMIN, json=body)
+    assert response.status_code == 201, response.text
+    agent_id: str = response.json()["id"]
+    return agent_id
+
+
+async def team(routing: ServiceHarness, **fields: Any) -> str:
+    body: dict[str, Any] = {"name": f"team-{uuid.uuid4()}"} | fields
+    response = await routing.client.post("/v1/teams", headers=ADMIN, json=body)
+    assert response.status_code == 201, response.text
+    team_id: str = response.json()["id"]
+    return team_id
+
+
+async def domain_rule(routing: ServiceHarness, domain: str) -> str:
+    """A rule forcing `domain` on tickets whose text holds the returned (unique) keyword."""
+    keyword = f"kw{uuid.uuid4().hex[:10]}"
+    response = await routing.client.post(
+        "/v1/routing/rules",
+        headers=ADMIN,
+        json={"name": f"rule-{keyword}", "pattern": keyword, "domain": domain},
+    )
+    assert response.status_code == 201, response.text
+    return keyword

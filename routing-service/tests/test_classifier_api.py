@@ -213,7 +213,8 @@ async def test_a_new_ticket_is_classified_before_it_is_assigned(
     assert classified["domain"] == "auto-insurance"
     assert classified["difficult"] and "complaint" in classified["reasons"]
     assert classified["classifier_version"] == str(trained["version"])
-    assert classified["sla_policy_id"] is None
+    assert classified["sla_policy_id"] == "5a000000-0000-4000-8000-000000000002"  # difficult → its policy
+    assert classified["first_response_due_at"] is not None
     assert assigned["difficult"] is True
 
     classified, assigned = await _events(clf, question.data.ticket_id)

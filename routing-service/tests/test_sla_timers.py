@@ -28,6 +28,7 @@ from helpdesk_shared.contracts import (
     SlaBreached,
     SlaWarning,
     TicketAnswerDelivered,
+    TicketClassified,
     TicketClosed,
     TicketCreated,
     TicketEscalated,
@@ -195,6 +196,32 @@ async def test_classification_can_refine_the_match_before_anything_fired(clocks:
     assert started.first_response_due_at == CN.add_business_minutes(MONDAY_9, 240)
     body = await ticket_sla(clocks, event.data.ticket_id)
     assert body["timers"]["resolution"]["due_at"] == utc(CN.add_working_days(MONDAY_9, 5))
+
+
+async def test_the_timers_follow_routings_classification(clocks: ServiceHarness) -> None:
+    """A rule finding the ticket urgent puts it under the urgent policy; `ticket.classified` says so."""
+    keyword = f"kw{uuid.uuid4().hex[:10]}"
+    rule = await clocks.client.post(
+        "/v1/routing/rules",
+        headers=LEAD,
+        json={"name": f"urgent-{keyword}", "pattern": keyword, "urgent": True},
+    )
+    assert rule.status_code == 201, rule.text
+    try:
+        event = created(MONDAY_9, subject=f"{keyword} 保單被盜用")
+        assert await handle(clocks, event)
+    finally:
+        await clocks.client.delete(f"/v1/routing/rules/{rule.json()['id']}", headers=LEAD)
+
+    body = await ticket_sla(clocks, event.data.ticket_id)
+    first = body["timers"]["first_response"]
+    assert (first["policy_id"], body["priority"]) == (str(POLICY["urgent"]), "urgent")
+    assert first["due_at"] == utc(CN.add_business_minutes(MONDAY_9, 60))
+    classified = await events(clocks, event.data.ticket_id, TicketClassified)
+    assert [(c["sla_policy_id"], c["first_response_due_at"]) for c in classified] == [
+        (str(POLICY["urgent"]), first["due_at"])
+    ]
+    assert classified[0]["resolution_due_at"] == body["timers"]["resolution"]["due_at"]
 
 
 async def test_answer_delivered_stops_first_response_as_met_and_pauses_resolution(

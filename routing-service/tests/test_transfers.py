@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from routing_factories import isolated_team, ticket_created
+from routing_factories import agent, consume, domain_rule, isolated_team, owner_of, ticket_created
 from sqlalchemy import select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
@@ -116,3 +116,58 @@ async def test_a_lead_may_transfer_but_not_to_an_unknown_or_full_agent(routing: 
         f"/v1/tickets/{uuid.uuid4()}/transfer", headers=lead, json={"to_agent_id": other, "reason": "x"}
     )
     assert (unknown.status_code, full.status_code, unassigned.status_code) == (422, 409, 404)
+
+
+async def test_an_assignee_transfers_only_to_someone_with_the_tickets_domain(routing: ServiceHarness) -> None:
+    await isolated_team(routing)
+    keyword = await domain_rule(routing, "車險")
+    skilled = [await agent(routing, domains=["車險"]), await agent(routing, domains=["車險"])]
+    unskilled = await agent(routing, domains=["壽險"])
+    event = ticket_created(subject=f"{keyword} 理賠")
+    await consume(routing, event)
+    ticket_id = event.data.ticket_id
+    owner = await owner_of(routing, ticket_id)
+    assert owner in skilled
+    colleague = next(a for a in skilled if a != owner)
+
+    def by(sub: str) -> dict[str, str]:
+        return auth_headers("agent", sub=sub)
+
+    refused = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer",
+        headers=by(owner),
+        json={"to_agent_id": unskilled, "reason": "忙"},
+    )
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "車險" in refused.json()["detail"]
+    moved = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer",
+        headers=by(owner),
+        json={"to_agent_id": colleague, "reason": "專長"},
+    )
+    assert moved.status_code == 201, moved.text
+    by_lead = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer",
+        headers=auth_headers("lead", sub=str(uuid.uuid4())),
+        json={"to_agent_id": unskilled, "reason": "組長調度"},
+    )
+    assert by_lead.status_code == 201, by_lead.text
+    assert await owner_of(routing, ticket_id) == unskilled
+    async with routing.uow() as uow:
+        audited = (
+            (
+                await uow.session.execute(
+                    select(Transfer.to_agent_id)
+                    .where(Transfer.ticket_id == ticket_id)
+                    .order_by(Transfer.transferred_at)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        kept = (
+            await uow.session.execute(select(Assignment.domain).where(Assignment.ticket_id == ticket_id))
+        ).scalar_one()
+    assert [str(a) for a in audited] == [colleague, unskilled]
+    assert kept == "車險"  # the ticket's domain moves with it

@@ -10,6 +10,7 @@ from routing_service.api import agents
 from routing_service.api import classification as classification_api
 from routing_service.api import sla as sla_api
 from routing_service.api import transfers as transfers_api
+from routing_service.api import views as views_api
 from routing_service.consumers import CONSUMES, HANDLERS
 from routing_service.settings import RoutingSettings
 
@@ -20,11 +21,17 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         ServiceDefinition(
             name="routing",
             settings=settings,
-            routers=[agents.router, classification_api.router, sla_api.router, transfers_api.router],
+            routers=[
+                agents.router,
+                classification_api.router,
+                sla_api.router,
+                transfers_api.router,
+                views_api.router,
+            ],
             handlers=HANDLERS,
             consumes=CONSUMES,
             background=[classification.warm_up, sla_timers.sla_timer_worker],
             title="Helpdesk routing service",
-            description="Classification, assignment, transfers and SLAs.",
+            description="Classification, assignment, presence, transfers, queues, workload and SLAs.",
         )
     )

@@ -16,7 +16,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import Counter
 from sqlalchemy import Select, delete, func, select, update
@@ -58,6 +58,9 @@ from routing_service.schemas import (
     RuleCreate,
     RuleOut,
 )
+
+if TYPE_CHECKING:
+    from routing_service.sla import StartedTimers
 
 log = get_logger(__name__)
 
@@ -320,16 +323,24 @@ async def classify_ticket(session: AsyncSession, ticket: TicketCreated) -> tuple
         customer_vip=ticket.customer_vip,
         category_hint=ticket.category_hint,
     )
-    text = f"{ticket.subject}\n{ticket.description}"
-    decision = await _decide(session, text, facts, active[1] if active else None)
+    decision = await _decide(session, ticket_text(ticket), facts, active[1] if active else None)
     CLASSIFICATIONS.labels(decision.source, str(decision.difficult).lower()).inc()
     return decision, active[0] if active and decision.source == "model" else None
 
 
+def ticket_text(ticket: TicketCreated) -> str:
+    """What a ticket is classified on (and, once resolved, learnt from)."""
+    return f"{ticket.subject}\n{ticket.description}"
+
+
 def classified_event(
-    ticket: TicketCreated, decision: Decision, version: int | None, now: datetime
+    ticket: TicketCreated,
+    decision: Decision,
+    version: int | None,
+    now: datetime,
+    timers: StartedTimers | None = None,
 ) -> TicketClassified:
-    """The `ticket.classified` payload; SLA fields are left to the SLA matching that follows."""
+    """The `ticket.classified` payload, with the SLA policy and due times matched on this decision."""
     return TicketClassified(
         ticket_id=ticket.ticket_id,
         domain=decision.domain,
@@ -341,6 +352,9 @@ def classified_event(
         difficult=decision.difficult,
         reasons=decision.reasons[:MAX_LIST],
         classifier_version=str(version) if version is not None else None,
+        sla_policy_id=timers.policy_id if timers else None,
+        first_response_due_at=timers.first_response_due_at if timers else None,
+        resolution_due_at=timers.resolution_due_at if timers else None,
         classified_at=now,
     )
 

@@ -14,24 +14,27 @@ from helpdesk_shared.contracts.intake import (
     TicketReopened,
     TicketResolved,
 )
-from routing_service import capacity, service, sla
+from helpdesk_shared.contracts.review import AnswerSubmitted
+from routing_service import capacity, presence, resolved_examples, service, sla
 
-# SLA clock functions never commit: each handler calls them *before* the use case that commits,
-# so the clocks, that use case's changes and the inbox row land in one transaction.
+# The SLA clock, example and touch functions never commit: each handler calls them *before* the
+# use case that commits, so their changes, that use case's and the inbox row land in one
+# transaction. A new ticket's clocks start inside `route_new_ticket`, from its classification.
 
 
 async def on_ticket_created(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
-    await sla.start_timers(uow, event.data)
     await service.route_new_ticket(uow, event.data)
 
 
 async def on_ticket_resolved(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
     await sla.ticket_resolved(uow, event.data)
+    await resolved_examples.learn_from_resolution(uow, event.data)
     await capacity.release_ticket(uow, event.data.ticket_id)
 
 
 async def on_ticket_closed(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
     await sla.ticket_closed(uow, event.data)
+    await resolved_examples.forget_text(uow, event.data)
     await capacity.release_ticket(uow, event.data.ticket_id)
 
 
@@ -45,11 +48,17 @@ async def on_answer_delivered(event: EventEnvelope[Any], uow: UnitOfWork) -> Non
     await uow.commit()
 
 
+async def on_answer_submitted(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    await presence.touch(uow, event.data)
+    await uow.commit()
+
+
 HANDLERS: dict[str, Handler] = {
     TicketCreated.cloudevent_type(): on_ticket_created,
     TicketResolved.cloudevent_type(): on_ticket_resolved,
     TicketClosed.cloudevent_type(): on_ticket_closed,
     TicketReopened.cloudevent_type(): on_ticket_reopened,
     TicketAnswerDelivered.cloudevent_type(): on_answer_delivered,
+    AnswerSubmitted.cloudevent_type(): on_answer_submitted,
 }
 CONSUMES = ["helpdesk.intake", "helpdesk.review"]

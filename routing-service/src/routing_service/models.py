@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -57,6 +58,10 @@ class Agent(Base):
     presence: Mapped[str] = mapped_column(String(20))
     last_assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    skill_levels: Mapped[dict[str, int]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    """Domain → level 1–5 for the domains given a level; a held domain without one is at level 3."""
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """Working schedule {"time_zone", "weekly_hours"}: shown to people; routing acts on presence."""
 
 
 class Assignment(Base):
@@ -68,6 +73,11 @@ class Assignment(Base):
     agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id"), index=True)
     reason: Mapped[str] = mapped_column(String(200))
     assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    domain: Mapped[str | None] = mapped_column(String(100))
+    language: Mapped[str | None] = mapped_column(String(35))
+    touched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the assignee first submitted an answer; untouched tickets go back to the queue
+    when their assignee goes offline."""
 
 
 class QueueEntry(Base):
@@ -79,6 +89,26 @@ class QueueEntry(Base):
     priority_rank: Mapped[int] = mapped_column(Integer)
     priority: Mapped[str] = mapped_column(String(10))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    domain: Mapped[str | None] = mapped_column(String(100))
+    language: Mapped[str | None] = mapped_column(String(35))
+
+
+class RoutedTicket(Base):
+    """What routing learnt about a ticket when it first routed it.
+
+    The row marks the ticket as routed (a replayed `ticket.created` is ignored) and keeps the
+    classified domain and language for later decisions (a reopened ticket). ``text`` is the
+    classification text — customers' own words, which may hold personal data — kept only until
+    the ticket is resolved (it then becomes a training example) or closed, and never logged.
+    """
+
+    __tablename__ = "routed_tickets"
+
+    ticket_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    domain: Mapped[str | None] = mapped_column(String(100))
+    language: Mapped[str | None] = mapped_column(String(35))
+    text: Mapped[str | None] = mapped_column(Text)
+    routed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class TrainingExample(Base):

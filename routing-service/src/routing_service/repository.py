@@ -5,15 +5,50 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Integer, Row, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpdesk_shared.chassis.pagination import PageParams, keyset_page
-from helpdesk_shared.contracts.enums import AgentPresence
-from routing_service.domain.assignment import SPECIALIST_ROLES, Candidate
-from routing_service.models import Agent, Assignment, QueueEntry, Team
+from helpdesk_shared.contracts.enums import AgentPresence, Priority, SlaTarget
+from routing_service.domain.assignment import (
+    DEFAULT_SKILL_LEVEL,
+    SPECIALIST_ROLES,
+    Candidate,
+    effective_levels,
+)
+from routing_service.models import Agent, Assignment, QueueEntry, RoutedTicket, SlaTimer, Team
+
+_CANDIDATE_COLUMNS = (
+    Agent.id,
+    Agent.active_tickets,
+    Agent.max_concurrent,
+    Agent.last_assigned_at,
+    Agent.domains,
+    Agent.skill_levels,
+    Agent.languages,
+)
+
+
+def _candidate(row: Any) -> Candidate:  # a row of _CANDIDATE_COLUMNS
+    return Candidate(
+        row.id,
+        row.active_tickets,
+        row.max_concurrent,
+        row.last_assigned_at,
+        skills=effective_levels(row.domains, row.skill_levels or {}),
+        languages=frozenset(row.languages),
+    )
+
+
+class Returned(NamedTuple):
+    """A ticket taken back from an agent, with what the queue needs to place it."""
+
+    ticket_id: uuid.UUID
+    domain: str | None
+    language: str | None
 
 
 class RoutingRepository:
@@ -36,21 +71,47 @@ class RoutingRepository:
     async def agent(self, agent_id: uuid.UUID) -> Agent | None:
         return await self.session.get(Agent, agent_id)
 
-    async def agents_page(self, params: PageParams) -> Sequence[Agent]:
-        stmt = keyset_page(select(Agent), created_col=Agent.created_at, id_col=Agent.id, params=params)
+    async def agents_page(
+        self, params: PageParams, *, team_id: uuid.UUID | None = None, presence: str | None = None
+    ) -> Sequence[Agent]:
+        stmt = select(Agent)
+        if team_id is not None:
+            stmt = stmt.where(Agent.team_id == team_id)
+        if presence is not None:
+            stmt = stmt.where(Agent.presence == presence)
+        stmt = keyset_page(stmt, created_col=Agent.created_at, id_col=Agent.id, params=params)
         return (await self.session.execute(stmt)).scalars().all()
 
-    async def available_specialists(self, domain: str | None = None) -> list[Candidate]:
-        """Online specialists with a free slot; with `domain`, only those who have that skill."""
-        stmt = select(Agent.id, Agent.active_tickets, Agent.max_concurrent, Agent.last_assigned_at).where(
+    async def assignments_of(self, agent_ids: Sequence[uuid.UUID]) -> Sequence[Assignment]:
+        """The agents' current tickets, oldest first."""
+        stmt = (
+            select(Assignment)
+            .where(Assignment.agent_id.in_(agent_ids))
+            .order_by(Assignment.assigned_at, Assignment.ticket_id)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def queue_summary(self) -> Sequence[Row[str | None, str, int, datetime]]:
+        """(domain, priority, count, oldest queued_at) of the waiting tickets."""
+        stmt = select(
+            QueueEntry.domain, QueueEntry.priority, func.count(), func.min(QueueEntry.queued_at)
+        ).group_by(QueueEntry.domain, QueueEntry.priority)
+        return (await self.session.execute(stmt)).all()
+
+    async def lock_agent(self, agent_id: uuid.UUID) -> Agent | None:
+        """The agent, locked until commit: presence and capacity changes wait for each other, and
+        a concurrent `take_capacity` re-checks its conditions against the outcome."""
+        return await self.session.get(Agent, agent_id, with_for_update=True, populate_existing=True)
+
+    async def available_specialists(self) -> list[Candidate]:
+        """Online specialists with a free slot, with their skills and languages: one query per
+        decision, the skill tiers are sorted out in `domain.assignment.order_candidates`."""
+        stmt = select(*_CANDIDATE_COLUMNS).where(
             Agent.presence == AgentPresence.ONLINE,
             Agent.roles.overlap(list(SPECIALIST_ROLES)),
             Agent.active_tickets < Agent.max_concurrent,
         )
-        if domain is not None:
-            stmt = stmt.where(Agent.domains.any_() == domain)
-        rows = await self.session.execute(stmt)
-        return [Candidate(r.id, r.active_tickets, r.max_concurrent, r.last_assigned_at) for r in rows]
+        return [_candidate(r) for r in await self.session.execute(stmt)]
 
     async def online_candidate(self, agent_id: uuid.UUID | None) -> Candidate | None:
         """The agent as a candidate if online (capacity is checked when the slot is taken)."""
@@ -58,14 +119,12 @@ class RoutingRepository:
             return None
         row = (
             await self.session.execute(
-                select(Agent.id, Agent.active_tickets, Agent.max_concurrent, Agent.last_assigned_at).where(
+                select(*_CANDIDATE_COLUMNS).where(
                     Agent.id == agent_id, Agent.presence == AgentPresence.ONLINE
                 )
             )
         ).first()
-        return (
-            Candidate(row.id, row.active_tickets, row.max_concurrent, row.last_assigned_at) if row else None
-        )
+        return _candidate(row) if row else None
 
     async def lead_of(self, agent_id: uuid.UUID | None) -> uuid.UUID | None:
         """The lead of the agent's team."""
@@ -90,14 +149,28 @@ class RoutingRepository:
         ).scalar_subquery()
         row = (
             await self.session.execute(
-                select(Agent.id, Agent.active_tickets, Agent.max_concurrent, Agent.last_assigned_at).where(
-                    Agent.id == team, Agent.presence == AgentPresence.ONLINE
-                )
+                select(*_CANDIDATE_COLUMNS).where(Agent.id == team, Agent.presence == AgentPresence.ONLINE)
             )
         ).first()
-        return (
-            Candidate(row.id, row.active_tickets, row.max_concurrent, row.last_assigned_at) if row else None
-        )
+        return _candidate(row) if row else None
+
+    async def team_for_domain(self, domain: str | None) -> tuple[uuid.UUID, str] | None:
+        """(id, name) of the team that holds `domain` best: the highest summed skill level of its
+        specialists in it, then the most such specialists, then the older team; None if nobody does."""
+        if domain is None:
+            return None
+        level = func.coalesce(Agent.skill_levels[domain].astext.cast(Integer), DEFAULT_SKILL_LEVEL)
+        row = (
+            await self.session.execute(
+                select(Team.id, Team.name)
+                .join(Agent, Agent.team_id == Team.id)
+                .where(Agent.domains.any_() == domain, Agent.roles.overlap(list(SPECIALIST_ROLES)))
+                .group_by(Team.id, Team.name, Team.created_at)
+                .order_by(func.sum(level).desc(), func.count(Agent.id).desc(), Team.created_at, Team.id)
+                .limit(1)
+            )
+        ).first()
+        return (row.id, row.name) if row else None
 
     async def take_capacity(self, agent_id: uuid.UUID, now: datetime) -> bool:
         """Atomically claim one slot; False if the agent filled up or went away meanwhile."""
@@ -116,16 +189,125 @@ class RoutingRepository:
     async def assignment(self, ticket_id: uuid.UUID) -> Assignment | None:
         return await self.session.get(Assignment, ticket_id)
 
-    async def assign(self, ticket_id: uuid.UUID, agent_id: uuid.UUID, reason: str, now: datetime) -> None:
-        self.session.add(Assignment(ticket_id=ticket_id, agent_id=agent_id, reason=reason, assigned_at=now))
+    async def assign(
+        self,
+        ticket_id: uuid.UUID,
+        agent_id: uuid.UUID,
+        reason: str,
+        now: datetime,
+        *,
+        domain: str | None = None,
+        language: str | None = None,
+    ) -> None:
+        self.session.add(
+            Assignment(
+                ticket_id=ticket_id,
+                agent_id=agent_id,
+                reason=reason[:200],
+                assigned_at=now,
+                domain=domain,
+                language=language,
+            )
+        )
         await self.session.flush()
 
-    async def enqueue(self, ticket_id: uuid.UUID, priority: str, rank: int, now: datetime) -> None:
+    async def enqueue(
+        self,
+        ticket_id: uuid.UUID,
+        priority: str,
+        rank: int,
+        now: datetime,
+        *,
+        domain: str | None = None,
+        language: str | None = None,
+    ) -> None:
         await self.session.execute(
             pg_insert(QueueEntry)
-            .values(ticket_id=ticket_id, priority=priority, priority_rank=rank, queued_at=now)
+            .values(
+                ticket_id=ticket_id,
+                priority=priority,
+                priority_rank=rank,
+                queued_at=now,
+                domain=domain,
+                language=language,
+            )
             .on_conflict_do_nothing()
         )
+
+    async def touch(self, ticket_id: uuid.UUID, agent_id: uuid.UUID, at: datetime) -> None:
+        """The assignee worked on the ticket (the first time counts)."""
+        await self.session.execute(
+            update(Assignment)
+            .where(
+                Assignment.ticket_id == ticket_id,
+                Assignment.agent_id == agent_id,
+                Assignment.touched_at.is_(None),
+            )
+            .values(touched_at=at)
+        )
+
+    async def release_untouched(self, agent_id: uuid.UUID) -> list[Returned]:
+        """Take back every ticket the agent has not worked on, giving back their slots."""
+        rows = (
+            await self.session.execute(
+                delete(Assignment)
+                .where(Assignment.agent_id == agent_id, Assignment.touched_at.is_(None))
+                .returning(
+                    Assignment.ticket_id, Assignment.domain, Assignment.language, Assignment.assigned_at
+                )
+            )
+        ).all()
+        if rows:
+            await self.session.execute(
+                update(Agent)
+                .where(Agent.id == agent_id)
+                .values(active_tickets=func.greatest(Agent.active_tickets - len(rows), 0))
+            )
+        ordered = sorted(rows, key=lambda r: (r.assigned_at, r.ticket_id))
+        return [Returned(r.ticket_id, r.domain, r.language) for r in ordered]
+
+    async def ticket_priority(self, ticket_id: uuid.UUID) -> Priority:
+        """The ticket's priority as its SLA clocks know it (raised by escalations), else normal."""
+        stored = await self.session.scalar(
+            select(SlaTimer.priority).where(
+                SlaTimer.ticket_id == ticket_id, SlaTimer.target == SlaTarget.FIRST_RESPONSE
+            )
+        )
+        return (
+            Priority(stored)
+            if stored is not None and stored in Priority._value2member_map_
+            else Priority.NORMAL
+        )
+
+    async def already_routed(self, ticket_id: uuid.UUID) -> bool:
+        """Routed before (assignments and the queue also count: tickets routed before the
+        `routed_tickets` table existed have no row in it)."""
+        return bool(
+            await self.session.scalar(
+                select(
+                    or_(
+                        exists().where(RoutedTicket.ticket_id == ticket_id),
+                        exists().where(Assignment.ticket_id == ticket_id),
+                        exists().where(QueueEntry.ticket_id == ticket_id),
+                    )
+                )
+            )
+        )
+
+    async def remember(
+        self, ticket_id: uuid.UUID, *, domain: str | None, language: str | None, text: str, now: datetime
+    ) -> bool:
+        """Record the routing of a ticket; False if another transaction did it first."""
+        inserted = await self.session.execute(
+            pg_insert(RoutedTicket)
+            .values(ticket_id=ticket_id, domain=domain, language=language, text=text, routed_at=now)
+            .on_conflict_do_nothing()
+            .returning(RoutedTicket.ticket_id)
+        )
+        return inserted.first() is not None
+
+    async def routed(self, ticket_id: uuid.UUID, *, lock: bool = False) -> RoutedTicket | None:
+        return await self.session.get(RoutedTicket, ticket_id, with_for_update=lock or None)
 
     async def release_assignment(self, ticket_id: uuid.UUID) -> uuid.UUID | None:
         """Drop the ticket's assignment and give its agent the slot back; returns that agent."""

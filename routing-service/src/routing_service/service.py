@@ -3,31 +3,38 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from helpdesk_shared.chassis.pagination import PageParams, build_page
-from helpdesk_shared.chassis.problems import Conflict, InvalidInput, NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
-from helpdesk_shared.contracts.enums import Priority
+from helpdesk_shared.contracts.enums import AgentPresence, Priority
 from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued
-from routing_service import classification
-from routing_service.domain.assignment import Candidate, rank_candidates
+from routing_service import classification, sla
+from routing_service.capacity import drain_queue
+from routing_service.domain.assignment import Candidate, Match, order_candidates
+from routing_service.errors import (
+    AgentNotFound,
+    AlreadyExists,
+    InvalidSkillLevels,
+    TeamNotFound,
+    UnknownAgent,
+    UnknownTeam,
+)
 from routing_service.models import Agent, Team
+from routing_service.presence import announce_status
 from routing_service.repository import RoutingRepository
-from routing_service.schemas import AgentCreate, AgentOut, TeamCreate, TeamOut
+from routing_service.schemas import AgentCreate, AgentOut, AgentUpdate, TeamCreate, TeamOut, TeamUpdate
 
-
-class AgentNotFound(NotFound):
-    slug, title = "agent-not-found", "Agent not found"
-
-
-class TeamNotFound(InvalidInput):
-    slug, title = "team-not-found", "Unknown team"
-
-
-class AlreadyExists(Conflict):
-    slug, title = "already-exists", "Already exists"
+__all__ = [  # the problems stay importable from here, where the API has always found them
+    "AgentNotFound",
+    "AlreadyExists",
+    "InvalidSkillLevels",
+    "TeamNotFound",
+    "UnknownAgent",
+    "UnknownTeam",
+]
 
 
 async def create_team(uow: UnitOfWork, body: TeamCreate) -> TeamOut:
@@ -45,8 +52,32 @@ async def list_teams(uow: UnitOfWork) -> list[TeamOut]:
     return [TeamOut.model_validate(t) for t in await RoutingRepository(uow.session).teams()]
 
 
+async def update_team(uow: UnitOfWork, team_id: uuid.UUID, body: TeamUpdate) -> TeamOut:
+    """Rename a team or change its lead. Unlike at creation, a new lead must be a known agent:
+    creation takes ids ahead of the agents (seeding), an edit is a person choosing from a list."""
+    repo = RoutingRepository(uow.session)
+    team = await uow.session.get(Team, team_id, with_for_update=True)
+    if team is None:
+        raise UnknownTeam(f"No team with id {team_id}")
+    if body.name is not None and body.name != team.name and await repo.team_named(body.name) is not None:
+        raise AlreadyExists(f"A team named {body.name!r} already exists")
+    if body.lead_id is not None and await repo.agent(body.lead_id) is None:
+        raise UnknownAgent(
+            f"No agent with id {body.lead_id}", errors=[_field_error("body.lead_id", "not an existing agent")]
+        )
+    if body.name is not None:
+        team.name = body.name
+    if "lead_id" in body.model_fields_set:
+        team.lead_id = body.lead_id
+    await uow.flush()
+    out = TeamOut.model_validate(team)
+    await uow.commit()
+    return out
+
+
 async def create_agent(uow: UnitOfWork, body: AgentCreate) -> AgentOut:
     repo = RoutingRepository(uow.session)
+    _check_levels(body.domains, body.skill_levels)
     if body.team_id is not None and await repo.team(body.team_id) is None:
         raise TeamNotFound(f"No team with id {body.team_id}")
     if body.id is not None and await repo.agent(body.id) is not None:
@@ -57,13 +88,60 @@ async def create_agent(uow: UnitOfWork, body: AgentCreate) -> AgentOut:
         team_id=body.team_id,
         roles=list(body.roles),
         domains=list(body.domains),
+        skill_levels=dict(body.skill_levels),
         languages=list(body.languages),
         max_concurrent=body.max_concurrent,
         active_tickets=0,
         presence=body.presence,
+        schedule=body.schedule.model_dump(mode="json") if body.schedule else None,
         created_at=datetime.now(UTC),
     )
     await repo.add(agent)
+    if agent.presence == AgentPresence.ONLINE:  # a new agent online is capacity freed: drain the queue
+        await drain_queue(uow, repo, datetime.now(UTC))
+        await uow.session.refresh(agent)
+    out = AgentOut.model_validate(agent)
+    await uow.commit()
+    return out
+
+
+async def update_agent(uow: UnitOfWork, agent_id: uuid.UUID, body: AgentUpdate) -> AgentOut:
+    """Change what was sent (see `AgentUpdate`); a capacity change is announced, and the queue is
+    drained since more capacity, a new role or a new skill can make the agent a candidate."""
+    repo = RoutingRepository(uow.session)
+    agent = await repo.lock_agent(agent_id)
+    if agent is None:
+        raise AgentNotFound(f"No agent with id {agent_id}")
+    sent = body.model_fields_set
+    if "team_id" in sent and body.team_id is not None and await repo.team(body.team_id) is None:
+        raise TeamNotFound(f"No team with id {body.team_id}")
+    domains = list(body.domains) if body.domains is not None else list(agent.domains)
+    if body.skill_levels is not None:
+        _check_levels(domains, body.skill_levels)
+        levels = dict(body.skill_levels)
+    else:
+        levels = {d: level for d, level in (agent.skill_levels or {}).items() if d in domains}
+    previous_capacity = agent.max_concurrent
+    if body.name is not None:
+        agent.name = body.name
+    if "team_id" in sent:
+        agent.team_id = body.team_id
+    if body.roles is not None:
+        agent.roles = list(body.roles)
+    agent.domains, agent.skill_levels = domains, levels
+    if body.languages is not None:
+        agent.languages = list(body.languages)
+    if body.max_concurrent is not None:
+        agent.max_concurrent = body.max_concurrent
+    if "schedule" in sent:
+        agent.schedule = body.schedule.model_dump(mode="json") if body.schedule else None
+    await uow.flush()
+    now = datetime.now(UTC)
+    await drain_queue(uow, repo, now)
+    agent = await repo.lock_agent(agent_id)  # re-read: the drain may have given it tickets
+    assert agent is not None
+    if agent.max_concurrent != previous_capacity:
+        announce_status(uow, agent, AgentPresence(agent.presence), now)
     out = AgentOut.model_validate(agent)
     await uow.commit()
     return out
@@ -82,43 +160,71 @@ async def list_agents(uow: UnitOfWork, params: PageParams) -> tuple[list[AgentOu
     return [AgentOut.model_validate(a) for a in page], cursor
 
 
+def _check_levels(domains: Iterable[str], levels: Mapping[str, int]) -> None:
+    held = set(domains)
+    if stray := [domain for domain in levels if domain not in held]:
+        raise InvalidSkillLevels(
+            f"Levels given for domains the agent does not hold: {', '.join(stray)}",
+            errors=[_field_error(f"body.skill_levels.{d}", "not among the agent's domains") for d in stray],
+        )
+
+
+def _field_error(field: str, message: str) -> dict[str, str]:
+    return {"field": field, "message": message, "type": "value_error"}
+
+
+def _reason(match: Match, domain: str | None, language: str | None) -> str:
+    if match == "domain+language":
+        return f"least-loaded online specialist in {domain} speaking {language}"
+    if match == "domain":
+        return f"least-loaded online specialist in {domain}"
+    return "least-loaded online specialist"
+
+
 async def _candidates(
-    repo: RoutingRepository, domain: str | None, difficult: bool
+    repo: RoutingRepository, domain: str | None, language: str | None, difficult: bool
 ) -> list[tuple[Candidate, str]]:
-    """Who to try, in order: the lead for difficult tickets (疑難問題), then skill, then anyone free."""
+    """Who to try, in order: the lead for difficult tickets (疑難問題), then skill (domain and
+    language, then domain), then anyone free."""
     ordered: list[tuple[Candidate, str]] = []
     if difficult and (lead := await repo.lead_for(domain)) is not None:
         ordered.append((lead, "difficult: the team lead of the ticket's domain"))
-    if domain is not None:
-        ordered += [
-            (c, f"least-loaded online specialist in {domain}")
-            for c in rank_candidates(await repo.available_specialists(domain))
-        ]
     ordered += [
-        (c, "least-loaded online specialist") for c in rank_candidates(await repo.available_specialists())
+        (candidate, _reason(match, domain, language))
+        for candidate, match in order_candidates(
+            await repo.available_specialists(), domain=domain, language=language
+        )
     ]
     return ordered
 
 
 async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
-    """Classify, then assign to the least-loaded online specialist with capacity, else queue.
+    """Classify, start the SLA clocks, then assign to the best free specialist, else queue.
 
-    `ticket.classified` precedes `ticket.assigned` (same key, same transaction) whenever the
-    classification says something intake does not already know; a rule can raise the queue
-    priority to urgent.
+    The clocks start from routing's own decision — a rule or the model can make a ticket urgent
+    or difficult, and the matching SLA policy must see that. `ticket.classified` (with the matched
+    policy and due times) precedes `ticket.assigned` (same key, same transaction) whenever the
+    classification says something intake does not already know.
     """
     repo = RoutingRepository(uow.session)
-    if await repo.assignment(ticket.ticket_id) is not None:
-        return
+    if await repo.already_routed(ticket.ticket_id):
+        return  # replayed under a new event id: the first routing stands
     now = datetime.now(UTC)
     decision, version = await classification.classify_ticket(uow.session, ticket)
+    domain, language = decision.domain, ticket.language
+    text = classification.ticket_text(ticket)
+    if not await repo.remember(ticket.ticket_id, domain=domain, language=language, text=text, now=now):
+        return  # a concurrent delivery of the same ticket got there first
     priority = Priority.URGENT if decision.urgent else ticket.priority
+    timers = await sla.start_timers(uow, ticket, difficult=decision.difficult, priority=priority)
     if decision.informative:
-        event = classification.classified_event(ticket, decision, version, now)
+        event = classification.classified_event(ticket, decision, version, now, timers)
         uow.publish(event, subject=str(ticket.ticket_id))
-    for candidate, reason in await _candidates(repo, decision.domain, decision.difficult):
+    for candidate, reason in await _candidates(repo, domain, language, decision.difficult):
         if await repo.take_capacity(candidate.agent_id, now):
-            await repo.assign(ticket.ticket_id, candidate.agent_id, reason, now)
+            await repo.assign(
+                ticket.ticket_id, candidate.agent_id, reason, now, domain=domain, language=language
+            )
             uow.publish(
                 TicketAssigned(
                     ticket_id=ticket.ticket_id,
@@ -131,10 +237,12 @@ async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
             )
             await uow.commit()
             return
-    await repo.enqueue(ticket.ticket_id, priority, priority.rank, now)
+    await repo.enqueue(ticket.ticket_id, priority, priority.rank, now, domain=domain, language=language)
+    team = await repo.team_for_domain(domain)
     uow.publish(
         TicketQueued(
             ticket_id=ticket.ticket_id,
+            team_id=team[0] if team else None,
             priority=priority,
             queued_at=now,
             reason="no online specialist with free capacity",

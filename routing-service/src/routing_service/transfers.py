@@ -1,8 +1,11 @@
 """Transfers (不得私自轉接): only the current assignee or a lead may move a ticket, with a reason.
 
-Every transfer is stored in the `transfers` audit table and announced as
-`ticket.transferred`; the slot moves atomically from the old agent to the new one,
-which must be online with free capacity.
+The assignee may only hand a ticket to someone holding its domain (when routing knows the
+domain): passing it to whoever is free is exactly the silent transfer the policy forbids.
+Leads and admins may move it to anyone. Every transfer is stored in the `transfers` audit
+table and announced as `ticket.transferred`; the slot moves atomically from the old agent to
+the new one, which must be online with free capacity. The ticket's domain and language move
+with it; the new assignee has not worked on it yet.
 """
 
 from __future__ import annotations
@@ -68,12 +71,17 @@ async def transfer(
         raise UnknownTargetAgent(f"No agent with id {body.to_agent_id}")
     if target.id == assignment.agent_id:
         raise Conflict("The ticket is already assigned to that agent")
+    domain, language = assignment.domain, assignment.language
+    if not is_lead and domain is not None and domain not in target.domains:
+        raise Forbidden(
+            f"{target.name} does not hold the ticket's domain {domain}; only a lead may transfer it there"
+        )
     now = datetime.now(UTC)
     if target.presence != AgentPresence.ONLINE or not await repo.take_capacity(target.id, now):
         raise TargetUnavailable(f"{target.name} is {target.presence} or at capacity")
     previous = assignment.agent_id
     await repo.release_assignment(ticket_id)
-    await repo.assign(ticket_id, target.id, f"transfer: {body.reason}"[:200], now)
+    await repo.assign(ticket_id, target.id, f"transfer: {body.reason}", now, domain=domain, language=language)
     record = Transfer(
         id=uuid.uuid4(),
         ticket_id=ticket_id,

@@ -1,4 +1,4 @@
-"""Teams and agents: who can take tickets, with which skills and capacity."""
+"""Teams and agents: who can take tickets, with which skills and capacity, and their presence."""
 
 from __future__ import annotations
 
@@ -12,9 +12,25 @@ from helpdesk_shared.chassis.auth import Principal, require_roles
 from helpdesk_shared.chassis.pagination import Page, PageParams, page_params
 from helpdesk_shared.chassis.problems import Forbidden, Unauthorized, problem_responses
 from helpdesk_shared.contracts.enums import Role
-from routing_service import service
-from routing_service.schemas import AgentCreate, AgentOut, TeamCreate, TeamOut
-from routing_service.service import AgentNotFound, AlreadyExists, TeamNotFound
+from routing_service import presence, service
+from routing_service.errors import (
+    AgentNotFound,
+    AlreadyExists,
+    InvalidSkillLevels,
+    TeamNotFound,
+    UnknownAgent,
+    UnknownTeam,
+)
+from routing_service.schemas import (
+    AgentCreate,
+    AgentOut,
+    AgentUpdate,
+    PresenceOut,
+    PresenceUpdate,
+    TeamCreate,
+    TeamOut,
+    TeamUpdate,
+)
 
 router = APIRouter(prefix="/v1", tags=["teams and agents"])
 
@@ -38,11 +54,21 @@ async def list_teams(uow: UoW, _: Staff) -> list[TeamOut]:
     return await service.list_teams(uow)
 
 
+@router.patch(
+    "/teams/{team_id}",
+    response_model=TeamOut,
+    summary="Rename a team or change its lead (leads and admins)",
+    responses=problem_responses(*_AUTH, UnknownTeam, AlreadyExists, UnknownAgent),
+)
+async def update_team(team_id: uuid.UUID, body: TeamUpdate, uow: UoW, _: Manager) -> TeamOut:
+    return await service.update_team(uow, team_id, body)
+
+
 @router.post(
     "/agents",
     status_code=status.HTTP_201_CREATED,
     response_model=AgentOut,
-    responses=problem_responses(*_AUTH, TeamNotFound, AlreadyExists),
+    responses=problem_responses(*_AUTH, TeamNotFound, InvalidSkillLevels, AlreadyExists),
 )
 async def create_agent(body: AgentCreate, uow: UoW, _: Manager) -> AgentOut:
     return await service.create_agent(uow, body)
@@ -59,3 +85,23 @@ async def list_agents(
 @router.get("/agents/{agent_id}", response_model=AgentOut, responses=problem_responses(*_AUTH, AgentNotFound))
 async def get_agent(agent_id: uuid.UUID, uow: UoW, _: Staff) -> AgentOut:
     return await service.get_agent(uow, agent_id)
+
+
+@router.patch(
+    "/agents/{agent_id}",
+    response_model=AgentOut,
+    summary="Change an agent's team, roles, skills, languages, capacity or schedule (leads and admins)",
+    responses=problem_responses(*_AUTH, AgentNotFound, TeamNotFound, InvalidSkillLevels),
+)
+async def update_agent(agent_id: uuid.UUID, body: AgentUpdate, uow: UoW, _: Manager) -> AgentOut:
+    return await service.update_agent(uow, agent_id, body)
+
+
+@router.put(
+    "/agents/{agent_id}/presence",
+    response_model=PresenceOut,
+    summary="Set presence: the agent themself, or a lead or admin for anyone",
+    responses=problem_responses(*_AUTH, AgentNotFound),
+)
+async def set_presence(agent_id: uuid.UUID, body: PresenceUpdate, uow: UoW, principal: Staff) -> PresenceOut:
+    return await presence.set_presence(uow, agent_id, body, principal)

@@ -1,0 +1,44 @@
+"""Resolved tickets become training examples of their final domain (the classifier learns from
+what specialists confirmed), and routing forgets the customer's text at the latest by then.
+
+Routing keeps a ticket's classification text (`RoutedTicket.text`) from routing until
+resolution or closing and for nothing else: customers type personal data into questions, so
+the text is never logged and is dropped as soon as it has served. Examples are deduplicated by
+(text hash, domain) like imported ones; the next retrain picks them up.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.intake import TicketClosed, TicketResolved
+from routing_service.classification import text_hash
+from routing_service.models import TrainingExample
+from routing_service.repository import RoutingRepository
+
+
+async def learn_from_resolution(uow: UnitOfWork, event: TicketResolved) -> None:
+    """Store the text under the final domain (else the classified one), then drop it. Does not commit."""
+    routed = await RoutingRepository(uow.session).routed(event.ticket_id, lock=True)
+    if routed is None or routed.text is None:
+        return  # routed before texts were kept, or already resolved once
+    domain = event.domain or routed.domain
+    if domain is not None:
+        await uow.session.execute(
+            pg_insert(TrainingExample)
+            .values(
+                text=routed.text, text_hash=text_hash(routed.text), domain=domain, source="resolved_ticket"
+            )
+            .on_conflict_do_nothing(index_elements=["text_hash", "domain"])
+        )
+    routed.text = None
+    await uow.flush()
+
+
+async def forget_text(uow: UnitOfWork, event: TicketClosed) -> None:
+    """A ticket closed without a resolution teaches nothing; its text goes. Does not commit."""
+    routed = await RoutingRepository(uow.session).routed(event.ticket_id, lock=True)
+    if routed is not None and routed.text is not None:
+        routed.text = None
+        await uow.flush()

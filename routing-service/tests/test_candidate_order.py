@@ -1,0 +1,78 @@
+"""The pure candidate order: skill tiers (domain + language, domain, anyone), load, then level."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from routing_service.domain.assignment import (
+    Candidate,
+    effective_levels,
+    order_candidates,
+    rank_candidates,
+    same_language,
+)
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def candidate(
+    load: int = 0,
+    capacity: int = 4,
+    skills: dict[str, int] | None = None,
+    languages: tuple[str, ...] = ("zh",),
+    waited: int = 0,
+) -> Candidate:
+    return Candidate(
+        agent_id=uuid.uuid4(),
+        active_tickets=load,
+        max_concurrent=capacity,
+        last_assigned_at=T0 + timedelta(minutes=waited),
+        skills=skills or {},
+        languages=frozenset(languages),
+    )
+
+
+def test_tiers_come_before_load_and_each_candidate_appears_once() -> None:
+    both = candidate(load=3, skills={"車險": 3}, languages=("en",))
+    domain_only = candidate(load=2, skills={"車險": 3})
+    anyone = candidate(load=0)
+
+    ordered = order_candidates([anyone, domain_only, both], domain="車險", language="en-US")
+
+    assert ordered == [(both, "domain+language"), (domain_only, "domain"), (anyone, "any")]
+
+
+def test_without_a_language_or_domain_the_tiers_collapse() -> None:
+    skilled, other = candidate(load=1, skills={"車險": 3}), candidate(load=0)
+    assert [m for _, m in order_candidates([other, skilled], domain="車險", language=None)] == [
+        "domain",
+        "any",
+    ]
+    assert order_candidates([skilled, other], domain=None, language="zh") == [
+        (other, "any"),
+        (skilled, "any"),
+    ]
+
+
+def test_level_breaks_ties_of_load_only() -> None:
+    novice = candidate(load=1, skills={"車險": 2}, waited=-10)
+    expert = candidate(load=1, skills={"車險": 5})
+    idle_novice = candidate(load=0, skills={"車險": 1})
+    assert rank_candidates([novice, expert, idle_novice], "車險") == [idle_novice, expert, novice]
+    assert rank_candidates([expert, novice], None) == [novice, expert]  # no domain: round robin decides
+
+
+def test_full_agents_are_never_candidates() -> None:
+    assert rank_candidates([candidate(load=4, capacity=4), candidate(load=5, capacity=3)]) == []
+
+
+def test_languages_match_on_their_primary_subtag() -> None:
+    assert (
+        same_language("zh", "zh-TW") and same_language("ZH_cn", "zh-Hant-HK") and same_language("en-GB", "en")
+    )
+    assert not same_language("zh", "en") and not same_language("yue", "zh-HK")
+
+
+def test_held_domains_get_the_default_level() -> None:
+    assert effective_levels(["車險", "壽險"], {"壽險": 5, "stale": 1}) == {"車險": 3, "壽險": 5}
