@@ -6,7 +6,8 @@ import uuid
 from datetime import UTC, datetime
 
 from helpdesk_runtime.testing import ServiceHarness
-from helpdesk_shared.contracts import EventEnvelope, TicketAssigned
+from helpdesk_shared.contracts import EventEnvelope, TicketAssigned, TicketQueued
+from helpdesk_shared.contracts.enums import Priority
 
 
 async def assign(intake: ServiceHarness, ticket_id: str, agent_id: uuid.UUID | None = None) -> uuid.UUID:
@@ -23,3 +24,17 @@ async def assign(intake: ServiceHarness, ticket_id: str, agent_id: uuid.UUID | N
     )
     await consumer.handle_event(event, topic="helpdesk.routing")
     return agent_id
+
+
+async def queue(intake: ServiceHarness, ticket_id: str, reason: str = "no free capacity") -> None:
+    """Deliver a `ticket.queued` for the ticket, as routing announces it."""
+    consumer = intake.runtime.consumer
+    assert consumer is not None
+    event = EventEnvelope.wrap(
+        TicketQueued(
+            ticket_id=uuid.UUID(ticket_id), priority=Priority.HIGH, queued_at=datetime.now(UTC), reason=reason
+        ),
+        source="/helpdesk/routing",
+        subject=ticket_id,
+    )
+    await consumer.handle_event(event, topic="helpdesk.routing")

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from intake_factories import assign
+from intake_factories import assign, queue
 from sqlalchemy import func, select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
@@ -210,6 +210,24 @@ async def test_a_channel_sees_the_conversation_but_not_internal_notes(intake: Se
     assert all(i["actor"] is None for i in items)
     assert items[-1]["data"] == {"from": "assigned", "to": "resolved"}
     assert str(agent_id) not in str(items) and "重複投保" not in str(items)
+
+
+async def test_a_ticket_returned_to_the_queue_loses_its_assignee_and_is_new_again(
+    intake: ServiceHarness,
+) -> None:
+    ticket_id, _ = await new_assigned_ticket(intake)
+    await queue(intake, ticket_id, reason="returned to the queue: the assignee went offline")
+
+    ticket = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
+    assert ticket["status"] == "new" and ticket["assignee_id"] is None
+    items = (await intake.client.get(f"/v1/tickets/{ticket_id}/timeline", headers=LEAD)).json()
+    assert [i["kind"] for i in items][-2:] == ["queued", "status_changed"]
+    assert "offline" in items[-2]["data"]["reason"]
+
+    other = uuid.uuid4()
+    await assign(intake, ticket_id, other)
+    ticket = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
+    assert ticket["status"] == "assigned" and ticket["assignee_id"] == str(other)
 
 
 async def test_filters_and_chinese_search(intake: ServiceHarness) -> None:

@@ -8,7 +8,7 @@ from helpdesk_shared.chassis.consumer import Handler
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.review import AnswerApproved, AnswerPublished, AnswerRejected, AnswerSubmitted
-from helpdesk_shared.contracts.routing import TicketAssigned, TicketTransferred
+from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued, TicketTransferred
 from intake_service import delivery, workflow
 from intake_service.settings import IntakeSettings
 
@@ -18,6 +18,9 @@ CONSUMES = ["helpdesk.routing", "helpdesk.review"]
 def handlers(settings: IntakeSettings) -> dict[str, Handler]:
     async def on_ticket_assigned(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_assignment(uow, event.data)
+
+    async def on_ticket_queued(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        await workflow.apply_queued(uow, event.data)
 
     async def on_ticket_transferred(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_transfer(uow, event.data)
@@ -36,6 +39,7 @@ def handlers(settings: IntakeSettings) -> dict[str, Handler]:
 
     return {
         TicketAssigned.cloudevent_type(): on_ticket_assigned,
+        TicketQueued.cloudevent_type(): on_ticket_queued,
         TicketTransferred.cloudevent_type(): on_ticket_transferred,
         AnswerSubmitted.cloudevent_type(): on_answer_submitted,
         AnswerRejected.cloudevent_type(): on_answer_rejected,

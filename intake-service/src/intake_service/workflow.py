@@ -25,7 +25,7 @@ from helpdesk_shared.contracts.intake import (
     TicketResolved,
 )
 from helpdesk_shared.contracts.review import AnswerApproved, AnswerRejected, AnswerSubmitted
-from helpdesk_shared.contracts.routing import TicketAssigned, TicketTransferred
+from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued, TicketTransferred
 from intake_service.domain.lifecycle import (
     REOPENED_BY_CUSTOMER,
     IllegalTransition,
@@ -98,6 +98,31 @@ async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
             ticket.id,
             "status_changed",
             at=event.assigned_at,
+            actor="routing",
+            **{"from": previous_status, "to": ticket.status},
+        )
+    await uow.commit()
+
+
+async def apply_queued(uow: UnitOfWork, event: TicketQueued) -> None:
+    """Mirror routing's queue: nobody holds the ticket now (an untouched one goes back to `new`)."""
+    ticket = await load_ticket(uow, event.ticket_id, for_update=True)
+    repo = TicketRepository(uow.session)
+    previous_status = TicketStatus(ticket.status)
+    if ticket.assignee_id is not None:
+        ticket.previous_assignee_id = ticket.assignee_id
+        ticket.assignee_id = None
+    if previous_status == TicketStatus.ASSIGNED:
+        ticket.status = transition(previous_status, TicketStatus.NEW)
+    ticket.team_id = event.team_id or ticket.team_id
+    await repo.add_timeline(
+        ticket.id, "queued", at=event.queued_at, actor="routing", reason=event.reason, priority=event.priority
+    )
+    if ticket.status != previous_status:
+        await repo.add_timeline(
+            ticket.id,
+            "status_changed",
+            at=event.queued_at,
             actor="routing",
             **{"from": previous_status, "to": ticket.status},
         )

@@ -10,7 +10,8 @@ from helpdesk_shared.contracts.enums import TicketStatus as S
 
 TRANSITIONS: dict[S, frozenset[S]] = {
     S.NEW: frozenset({S.ASSIGNED, S.CLOSED}),
-    S.ASSIGNED: frozenset({S.IN_PROGRESS, S.AWAITING_REVIEW, S.ANSWERED, S.RESOLVED, S.CLOSED}),
+    # Back to new: routing returned the untouched ticket to the queue (its agent went offline).
+    S.ASSIGNED: frozenset({S.NEW, S.IN_PROGRESS, S.AWAITING_REVIEW, S.ANSWERED, S.RESOLVED, S.CLOSED}),
     S.IN_PROGRESS: frozenset({S.AWAITING_REVIEW, S.ANSWERED, S.RESOLVED, S.CLOSED}),
     S.AWAITING_REVIEW: frozenset({S.IN_PROGRESS, S.ANSWERED}),
     S.ANSWERED: frozenset({S.ANSWERED, S.RESOLVED, S.REOPENED, S.CLOSED, S.AWAITING_REVIEW}),
