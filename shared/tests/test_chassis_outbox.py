@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from sqlalchemy import delete, select
+from aiokafka.errors import KafkaError
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate
-from helpdesk_shared.chassis.db import OUTBOX, create_engine, create_sessionmaker
+from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sessionmaker
 from helpdesk_shared.chassis.outbox import OutboxRelay
 from helpdesk_shared.chassis.settings import ServiceSettings
 from helpdesk_shared.chassis.uow import UnitOfWork
@@ -184,11 +184,12 @@ async def test_relay_against_an_unreachable_broker_keeps_rows_and_records_the_fa
     assert "Kafka" in row.last_error
 
 
-async def test_relay_records_a_rejected_send_and_keeps_the_row(
-    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any
+async def test_a_row_the_broker_can_never_accept_is_parked_and_does_not_block_the_others(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any, read_topic: Any
 ) -> None:
     topic = new_topic("outbox")
     async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+        uow.publish(created(uuid.uuid4(), "HD-before"), subject="a")
         uow.add_outbox_message(
             topic=topic,
             key="big",
@@ -197,15 +198,57 @@ async def test_relay_records_a_rejected_send_and_keeps_the_row(
             payload={"blob": "x" * 1_100_000},
             headers={},
         )
+        uow.publish(created(uuid.uuid4(), "HD-after"), subject="b")
         await uow.commit()
     relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
     try:
-        for attempt in (1, 2):
-            with pytest.raises(MessageSizeTooLargeError):
-                await relay.publish_pending()
-            [row] = await outbox_rows(sessions, topic)
-            assert row.published_at is None
-            assert row.attempts == attempt
-            assert "MessageSizeTooLarge" in row.last_error
+        assert await relay.publish_pending() == 3
+        before, big, after = await outbox_rows(sessions, topic)
+        assert before.published_at is not None and after.published_at is not None
+        assert big.published_at is None and big.parked_at is not None
+        assert big.attempts == 1 and "MessageSizeTooLarge" in big.last_error
+        assert await relay.publish_pending() == 0  # parked rows are not retried
+        assert await relay.refresh_backlog() == 0
+        async with sessions() as session, session.begin():  # what an operator does after a fix
+            await session.execute(update(OUTBOX).where(OUTBOX.c.seq == big.seq).values(parked_at=None))
+        assert await relay.refresh_backlog() == 1
     finally:
         await relay.stop()
+    numbers = [parse_event(r.value).data.number for r in await read_topic(topic, 2)]
+    assert numbers == ["HD-before", "HD-after"]
+
+
+async def test_housekeeping_forgets_inbox_rows_older_than_the_retention(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra
+) -> None:
+    consumer = f"retention-{uuid.uuid4().hex[:8]}"
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    async with sessions() as session, session.begin():
+        await session.execute(
+            insert(INBOX),
+            [
+                {
+                    "consumer": consumer,
+                    "event_id": old,
+                    "event_type": "t",
+                    "topic": "t",
+                    "processed_at": datetime.now(UTC) - timedelta(days=15),
+                },
+                {
+                    "consumer": consumer,
+                    "event_id": recent,
+                    "event_type": "t",
+                    "topic": "t",
+                    "processed_at": datetime.now(UTC) - timedelta(days=13),
+                },
+            ],
+        )
+    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
+    await relay._housekeeping()
+    async with sessions() as session:
+        kept = (
+            (await session.execute(select(INBOX.c.event_id).where(INBOX.c.consumer == consumer)))
+            .scalars()
+            .all()
+        )
+    assert kept == [recent]

@@ -57,6 +57,8 @@ def define_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("published_at", DateTime(timezone=True), nullable=True),
         Column("attempts", Integer, nullable=False, server_default=text("0")),
         Column("last_error", Text, nullable=True),
+        # Set when the broker can never accept the row; the relay skips it from then on.
+        Column("parked_at", DateTime(timezone=True), nullable=True),
         Index("ix_outbox_unpublished", "seq", postgresql_where=text("published_at IS NULL")),
     )
     inbox = Table(
@@ -69,6 +71,7 @@ def define_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("outcome", String(20), nullable=False, server_default=text("'processed'")),
         Column("error", Text, nullable=True),
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Index("ix_inbox_processed_at", "processed_at"),  # retention sweeps
     )
     return outbox, inbox
 

@@ -41,6 +41,11 @@ OUTBOX_PUBLISHED = Counter(
     "helpdesk_outbox_published_total", "Outbox rows acknowledged by Kafka", ["service"]
 )
 OUTBOX_ERRORS = Counter("helpdesk_outbox_publish_errors_total", "Failed outbox relay passes", ["service"])
+OUTBOX_PARKED = Counter(
+    "helpdesk_outbox_parked_total",
+    "Outbox rows set aside because the broker can never accept them (see the service log)",
+    ["service"],
+)
 CONSUMER_LAG = Gauge(
     "helpdesk_consumer_lag", "Messages behind the partition high watermark", ["service", "topic", "partition"]
 )

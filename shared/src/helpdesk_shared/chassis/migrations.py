@@ -110,3 +110,14 @@ def create_messaging_tables_v1() -> None:
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("consumer", "event_id", name="pk_inbox"),
     )
+
+
+def messaging_tables_v2_upgrade() -> None:
+    """Revision 2 of the messaging tables: parked outbox rows, an index for inbox retention."""
+    op.add_column("outbox", sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_inbox_processed_at", "inbox", ["processed_at"])
+
+
+def messaging_tables_v2_downgrade() -> None:
+    op.drop_index("ix_inbox_processed_at", table_name="inbox")
+    op.drop_column("outbox", "parked_at")

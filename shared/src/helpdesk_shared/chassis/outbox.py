@@ -1,7 +1,10 @@
 """Outbox relay: publishes committed outbox rows to Kafka, at least once.
 
 Rows are marked published only after the broker acknowledged them
-(idempotent producer, acks=all). The relay is woken right after a commit
+(idempotent producer, acks=all). A row the broker can never accept (larger
+than its message size limit, say) is parked — set aside with its error, logged
+and counted — instead of blocking every event behind it; operators un-park it
+(`parked_at = NULL`) once the cause is fixed. The relay is woken right after a commit
 that wrote events and otherwise sweeps periodically, so events written while
 the broker was down go out as soon as it is back. A transaction-scoped
 advisory lock keeps a single relay active per database, which keeps the
@@ -19,12 +22,22 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+)
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from helpdesk_shared.chassis.db import OUTBOX
+from helpdesk_shared.chassis.db import INBOX, OUTBOX
 from helpdesk_shared.chassis.logging import get_logger
-from helpdesk_shared.chassis.metrics import OUTBOX_BACKLOG, OUTBOX_ERRORS, OUTBOX_PUBLISHED
+from helpdesk_shared.chassis.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_ERRORS,
+    OUTBOX_PARKED,
+    OUTBOX_PUBLISHED,
+)
 from helpdesk_shared.chassis.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -32,6 +45,15 @@ log = get_logger(__name__)
 # pg advisory lock key: "outbox" in ASCII, the same in every service database.
 _RELAY_LOCK_KEY = 0x6F7574626F78
 _CLEANUP_EVERY_SECONDS = 300.0
+# Errors about one record, which no retry can fix; anything else (broker down, timeouts,
+# leadership changes) fails the whole pass and is retried with backoff.
+_RECORD_ERRORS = (
+    MessageSizeTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+    orjson.JSONEncodeError,
+)
+_PENDING = OUTBOX.c.published_at.is_(None) & OUTBOX.c.parked_at.is_(None)
 
 
 def new_producer(settings: ServiceSettings, **overrides: Any) -> AIOKafkaProducer:
@@ -101,8 +123,15 @@ class OutboxRelay:
                     return 0  # another replica is relaying for this database
                 rows = (
                     await session.execute(
-                        select(OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.payload, OUTBOX.c.headers)
-                        .where(OUTBOX.c.published_at.is_(None))
+                        select(
+                            OUTBOX.c.seq,
+                            OUTBOX.c.topic,
+                            OUTBOX.c.key,
+                            OUTBOX.c.event_type,
+                            OUTBOX.c.payload,
+                            OUTBOX.c.headers,
+                        )
+                        .where(_PENDING)
                         .order_by(OUTBOX.c.seq)
                         .limit(self._settings.outbox_batch_size)
                     )
@@ -110,30 +139,59 @@ class OutboxRelay:
                 if not rows:
                     return 0
                 seqs = [r.seq for r in rows]
-                await asyncio.wait_for(self._send_all(rows), self._settings.outbox_publish_timeout_seconds)
-                await session.execute(
-                    update(OUTBOX).where(OUTBOX.c.seq.in_(seqs)).values(published_at=func.now())
+                rejected = await asyncio.wait_for(
+                    self._send_all(rows), self._settings.outbox_publish_timeout_seconds
                 )
+                published = [seq for seq in seqs if seq not in rejected]
+                await session.execute(
+                    update(OUTBOX).where(OUTBOX.c.seq.in_(published)).values(published_at=func.now())
+                )
+                for row in rows:
+                    if (error := rejected.get(row.seq)) is not None:
+                        await self._park(session, row, error)
         except Exception as exc:
             if seqs:
                 await self._record_failure(seqs, exc)
             raise
-        OUTBOX_PUBLISHED.labels(self._service).inc(len(seqs))
+        OUTBOX_PUBLISHED.labels(self._service).inc(len(published))
         return len(seqs)
 
-    async def _send_all(self, rows: Sequence[Any]) -> None:
+    async def _send_all(self, rows: Sequence[Any]) -> dict[int, Exception]:
+        """Send in order and await every ack; returns the rows the broker can never accept."""
         producer = await self._ensure_producer()
-        # Enqueue in order (the idempotent producer keeps per-partition order), then await every ack.
-        acks = [
-            await producer.send(
-                row.topic,
-                value=orjson.dumps(row.payload),
-                key=row.key.encode() if row.key else None,
-                headers=[(k, v.encode()) for k, v in row.headers.items()],
-            )
-            for row in rows
-        ]
-        await asyncio.gather(*acks)
+        rejected: dict[int, Exception] = {}
+        acks: list[tuple[int, asyncio.Future[Any]]] = []
+        # Enqueued in order: the idempotent producer keeps per-partition order.
+        for row in rows:
+            try:
+                ack = await producer.send(
+                    row.topic,
+                    value=orjson.dumps(row.payload),
+                    key=row.key.encode() if row.key else None,
+                    headers=[(k, v.encode()) for k, v in row.headers.items()],
+                )
+            except _RECORD_ERRORS as exc:
+                rejected[row.seq] = exc
+                continue
+            acks.append((row.seq, ack))
+        results = await asyncio.gather(*(ack for _, ack in acks), return_exceptions=True)
+        for (seq, _), result in zip(acks, results, strict=True):
+            if isinstance(result, _RECORD_ERRORS):
+                rejected[seq] = result
+            elif isinstance(result, BaseException):
+                raise result
+        return rejected
+
+    async def _park(self, session: AsyncSession, row: Any, error: Exception) -> None:
+        await session.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.seq == row.seq)
+            .values(parked_at=func.now(), attempts=OUTBOX.c.attempts + 1, last_error=repr(error)[:2000])
+        )
+        OUTBOX_PARKED.labels(self._service).inc()
+        log.error(
+            "outbox_row_parked", seq=row.seq, event_type=row.event_type, topic=row.topic, error=repr(error)
+        )
 
     async def _record_failure(self, seqs: list[int], exc: Exception) -> None:
         async with self._sessionmaker() as session, session.begin():
@@ -146,12 +204,7 @@ class OutboxRelay:
     async def refresh_backlog(self) -> int:
         """Count unpublished rows and export the gauge (also called on every /metrics scrape)."""
         async with self._sessionmaker() as session:
-            count = int(
-                await session.scalar(
-                    select(func.count()).select_from(OUTBOX).where(OUTBOX.c.published_at.is_(None))
-                )
-                or 0
-            )
+            count = int(await session.scalar(select(func.count()).select_from(OUTBOX).where(_PENDING)) or 0)
         OUTBOX_BACKLOG.labels(self._service).set(count)
         return count
 
@@ -167,10 +220,13 @@ class OutboxRelay:
             return
         self._last_cleanup = now
         cutoff = func.now() - timedelta(hours=self._settings.outbox_retention_hours)
+        # The inbox must remember an event for as long as the broker may deliver it again.
+        inbox_cutoff = func.now() - timedelta(days=self._settings.inbox_retention_days)
         async with self._sessionmaker() as session, session.begin():
             await session.execute(
                 delete(OUTBOX).where(OUTBOX.c.published_at.is_not(None), OUTBOX.c.published_at < cutoff)
             )
+            await session.execute(delete(INBOX).where(INBOX.c.processed_at < inbox_cutoff))
 
     async def check_kafka(self) -> None:
         """Raise unless the broker answers a metadata request."""

@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = 500
     outbox_publish_timeout_seconds: float = 15.0
     outbox_retention_hours: int = 24
+    # Longer than the topics' retention (Kafka's default is 7 days): a redelivered event
+    # must still be recognised as processed.
+    inbox_retention_days: int = Field(default=14, ge=1)
     consumer_max_attempts: int = 5
     consumer_retry_backoff_seconds: float = 0.2
     consumer_group: str | None = Field(default=None, description="Defaults to the service name")
