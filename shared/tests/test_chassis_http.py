@@ -10,11 +10,13 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate, run_service
-from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
+from helpdesk_shared.chassis.app import ServiceDefinition, UoW, create_service_app
+from helpdesk_shared.chassis.db import create_engine
 from helpdesk_shared.chassis.problems import PROBLEM_BASE, PROBLEM_JSON, Conflict
 from helpdesk_shared.chassis.settings import ServiceSettings
 
@@ -34,6 +36,24 @@ async def get_item(item_id: int) -> dict[str, int]:
 @router.get("/crash")
 async def crash() -> None:
     raise RuntimeError(SECRET_TEXT)
+
+
+@router.post("/deadlock")
+async def deadlock(uow: UoW) -> None:
+    # A real error from PostgreSQL with the deadlock SQLSTATE, as a concurrent transaction causes.
+    await uow.session.execute(text("DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '40P01'; END $$"))
+
+
+@router.get("/database-down")
+async def database_down() -> None:
+    engine = create_engine(
+        f"postgresql://nobody@127.0.0.1:{free_port()}/nothing", pool_size=1, max_overflow=0
+    )
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
 
 
 @asynccontextmanager
@@ -170,3 +190,16 @@ async def test_readyz_is_503_when_kafka_cannot_be_reached(database: str) -> None
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["kafka"].startswith("unavailable")
     assert healthz.status_code == 200
+
+
+async def test_a_deadlock_is_a_503_to_retry_not_a_500(client: httpx.AsyncClient) -> None:
+    response = await client.post("/chassis/deadlock")
+    assert response.status_code == 503
+    assert response.json()["type"] == PROBLEM_BASE + "concurrent-update"
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_an_unreachable_database_is_a_503(client: httpx.AsyncClient) -> None:
+    response = await client.get("/chassis/database-down")
+    assert response.status_code == 503
+    assert response.json()["type"] == PROBLEM_BASE + "database-unavailable"

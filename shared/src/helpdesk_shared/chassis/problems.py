@@ -14,7 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as DBAPIInterfaceError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from helpdesk_shared.chassis.logging import get_logger, request_id_var
@@ -166,6 +167,47 @@ async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# PostgreSQL aborted the transaction because of a concurrent one: the same request, sent
+# again, succeeds. Everything else the database raises is either a conflict (above) or a bug.
+_RETRYABLE_SQLSTATES = {"40001": "serialization failure", "40P01": "deadlock detected"}
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None), exc):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
+    state = _sqlstate(exc)
+    if state in _RETRYABLE_SQLSTATES:
+        log.warning("database_retryable", path=request.url.path, sqlstate=state)
+        return problem_response(
+            503,
+            "concurrent-update",
+            "Interrupted by a concurrent change",
+            request,
+            detail=f"The database stopped this request ({_RETRYABLE_SQLSTATES[state]}); retry it",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, OperationalError | DBAPIInterfaceError | ConnectionError) or (state or "").startswith(
+        "08"
+    ):
+        log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+        return problem_response(
+            503,
+            "database-unavailable",
+            "The database is unavailable",
+            request,
+            detail="Nothing was stored; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    return await unexpected_error_response(request, exc)
+
+
 async def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled_error", path=request.url.path, error=type(exc).__name__, exc_info=exc)
     return problem_response(500, "internal-error", "Internal server error", request)
@@ -176,6 +218,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
+    app.add_exception_handler(DBAPIError, _database_handler)
+    app.add_exception_handler(ConnectionError, _database_handler)
     app.add_exception_handler(Exception, unexpected_error_response)
 
 
