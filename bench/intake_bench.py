@@ -22,7 +22,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from helpdesk_runtime.procs import free_port, start_process, wait_for_port
 from helpdesk_runtime.pytest_plugin import start_infra
@@ -63,6 +65,19 @@ def postgres_pids(data_dir: Path) -> list[int]:
             if ppid == postmaster:
                 pids.append(int(proc.name))
     return pids
+
+
+def mean_batch_size(base_url: str) -> float:
+    """Tickets per group-commit transaction over the run, from intake's own /metrics."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "helpdesk_intake_ticket_batch_size"
+        for s in family.samples
+    }
+    count = samples.get("helpdesk_intake_ticket_batch_size_count", 0.0)
+    return round(samples.get("helpdesk_intake_ticket_batch_size_sum", 0.0) / count, 1) if count else 0.0
 
 
 def measured_load(
@@ -123,7 +138,7 @@ def report(intake: LoadResult, yardstick: LoadResult, args: argparse.Namespace) 
         "connections": args.connections,
         "seconds": args.seconds,
         "workers": 1,
-        "intake": {**intake.summary(), "cpu_ms_per_request": intake.cpu_ms_per_request},
+        "intake": {**intake.summary(), "cpu_ms_per_request": intake.cpu_ms_per_request, **intake.notes},
         "yardstick": {**yardstick.summary(), "cpu_ms_per_request": yardstick.cpu_ms_per_request},
         "throughput_ratio": round(ratio, 3),
         "target_ratio": 1.0,
@@ -162,6 +177,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=32)
+
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="helpdesk-bench-") as tmp, start_infra(Path(tmp)) as infra:
         intake_url = infra.create_database("bench_intake")
@@ -209,6 +225,7 @@ def main() -> int:
             intake_result = measured_load(
                 stack.ports["intake"], intake_request(token), stack.processes["intake"].pid, pg_data, args
             )
+            intake_result.notes["mean_tickets_per_transaction"] = mean_batch_size(stack.url("intake"))
         finally:
             stack.stop()
             yardstick.stop()

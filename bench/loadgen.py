@@ -22,6 +22,7 @@ class LoadResult:
     seconds: float
     latencies_ms: list[float]
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:

@@ -2,11 +2,17 @@
 
 Creating a ticket is the hottest write in the system — every channel posts here. Rather
 than a transaction (and half a dozen ORM round trips) per request, concurrent requests
-queue here and a writer stores the whole batch with one statement per table: idempotency
-claims, customers, ticket numbers, tickets, attachments, complaint case files, timeline
-and the outbox — then commits once. A request is answered only after its batch has
+queue here and a writer stores the whole batch with ONE statement: a chain of
+data-modifying CTEs that claims the idempotency keys, upserts the customers, numbers and
+inserts the tickets, their attachments, complaint case files, timeline entries and outbox
+events. One statement is one round trip and one atomic commit; the loopback round trips,
+not the SQL, were what a ticket cost. A request is answered only after its batch has
 committed, so a 201 still means "stored together with its event". On a quiet system a
 batch holds a single ticket, so nothing waits for company.
+
+Rows and events are built in Python by `new_ticket` (as for the email channel's ORM path)
+with placeholders for what only the database knows — the ticket number and the id of an
+existing customer — which the statement fills in.
 
 A batch that fails is retried one ticket at a time, so one bad request cannot fail the
 others that happened to share its transaction.
@@ -22,23 +28,24 @@ from typing import Any
 
 import asyncpg
 import orjson
+from prometheus_client import Histogram
 
 from helpdesk_shared.chassis.app import ServiceRuntime
 from helpdesk_shared.chassis.problems import Conflict, DomainError, InvalidInput
 from helpdesk_shared.chassis.uow import outbox_message
-from helpdesk_shared.contracts.enums import TicketKind
 from helpdesk_shared.contracts.envelope import EventEnvelope
+from helpdesk_shared.contracts.intake import TicketCreated
 from intake_service.models import TICKET_NUMBER_SEQ
-from intake_service.new_ticket import (
-    TicketDraft,
-    created_events,
-    created_timeline_data,
-    ticket_number,
-    ticket_row,
-)
+from intake_service.new_ticket import TicketDraft, created_events, created_timeline_data, ticket_row
 from intake_service.schemas import TicketOut
 
 log = logging.getLogger(__name__)
+
+BATCH_SIZE = Histogram(
+    "helpdesk_intake_ticket_batch_size",
+    "Tickets stored per group-commit transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 
 # The key was claimed earlier (or by a twin in the same batch): the caller replays that ticket.
 KEY_ALREADY_USED = None
@@ -52,61 +59,160 @@ class TicketConflict(Conflict):
     slug, title = "ticket-conflict", "The ticket conflicts with stored data"
 
 
-_CLAIM_KEYS = """
-INSERT INTO idempotency_keys (caller, key, request_hash, ticket_id, created_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[])
-ON CONFLICT DO NOTHING
-RETURNING ticket_id
+# Column → PostgreSQL type of the `tickets` row built by `new_ticket.ticket_row`.
+_TICKET_TYPES = {
+    "id": "uuid",
+    "number": "text",
+    "channel": "text",
+    "kind": "text",
+    "status": "text",
+    "priority": "text",
+    "urgent_detected": "boolean",
+    "subject": "text",
+    "description": "text",
+    "reference": "text",
+    "callback_url": "text",
+    "category_hint": "text",
+    "tags": "jsonb",  # arrays of arrays cannot be unnested row by row; JSON can
+    "customer_id": "uuid",
+    "reopen_count": "integer",
+    "resolution_count": "integer",
+    "search_tokens": "text",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "status_changed_at": "timestamptz",
+}
+_TICKET_COLUMNS = tuple(_TICKET_TYPES)
+_DRAFT_EXTRA = {
+    "caller": "text",
+    "idem_key": "text",
+    "request_hash": "text",
+    "customer_external_id": "text",
+    "timeline_data": "jsonb",
+}
+_CUSTOMER_TYPES = {"id": "uuid", "external_id": "text", "name": "text", "email": "text", "phone": "text"}
+_ATTACHMENT_TYPES = {
+    "id": "uuid",
+    "ticket_id": "uuid",
+    "name": "text",
+    "content_type": "text",
+    "size_bytes": "bigint",
+    "url": "text",
+    "storage_key": "text",
+    "created_at": "timestamptz",
+}
+_EVENT_TYPES = {
+    "event_id": "uuid",
+    "ticket_id": "uuid",
+    "event_type": "text",
+    "payload": "jsonb",
+    "headers": "jsonb",
+    "patch": "boolean",
+}
+
+
+def _unnest(types: dict[str, str], first: int, alias: str) -> str:
+    """`unnest($first::t1[], …) WITH ORDINALITY AS alias(c1, …, ord)`; jsonb travels as text."""
+    arrays = ", ".join(
+        f"${first + i}::text[]" if t == "jsonb" else f"${first + i}::{t}[]"
+        for i, t in enumerate(types.values())
+    )
+    return f"unnest({arrays}) WITH ORDINALITY AS {alias}({', '.join(types)}, ord)"
+
+
+def _column(name: str, types: dict[str, str], alias: str) -> str:
+    return f"{alias}.{name}::jsonb" if types[name] == "jsonb" else f"{alias}.{name}"
+
+
+_DRAFT_TYPES = {**_TICKET_TYPES, **_DRAFT_EXTRA}
+_P_CUSTOMERS = len(_DRAFT_TYPES) + 1
+_P_ATTACHMENTS = _P_CUSTOMERS + len(_CUSTOMER_TYPES)
+_P_EVENTS = _P_ATTACHMENTS + len(_ATTACHMENT_TYPES)
+_P_PREFIX = _P_EVENTS + len(_EVENT_TYPES)
+_P_TOPIC = _P_PREFIX + 1
+
+_TICKET_VALUES = {
+    **{c: _column(c, _TICKET_TYPES, "n") for c in _TICKET_COLUMNS},
+    "number": f"${_P_PREFIX} || '-' || lpad(n.number_value::text, 6, '0')",
+    "tags": "ARRAY(SELECT jsonb_array_elements_text(n.tags::jsonb))",
+    # An existing customer keeps their id; a new one gets the id chosen in Python.
+    "customer_id": "coalesce((SELECT c.id FROM customer c WHERE c.external_id = n.customer_external_id), "
+    "n.customer_id)",
+}
+
+# Every CTE runs exactly once, whether or not the final SELECT reads it; all of them see one
+# snapshot and pass rows on through RETURNING. Foreign keys are checked at the end of the
+# statement, so tickets may point at customers inserted by the same statement.
+_STORE_BATCH = f"""
+WITH draft AS (
+    SELECT * FROM {_unnest(_DRAFT_TYPES, 1, "d")}
+),
+claimed AS (
+    INSERT INTO idempotency_keys (caller, key, request_hash, ticket_id, created_at)
+    SELECT caller, idem_key, request_hash, id, created_at FROM draft
+    WHERE idem_key IS NOT NULL
+    ORDER BY caller, idem_key  -- one lock order for every batch: no deadlocks between them
+    ON CONFLICT DO NOTHING
+    RETURNING ticket_id
+),
+accepted AS (
+    SELECT * FROM draft WHERE idem_key IS NULL OR id IN (SELECT ticket_id FROM claimed)
+),
+customer AS (
+    INSERT INTO customers (id, external_id, name, email, phone)
+    SELECT c.id, c.external_id, c.name, c.email, c.phone FROM {_unnest(_CUSTOMER_TYPES, _P_CUSTOMERS, "c")}
+    WHERE c.id IN (SELECT customer_id FROM accepted)
+    ORDER BY c.external_id
+    ON CONFLICT (external_id) DO UPDATE SET
+        name = coalesce(excluded.name, customers.name),
+        email = coalesce(excluded.email, customers.email),
+        phone = coalesce(excluded.phone, customers.phone)
+    RETURNING id, external_id
+),
+numbered AS (
+    SELECT a.*, nextval('{TICKET_NUMBER_SEQ.name}') AS number_value
+    FROM (SELECT * FROM accepted ORDER BY ord) a
+),
+ticket AS (
+    INSERT INTO tickets ({", ".join(_TICKET_COLUMNS)})
+    SELECT {", ".join(_TICKET_VALUES[c] for c in _TICKET_COLUMNS)}
+    FROM numbered n ORDER BY n.ord
+    RETURNING id, number, customer_id
+),
+attachment AS (
+    INSERT INTO attachments ({", ".join(_ATTACHMENT_TYPES)})
+    SELECT {", ".join("a." + c for c in _ATTACHMENT_TYPES)}
+    FROM {_unnest(_ATTACHMENT_TYPES, _P_ATTACHMENTS, "a")}
+    WHERE a.ticket_id IN (SELECT id FROM accepted)
+),
+complaint AS (
+    INSERT INTO complaint_cases (ticket_id, archived, updated_at)
+    SELECT id, false, created_at FROM accepted WHERE kind = 'complaint'
+),
+timeline_entry AS (
+    INSERT INTO timeline (ticket_id, kind, occurred_at, actor, data)
+    SELECT id, 'created', created_at, caller, timeline_data::jsonb FROM accepted ORDER BY ord
+),
+event AS (
+    INSERT INTO outbox (event_id, topic, key, event_type, payload, headers)
+    SELECT e.event_id, ${_P_TOPIC}, e.ticket_id::text, e.event_type,
+        CASE WHEN e.patch THEN jsonb_set(
+            jsonb_set(e.payload::jsonb, '{{data,number}}', to_jsonb(t.number)),
+            '{{data,customer_id}}', to_jsonb(t.customer_id::text))
+        ELSE e.payload::jsonb END,
+        e.headers::jsonb
+    FROM {_unnest(_EVENT_TYPES, _P_EVENTS, "e")}
+    JOIN ticket t ON t.id = e.ticket_id
+    ORDER BY e.ord
+)
+SELECT id, number, customer_id FROM ticket
 """
-# Customers without an external id are always new (NULL never conflicts); known ones are
-# refreshed with whatever contact details this ticket brings, as the ORM path does.
-_UPSERT_CUSTOMERS = """
-INSERT INTO customers (id, external_id, name, email, phone)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
-ON CONFLICT (external_id) DO UPDATE SET
-    name = coalesce(excluded.name, customers.name),
-    email = coalesce(excluded.email, customers.email),
-    phone = coalesce(excluded.phone, customers.phone)
-RETURNING id, external_id
-"""
-_NEXT_NUMBERS = f"SELECT nextval('{TICKET_NUMBER_SEQ.name}') FROM generate_series(1, $1)"
-_TICKET_COLUMNS = (
-    "id",
-    "number",
-    "channel",
-    "kind",
-    "status",
-    "priority",
-    "urgent_detected",
-    "subject",
-    "description",
-    "reference",
-    "callback_url",
-    "category_hint",
-    "tags",
-    "customer_id",
-    "reopen_count",
-    "resolution_count",
-    "search_tokens",
-    "created_at",
-    "updated_at",
-    "status_changed_at",
-)
-_INSERT_TICKET = (
-    f"INSERT INTO tickets ({', '.join(_TICKET_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_TICKET_COLUMNS) + 1))})"
-)
-_INSERT_ATTACHMENT = (
-    "INSERT INTO attachments (id, ticket_id, name, content_type, size_bytes, url, storage_key, created_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-)
-_INSERT_CASE = "INSERT INTO complaint_cases (ticket_id, archived, updated_at) VALUES ($1, false, $2)"
-_INSERT_TIMELINE = (
-    "INSERT INTO timeline (ticket_id, kind, occurred_at, actor, data) VALUES ($1, 'created', $2, $3, $4)"
-)
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox (event_id, topic, key, event_type, payload, headers) VALUES ($1, $2, $3, $4, $5, $6)"
-)
+# Placeholders in rows and events until the statement knows the real values.
+_NUMBER_PLACEHOLDER = "(pending)"
+
+
+async def _session_unchanged(_: asyncpg.Connection) -> None:
+    """The writer changes no session state, so a returned connection needs no RESET round trip."""
 
 
 def _plain_dsn(database_url: str) -> str:
@@ -177,7 +283,7 @@ class TicketWriter:
         while True:
             try:
                 return await asyncpg.create_pool(
-                    _plain_dsn(database_url), min_size=1, max_size=self._concurrent
+                    _plain_dsn(database_url), min_size=1, max_size=self._concurrent, reset=_session_unchanged
                 )
             except (OSError, asyncpg.PostgresError) as exc:
                 # Requests wait in the queue meanwhile; /readyz reports the database down.
@@ -200,7 +306,7 @@ class TicketWriter:
 
     async def _write(self, pool: asyncpg.Pool, batch: list[Pending]) -> None:
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn:  # one statement: atomic without BEGIN/COMMIT
                 results = await self._store(conn, [draft for draft, _ in batch])
         except Exception as exc:
             if len(batch) > 1:
@@ -211,6 +317,7 @@ class TicketWriter:
             if not future.done():
                 future.set_exception(_failure(exc))
             return
+        BATCH_SIZE.observe(len(batch))
         if any(result is not KEY_ALREADY_USED for result in results.values()):
             self._on_commit()
         for draft, future in batch:
@@ -220,101 +327,49 @@ class TicketWriter:
     async def _store(
         self, conn: asyncpg.Connection, drafts: Sequence[TicketDraft]
     ) -> dict[uuid.UUID, TicketOut | None]:
-        accepted = await self._claim_keys(conn, drafts)
-        results: dict[uuid.UUID, TicketOut | None] = dict.fromkeys((d.id for d in drafts), KEY_ALREADY_USED)
-        if not accepted:
-            return results
-        customer_ids = await self._upsert_customers(conn, accepted)
-        numbers = [
-            ticket_number(self._number_prefix, value)
-            for (value,) in await conn.fetch(_NEXT_NUMBERS, len(accepted))
+        customers, customer_ids = _customers(drafts)
+        rows = [ticket_row(d, number=_NUMBER_PLACEHOLDER, customer_id=customer_ids[d.id]) for d in drafts]
+        draft_values: list[list[Any]] = [
+            [orjson.dumps(row[c]).decode() if c == "tags" else row[c] for row in rows]
+            for c in _TICKET_COLUMNS
         ]
-        rows = [
-            ticket_row(draft, number=number, customer_id=customer_ids[draft.id])
-            for draft, number in zip(accepted, numbers, strict=True)
+        draft_values += [
+            [d.caller for d in drafts],
+            [d.idempotency_key for d in drafts],
+            [d.fingerprint for d in drafts],
+            [d.body.customer.external_id for d in drafts],
+            [orjson.dumps(created_timeline_data(d)).decode() for d in drafts],
         ]
-        await conn.executemany(_INSERT_TICKET, [[row[c] for c in _TICKET_COLUMNS] for row in rows])
-        await self._insert_details(conn, accepted)
-        await conn.executemany(_INSERT_OUTBOX, self._outbox_rows(accepted, rows))
-        for row in rows:
-            results[row["id"]] = TicketOut(
-                **row, assignee_id=None, team_id=None, resolved_at=None, closed_at=None
-            )
-        return results
-
-    async def _claim_keys(self, conn: asyncpg.Connection, drafts: Sequence[TicketDraft]) -> list[TicketDraft]:
-        """The drafts that may be created: no key, or the first to claim theirs (race-free)."""
-        # Sorted so that concurrent batches lock keys (and customers, below) in one order: no deadlocks.
-        keyed = sorted(
-            (d for d in drafts if d.idempotency_key is not None), key=lambda d: (d.caller, d.idempotency_key)
-        )
-        if not keyed:
-            return list(drafts)
-        claimed = {
-            row["ticket_id"]
-            for row in await conn.fetch(
-                _CLAIM_KEYS,
-                [d.caller for d in keyed],
-                [d.idempotency_key for d in keyed],
-                [d.fingerprint for d in keyed],
-                [d.id for d in keyed],
-                [d.created_at for d in keyed],
-            )
-        }
-        return [d for d in drafts if d.idempotency_key is None or d.id in claimed]
-
-    async def _upsert_customers(
-        self, conn: asyncpg.Connection, drafts: Sequence[TicketDraft]
-    ) -> dict[uuid.UUID, uuid.UUID]:
-        """Customer id per draft. One row per external id: later tickets' details win."""
-        merged: dict[str, dict[str, Any]] = {}
-        anonymous: dict[uuid.UUID, dict[str, Any]] = {}
-        for draft in drafts:
-            c = draft.body.customer
-            details = {"name": c.name, "email": c.email, "phone": c.phone}
-            if c.external_id is None:
-                anonymous[draft.id] = {"id": uuid.uuid4(), "external_id": None, **details}
-                continue
-            known = merged.setdefault(c.external_id, {"id": uuid.uuid4(), "external_id": c.external_id})
-            known.update({k: v for k, v in details.items() if v is not None})
-        customers = [*(merged[k] for k in sorted(merged)), *anonymous.values()]
-        returned = await conn.fetch(
-            _UPSERT_CUSTOMERS,
-            *(
-                [c.get(column) for c in customers]
-                for column in ("id", "external_id", "name", "email", "phone")
-            ),
-        )
-        by_external_id = {row["external_id"]: row["id"] for row in returned if row["external_id"] is not None}
-        return {
-            draft.id: anonymous[draft.id]["id"]
-            if draft.id in anonymous
-            else by_external_id[draft.body.customer.external_id]
-            for draft in drafts
-        }
-
-    async def _insert_details(self, conn: asyncpg.Connection, drafts: Sequence[TicketDraft]) -> None:
         attachments = [
             (uuid.uuid4(), d.id, a.name, a.content_type, a.size_bytes, a.url, a.storage_key, d.created_at)
             for d in drafts
             for a in d.body.attachments
         ]
-        if attachments:
-            await conn.executemany(_INSERT_ATTACHMENT, attachments)
-        cases = [(d.id, d.created_at) for d in drafts if d.body.kind == TicketKind.COMPLAINT]
-        if cases:
-            await conn.executemany(_INSERT_CASE, cases)
-        await conn.executemany(
-            _INSERT_TIMELINE,
-            [(d.id, d.created_at, d.caller, orjson.dumps(created_timeline_data(d)).decode()) for d in drafts],
+        stored = await conn.fetch(
+            _STORE_BATCH,
+            *draft_values,
+            *_columns(customers, len(_CUSTOMER_TYPES)),
+            *_columns(attachments, len(_ATTACHMENT_TYPES)),
+            *_columns(self._events(drafts, customer_ids), len(_EVENT_TYPES)),
+            self._number_prefix,
+            self._topic,
         )
+        results: dict[uuid.UUID, TicketOut | None] = dict.fromkeys((d.id for d in drafts), KEY_ALREADY_USED)
+        by_id = {d.id: d for d in drafts}
+        for record in stored:
+            row = ticket_row(by_id[record["id"]], number=record["number"], customer_id=record["customer_id"])
+            results[record["id"]] = TicketOut(
+                **row, assignee_id=None, team_id=None, resolved_at=None, closed_at=None
+            )
+        return results
 
-    def _outbox_rows(
-        self, drafts: Sequence[TicketDraft], rows: Sequence[dict[str, Any]]
+    def _events(
+        self, drafts: Sequence[TicketDraft], customer_ids: dict[uuid.UUID, uuid.UUID]
     ) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
-        for draft, row in zip(drafts, rows, strict=True):
-            for payload in created_events(draft, number=row["number"], customer_id=row["customer_id"]):
+        for draft in drafts:
+            events = created_events(draft, number=_NUMBER_PLACEHOLDER, customer_id=customer_ids[draft.id])
+            for payload in events:
                 envelope = EventEnvelope.wrap(
                     payload, source=self._source, subject=str(draft.id), correlationid=draft.correlation_id
                 )
@@ -322,11 +377,40 @@ class TicketWriter:
                 out.append(
                     (
                         message["event_id"],
-                        message["topic"],
-                        message["key"],
+                        draft.id,
                         message["event_type"],
                         orjson.dumps(message["payload"]).decode(),
                         orjson.dumps(message["headers"]).decode(),
+                        # The ticket's number and customer id are filled in by the statement.
+                        isinstance(payload, TicketCreated),
                     )
                 )
         return out
+
+
+def _customers(drafts: Sequence[TicketDraft]) -> tuple[list[tuple[Any, ...]], dict[uuid.UUID, uuid.UUID]]:
+    """One row per external id (later tickets' details win, as one upsert after another would);
+    customers without an external id are always new. Returns the rows and each draft's
+    customer id — a placeholder for an external id the database may already know."""
+    merged: dict[str, dict[str, Any]] = {}
+    rows: list[tuple[Any, ...]] = []
+    ids: dict[uuid.UUID, uuid.UUID] = {}
+    for draft in drafts:
+        c = draft.body.customer
+        if c.external_id is None:
+            ids[draft.id] = uuid.uuid4()
+            rows.append((ids[draft.id], None, c.name, c.email, c.phone))
+            continue
+        known = merged.setdefault(c.external_id, {"id": uuid.uuid4()})
+        known.update({k: v for k, v in (("name", c.name), ("email", c.email), ("phone", c.phone)) if v})
+        ids[draft.id] = known["id"]
+    rows += [
+        (m["id"], external_id, m.get("name"), m.get("email"), m.get("phone"))
+        for external_id, m in merged.items()
+    ]
+    return rows, ids
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Row tuples → one list per column (the arrays `unnest` takes)."""
+    return [[row[i] for row in rows] for i in range(width)]
