@@ -6,6 +6,7 @@ UV_VERSION := 0.13.8
 TOOLS := .local/tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 PYTEST_ARGS ?=
+ROUTING_BENCH_ARGS ?=
 
 .PHONY: help install run test lint contracts contracts-check token bench clean
 
@@ -14,6 +15,7 @@ help:
 	@echo "make test       install and run every test against real PostgreSQL and Kafka"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      benchmarks (reports in bench/results/)"
+	@echo "                ROUTING_BENCH_ARGS=\"--rate 100 --duration 10\": a shorter routing latency run"
 	@echo "make contracts  regenerate JSON Schemas and the AsyncAPI document from the event models"
 	@echo "make token ROLE=<role> [SUB=<user id>]   print a dev bearer token (last line)"
 
@@ -44,6 +46,7 @@ contracts-check: install
 bench: install
 	$(UV) run --frozen python bench/intake_bench.py
 	@if [ -f bench/classifier_bench.py ]; then $(UV) run --frozen python bench/classifier_bench.py; fi
+	$(UV) run --frozen python bench/routing_bench.py $(ROUTING_BENCH_ARGS)
 	@echo "reports in bench/results/"
 
 token: install

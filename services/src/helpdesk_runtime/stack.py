@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from helpdesk_runtime.postgres import create_database
-from helpdesk_runtime.procs import ManagedProcess, ProcessStartError, start_process
+from helpdesk_runtime.procs import ManagedProcess, ProcessStartError, start_process, wait_for_port_free
 from helpdesk_shared.chassis.migrations import upgrade_database
 from helpdesk_shared.chassis.settings import DEV_JWT_SECRET
 
@@ -115,10 +115,12 @@ class Stack:
         self.processes[name] = proc
         return proc
 
-    def start(self, *, timeout: float = 90.0) -> None:
-        for spec in SERVICES:
-            self.start_service(spec.name)
-        self.wait_ready(timeout=timeout)
+    def start(self, *, timeout: float = 90.0, names: Sequence[str] | None = None) -> None:
+        """Start the services (all five, or only ``names``) and wait until each is ready."""
+        chosen = list(names) if names is not None else [s.name for s in SERVICES]
+        for name in chosen:
+            self.start_service(name)
+        self.wait_ready(timeout=timeout, names=chosen)
 
     def wait_ready(self, *, timeout: float = 90.0, names: list[str] | None = None) -> None:
         deadline = time.monotonic() + timeout
@@ -152,6 +154,27 @@ class Stack:
         proc = self.processes.pop(name, None)
         if proc is not None:
             proc.stop(timeout=10.0)
+
+    def kill_service(self, name: str) -> None:
+        """SIGKILL one service: a crash, with no graceful shutdown (nothing flushed, no offsets committed)."""
+        proc = self.processes.pop(name, None)
+        if proc is not None:
+            proc.kill()
+
+    def restart(self, name: str, *, crash: bool = True, timeout: float = 90.0) -> ManagedProcess:
+        """Stop one service and start it again on the same port and database; wait until it is ready.
+
+        ``crash=True`` (the default) SIGKILLs it, as a crashed or OOM-killed process; ``crash=False``
+        stops it gracefully (SIGTERM). Its log file is appended to, not replaced.
+        """
+        if crash:
+            self.kill_service(name)
+        else:
+            self.stop_service(name)
+        wait_for_port_free(self.ports[name], timeout=timeout)
+        proc = self.start_service(name)
+        self.wait_ready(timeout=timeout, names=[name])
+        return proc
 
     def stop(self) -> None:
         with ThreadPoolExecutor(max_workers=max(len(self.processes), 1)) as pool:

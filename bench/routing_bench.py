@@ -1,0 +1,503 @@
+"""Routing decision latency: ``ticket.created`` → ``ticket.assigned`` at a paced, sustained rate.
+
+One routing process (one uvicorn worker, as `make run` starts it) on the embedded PostgreSQL and a
+local Kafka broker. The benchmark plays intake: it publishes ``ticket.created`` CloudEvents exactly
+as intake's outbox relay does (the shared envelope and ``TicketCreated`` payload, topic
+``helpdesk.intake``, key = ticket id, idempotent producer with acks=all) at ``--rate`` per second,
+and reads routing's decisions back from ``helpdesk.routing``. The events are built before the clock
+starts, so that the load generator spends its share of the CPUs on sending, not on pydantic (their
+``created_at`` is when they were built: it only moves SLA due times, hours away).
+
+A ticket's latency is the time from handing its ``ticket.created`` to the producer to reading its
+decision (``ticket.assigned`` or ``ticket.queued``) from Kafka: everything a downstream consumer
+waits for — the broker, routing's consumer, classification (the production classifier, trained on
+insuranceqa-zh `train` when ``../shared/data`` is there), SLA clocks, the assignment, the
+transactional outbox and its relay. The breakdown also shows when routing made the decision (the
+event's own ``assigned_at``/``queued_at``), i.e. the part before the commit and the relay.
+
+There are enough agents (200 slots each, spread over the domains) for every ticket to be assigned;
+``--agents`` lowers that to measure ``ticket.queued`` too. The first ``--warmup`` seconds are
+published at the same rate but not measured.
+
+    uv run python bench/routing_bench.py [--rate 500] [--duration 60] [--warmup 5] [--agents N]
+
+Writes bench/results/routing.json and routing.md. Exits non-zero only when something failed
+(a decision never arrived, a service did not start); missed targets are reported as MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import itertools
+import json
+import math
+import os
+import platform
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from helpdesk_runtime.procs import free_port
+from helpdesk_runtime.pytest_plugin import start_infra
+from helpdesk_runtime.stack import Stack
+from helpdesk_shared.chassis.auth import mint_token
+from helpdesk_shared.chassis.migrations import upgrade_database
+from helpdesk_shared.chassis.settings import DEV_JWT_SECRET
+from helpdesk_shared.contracts import EventEnvelope, Priority, TicketAssigned, TicketCreated, TicketQueued
+from helpdesk_shared.contracts.topics import ALL_TOPICS, SERVICE_TOPIC, source_for
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "insuranceqa-zh"
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS_MS = {"p50": 30.0, "p99": 150.0}
+SLOTS_PER_AGENT = 200  # the API's maximum max_concurrent
+STALL_SECONDS = 30.0  # no decision at all for this long while some are missing: routing is stuck
+ASSIGNED, QUEUED = TicketAssigned.cloudevent_type(), TicketQueued.cloudevent_type()
+PRIORITIES = [Priority.NORMAL] * 6 + [Priority.LOW, Priority.HIGH, Priority.HIGH, Priority.URGENT]
+FALLBACK_QUESTIONS = [
+    ("車險續保要準備什麼資料？", "auto-insurance"),
+    ("住院醫療費用怎麼申請理賠？", "health-insurance"),
+    ("壽險保費可以按月繳嗎？", "life-insurance"),
+]
+
+
+# ---- data and setup ---------------------------------------------------------------------------
+
+
+def load_split(split: str) -> list[tuple[str, str]] | None:
+    path = DATA / f"{split}.json.gz"
+    if not path.is_file():
+        return None
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [(q["zh"], q["domain"]) for q in json.load(f).values()]
+
+
+@dataclass
+class Setup:
+    agents: int
+    slots: int
+    domains: list[str]
+    classifier: dict[str, Any] | None
+    questions: list[str]
+
+
+def seed(routing_url: str, *, agents: int) -> Setup:
+    """A team with a lead, ``agents`` specialists of 200 slots over the domains, and the classifier."""
+    token = mint_token(secret=DEV_JWT_SECRET, subject="bench-admin", roles=["admin"], ttl_seconds=3600)
+    train, valid = load_split("train"), load_split("valid")
+    domains = sorted({d for _, d in train}) if train else sorted({d for _, d in FALLBACK_QUESTIONS})
+    with httpx.Client(base_url=routing_url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
+        lead = uuid.uuid4()
+        team = c.post("/v1/teams", json={"name": "bench", "lead_id": str(lead)})
+        team.raise_for_status()
+        team_id = team.json()["id"]
+        members = [(lead, ["lead"], domains)] + [
+            (uuid.uuid4(), ["specialist"], [domains[(n + k) % len(domains)] for k in range(3)])
+            for n in range(agents)
+        ]
+        for agent_id, roles, skills in members:
+            c.post(
+                "/v1/agents",
+                json={
+                    "id": str(agent_id),
+                    "name": f"bench-{str(agent_id)[:8]}",
+                    "team_id": team_id,
+                    "roles": roles,
+                    "domains": skills,
+                    "languages": ["zh"],
+                    "max_concurrent": SLOTS_PER_AGENT,
+                },
+            ).raise_for_status()
+        classifier = None
+        if train:
+            lines = b"\n".join(orjson.dumps({"text": t, "domain": d}) for t, d in train)
+            c.post(
+                "/v1/routing/training-examples",
+                content=lines,
+                headers={"Content-Type": "application/x-ndjson"},
+            ).raise_for_status()
+            trained = c.post("/v1/routing/classifier/retrain")
+            trained.raise_for_status()
+            classifier = trained.json()
+    questions = [t for t, _ in valid] if valid else [t for t, _ in FALLBACK_QUESTIONS]
+    return Setup(agents, agents * SLOTS_PER_AGENT, domains, classifier, questions)
+
+
+# ---- the load ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    sent_at: dict[uuid.UUID, float] = field(default_factory=dict)
+    """Ticket → wall time its ticket.created was handed to the producer."""
+    measured: set[uuid.UUID] = field(default_factory=set)
+    decided: dict[uuid.UUID, tuple[str, float, float]] = field(default_factory=dict)
+    """Ticket → (decision type, wall time it was read, wall time routing made it)."""
+    duplicates: int = 0
+    produce_seconds: float = 0.0
+    produced: int = 0
+    max_send_lag_ms: float = 0.0
+    drain_seconds: float = 0.0
+    stalled: bool = False
+
+
+def created_event(n: int, question: str) -> tuple[uuid.UUID, bytes, list[tuple[str, bytes]]]:
+    ticket_id = uuid.uuid4()
+    payload = TicketCreated(
+        ticket_id=ticket_id,
+        number=f"HD-{n:06d}",
+        channel="web",
+        kind="question",
+        subject=question[:60],
+        description=question,
+        priority=PRIORITIES[n % len(PRIORITIES)],
+        customer_id=uuid.uuid4(),
+        created_at=datetime.now(UTC),
+    )
+    envelope = EventEnvelope.wrap(payload, source=source_for("intake"), subject=str(ticket_id))
+    headers = [
+        ("ce_type", envelope.type.encode()),
+        ("ce_id", str(envelope.id).encode()),
+        ("correlationid", b""),
+    ]
+    return ticket_id, orjson.dumps(envelope.model_dump(mode="json")), headers
+
+
+async def consume(consumer: AIOKafkaConsumer, run: Run, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        batch = await consumer.getmany(timeout_ms=100)
+        received = time.time()
+        for records in batch.values():
+            for record in records:
+                event = orjson.loads(record.value)
+                if event["type"] not in (ASSIGNED, QUEUED):
+                    continue
+                data = event["data"]
+                ticket_id = uuid.UUID(data["ticket_id"])
+                if ticket_id in run.decided:
+                    run.duplicates += 1  # a relay copy, or a dequeue after a queueing: first one counts
+                    continue
+                made = data["assigned_at"] if event["type"] == ASSIGNED else data["queued_at"]
+                run.decided[ticket_id] = (event["type"], received, datetime.fromisoformat(made).timestamp())
+
+
+async def load(bootstrap: str, prefix: str, setup: Setup, args: argparse.Namespace) -> Run:
+    run = Run()
+    consumer = AIOKafkaConsumer(
+        prefix + SERVICE_TOPIC["routing"],
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    # The options of intake's relay (helpdesk_shared.chassis.outbox.new_producer).
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=2, request_timeout_ms=10_000
+    )
+    await consumer.start()
+    await producer.start()
+    stop = asyncio.Event()
+    reader = asyncio.create_task(consume(consumer, run, stop))
+    topic = prefix + SERVICE_TOPIC["intake"]
+    questions = itertools.cycle(setup.questions)
+    warmup = round(args.rate * args.warmup)
+    total = warmup + round(args.rate * args.duration)
+    events = [created_event(n, next(questions)) for n in range(total)]
+    loop = asyncio.get_running_loop()
+    try:
+        began = loop.time() + 0.05
+        for n in range(total):
+            delay = began + n / args.rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                run.max_send_lag_ms = max(run.max_send_lag_ms, -delay * 1000)
+            ticket_id, value, headers = events[n]
+            run.sent_at[ticket_id] = time.time()
+            if n >= warmup:
+                run.measured.add(ticket_id)
+            await producer.send(topic, value=value, key=str(ticket_id).encode(), headers=headers)
+        await producer.flush()
+        run.produced = total
+        run.produce_seconds = loop.time() - began
+        drained = loop.time()
+        last_count, last_progress = -1, loop.time()
+        while len(run.decided.keys() & run.sent_at.keys()) < total:
+            count = len(run.decided)
+            if count != last_count:
+                last_count, last_progress = count, loop.time()
+            elif loop.time() - last_progress > STALL_SECONDS:
+                run.stalled = True
+                break
+            if loop.time() - drained > args.drain_timeout:
+                break  # still deciding, but the backlog would take too long: the rest is censored
+            await asyncio.sleep(0.1)
+        run.drain_seconds = loop.time() - drained
+    finally:
+        stop.set()
+        await reader
+        await producer.stop()
+        await consumer.stop()
+    return run
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+
+def percentiles(values: list[float], *, undecided: int = 0) -> dict[str, Any]:
+    """Percentiles in ms; ``undecided`` tickets count as slower than everything (``None`` when a
+    percentile falls among them: the latency is only known to exceed the cut-off)."""
+    ordered = sorted(values) + [math.inf] * undecided
+    if not ordered:
+        return {"count": 0, "undecided": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+
+    def pick(p: float) -> float | None:
+        value = ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+        return None if math.isinf(value) else round(value, 2)
+
+    return {
+        "count": len(values),
+        "undecided": undecided,
+        "p50_ms": pick(50),
+        "p90_ms": pick(90),
+        "p99_ms": pick(99),
+        "max_ms": pick(100),
+        "mean_ms": round(statistics.fmean(values), 2) if values and not undecided else None,
+    }
+
+
+def report(run: Run, setup: Setup, args: argparse.Namespace, infra_note: dict[str, str]) -> dict[str, Any]:
+    measured = [t for t in run.sent_at if t in run.measured]
+    seen = [t for t in measured if t in run.decided]
+    undecided = len(measured) - len(seen)
+
+    def latencies(kind: str | None, *, made: bool = False) -> list[float]:
+        out = []
+        for t in seen:
+            decision, received, decided_at = run.decided[t]
+            if kind is None or decision == kind:
+                out.append(((decided_at if made else received) - run.sent_at[t]) * 1000)
+        return out
+
+    # With a slot for every ticket, an undecided ticket would have been assigned: it counts there.
+    assigned = percentiles(latencies(ASSIGNED), undecided=undecided)
+    checks = {}
+    for name, target in TARGETS_MS.items():
+        value = assigned[f"{name}_ms"]
+        checks[name] = {"target_ms": target, "value_ms": value, "pass": value is not None and value <= target}
+    window_start = min(run.sent_at[t] for t in measured) if measured else 0.0
+    decided_all = [run.decided[t][1] for t in run.sent_at if t in run.decided]
+    first_send = min(run.sent_at.values(), default=0.0)
+    throughput = len(decided_all) / (max(decided_all) - first_send) if decided_all else 0.0
+    buckets = []
+    for start in range(0, math.ceil(args.duration), 10):
+        bucket = [t for t in measured if start <= run.sent_at[t] - window_start < start + 10]
+        in_bucket = [(run.decided[t][1] - run.sent_at[t]) * 1000 for t in bucket if t in run.decided]
+        buckets.append({"from_s": start, **percentiles(in_bucket, undecided=len(bucket) - len(in_bucket))})
+    return {
+        "benchmark": "ticket.created → ticket.assigned latency, one routing process",
+        "generated_at": datetime.now(UTC).isoformat(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.machine(),
+        },
+        "infrastructure": infra_note,
+        "load": {
+            "rate_per_s": args.rate,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "published": run.produced,
+            "measured": len(measured),
+            "achieved_rate_per_s": round(run.produced / run.produce_seconds, 1) if run.produce_seconds else 0,
+            "max_send_lag_ms": round(run.max_send_lag_ms, 1),
+            "decisions_per_s": round(throughput, 1),
+            "waited_after_last_publish_s": round(run.drain_seconds, 2),
+            "drain_timeout_s": args.drain_timeout,
+        },
+        "setup": {
+            "specialists": setup.agents,
+            "slots": setup.slots,
+            "domains": len(setup.domains),
+            "classifier": setup.classifier,
+        },
+        "latency": {
+            "assigned": assigned,
+            "queued": percentiles(latencies(QUEUED)),
+            "any_decision": percentiles(latencies(None), undecided=undecided),
+            "decision_made_assigned": percentiles(latencies(ASSIGNED, made=True), undecided=undecided),
+        },
+        "per_10s_any_decision": buckets,
+        "targets": checks,
+        "undecided_at_cut_off": undecided,
+        "stalled": run.stalled,
+        "duplicate_decisions_ignored": run.duplicates,
+    }
+
+
+def _ms(value: float | None, stats: dict[str, Any], cut_off_s: float) -> str:
+    """A latency for people: "41.3 ms", "> 120 s" (among the undecided) or "—" (nothing measured)."""
+    if value is not None:
+        return f"{value:,.1f} ms"
+    return f"> {cut_off_s:g} s" if stats["undecided"] else "—"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    load_, lat, setup = result["load"], result["latency"], result["setup"]
+    infra = result["infrastructure"]
+    cut = load_["drain_timeout_s"]
+
+    def row(name: str, stats: dict[str, Any]) -> str:
+        cells = [_ms(stats[k], stats, cut) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")]
+        mean = "—" if stats.get("mean_ms") is None else f"{stats['mean_ms']:,.1f} ms"
+        return f"| {name} | {stats['count']:,} | {stats['undecided']:,} | {' | '.join(cells)} | {mean} |"
+
+    classifier = setup["classifier"]
+    model = (
+        f"classifier v{classifier['version']} ({classifier['n_examples']:,} examples, "
+        f"{len(classifier['classes'])} domains)"
+        if classifier
+        else "no classifier (../shared/data missing): rules only"
+    )
+    lines = [
+        "# Routing latency benchmark",
+        "",
+        f"Generated {result['generated_at']} · {result['machine']['cpus']} CPUs · "
+        f"Python {result['machine']['python']}",
+        "",
+        f"`ticket.created` published straight to Kafka at **{load_['rate_per_s']:g}/s for "
+        f"{load_['duration_s']:g} s** (after {load_['warmup_s']:g} s of warm-up, not measured) to one "
+        f"routing process; {setup['specialists']} specialists × 200 slots over {setup['domains']} domains, "
+        f"{model}. Latency = publish → decision read back from Kafka. Tickets still undecided when the "
+        f"benchmark stopped waiting ({cut:g} s after the last publish) count as slower than every other.",
+        "",
+        f"Infrastructure: {infra['postgres']}; {infra['kafka']}.",
+        "",
+        "| latency | decided | undecided | p50 | p90 | p99 | max | mean |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        row("**ticket.assigned**", lat["assigned"]),
+        row("ticket.queued", lat["queued"]),
+        row("any decision", lat["any_decision"]),
+        row("routing decided (assigned_at − publish)", lat["decision_made_assigned"]),
+        "",
+        "| target (ticket.assigned) | value | verdict |",
+        "|---|---:|---|",
+    ]
+    for name, check in result["targets"].items():
+        verdict = "PASS" if check["pass"] else "MISS"
+        value = _ms(check["value_ms"], lat["assigned"], cut)
+        lines.append(f"| {name} ≤ {check['target_ms']:g} ms | {value} | **{verdict}** |")
+    lines += [
+        "",
+        f"Published {load_['published']:,} ({load_['achieved_rate_per_s']}/s achieved, worst send lag "
+        f"{load_['max_send_lag_ms']} ms); routing decided {load_['decisions_per_s']}/s; waited "
+        f"{load_['waited_after_last_publish_s']} s after the last publish; undecided then: "
+        f"{result['undecided_at_cut_off']:,}{' (routing STALLED)' if result['stalled'] else ''}.",
+        "",
+        "| published during (s) | decided | undecided | p50 | p99 | max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for b in result["per_10s_any_decision"]:
+        span = f"{b['from_s']}–{b['from_s'] + 10}"
+        cells = " | ".join(_ms(b[k], b, cut) for k in ("p50_ms", "p99_ms", "max_ms"))
+        lines.append(f"| {span} | {b['count']:,} | {b['undecided']:,} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=500.0, help="tickets per second (default 500)")
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first (default 5)")
+    parser.add_argument(
+        "--agents", type=int, default=None, help="specialists of 200 slots (default: a slot for every ticket)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for decisions after the last publish (default 120); then: undecided",
+    )
+    args = parser.parse_args()
+    if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--rate and --duration must be positive, --warmup not negative")
+    tickets = args.rate * (args.warmup + args.duration)
+    agents = args.agents if args.agents is not None else math.ceil(tickets * 1.05 / SLOTS_PER_AGENT)
+
+    prefix = f"rbench{secrets.token_hex(3)}."
+    with tempfile.TemporaryDirectory(prefix="helpdesk-bench-") as tmp, start_infra(Path(tmp)) as infra:
+        url = infra.create_database("bench_routing")
+        upgrade_database(url, "routing_service")
+        infra.ensure_topics({prefix + name: n for name, n in ALL_TOPICS.items()})
+        stack = Stack(
+            database_urls={"routing": url},
+            kafka_bootstrap=infra.kafka_bootstrap,
+            log_dir=Path(tmp) / "logs",
+            ports={"routing": free_port()},
+            topic_prefix=prefix,
+            environment="test",
+            extra_env={"HELPDESK_LOG_LEVEL": "WARNING"},
+        )
+        infra_note = {
+            "postgres": "external PostgreSQL"
+            if infra.postgres is None
+            else "embedded PostgreSQL with durable=False (fsync and synchronous_commit off)",
+            "kafka": "external Kafka"
+            if infra.broker is None
+            else "local single-node KRaft broker (C1 JIT, serial GC: the test settings)",
+        }
+        try:
+            stack.start(names=["routing"], timeout=120)
+            print(f"seeding {agents} specialists and training the classifier …", flush=True)
+            setup = seed(stack.url("routing"), agents=agents)
+            print(
+                f"publishing {args.rate:g} ticket.created/s for {args.warmup:g} + {args.duration:g} s …",
+                flush=True,
+            )
+            run = asyncio.run(load(infra.kafka_bootstrap, prefix, setup, args))
+            routing_alive = stack.processes["routing"].is_running()
+        finally:
+            stack.stop()
+    result = report(run, setup, args, infra_note)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "routing.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    (RESULTS / "routing.md").write_text(markdown(result), encoding="utf-8")
+
+    lat, load_, cut = result["latency"], result["load"], args.drain_timeout
+    for name in ("assigned", "queued", "any_decision", "decision_made_assigned"):
+        stats = lat[name]
+        if stats["count"] or stats["undecided"]:
+            cells = " · ".join(
+                f"{k[:-3]} {_ms(stats[k], stats, cut)}" for k in ("p50_ms", "p90_ms", "p99_ms")
+            )
+            print(f"{name:>24}: decided {stats['count']:,}, undecided {stats['undecided']:,} · {cells}")
+    print(
+        f"published {load_['achieved_rate_per_s']}/s · routing decided {load_['decisions_per_s']}/s"
+        f" · undecided at cut-off {result['undecided_at_cut_off']:,}"
+    )
+    for name, check in result["targets"].items():
+        verdict = "PASS" if check["pass"] else "MISS"
+        value = _ms(check["value_ms"], lat["assigned"], cut)
+        print(f"ticket.assigned {name} ≤ {check['target_ms']:g} ms: {value} → {verdict}")
+    print(f"→ {RESULTS / 'routing.md'}")
+    if result["stalled"] or not routing_alive:
+        print(f"ERROR: routing stopped deciding (stalled: {result['stalled']}, alive: {routing_alive})")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
