@@ -182,69 +182,76 @@ async def _follow_status(
     )
 
 
-async def apply_answer_submitted(uow: UnitOfWork, event: AnswerSubmitted) -> None:
-    """An answer version went to review: the ticket awaits review."""
+async def _mirror_review(
+    uow: UnitOfWork,
+    event: AnswerSubmitted | AnswerRejected | AnswerApproved,
+    *,
+    outcome: str,
+    at: datetime,
+    actor: uuid.UUID,
+    target: TicketStatus | None,
+    **details: Any,
+) -> None:
+    """A review step on the timeline, and the status it implies when the lifecycle allows it."""
     ticket = await _mirrored_ticket(uow, event.ticket_id, event.event_type)
     if ticket is None:
         return
-    actor = str(event.author_id)
     await TicketRepository(uow.session).add_timeline(
         ticket.id,
-        "answer_submitted",
-        at=event.submitted_at,
-        actor=actor,
-        summary=f"answer v{event.answer_version} submitted for review",
+        f"answer_{outcome}",
+        at=at,
+        actor=str(actor),
+        summary=f"answer v{event.answer_version} {outcome}"
+        + (" for review" if outcome == "submitted" else ""),
         answer_id=event.answer_id,
         answer_version=event.answer_version,
         author_id=event.author_id,
-        reviewer_id=event.reviewer_id,
+        **details,
     )
-    await _follow_status(
-        uow, ticket, TicketStatus.AWAITING_REVIEW, at=event.submitted_at, actor=actor, cause=event.event_type
+    if target is not None:
+        await _follow_status(uow, ticket, target, at=at, actor=str(actor), cause=event.event_type)
+
+
+async def apply_answer_submitted(uow: UnitOfWork, event: AnswerSubmitted) -> None:
+    """An answer version went to review: the ticket awaits review."""
+    await _mirror_review(
+        uow,
+        event,
+        outcome="submitted",
+        at=event.submitted_at,
+        actor=event.author_id,
+        target=TicketStatus.AWAITING_REVIEW,
+        reviewer_id=event.reviewer_id,
     )
 
 
 async def apply_answer_rejected(uow: UnitOfWork, event: AnswerRejected) -> None:
     """The reviewer sent the answer back: the ticket is being worked on again.
 
-    The reviewer's comment is internal, like the rest of the timeline (customers never see it).
+    The reviewer's comment is internal: channel callers do not see it on the timeline.
     """
-    ticket = await _mirrored_ticket(uow, event.ticket_id, event.event_type)
-    if ticket is None:
-        return
-    actor = str(event.reviewer_id)
-    await TicketRepository(uow.session).add_timeline(
-        ticket.id,
-        "answer_rejected",
+    await _mirror_review(
+        uow,
+        event,
+        outcome="rejected",
         at=event.rejected_at,
-        actor=actor,
-        summary=f"answer v{event.answer_version} rejected",
-        answer_id=event.answer_id,
-        answer_version=event.answer_version,
-        author_id=event.author_id,
+        actor=event.reviewer_id,
+        target=TicketStatus.IN_PROGRESS,
         reviewer_id=event.reviewer_id,
         checklist=event.checklist.model_dump(mode="json"),
         comment=event.comment,
-    )
-    await _follow_status(
-        uow, ticket, TicketStatus.IN_PROGRESS, at=event.rejected_at, actor=actor, cause=event.event_type
     )
 
 
 async def apply_answer_approved(uow: UnitOfWork, event: AnswerApproved) -> None:
     """Noted only: the ticket is answered once the published answer was delivered, not when approved."""
-    ticket = await _mirrored_ticket(uow, event.ticket_id, event.event_type)
-    if ticket is None:
-        return
-    await TicketRepository(uow.session).add_timeline(
-        ticket.id,
-        "answer_approved",
+    await _mirror_review(
+        uow,
+        event,
+        outcome="approved",
         at=event.approved_at,
-        actor=str(event.reviewer_id),
-        summary=f"answer v{event.answer_version} approved",
-        answer_id=event.answer_id,
-        answer_version=event.answer_version,
-        author_id=event.author_id,
+        actor=event.reviewer_id,
+        target=None,
         reviewer_id=event.reviewer_id,
         checklist=event.checklist.model_dump(mode="json"),
         comment=event.comment,
