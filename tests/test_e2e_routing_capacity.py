@@ -6,7 +6,9 @@ of capacity 3 and a team lead.
   Kafka, replayed against the resolutions the test makes.
 * The rest is queued, and only once every specialist is full; complaints (difficult) go to the lead.
 * Resolving tickets through intake, one at a time as their assignees, drains the queue strictly by
-  priority (urgent, high, normal, low), then by age, each freed slot going to the queue's head.
+  priority (urgent, high, normal, low), then by age — since the ticket's creation at intake, not
+  since routing got to it — each freed slot going to the queue's head.
+* Every ``ticket.assigned`` names the assignee's team, so intake lists the team's tickets.
 
 (An unauthorised transfer → 403 and an audited transfer in the timeline are in
 ``test_e2e_ticket_flow.py``.)
@@ -18,6 +20,7 @@ import itertools
 import random
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ import pytest
 from helpdesk_runtime._sync import run_sync
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.stack import Stack
-from helpdesk_shared.contracts import Priority, TicketAssigned, TicketQueued
+from helpdesk_shared.contracts import Priority, TicketAssigned, TicketCreated, TicketQueued
 
 from .routing_e2e import (
     AgentSampler,
@@ -65,13 +68,16 @@ def ticket_plan() -> list[dict[str, Any]]:
     ]
 
 
-def queue_order(queued: dict[uuid.UUID, TicketQueued]) -> list[uuid.UUID]:
-    """The order routing promises: priority, then age in the queue, i.e. ``queued_at`` (ties by id).
+def queue_order(
+    queued: dict[uuid.UUID, TicketQueued], created: dict[uuid.UUID, TicketCreated]
+) -> list[uuid.UUID]:
+    """The order routing promises: priority, then age — the customer's wait, i.e. the ticket's
+    ``created_at`` as intake announced it (ties by id).
 
-    Age is counted from when routing queued the ticket, which is not always the order intake
-    accepted them in: a backlog is consumed partition by partition.
+    Not ``queued_at``: routing consumes a backlog partition by partition, so the order in which it
+    queues tickets is not the order intake accepted them in, and must not decide who is served first.
     """
-    return sorted(queued, key=lambda t: (-Priority(queued[t].priority).rank, queued[t].queued_at, t))
+    return sorted(queued, key=lambda t: (-Priority(queued[t].priority).rank, created[t].created_at, t))
 
 
 def test_two_hundred_tickets_over_five_specialists_of_capacity_three(infra: Infra, tmp_path: Path) -> None:
@@ -87,7 +93,7 @@ def run_scenario(stack: Stack, infra: Infra) -> None:
     team = create_team(routing, specialists=SPECIALISTS, capacity=CAPACITY, lead_capacity=LEAD_CAPACITY)
     bodies = ticket_plan()
     with (
-        EventTap(infra.kafka_bootstrap, [topic(stack, "routing")]) as tap,
+        EventTap(infra.kafka_bootstrap, [topic(stack, "routing"), topic(stack, "intake")]) as tap,
         AgentSampler(routing) as sampler,
         httpx.Client(base_url=intake, timeout=10) as client,
     ):
@@ -102,6 +108,7 @@ def run_scenario(stack: Stack, infra: Infra) -> None:
         )
         assigned, queued = first_decisions(tap, ids)
         check_intake_phase(team, body, assigned, queued)
+        created = announced(tap, queued)
         assert active_tickets(routing) == expected_load(team, CAPACITY, len(COMPLAINTS_AT))
 
         holding = {
@@ -113,18 +120,25 @@ def run_scenario(stack: Stack, infra: Infra) -> None:
         }
         dequeued = drain(client, tap, team, holding, queued)
 
-        assert [s.data.ticket_id for s in dequeued] == queue_order(queued), "the queue drained out of order"
+        assert [s.data.ticket_id for s in dequeued] == queue_order(queued, created), (
+            "the queue drained out of order"
+        )
+        assert {s.data.team_id for s in tap.unique(TicketAssigned)} == {uuid.UUID(team.id)}
         ranks = [Priority(queued[s.data.ticket_id].priority).rank for s in dequeued]
         assert ranks == sorted(ranks, reverse=True)
         assert active_tickets(routing) == expected_load(team, CAPACITY, len(COMPLAINTS_AT))
         assert all(len(t) == CAPACITY for t in holding.values())
+
+        with_lead = {t for t, a in assigned.items() if str(a.agent_id) == team.lead_id}
 
         def intake_agrees() -> bool:
             return all(
                 {uuid.UUID(t["id"]) for t in intake_tickets(client, assignee_id=agent, status="assigned")}
                 == set(held)
                 for agent, held in holding.items()
-            )
+            ) and {
+                uuid.UUID(t["id"]) for t in intake_tickets(client, team_id=team.id, status="assigned")
+            } == (with_lead.union(*holding.values()))
 
         eventually(intake_agrees, within=10.0, interval=0.2)
 
@@ -148,6 +162,20 @@ def first_decisions(
     assigned = {t: decisions[t][0].data for t in ids if decisions[t][0].type == ASSIGNED}
     queued = {t: decisions[t][0].data for t in ids if decisions[t][0].type != ASSIGNED}
     return assigned, queued
+
+
+def announced(tap: EventTap, tickets: Iterable[uuid.UUID]) -> dict[uuid.UUID, TicketCreated]:
+    """The ``ticket.created`` of each ticket, as routing read it from intake's topic."""
+    wanted = set(tickets)
+
+    def found(t: EventTap) -> dict[uuid.UUID, TicketCreated] | None:
+        created = {
+            ticket: seen[0].data for ticket, seen in t.by_ticket(TicketCreated).items() if ticket in wanted
+        }
+        return created if created.keys() == wanted else None
+
+    result: dict[uuid.UUID, TicketCreated] = tap.wait(found, within=10, what="ticket.created of the queued")
+    return result
 
 
 def check_intake_phase(

@@ -1,17 +1,24 @@
-"""Freed capacity drains the queue by priority then age; reopened tickets go back to their agent."""
+"""Freed capacity drains the queue by priority then age; reopened tickets go back to their agent.
+
+Age is the customer's wait: from the ticket's creation (or its reopening), not from when routing
+got round to it — after a backlog or a restart, same-priority tickets still drain oldest first.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from routing_factories import isolated_team, ticket_created
-from sqlalchemy import select
+import pytest
+from routing_factories import isolated_team, published, ticket_created
+from sqlalchemy import delete, select
 
-from helpdesk_runtime.testing import ServiceHarness
+from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.contracts import EventEnvelope, Priority, TicketReopened, TicketResolved, TicketStatus
-from routing_service.models import Agent, Assignment, QueueEntry
+from routing_service.models import Agent, Assignment, QueueEntry, SlaTimer
+
+QUEUED = "helpdesk.ticket.queued.v1"
 
 
 async def handle(routing: ServiceHarness, event: EventEnvelope[Any]) -> None:
@@ -28,14 +35,16 @@ def resolved(ticket_id: uuid.UUID) -> EventEnvelope[Any]:
     )
 
 
-def reopened(ticket_id: uuid.UUID, previous_agent_id: uuid.UUID) -> EventEnvelope[Any]:
+def reopened(
+    ticket_id: uuid.UUID, previous_agent_id: uuid.UUID, *, at: datetime | None = None
+) -> EventEnvelope[Any]:
     return EventEnvelope.wrap(
         TicketReopened(
             ticket_id=ticket_id,
             previous_status=TicketStatus.RESOLVED,
             previous_agent_id=previous_agent_id,
             reopen_count=1,
-            reopened_at=datetime.now(UTC),
+            reopened_at=at or datetime.now(UTC),
         ),
         source="/helpdesk/intake",
         subject=str(ticket_id),
@@ -133,3 +142,94 @@ async def test_reopened_ticket_goes_elsewhere_or_queues_when_its_agent_is_full(
             select(QueueEntry.ticket_id).where(QueueEntry.ticket_id == third.data.ticket_id)
         )
     assert queued == third.data.ticket_id
+
+
+async def presence(routing: ServiceHarness, agent_id: str, value: str) -> dict[str, Any]:
+    response = await routing.client.put(
+        f"/v1/agents/{agent_id}/presence",
+        headers=auth_headers("agent", sub=agent_id),
+        json={"presence": value},
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def entry(routing: ServiceHarness, ticket_id: uuid.UUID) -> Any:
+    """The ticket's queue entry as a row (None when not queued)."""
+    async with routing.uow() as uow:
+        return (
+            await uow.session.execute(select(QueueEntry.__table__).where(QueueEntry.ticket_id == ticket_id))
+        ).one_or_none()
+
+
+async def test_the_queue_serves_tickets_by_creation_time_not_by_when_routing_saw_them(
+    routing: ServiceHarness,
+) -> None:
+    (agent,) = await isolated_team(routing, 1)
+    holder = ticket_created()
+    await handle(routing, holder)
+    now = datetime.now(UTC)
+    newer = ticket_created(created_at=now - timedelta(minutes=1))
+    older = ticket_created(created_at=now - timedelta(minutes=3))
+    await handle(routing, newer)  # a backlog consumed out of creation order: the newer one first
+    await handle(routing, older)
+    queued = await entry(routing, older.data.ticket_id)
+    assert queued is not None and queued.waiting_since == older.data.created_at
+    (announced,) = await published(routing, str(older.data.ticket_id), QUEUED)
+    assert datetime.fromisoformat(announced["queued_at"]) >= now  # when it was queued: routing's time
+
+    await handle(routing, resolved(holder.data.ticket_id))
+
+    assert await owner(routing, older.data.ticket_id) == uuid.UUID(agent)
+    assert await owner(routing, newer.data.ticket_id) is None
+
+
+async def test_a_ticket_handed_back_by_an_agent_going_offline_keeps_its_place(
+    routing: ServiceHarness,
+) -> None:
+    leaving, staying = await isolated_team(routing, 1, 1)
+    now = datetime.now(UTC)
+    await presence(routing, staying, "away")
+    early = ticket_created(created_at=now - timedelta(minutes=3))
+    await handle(routing, early)
+    assert await owner(routing, early.data.ticket_id) == uuid.UUID(leaving)
+    await presence(routing, staying, "online")
+    middle = ticket_created(created_at=now - timedelta(minutes=2))
+    late = ticket_created(created_at=now - timedelta(minutes=1))
+    await handle(routing, middle)
+    await handle(routing, late)
+    assert await owner(routing, middle.data.ticket_id) == uuid.UUID(staying)
+
+    body = await presence(routing, leaving, "offline")  # untouched: back to the queue, nobody free
+
+    assert body["returned_ticket_ids"] == [str(early.data.ticket_id)]
+    returned = await entry(routing, early.data.ticket_id)
+    assert returned is not None and returned.waiting_since == early.data.created_at
+    await handle(routing, resolved(middle.data.ticket_id))
+    assert await owner(routing, early.data.ticket_id) == uuid.UUID(staying)
+    assert await owner(routing, late.data.ticket_id) is None
+
+
+@pytest.mark.parametrize("with_clocks", [True, False], ids=["sla-clocks", "no-sla-clocks"])
+async def test_a_reopened_ticket_queues_at_its_own_priority_from_its_reopening(
+    routing: ServiceHarness, with_clocks: bool
+) -> None:
+    (agent,) = await isolated_team(routing, 1)
+    ticket = ticket_created(priority=Priority.HIGH)
+    await handle(routing, ticket)
+    await handle(routing, resolved(ticket.data.ticket_id))
+    await handle(routing, ticket_created())  # the agent is full again
+    if not with_clocks:  # no SLA policy matched: routing's own memory of the priority must do
+        async with routing.uow() as uow:
+            await uow.session.execute(delete(SlaTimer).where(SlaTimer.ticket_id == ticket.data.ticket_id))
+            await uow.commit()
+    at = datetime.now(UTC) - timedelta(seconds=30)
+
+    await handle(routing, reopened(ticket.data.ticket_id, uuid.UUID(agent), at=at))
+
+    queued = await entry(routing, ticket.data.ticket_id)
+    assert queued is not None
+    assert (queued.priority, queued.priority_rank, queued.waiting_since) == ("high", Priority.HIGH.rank, at)
+    announced = await published(routing, str(ticket.data.ticket_id), QUEUED)
+    assert [a["priority"] for a in announced] == ["high"]

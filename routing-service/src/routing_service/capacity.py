@@ -1,10 +1,33 @@
-"""Capacity over a ticket's life: slots freed on resolution, the queue drained, reopened tickets returned.
+"""Capacity over a ticket's life: who takes what, the queue and its draining, reopened tickets.
 
-A slot is taken atomically when a ticket is assigned (see `RoutingRepository.take_capacity`)
-and given back when the ticket is resolved or closed; every freed slot immediately goes to
-the most urgent, oldest queued ticket, offered first to whoever matches that ticket's domain
-and language. A reopened ticket goes back to the agent who held it when that agent is online
-with a free slot.
+A slot is taken atomically when a ticket is assigned (see `RoutingRepository.take_capacity`: a
+conditional update, so concurrent replicas never push an agent over capacity) and given back when
+the ticket is resolved or closed, transferred away, or handed back by an agent going offline.
+
+**The queue** holds whatever nobody could take, ordered by priority, then by how long the
+customer has been waiting: from the ticket's creation (``ticket.created``'s ``created_at``) or
+its last reopening (``reopened_at``) — not from when routing got round to the event, so a backlog
+or a restart does not reorder same-priority tickets — and a ticket handed back to the queue keeps
+its place. Every freed slot immediately goes to the queue: see `drain_queue`.
+
+**Difficult tickets (疑難問題) belong to the team lead**, so the queue does not treat them like
+the rest. The policy, as a support team expects it:
+
+* A difficult ticket goes to the lead of its domain's team (for a ticket reopened too often: the
+  lead of its previous agent). When that lead is online but full, the ticket **waits in the queue
+  for the lead** (`QueueEntry.lead_id`) rather than go to a specialist: a complaint handled by
+  whoever happened to be free is exactly what 疑難問題 → 組長 is meant to prevent.
+* When the lead is **away or offline** (or there is no lead), waiting would stall the ticket for
+  an unknown time, so it goes to the best specialist (skill, language, load) instead — and a
+  difficult ticket already waiting for a lead who leaves becomes any specialist's to take.
+* A lead's freed slot takes, first, the most urgent and longest-waiting difficult ticket waiting
+  for that lead; a lead who is also a specialist then takes ordinary tickets like anyone else.
+* A specialist's freed slot takes the most urgent and longest-waiting ticket that is not waiting
+  for an online lead: ordinary tickets, and difficult ones only when their lead is not online.
+* The `ticket.assigned` of a difficult ticket says ``difficult: true`` whoever ends up with it.
+
+A reopened ticket goes back to the agent who held it when that agent is online with a free slot
+(a difficult one to its lead first).
 """
 
 from __future__ import annotations
@@ -18,59 +41,128 @@ from helpdesk_shared.contracts.intake import TicketReopened
 from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued
 from routing_service.domain.assignment import Candidate, order_candidates
 from routing_service.domain.difficulty import DEFAULT_POLICY
-from routing_service.repository import RoutingRepository
+from routing_service.repository import Lead, RoutingRepository
+
+DEQUEUED = "dequeued: capacity freed"
 
 
-async def _assign_first_free(
+async def assign_first_free(
     uow: UnitOfWork,
     repo: RoutingRepository,
     ticket_id: uuid.UUID,
-    candidates: list[Candidate],
+    candidates: list[tuple[Candidate, str]],
     *,
-    reason: str,
     now: datetime,
+    difficult: bool = False,
     previous_agent_id: uuid.UUID | None = None,
     domain: str | None = None,
     language: str | None = None,
-) -> bool:
-    for candidate in candidates:
+) -> Candidate | None:
+    """Give the ticket to the first candidate whose slot can still be taken, announcing it as
+    `ticket.assigned` with the assignee's team; returns that candidate (None: all were full)."""
+    for candidate, reason in candidates:
         if await repo.take_capacity(candidate.agent_id, now):
             await repo.assign(ticket_id, candidate.agent_id, reason, now, domain=domain, language=language)
             uow.publish(
                 TicketAssigned(
                     ticket_id=ticket_id,
                     agent_id=candidate.agent_id,
+                    team_id=candidate.team_id,
                     assigned_at=now,
                     reason=reason,
+                    difficult=difficult,
                     previous_agent_id=previous_agent_id,
                 ),
                 subject=str(ticket_id),
             )
-            return True
-    return False
+            return candidate
+    return None
+
+
+def waits_for(lead: Lead | None) -> Candidate | None:
+    """The lead a difficult ticket must wait for: only one who is online."""
+    return lead.candidate if lead is not None and lead.online else None
+
+
+async def queue_ticket(
+    uow: UnitOfWork,
+    repo: RoutingRepository,
+    ticket_id: uuid.UUID,
+    *,
+    priority: Priority,
+    waiting_since: datetime,
+    now: datetime,
+    reason: str,
+    domain: str | None,
+    language: str | None,
+    difficult: bool = False,
+    lead: Lead | None = None,
+) -> None:
+    """Queue the ticket and announce it as `ticket.queued` (under its lead's team while it waits
+    for an online lead, else the team holding its domain best)."""
+    await repo.enqueue(
+        ticket_id,
+        priority,
+        now,
+        waiting_since=waiting_since,
+        domain=domain,
+        language=language,
+        difficult=difficult,
+        lead_id=lead.candidate.agent_id if difficult and lead is not None else None,
+    )
+    waiting_for = waits_for(lead) if difficult else None
+    if waiting_for is not None and waiting_for.team_id is not None:
+        team_id: uuid.UUID | None = waiting_for.team_id
+    else:
+        team = await repo.team_for_domain(domain)
+        team_id = team[0] if team else None
+    uow.publish(
+        TicketQueued(ticket_id=ticket_id, team_id=team_id, priority=priority, queued_at=now, reason=reason),
+        subject=str(ticket_id),
+    )
 
 
 async def drain_queue(uow: UnitOfWork, repo: RoutingRepository, now: datetime) -> int:
-    """Assign queued tickets while someone has a free slot; returns how many were assigned."""
+    """Assign queued tickets while someone free may take one; returns how many were assigned.
+
+    Each round, a lead with a free slot takes the head of the difficult tickets waiting for
+    them, then the free specialists take the head of the rest (what is not waiting for an
+    online lead), offered first to whoever matches its domain and language.
+    """
     assigned = 0
-    while (entry := await repo.next_queued()) is not None:
-        ordered = order_candidates(
-            await repo.available_specialists(), domain=entry.domain, language=entry.language
-        )
-        if not await _assign_first_free(
-            uow,
-            repo,
-            entry.ticket_id,
-            [candidate for candidate, _ in ordered],
-            reason="dequeued: capacity freed",
-            now=now,
-            domain=entry.domain,
-            language=entry.language,
-        ):
-            break
-        await repo.dequeue(entry.ticket_id)
-        assigned += 1
-    return assigned
+    while True:
+        progress = False
+        if (entry := await repo.next_for_free_lead()) is not None:
+            lead = await repo.online_candidate(entry.lead_id)
+            if lead is not None and await assign_first_free(
+                uow,
+                repo,
+                entry.ticket_id,
+                [(lead, DEQUEUED)],
+                now=now,
+                difficult=True,
+                domain=entry.domain,
+                language=entry.language,
+            ):
+                await repo.dequeue(entry.ticket_id)
+                assigned, progress = assigned + 1, True
+        specialists = await repo.available_specialists()
+        if specialists and (entry := await repo.next_for_specialists()) is not None:
+            ordered = order_candidates(specialists, domain=entry.domain, language=entry.language)
+            if await assign_first_free(
+                uow,
+                repo,
+                entry.ticket_id,
+                [(candidate, DEQUEUED) for candidate, _ in ordered],
+                now=now,
+                difficult=entry.difficult,
+                domain=entry.domain,
+                language=entry.language,
+            ):
+                await repo.dequeue(entry.ticket_id)
+                assigned, progress = assigned + 1, True
+        if not progress:
+            return assigned
 
 
 async def release_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> None:
@@ -88,54 +180,60 @@ async def release_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> None:
 async def reassign_reopened(uow: UnitOfWork, event: TicketReopened) -> None:
     """Back to the previous agent when possible, else whoever is free, else the queue.
 
-    A ticket reopened `reopen_limit` times is difficult (疑難問題): its previous agent's team
-    lead takes it first.
+    A difficult ticket — so classified, or reopened `reopen_limit` times (疑難問題) — goes to its
+    lead first: the previous agent's lead (a lead keeps their own), else the lead of its domain;
+    while that lead is online it waits for them. The ticket keeps its priority; its wait counts
+    from the reopening.
     """
     repo = RoutingRepository(uow.session)
     if await repo.assignment(event.ticket_id) is not None:
         await repo.release_assignment(event.ticket_id)  # reopened while still held: re-decide
+    waiting_since = await repo.dequeue(event.ticket_id) or event.reopened_at  # queued: keeps its place
     now = datetime.now(UTC)
     previous = event.previous_agent_id
     routed = await repo.routed(event.ticket_id)
     domain, language = (routed.domain, routed.language) if routed is not None else (None, None)
+    reopened_often = event.reopen_count >= DEFAULT_POLICY.reopen_limit
+    difficult = reopened_often or (routed is not None and routed.difficult)
+    await repo.note_reopened(event.ticket_id, waiting_since=waiting_since, difficult=reopened_often)
+    priority = await repo.ticket_priority(event.ticket_id)
+    lead: Lead | None = None
+    if difficult:
+        lead = await repo.lead(await repo.lead_of(previous)) or await repo.lead_for(domain)
     ordered: list[tuple[Candidate, str]] = []
-    if event.reopen_count >= DEFAULT_POLICY.reopen_limit:
-        lead = await repo.online_candidate(await repo.lead_of(previous))
-        if lead is not None:
-            ordered.append((lead, f"reopened {event.reopen_count} times: difficult, to the team lead"))
-    if (back := await repo.online_candidate(previous)) is not None:
-        ordered.append((back, "reopened: back to the previous agent"))
-    ordered += [
-        (c, "reopened: previous agent unavailable")
-        for c, _ in order_candidates(await repo.available_specialists(), domain=domain, language=language)
-        if c.agent_id != previous
-    ]
-    for candidate, reason in ordered:
-        if await _assign_first_free(
+    if (waiting_for := waits_for(lead)) is not None:
+        why = f"reopened {event.reopen_count} times" if reopened_often else "reopened"
+        ordered.append((waiting_for, f"{why}: difficult, to the team lead"))
+    else:
+        if (back := await repo.online_candidate(previous)) is not None:
+            ordered.append((back, "reopened: back to the previous agent"))
+        ordered += [
+            (c, "reopened: previous agent unavailable")
+            for c, _ in order_candidates(await repo.available_specialists(), domain=domain, language=language)
+            if c.agent_id != previous
+        ]
+    if not await assign_first_free(
+        uow,
+        repo,
+        event.ticket_id,
+        ordered,
+        now=now,
+        difficult=difficult,
+        previous_agent_id=previous,
+        domain=domain,
+        language=language,
+    ):
+        await queue_ticket(
             uow,
             repo,
             event.ticket_id,
-            [candidate],
+            priority=priority,
+            waiting_since=waiting_since,
             now=now,
-            previous_agent_id=previous,
-            reason=reason,
+            reason="reopened; its team lead is busy" if waiting_for else "reopened; nobody has free capacity",
             domain=domain,
             language=language,
-        ):
-            await uow.commit()
-            return
-    await repo.enqueue(
-        event.ticket_id, Priority.NORMAL, Priority.NORMAL.rank, now, domain=domain, language=language
-    )
-    team = await repo.team_for_domain(domain)
-    uow.publish(
-        TicketQueued(
-            ticket_id=event.ticket_id,
-            team_id=team[0] if team else None,
-            priority=Priority.NORMAL,
-            queued_at=now,
-            reason="reopened; nobody has free capacity",
-        ),
-        subject=str(event.ticket_id),
-    )
+            difficult=difficult,
+            lead=lead,
+        )
     await uow.commit()

@@ -81,7 +81,7 @@ class Assignment(Base):
 
 
 class QueueEntry(Base):
-    """A ticket nobody could take yet; drained by priority, then age."""
+    """A ticket nobody could take yet; drained by priority, then age (``waiting_since``)."""
 
     __tablename__ = "queue"
 
@@ -89,15 +89,23 @@ class QueueEntry(Base):
     priority_rank: Mapped[int] = mapped_column(Integer)
     priority: Mapped[str] = mapped_column(String(10))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """When routing put it in the queue (this time)."""
     domain: Mapped[str | None] = mapped_column(String(100))
     language: Mapped[str | None] = mapped_column(String(35))
+    waiting_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """Its age in the queue: when the customer's wait began — the ticket's creation, or its last
+    reopening — whenever routing got round to it and however often it was handed back."""
+    difficult: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"), default=False)
+    lead_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    """For a difficult ticket, the team lead it waits for (while that lead is online)."""
 
 
 class RoutedTicket(Base):
     """What routing learnt about a ticket when it first routed it.
 
-    The row marks the ticket as routed (a replayed `ticket.created` is ignored) and keeps the
-    classified domain and language for later decisions (a reopened ticket). ``text`` is the
+    The row marks the ticket as routed (a replayed `ticket.created` is ignored) and keeps what
+    later decisions need (a reopened ticket, one handed back to the queue): the classified domain
+    and language, the priority, the difficulty and when the customer's wait began. ``text`` is the
     classification text — customers' own words, which may hold personal data — kept only until
     the ticket is resolved (it then becomes a training example) or closed, and never logged.
     """
@@ -109,6 +117,13 @@ class RoutedTicket(Base):
     language: Mapped[str | None] = mapped_column(String(35))
     text: Mapped[str | None] = mapped_column(Text)
     routed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    priority: Mapped[str | None] = mapped_column(String(10))
+    """The priority routing gave it (urgent when classified so); SLA escalations raise the one on
+    its clocks, which wins when there are clocks."""
+    difficult: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"), default=False)
+    """Difficult (疑難問題) as classified, or since it was reopened `reopen_limit` times."""
+    waiting_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """When the customer's current wait began: creation, then each reopening."""
 
 
 class TrainingExample(Base):

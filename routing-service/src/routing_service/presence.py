@@ -1,11 +1,14 @@
 """Presence (online / away / offline) and what each change does to tickets.
 
 * **online** — the agent takes new tickets; the queue is drained at once.
-* **away** — the agent keeps their tickets and takes no new ones.
+* **away** — the agent keeps their tickets and takes no new ones. The queue is drained too: a
+  lead's leaving lets specialists take the difficult tickets that were waiting for them.
 * **offline** — as away, and the tickets the agent has not worked on yet (no answer submitted,
   see `touch`) go back to the queue, each announced as `ticket.queued`, and are offered to the
-  other free agents right away by the normal drain. Tickets with work in them stay: moving a
-  half-written answer to a stranger costs more than waiting for its author.
+  other free agents right away by the normal drain. They keep their place in the queue (the
+  customer's wait counts from the ticket's creation or reopening) and their priority and
+  difficulty. Tickets with work in them stay: moving a half-written answer to a stranger costs
+  more than waiting for its author.
 
 Every change of presence or capacity is announced as `agent.status_changed` (key = agent id).
 The agent's row is locked for the change, so a concurrent assignment either completes before
@@ -22,8 +25,8 @@ from helpdesk_shared.chassis.problems import Forbidden
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import AgentPresence, Role
 from helpdesk_shared.contracts.review import AnswerSubmitted
-from helpdesk_shared.contracts.routing import AgentStatusChanged, TicketQueued
-from routing_service.capacity import drain_queue
+from helpdesk_shared.contracts.routing import AgentStatusChanged
+from routing_service.capacity import drain_queue, queue_ticket
 from routing_service.errors import AgentNotFound
 from routing_service.models import Agent
 from routing_service.repository import RoutingRepository
@@ -67,8 +70,7 @@ async def set_presence(
     returned: list[uuid.UUID] = []
     if body.presence == AgentPresence.OFFLINE:
         returned = await _hand_back_untouched(uow, repo, agent_id, now)
-    if body.presence == AgentPresence.ONLINE or returned:
-        await drain_queue(uow, repo, now)
+    await drain_queue(uow, repo, now)
     agent = await repo.lock_agent(agent_id)  # re-read: the hand-back and the drain changed its load
     assert agent is not None
     announce_status(uow, agent, previous, now)
@@ -82,20 +84,18 @@ async def _hand_back_untouched(
 ) -> list[uuid.UUID]:
     returned = await repo.release_untouched(agent_id)
     for ticket in returned:
-        priority = await repo.ticket_priority(ticket.ticket_id)
-        await repo.enqueue(
-            ticket.ticket_id, priority, priority.rank, now, domain=ticket.domain, language=ticket.language
-        )
-        team = await repo.team_for_domain(ticket.domain)
-        uow.publish(
-            TicketQueued(
-                ticket_id=ticket.ticket_id,
-                team_id=team[0] if team else None,
-                priority=priority,
-                queued_at=now,
-                reason=RETURNED_REASON,
-            ),
-            subject=str(ticket.ticket_id),
+        await queue_ticket(
+            uow,
+            repo,
+            ticket.ticket_id,
+            priority=await repo.ticket_priority(ticket.ticket_id),
+            waiting_since=ticket.waiting_since,
+            now=now,
+            reason=RETURNED_REASON,
+            domain=ticket.domain,
+            language=ticket.language,
+            difficult=ticket.difficult,
+            lead=await repo.lead_for(ticket.domain) if ticket.difficult else None,
         )
     return [ticket.ticket_id for ticket in returned]
 

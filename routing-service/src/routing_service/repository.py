@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, Row, delete, exists, func, or_, select, update
+from sqlalchemy import Integer, Row, delete, exists, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,17 @@ from routing_service.domain.assignment import (
 )
 from routing_service.models import Agent, Assignment, QueueEntry, RoutedTicket, SlaTimer, Team
 
+_LED_TEAM = (
+    select(Team.id)
+    .where(Team.lead_id == Agent.id)
+    .order_by(Team.created_at, Team.id)
+    .limit(1)
+    .correlate(Agent)
+    .scalar_subquery()
+)
+_TEAM = func.coalesce(Agent.team_id, _LED_TEAM).label("team_id")
+"""The agent's team; for a lead who is no team's member, the (oldest) team they lead."""
+
 _CANDIDATE_COLUMNS = (
     Agent.id,
     Agent.active_tickets,
@@ -29,6 +40,7 @@ _CANDIDATE_COLUMNS = (
     Agent.domains,
     Agent.skill_levels,
     Agent.languages,
+    _TEAM,
 )
 
 
@@ -40,7 +52,15 @@ def _candidate(row: Any) -> Candidate:  # a row of _CANDIDATE_COLUMNS
         row.last_assigned_at,
         skills=effective_levels(row.domains, row.skill_levels or {}),
         languages=frozenset(row.languages),
+        team_id=row.team_id,
     )
+
+
+class Lead(NamedTuple):
+    """A team lead as a candidate, whatever their presence (capacity is checked when taken)."""
+
+    candidate: Candidate
+    online: bool
 
 
 class Returned(NamedTuple):
@@ -49,6 +69,13 @@ class Returned(NamedTuple):
     ticket_id: uuid.UUID
     domain: str | None
     language: str | None
+    waiting_since: datetime
+    """When the customer's wait began (creation or reopening), not when it was handed back."""
+    difficult: bool
+
+
+_QUEUE_ORDER = (QueueEntry.priority_rank.desc(), QueueEntry.waiting_since, QueueEntry.ticket_id)
+"""The queue's order: priority, then the customer's wait (ties by id)."""
 
 
 class RoutingRepository:
@@ -127,32 +154,48 @@ class RoutingRepository:
         return _candidate(row) if row else None
 
     async def lead_of(self, agent_id: uuid.UUID | None) -> uuid.UUID | None:
-        """The lead of the agent's team."""
+        """The lead responsible for the agent: the agent if they lead a team, else their team's lead."""
         if agent_id is None:
             return None
+        if await self.session.scalar(select(exists().where(Team.lead_id == agent_id))):
+            return agent_id
         return await self.session.scalar(
             select(Team.lead_id).join(Agent, Agent.team_id == Team.id).where(Agent.id == agent_id)
         )
 
-    async def lead_for(self, domain: str | None) -> Candidate | None:
-        """The lead of the team holding most specialists in `domain` (any team with a lead if None)."""
+    async def lead(self, agent_id: uuid.UUID | None) -> Lead | None:
+        """The agent as a lead candidate, online or not (None if unknown)."""
+        if agent_id is None:
+            return None
+        row = (
+            await self.session.execute(
+                select(*_CANDIDATE_COLUMNS, Agent.presence).where(Agent.id == agent_id)
+            )
+        ).first()
+        return Lead(_candidate(row), row.presence == AgentPresence.ONLINE) if row else None
+
+    async def lead_for(self, domain: str | None) -> Lead | None:
+        """The lead of the team holding most agents in `domain`, its lead counted (any team with
+        a lead if None), online or not: presence decides whether a difficult ticket waits for them."""
         skilled = (
             func.count(Agent.id).filter(Agent.domains.any_() == domain) if domain else func.count(Agent.id)
         )
         team = (
             select(Team.lead_id)
-            .join(Agent, Agent.team_id == Team.id)
+            .join(Agent, or_(Agent.team_id == Team.id, Agent.id == Team.lead_id))
             .where(Team.lead_id.is_not(None))
             .group_by(Team.id, Team.lead_id)
             .order_by(skilled.desc(), Team.created_at)
             .limit(1)
         ).scalar_subquery()
         row = (
-            await self.session.execute(
-                select(*_CANDIDATE_COLUMNS).where(Agent.id == team, Agent.presence == AgentPresence.ONLINE)
-            )
+            await self.session.execute(select(*_CANDIDATE_COLUMNS, Agent.presence).where(Agent.id == team))
         ).first()
-        return _candidate(row) if row else None
+        return Lead(_candidate(row), row.presence == AgentPresence.ONLINE) if row else None
+
+    async def team_of(self, agent_id: uuid.UUID) -> uuid.UUID | None:
+        """The agent's team (for a lead who is no team's member, the team they lead)."""
+        return await self.session.scalar(select(_TEAM).where(Agent.id == agent_id))
 
     async def team_for_domain(self, domain: str | None) -> tuple[uuid.UUID, str] | None:
         """(id, name) of the team that holds `domain` best: the highest summed skill level of its
@@ -214,22 +257,28 @@ class RoutingRepository:
     async def enqueue(
         self,
         ticket_id: uuid.UUID,
-        priority: str,
-        rank: int,
+        priority: Priority,
         now: datetime,
         *,
+        waiting_since: datetime,
         domain: str | None = None,
         language: str | None = None,
+        difficult: bool = False,
+        lead_id: uuid.UUID | None = None,
     ) -> None:
+        """Queue the ticket; its place is by priority, then `waiting_since` (the customer's wait)."""
         await self.session.execute(
             pg_insert(QueueEntry)
             .values(
                 ticket_id=ticket_id,
                 priority=priority,
-                priority_rank=rank,
+                priority_rank=priority.rank,
                 queued_at=now,
+                waiting_since=waiting_since,
                 domain=domain,
                 language=language,
+                difficult=difficult,
+                lead_id=lead_id,
             )
             .on_conflict_do_nothing()
         )
@@ -257,22 +306,44 @@ class RoutingRepository:
                 )
             )
         ).all()
-        if rows:
-            await self.session.execute(
-                update(Agent)
-                .where(Agent.id == agent_id)
-                .values(active_tickets=func.greatest(Agent.active_tickets - len(rows), 0))
+        if not rows:
+            return []
+        await self.session.execute(
+            update(Agent)
+            .where(Agent.id == agent_id)
+            .values(active_tickets=func.greatest(Agent.active_tickets - len(rows), 0))
+        )
+        routed = {
+            r.ticket_id: r
+            for r in await self.session.execute(
+                select(RoutedTicket.ticket_id, RoutedTicket.waiting_since, RoutedTicket.difficult).where(
+                    RoutedTicket.ticket_id.in_([r.ticket_id for r in rows])
+                )
             )
+        }
         ordered = sorted(rows, key=lambda r: (r.assigned_at, r.ticket_id))
-        return [Returned(r.ticket_id, r.domain, r.language) for r in ordered]
+        return [
+            Returned(
+                r.ticket_id,
+                r.domain,
+                r.language,
+                # Tickets routed before routing remembered the wait: since their assignment.
+                routed[r.ticket_id].waiting_since if r.ticket_id in routed else r.assigned_at,
+                routed[r.ticket_id].difficult if r.ticket_id in routed else False,
+            )
+            for r in ordered
+        ]
 
     async def ticket_priority(self, ticket_id: uuid.UUID) -> Priority:
-        """The ticket's priority as its SLA clocks know it (raised by escalations), else normal."""
-        stored = await self.session.scalar(
-            select(SlaTimer.priority).where(
-                SlaTimer.ticket_id == ticket_id, SlaTimer.target == SlaTarget.FIRST_RESPONSE
-            )
+        """The ticket's priority as its SLA clocks know it (raised by escalations), else as routing
+        gave it (no policy matched), else normal (routed before routing remembered it)."""
+        clocks = (
+            select(SlaTimer.priority)
+            .where(SlaTimer.ticket_id == ticket_id, SlaTimer.target == SlaTarget.FIRST_RESPONSE)
+            .scalar_subquery()
         )
+        routed = select(RoutedTicket.priority).where(RoutedTicket.ticket_id == ticket_id).scalar_subquery()
+        stored = await self.session.scalar(select(func.coalesce(clocks, routed)))
         return (
             Priority(stored)
             if stored is not None and stored in Priority._value2member_map_
@@ -295,16 +366,41 @@ class RoutingRepository:
         )
 
     async def remember(
-        self, ticket_id: uuid.UUID, *, domain: str | None, language: str | None, text: str, now: datetime
+        self,
+        ticket_id: uuid.UUID,
+        *,
+        domain: str | None,
+        language: str | None,
+        text: str,
+        now: datetime,
+        priority: Priority,
+        difficult: bool,
+        waiting_since: datetime,
     ) -> bool:
         """Record the routing of a ticket; False if another transaction did it first."""
         inserted = await self.session.execute(
             pg_insert(RoutedTicket)
-            .values(ticket_id=ticket_id, domain=domain, language=language, text=text, routed_at=now)
+            .values(
+                ticket_id=ticket_id,
+                domain=domain,
+                language=language,
+                text=text,
+                routed_at=now,
+                priority=priority,
+                difficult=difficult,
+                waiting_since=waiting_since,
+            )
             .on_conflict_do_nothing()
             .returning(RoutedTicket.ticket_id)
         )
         return inserted.first() is not None
+
+    async def note_reopened(self, ticket_id: uuid.UUID, *, waiting_since: datetime, difficult: bool) -> None:
+        """A reopened ticket's wait starts again; once difficult, it stays difficult."""
+        values: dict[str, Any] = {"waiting_since": waiting_since} | ({"difficult": True} if difficult else {})
+        await self.session.execute(
+            update(RoutedTicket).where(RoutedTicket.ticket_id == ticket_id).values(**values)
+        )
 
     async def routed(self, ticket_id: uuid.UUID, *, lock: bool = False) -> RoutedTicket | None:
         return await self.session.get(RoutedTicket, ticket_id, with_for_update=lock or None)
@@ -323,18 +419,51 @@ class RoutingRepository:
             )
         return agent_id
 
-    async def dequeue(self, ticket_id: uuid.UUID) -> None:
-        await self.session.execute(delete(QueueEntry).where(QueueEntry.ticket_id == ticket_id))
+    async def dequeue(self, ticket_id: uuid.UUID) -> datetime | None:
+        """Take the ticket out of the queue; returns since when it was waiting (None: not queued)."""
+        result = await self.session.execute(
+            delete(QueueEntry).where(QueueEntry.ticket_id == ticket_id).returning(QueueEntry.waiting_since)
+        )
+        return result.scalar_one_or_none()
 
-    async def next_queued(self) -> QueueEntry | None:
-        """Highest priority, then oldest; skipped if another replica is assigning it right now."""
+    async def next_for_specialists(self) -> QueueEntry | None:
+        """Highest priority, then longest waiting, among the tickets a specialist may take: all but
+        the difficult ones whose lead is online (those wait for the lead). Skipped if another
+        replica is assigning it right now."""
+        lead_online = exists().where(Agent.id == QueueEntry.lead_id, Agent.presence == AgentPresence.ONLINE)
         stmt = (
             select(QueueEntry)
-            .order_by(QueueEntry.priority_rank.desc(), QueueEntry.queued_at, QueueEntry.ticket_id)
+            .where(or_(not_(QueueEntry.difficult), ~lead_online))
+            .order_by(*_QUEUE_ORDER)
             .limit(1)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, of=QueueEntry)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def next_for_free_lead(self) -> QueueEntry | None:
+        """Highest priority, then longest waiting, among the difficult tickets waiting for a lead
+        who is online with a free slot."""
+        stmt = (
+            select(QueueEntry)
+            .join(Agent, Agent.id == QueueEntry.lead_id)
+            .where(
+                QueueEntry.difficult,
+                Agent.presence == AgentPresence.ONLINE,
+                Agent.active_tickets < Agent.max_concurrent,
+            )
+            .order_by(*_QUEUE_ORDER)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=QueueEntry)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def hand_over_waiting(self, from_lead: uuid.UUID, to_lead: uuid.UUID | None) -> None:
+        """Difficult tickets waiting for someone who no longer leads any team wait for `to_lead`."""
+        await self.session.execute(
+            update(QueueEntry)
+            .where(QueueEntry.lead_id == from_lead, ~exists().where(Team.lead_id == from_lead))
+            .values(lead_id=to_lead)
+        )
 
     async def queue_depth(self) -> int:
         return int(await self.session.scalar(select(func.count()).select_from(QueueEntry)) or 0)

@@ -10,9 +10,8 @@ from helpdesk_shared.chassis.pagination import PageParams, build_page
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import AgentPresence, Priority
 from helpdesk_shared.contracts.intake import TicketCreated
-from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued
 from routing_service import classification, sla
-from routing_service.capacity import drain_queue
+from routing_service.capacity import assign_first_free, drain_queue, queue_ticket, waits_for
 from routing_service.domain.assignment import Candidate, Match, order_candidates
 from routing_service.errors import (
     AgentNotFound,
@@ -24,7 +23,7 @@ from routing_service.errors import (
 )
 from routing_service.models import Agent, Team
 from routing_service.presence import announce_status
-from routing_service.repository import RoutingRepository
+from routing_service.repository import Lead, RoutingRepository
 from routing_service.schemas import AgentCreate, AgentOut, AgentUpdate, TeamCreate, TeamOut, TeamUpdate
 
 __all__ = [  # the problems stay importable from here, where the API has always found them
@@ -67,9 +66,16 @@ async def update_team(uow: UnitOfWork, team_id: uuid.UUID, body: TeamUpdate) -> 
         )
     if body.name is not None:
         team.name = body.name
+    previous_lead = team.lead_id
     if "lead_id" in body.model_fields_set:
         team.lead_id = body.lead_id
     await uow.flush()
+    if team.lead_id != previous_lead:
+        # Difficult tickets waiting for a lead who no longer leads anyone now wait for the new
+        # lead, and either may be free to take some right away.
+        if previous_lead is not None:
+            await repo.hand_over_waiting(previous_lead, team.lead_id)
+        await drain_queue(uow, repo, datetime.now(UTC))
     out = TeamOut.model_validate(team)
     await uow.commit()
     return out
@@ -181,25 +187,28 @@ def _reason(match: Match, domain: str | None, language: str | None) -> str:
     return "least-loaded online specialist"
 
 
+LEAD_REASON = "difficult: the team lead of the ticket's domain"
+
+
 async def _candidates(
-    repo: RoutingRepository, domain: str | None, language: str | None, difficult: bool
+    repo: RoutingRepository, domain: str | None, language: str | None, lead: Lead | None
 ) -> list[tuple[Candidate, str]]:
-    """Who to try, in order: the lead for difficult tickets (疑難問題), then skill (domain and
-    language, then domain), then anyone free."""
-    ordered: list[tuple[Candidate, str]] = []
-    if difficult and (lead := await repo.lead_for(domain)) is not None:
-        ordered.append((lead, "difficult: the team lead of the ticket's domain"))
-    ordered += [
+    """Who to try, in order. A difficult ticket's lead when online — only them: if they are full
+    the ticket waits for them (see `capacity`). Otherwise skill (domain and language, then
+    domain), then anyone free."""
+    if (waiting_for := waits_for(lead)) is not None:
+        return [(waiting_for, LEAD_REASON)]
+    return [
         (candidate, _reason(match, domain, language))
         for candidate, match in order_candidates(
             await repo.available_specialists(), domain=domain, language=language
         )
     ]
-    return ordered
 
 
 async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
-    """Classify, start the SLA clocks, then assign to the best free specialist, else queue.
+    """Classify, start the SLA clocks, then assign to the best free specialist (a difficult
+    ticket: its team lead), else queue — by the time the ticket was created, not processed.
 
     The clocks start from routing's own decision — a rule or the model can make a ticket urgent
     or difficult, and the matching SLA policy must see that. `ticket.classified` (with the matched
@@ -211,42 +220,48 @@ async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
         return  # replayed under a new event id: the first routing stands
     now = datetime.now(UTC)
     decision, version = await classification.classify_ticket(uow.session, ticket)
-    domain, language = decision.domain, ticket.language
-    text = classification.ticket_text(ticket)
-    if not await repo.remember(ticket.ticket_id, domain=domain, language=language, text=text, now=now):
-        return  # a concurrent delivery of the same ticket got there first
+    domain, language, difficult = decision.domain, ticket.language, decision.difficult
     priority = Priority.URGENT if decision.urgent else ticket.priority
-    timers = await sla.start_timers(uow, ticket, difficult=decision.difficult, priority=priority)
+    text = classification.ticket_text(ticket)
+    if not await repo.remember(
+        ticket.ticket_id,
+        domain=domain,
+        language=language,
+        text=text,
+        now=now,
+        priority=priority,
+        difficult=difficult,
+        waiting_since=ticket.created_at,
+    ):
+        return  # a concurrent delivery of the same ticket got there first
+    timers = await sla.start_timers(uow, ticket, difficult=difficult, priority=priority)
     if decision.informative:
         event = classification.classified_event(ticket, decision, version, now, timers)
         uow.publish(event, subject=str(ticket.ticket_id))
-    for candidate, reason in await _candidates(repo, domain, language, decision.difficult):
-        if await repo.take_capacity(candidate.agent_id, now):
-            await repo.assign(
-                ticket.ticket_id, candidate.agent_id, reason, now, domain=domain, language=language
-            )
-            uow.publish(
-                TicketAssigned(
-                    ticket_id=ticket.ticket_id,
-                    agent_id=candidate.agent_id,
-                    assigned_at=now,
-                    reason=reason,
-                    difficult=decision.difficult,
-                ),
-                subject=str(ticket.ticket_id),
-            )
-            await uow.commit()
-            return
-    await repo.enqueue(ticket.ticket_id, priority, priority.rank, now, domain=domain, language=language)
-    team = await repo.team_for_domain(domain)
-    uow.publish(
-        TicketQueued(
-            ticket_id=ticket.ticket_id,
-            team_id=team[0] if team else None,
+    lead = await repo.lead_for(domain) if difficult else None
+    if not await assign_first_free(
+        uow,
+        repo,
+        ticket.ticket_id,
+        await _candidates(repo, domain, language, lead),
+        now=now,
+        difficult=difficult,
+        domain=domain,
+        language=language,
+    ):
+        await queue_ticket(
+            uow,
+            repo,
+            ticket.ticket_id,
             priority=priority,
-            queued_at=now,
-            reason="no online specialist with free capacity",
-        ),
-        subject=str(ticket.ticket_id),
-    )
+            waiting_since=ticket.created_at,
+            now=now,
+            reason="difficult: its team lead is busy"
+            if waits_for(lead)
+            else "no online specialist with free capacity",
+            domain=domain,
+            language=language,
+            difficult=difficult,
+            lead=lead,
+        )
     await uow.commit()

@@ -5,7 +5,8 @@ domain): passing it to whoever is free is exactly the silent transfer the policy
 Leads and admins may move it to anyone. Every transfer is stored in the `transfers` audit
 table and announced as `ticket.transferred`; the slot moves atomically from the old agent to
 the new one, which must be online with free capacity. The ticket's domain and language move
-with it; the new assignee has not worked on it yet.
+with it; the new assignee has not worked on it yet. `ticket.transferred` names the new assignee's
+team (for a lead who is no team's member, the team they lead), as `ticket.assigned` does.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ async def transfer(
             transfer_id=record.id,
             from_agent_id=previous,
             to_agent_id=target.id,
-            to_team_id=target.team_id,
+            to_team_id=await repo.team_of(target.id),  # a lead outside any team: the team they lead
             requested_by=principal.user_id,
             reason=body.reason,
             transferred_at=now,

@@ -38,6 +38,8 @@ class Candidate:
     skills: Mapping[str, int] = field(default_factory=dict, hash=False)
     """Domain → level (1–5) of every domain the agent holds."""
     languages: frozenset[str] = frozenset()
+    team_id: uuid.UUID | None = None
+    """The agent's team — for a lead who is not a member of one, the team they lead."""
 
     def level(self, domain: str | None) -> int:
         """The agent's level in `domain`, 0 when they do not hold it."""
