@@ -121,7 +121,7 @@ class RoutingRepository:
     async def queue_summary(self) -> Sequence[Row[str | None, str, int, datetime]]:
         """(domain, priority, count, oldest queued_at) of the waiting tickets."""
         stmt = select(
-            QueueEntry.domain, QueueEntry.priority, func.count(), func.min(QueueEntry.queued_at)
+            QueueEntry.domain, QueueEntry.priority, func.count(), func.min(QueueEntry.waiting_since)
         ).group_by(QueueEntry.domain, QueueEntry.priority)
         return (await self.session.execute(stmt)).all()
 

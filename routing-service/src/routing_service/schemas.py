@@ -186,13 +186,17 @@ class TeamQueue(BaseModel):
     team_name: str | None
     depth: int
     by_priority: PriorityDepth
-    oldest_queued_at: datetime
+    oldest_queued_at: datetime = Field(
+        description="Since when the longest-waiting customer waits (ticket created or reopened)"
+    )
     oldest_wait_seconds: float
 
 
 class QueueOverview(BaseModel):
     depth: int = Field(description="Tickets waiting for an agent")
-    oldest_queued_at: datetime | None
+    oldest_queued_at: datetime | None = Field(
+        description="Since when the longest-waiting customer waits (ticket created or reopened)"
+    )
     oldest_wait_seconds: float | None
     by_priority: PriorityDepth
     teams: list[TeamQueue] = Field(description="Deepest first")
