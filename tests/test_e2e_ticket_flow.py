@@ -147,10 +147,11 @@ def test_customer_reply_after_resolution_reopens_with_the_same_agent(stack: Stac
     assert last_assignment["data"]["reason"] == "reopened: back to the previous agent"
 
 
-def test_complaints_land_with_the_team_lead(stack: Stack) -> None:
-    with httpx.Client(base_url=stack.url("intake"), timeout=5) as intake:
-        ticket = intake.post(
-            "/v1/tickets",
+def test_complaints_land_with_the_team_lead_who_adds_a_collaborator(stack: Stack) -> None:
+    with httpx.Client(timeout=5) as client:
+        intake, routing, review = stack.url("intake"), stack.url("routing"), stack.url("review")
+        ticket = client.post(
+            f"{intake}/v1/tickets",
             headers=CHANNEL,
             json=new_ticket(
                 kind="complaint",
@@ -159,12 +160,27 @@ def test_complaints_land_with_the_team_lead(stack: Stack) -> None:
             ),
         ).json()
         owner = eventually(
-            lambda: intake.get(f"/v1/tickets/{ticket['id']}", headers=LEAD).json()["assignee_id"], within=5.0
+            lambda: client.get(f"{intake}/v1/tickets/{ticket['id']}", headers=LEAD).json()["assignee_id"],
+            within=5.0,
         )
-        timeline = intake.get(f"/v1/tickets/{ticket['id']}/timeline", headers=LEAD).json()
-    assert owner == str(LEAD_ID)
+        assert owner == str(LEAD_ID)
+        helper = next(str(a.id) for a in DEMO_AGENTS if a.id != LEAD_ID and "specialist" in a.roles)
+        added = client.put(
+            f"{routing}/v1/tickets/{ticket['id']}/collaborators/{helper}",
+            headers=auth_headers("lead", sub=str(LEAD_ID)),
+        )
+        assert added.status_code == 200, added.text
+
+        def collaborators_known() -> list[str]:
+            shown = client.get(f"{review}/v1/tickets/{ticket['id']}/owner", headers=LEAD).json()
+            ids: list[str] = shown.get("collaborator_ids", [])
+            return ids
+
+        drafters = eventually(collaborators_known, within=10.0)
+        timeline = client.get(f"{intake}/v1/tickets/{ticket['id']}/timeline", headers=LEAD).json()
     assigned = next(item for item in timeline if item["kind"] == "assigned")
     assert assigned["data"]["difficult"] is True
+    assert drafters == [helper]
 
 
 def test_transfers_are_authorised_and_visible_in_the_timeline(stack: Stack) -> None:

@@ -56,6 +56,7 @@ ARCHITECTURE_EVENTS: dict[str, list[str]] = {
         "ticket.assigned",
         "ticket.queued",
         "ticket.transferred",
+        "ticket.collaborators_changed",
         "ticket.escalated",
         "sla.warning",
         "sla.breached",
@@ -145,7 +146,7 @@ def _pii_fields(model: type[BaseModel]) -> list[str]:
 
 def test_every_architecture_event_type_is_registered_with_its_producer() -> None:
     assert sorted(EVENT_TYPES) == ALL_TYPES
-    assert len(ALL_TYPES) == 23
+    assert len(ALL_TYPES) == 24
     for ce_type, service in EXPECTED_PRODUCER.items():
         assert producer_of(ce_type) == service, ce_type
         assert payload_model(ce_type).cloudevent_type() == ce_type

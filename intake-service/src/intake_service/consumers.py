@@ -8,7 +8,12 @@ from helpdesk_shared.chassis.consumer import Handler
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.review import AnswerApproved, AnswerPublished, AnswerRejected, AnswerSubmitted
-from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued, TicketTransferred
+from helpdesk_shared.contracts.routing import (
+    TicketAssigned,
+    TicketCollaboratorsChanged,
+    TicketQueued,
+    TicketTransferred,
+)
 from intake_service import delivery, workflow
 from intake_service.settings import IntakeSettings
 
@@ -24,6 +29,9 @@ def handlers(settings: IntakeSettings) -> dict[str, Handler]:
 
     async def on_ticket_transferred(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_transfer(uow, event.data)
+
+    async def on_ticket_collaborators_changed(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        await workflow.apply_collaborators(uow, event.data)
 
     async def on_answer_submitted(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_answer_submitted(uow, event.data)
@@ -41,6 +49,7 @@ def handlers(settings: IntakeSettings) -> dict[str, Handler]:
         TicketAssigned.cloudevent_type(): on_ticket_assigned,
         TicketQueued.cloudevent_type(): on_ticket_queued,
         TicketTransferred.cloudevent_type(): on_ticket_transferred,
+        TicketCollaboratorsChanged.cloudevent_type(): on_ticket_collaborators_changed,
         AnswerSubmitted.cloudevent_type(): on_answer_submitted,
         AnswerRejected.cloudevent_type(): on_answer_rejected,
         AnswerApproved.cloudevent_type(): on_answer_approved,

@@ -25,7 +25,12 @@ from helpdesk_shared.contracts.intake import (
     TicketResolved,
 )
 from helpdesk_shared.contracts.review import AnswerApproved, AnswerRejected, AnswerSubmitted
-from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued, TicketTransferred
+from helpdesk_shared.contracts.routing import (
+    TicketAssigned,
+    TicketCollaboratorsChanged,
+    TicketQueued,
+    TicketTransferred,
+)
 from intake_service.domain.lifecycle import (
     REOPENED_BY_CUSTOMER,
     IllegalTransition,
@@ -157,6 +162,25 @@ async def _mirrored_ticket(uow: UnitOfWork, ticket_id: uuid.UUID, event_type: st
     if ticket is None:
         log.warning("event_for_unknown_ticket", type=event_type, ticket_id=str(ticket_id))
     return ticket
+
+
+async def apply_collaborators(uow: UnitOfWork, event: TicketCollaboratorsChanged) -> None:
+    """Note the ticket's collaborators (the whole list) on the timeline, for staff only.
+
+    Routing clears the list when the ticket is resolved or closed; nobody asked for that, so the
+    entry's actor is routing itself.
+    """
+    ticket = await _mirrored_ticket(uow, event.ticket_id, event.event_type)
+    if ticket is None:
+        return
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "collaborators",
+        at=event.changed_at,
+        actor=str(event.changed_by) if event.changed_by is not None else "routing",
+        collaborator_ids=event.collaborator_ids,
+    )
+    await uow.commit()
 
 
 async def _follow_status(
@@ -438,7 +462,8 @@ async def close_for_inactivity(uow: UnitOfWork, ticket: Ticket, *, at: datetime,
 
 
 # What a channel integration (and so possibly the customer) may see of a ticket's history:
-# the conversation and the status, never internal notes, reviews, transfers or who did what.
+# the conversation and the status, never internal notes, reviews, transfers, collaborators or
+# who did what.
 CUSTOMER_VISIBLE_KINDS = frozenset({"created", "message", "status_changed", "answer_delivered", "rated"})
 CUSTOMER_VISIBLE_DATA = frozenset(
     {"status", "channel", "from", "to", "direction", "author", "message_id", "score"}

@@ -7,7 +7,7 @@ from typing import Any
 from helpdesk_shared.chassis.consumer import Handler
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
-from helpdesk_shared.contracts.routing import TicketAssigned
+from helpdesk_shared.contracts.routing import TicketAssigned, TicketCollaboratorsChanged
 from review_service import service
 
 
@@ -15,7 +15,12 @@ async def on_ticket_assigned(event: EventEnvelope[Any], uow: UnitOfWork) -> None
     await service.record_owner(uow, event.data)
 
 
+async def on_ticket_collaborators_changed(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    await service.record_collaborators(uow, event.data)
+
+
 HANDLERS: dict[str, Handler] = {
     TicketAssigned.cloudevent_type(): on_ticket_assigned,
+    TicketCollaboratorsChanged.cloudevent_type(): on_ticket_collaborators_changed,
 }
 CONSUMES = ["helpdesk.intake", "helpdesk.routing"]

@@ -1,4 +1,4 @@
-"""Review's tables. So far: who currently owns each ticket (who may draft its answer)."""
+"""Review's tables. So far: who may draft each ticket's answers — its owner and its collaborators."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import DateTime
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from helpdesk_shared.chassis.db import service_metadata
@@ -24,6 +24,18 @@ class TicketOwner(Base):
     ticket_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     agent_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
     assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TicketCollaborators(Base):
+    """Mirror of routing's collaborators of a ticket: agents besides the owner who may draft its
+    answers. One row per ticket holding the whole list of the latest `ticket.collaborators_changed`
+    (an emptied list keeps its row, so an older event arriving late cannot bring names back)."""
+
+    __tablename__ = "ticket_collaborators"
+
+    ticket_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    agent_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 metadata = Base.metadata

@@ -8,6 +8,7 @@ from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
 from routing_service import classification, sla_timers
 from routing_service.api import agents
 from routing_service.api import classification as classification_api
+from routing_service.api import collaborators as collaborators_api
 from routing_service.api import sla as sla_api
 from routing_service.api import transfers as transfers_api
 from routing_service.api import views as views_api
@@ -24,6 +25,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             routers=[
                 agents.router,
                 classification_api.router,
+                collaborators_api.router,
                 sla_api.router,
                 transfers_api.router,
                 views_api.router,
@@ -32,6 +34,8 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             consumes=CONSUMES,
             background=[classification.warm_up, sla_timers.sla_timer_worker],
             title="Helpdesk routing service",
-            description="Classification, assignment, presence, transfers, queues, workload and SLAs.",
+            description=(
+                "Classification, assignment, presence, transfers, collaborators, queues, workload and SLAs."
+            ),
         )
     )

@@ -15,9 +15,9 @@ from helpdesk_shared.contracts.intake import (
     TicketResolved,
 )
 from helpdesk_shared.contracts.review import AnswerSubmitted
-from routing_service import capacity, presence, resolved_examples, service, sla
+from routing_service import capacity, collaborators, presence, resolved_examples, service, sla
 
-# The SLA clock, example and touch functions never commit: each handler calls them *before* the
+# The SLA clock, example, collaborator and touch functions never commit: each handler calls them *before* the
 # use case that commits, so their changes, that use case's and the inbox row land in one
 # transaction. A new ticket's clocks start inside `route_new_ticket`, from its classification.
 
@@ -29,12 +29,14 @@ async def on_ticket_created(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
 async def on_ticket_resolved(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
     await sla.ticket_resolved(uow, event.data)
     await resolved_examples.learn_from_resolution(uow, event.data)
+    await collaborators.clear(uow, event.data.ticket_id)
     await capacity.release_ticket(uow, event.data.ticket_id)
 
 
 async def on_ticket_closed(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
     await sla.ticket_closed(uow, event.data)
     await resolved_examples.forget_text(uow, event.data)
+    await collaborators.clear(uow, event.data.ticket_id)
     await capacity.release_ticket(uow, event.data.ticket_id)
 
 

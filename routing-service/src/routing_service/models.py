@@ -281,4 +281,19 @@ class Transfer(Base):
     transferred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class TicketCollaborator(Base):
+    """An agent a lead added to a ticket besides its assignee: they may draft its answers too.
+
+    Cleared when the ticket is resolved or closed; kept across transfers (the collaborators
+    belong to the ticket, not to whoever holds it).
+    """
+
+    __tablename__ = "ticket_collaborators"
+
+    ticket_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id"), primary_key=True, index=True)
+    added_by: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 metadata = Base.metadata

@@ -1,4 +1,4 @@
-"""Who may draft the answer of a ticket (mirrored from routing)."""
+"""Who may draft the answers of a ticket: its owner and collaborators (mirrored from routing)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from helpdesk_shared.chassis.app import UoW
 from helpdesk_shared.chassis.auth import Principal, require_roles
@@ -27,11 +27,16 @@ class TicketOwnerOut(BaseModel):
     ticket_id: uuid.UUID
     agent_id: uuid.UUID
     assigned_at: datetime
+    collaborator_ids: list[uuid.UUID] = Field(
+        default_factory=list,
+        description="Agents besides the owner who may draft answers (added by a lead), in the order added",
+    )
 
 
 @router.get(
     "/{ticket_id}/owner",
     response_model=TicketOwnerOut,
+    summary="Who may draft the ticket's answers: its owner and its collaborators",
     responses=problem_responses(Unauthorized, Forbidden, TicketOwnerUnknown),
 )
 async def ticket_owner(ticket_id: uuid.UUID, uow: UoW, _: Staff) -> TicketOwnerOut:

@@ -104,6 +104,28 @@ class TicketTransferred(EventPayload):
     transferred_at: AwareDatetime = Field(description="When the transfer was made")
 
 
+class TicketCollaboratorsChanged(EventPayload):
+    """A ticket's collaborators changed: agents besides the assignee who may draft its answers.
+
+    A team lead or an admin adds them to a ticket someone holds, typically a difficult one
+    (疑難問題); routing clears them when the ticket is resolved or closed. The event carries the
+    whole current list (state, not a delta), so a consumer replaces what it holds and ignores an
+    event older than the last it applied.
+    """
+
+    event_type: ClassVar[str] = "ticket.collaborators_changed"
+
+    ticket_id: UUID = Field(description="Ticket id (aggregate id, Kafka key)")
+    collaborator_ids: list[UUID] = Field(
+        max_length=MAX_LIST,
+        description="Every collaborator now, in the order they were added; empty when none are left",
+    )
+    changed_by: UUID | None = Field(
+        default=None, description="Lead or admin who made the change; None when routing cleared the list"
+    )
+    changed_at: AwareDatetime = Field(description="When the list changed (orders the changes of a ticket)")
+
+
 class TicketEscalated(EventPayload):
     """A ticket was escalated: priority raised, team lead added as watcher and notified."""
 
@@ -172,6 +194,7 @@ PAYLOADS: tuple[type[EventPayload], ...] = (
     TicketAssigned,
     TicketQueued,
     TicketTransferred,
+    TicketCollaboratorsChanged,
     TicketEscalated,
     SlaWarning,
     SlaBreached,
