@@ -158,7 +158,7 @@ class TimelineItem(BaseModel):
     kind: str = Field(
         description="created, message, assigned, status_changed, transferred, answer_submitted, "
         "answer_rejected, answer_approved, answer_published, answer_delivered, delivery_failed, rated, "
-        "complaint, follow_up_of, follow_up_opened"
+        "complaint, follow_up_of, follow_up_opened, queued, collaborators"
     )
     occurred_at: datetime
     actor: str | None
