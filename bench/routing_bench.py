@@ -48,6 +48,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from helpdesk_runtime.procs import free_port
@@ -152,6 +153,38 @@ class Run:
     max_send_lag_ms: float = 0.0
     drain_seconds: float = 0.0
     stalled: bool = False
+    cpu: dict[str, float] = field(default_factory=dict)
+    """Where the CPUs went while the load ran (see `CpuMeter`)."""
+
+
+class CpuMeter:
+    """CPU time of the routing process and of the whole machine from now until `stop`: tells a
+    routing process that is CPU-bound (≈ 1 core: one event loop) from one that waits."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self._began = time.monotonic()
+        self._routing = self._routing_seconds()
+        self._machine = psutil.cpu_times()
+
+    def _routing_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self._began
+        try:
+            routing = self._routing_seconds() - self._routing
+        except psutil.Error:  # routing died: the report says so elsewhere
+            routing = math.nan
+        machine = psutil.cpu_times()
+        busy = sum(machine) - machine.idle - sum(self._machine) + self._machine.idle
+        return {
+            "seconds": round(elapsed, 2),
+            "routing_cores": round(routing / elapsed, 2),
+            "routing_cpu_seconds": round(routing, 2),
+            "machine_busy_cores": round(busy / elapsed, 2),
+        }
 
 
 def created_event(n: int, question: str) -> tuple[uuid.UUID, bytes, list[tuple[str, bytes]]]:
@@ -316,6 +349,7 @@ def report(run: Run, setup: Setup, args: argparse.Namespace, infra_note: dict[st
             "processor": platform.machine(),
         },
         "infrastructure": infra_note,
+        "routing_settings": dict(item.split("=", 1) for item in args.routing_env),
         "load": {
             "rate_per_s": args.rate,
             "duration_s": args.duration,
@@ -325,6 +359,11 @@ def report(run: Run, setup: Setup, args: argparse.Namespace, infra_note: dict[st
             "achieved_rate_per_s": round(run.produced / run.produce_seconds, 1) if run.produce_seconds else 0,
             "max_send_lag_ms": round(run.max_send_lag_ms, 1),
             "decisions_per_s": round(throughput, 1),
+            "routing_cpu_ms_per_decision": round(1000 * run.cpu["routing_cpu_seconds"] / len(decided_all), 2)
+            if run.cpu and decided_all
+            else None,
+            "routing_cores": run.cpu.get("routing_cores"),
+            "machine_busy_cores": run.cpu.get("machine_busy_cores"),
             "waited_after_last_publish_s": round(run.drain_seconds, 2),
             "drain_timeout_s": args.drain_timeout,
         },
@@ -407,6 +446,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"{load_['waited_after_last_publish_s']} s after the last publish; undecided then: "
         f"{result['undecided_at_cut_off']:,}{' (routing STALLED)' if result['stalled'] else ''}.",
         "",
+        f"CPU while the load ran: routing {load_['routing_cores']} cores "
+        f"({load_['routing_cpu_ms_per_decision']} ms per decision, everything in the process: consumer, "
+        f"classification, SQL, outbox relay), the whole machine {load_['machine_busy_cores']} of "
+        f"{result['machine']['cpus']} (PostgreSQL, Kafka and this load generator included)."
+        + (
+            f" Routing settings: {', '.join(f'{k}={v}' for k, v in result['routing_settings'].items())}."
+            if result["routing_settings"]
+            else ""
+        ),
+        "",
         "| published during (s) | decided | undecided | p50 | p99 | max |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -426,12 +475,23 @@ def main() -> int:
         "--agents", type=int, default=None, help="specialists of 200 slots (default: a slot for every ticket)"
     )
     parser.add_argument(
+        "--routing-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the routing process (repeatable), e.g. "
+        "ROUTING_CONSUMER_CONCURRENCY=1 or ROUTING_CONFIG_CACHE_SECONDS=0 to compare settings",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=120.0,
         help="seconds to wait for decisions after the last publish (default 120); then: undecided",
     )
     args = parser.parse_args()
+    routing_env = dict(item.split("=", 1) for item in args.routing_env if "=" in item)
+    if len(routing_env) != len(args.routing_env):
+        parser.error("--routing-env takes NAME=VALUE")
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
         parser.error("--rate and --duration must be positive, --warmup not negative")
     tickets = args.rate * (args.warmup + args.duration)
@@ -449,7 +509,7 @@ def main() -> int:
             ports={"routing": free_port()},
             topic_prefix=prefix,
             environment="test",
-            extra_env={"HELPDESK_LOG_LEVEL": "WARNING"},
+            extra_env={"HELPDESK_LOG_LEVEL": "WARNING", **routing_env},
         )
         infra_note = {
             "postgres": "external PostgreSQL"
@@ -467,7 +527,9 @@ def main() -> int:
                 f"publishing {args.rate:g} ticket.created/s for {args.warmup:g} + {args.duration:g} s …",
                 flush=True,
             )
+            meter = CpuMeter(stack.processes["routing"].pid)
             run = asyncio.run(load(infra.kafka_bootstrap, prefix, setup, args))
+            run.cpu = meter.stop()
             routing_alive = stack.processes["routing"].is_running()
         finally:
             stack.stop()
@@ -487,6 +549,10 @@ def main() -> int:
     print(
         f"published {load_['achieved_rate_per_s']}/s · routing decided {load_['decisions_per_s']}/s"
         f" · undecided at cut-off {result['undecided_at_cut_off']:,}"
+    )
+    print(
+        f"routing CPU {load_['routing_cores']} cores, {load_['routing_cpu_ms_per_decision']} ms per decision"
+        f" · machine {load_['machine_busy_cores']} of {result['machine']['cpus']} cores busy"
     )
     for name, check in result["targets"].items():
         verdict = "PASS" if check["pass"] else "MISS"

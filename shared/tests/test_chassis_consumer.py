@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate
-from helpdesk_shared.chassis.consumer import EventConsumer
+from helpdesk_shared.chassis.consumer import ConsumerTuning, EventConsumer
 from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sessionmaker
 from helpdesk_shared.chassis.outbox import OutboxRelay
 from helpdesk_shared.chassis.settings import ServiceSettings
@@ -71,7 +71,19 @@ class Rig:
         return self.settings.consumer_group
 
 
-def make_rig(infra: Infra, sessions: Sessions, topic: str, dlq: str, *, group: str | None = None) -> Rig:
+Hook = Callable[[EventEnvelope[Any]], Awaitable[None]]
+
+
+def make_rig(
+    infra: Infra,
+    sessions: Sessions,
+    topic: str,
+    dlq: str,
+    *,
+    group: str | None = None,
+    before_commit: Hook | None = None,
+    **overrides: Any,
+) -> Rig:
     settings = ServiceSettings(
         database_url="postgresql://unused/unused",
         kafka_bootstrap_servers=infra.kafka_bootstrap,
@@ -80,6 +92,7 @@ def make_rig(infra: Infra, sessions: Sessions, topic: str, dlq: str, *, group: s
         consumer_group=group or f"chassis-{infra.run_id}-{uuid.uuid4().hex[:8]}",
         consumer_max_attempts=3,
         consumer_retry_backoff_seconds=0.01,
+        **overrides,
     )
     calls: list[str] = []
 
@@ -91,6 +104,8 @@ def make_rig(infra: Infra, sessions: Sessions, topic: str, dlq: str, *, group: s
             text("INSERT INTO chassis_effects (consumer, event_id, number) VALUES (:c, :e, :n)"),
             {"c": settings.consumer_group, "e": envelope.id, "n": envelope.data.number},
         )
+        if before_commit is not None:
+            await before_commit(envelope)
 
     consumer = EventConsumer(
         settings=settings,
@@ -320,3 +335,145 @@ async def test_a_new_consumer_in_the_group_resumes_after_the_committed_offsets(
     assert second.calls == ["D-3"]
     assert consumed(second, "duplicate") == 0
     assert await committed_offset(infra, first.group, topic) == 3
+
+
+# ---- concurrency: partitions side by side, each in order, offsets after the transaction -------
+
+
+async def send_to(producer: AIOKafkaProducer, topic: str, partition: int, event: EventEnvelope[Any]) -> None:
+    await producer.send_and_wait(
+        topic, value=event.to_json_bytes(), key=event.subject.encode(), partition=partition
+    )
+
+
+async def committed_offsets(infra: Infra, group: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def test_partitions_are_handled_side_by_side_and_offsets_follow_the_commits(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    """A handler stuck on partition 0 holds up neither partition 1 nor its offsets, and partition 0's
+    offset is committed only once its transaction has committed."""
+    release = asyncio.Event()
+
+    async def stall_on_partition_0(envelope: EventEnvelope[Any]) -> None:
+        if envelope.data.number == "E-stuck":
+            await release.wait()
+
+    topic = new_topic("consume", partitions=2)
+    rig = make_rig(infra, sessions, topic, new_topic("dlq"), before_commit=stall_on_partition_0)
+    async with running(rig.consumer):
+        await send_to(producer, topic, 0, created("E-stuck"))
+        await send_to(producer, topic, 1, created("E-free-1"))
+        await send_to(producer, topic, 1, created("E-free-2"))
+
+        async def partition_1_done_and_committed() -> bool:
+            return (
+                await effects(sessions, rig.group) == ["E-free-1", "E-free-2"]
+                and (await committed_offsets(infra, rig.group, topic)).get(1) == 2
+            )
+
+        await eventually(partition_1_done_and_committed)
+        assert "E-stuck" in rig.calls  # it was being handled all along
+        assert 0 not in await committed_offsets(infra, rig.group, topic)
+        release.set()
+
+        async def partition_0_committed() -> bool:
+            return (await committed_offsets(infra, rig.group, topic)).get(0) == 1
+
+        await eventually(partition_0_committed)
+    assert sorted(await effects(sessions, rig.group)) == ["E-free-1", "E-free-2", "E-stuck"]
+
+
+async def test_each_partition_keeps_its_order_while_partitions_interleave(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    async def yield_a_little(envelope: EventEnvelope[Any]) -> None:
+        await asyncio.sleep(0.002 if envelope.data.number.startswith("P0") else 0.0)
+
+    topic = new_topic("consume", partitions=3)
+    rig = make_rig(infra, sessions, topic, new_topic("dlq"), before_commit=yield_a_little)
+    sent = {p: [f"P{p}-{n:02d}" for n in range(15)] for p in range(3)}
+    for n in range(15):
+        for p in range(3):
+            await send_to(producer, topic, p, created(sent[p][n]))
+    async with running(rig.consumer):
+
+        async def all_applied() -> bool:
+            return len(await effects(sessions, rig.group)) == 45
+
+        await eventually(all_applied)
+    applied = await effects(sessions, rig.group)
+    for p in range(3):
+        assert [n for n in applied if n.startswith(f"P{p}-")] == sent[p]
+    assert sorted(rig.calls) == sorted(applied)  # each handled once
+
+
+class TunedSettings(ServiceSettings):
+    """What a service declares to tune the consumer (routing's settings do, as ROUTING_CONSUMER_*)."""
+
+    consumer_concurrency: int = 8
+    consumer_max_poll_records: int = 200
+    consumer_session_timeout_ms: int = 10_000
+    consumer_heartbeat_interval_ms: int = 3_000
+
+
+def test_the_tuning_is_read_from_the_settings_that_declare_it() -> None:
+    plain = ServiceSettings(database_url="postgresql://unused/unused")
+    assert ConsumerTuning.from_settings(plain) == ConsumerTuning()
+    tuned = TunedSettings(
+        database_url="postgresql://unused/unused",
+        consumer_concurrency=2,
+        consumer_max_poll_records=50,
+        consumer_session_timeout_ms=6_000,
+        consumer_heartbeat_interval_ms=2_000,
+    )
+    assert ConsumerTuning.from_settings(tuned) == ConsumerTuning(2, 50, 6_000, 2_000)
+    with pytest.raises(ValueError, match="third of the session timeout"):
+        ConsumerTuning.from_settings(
+            TunedSettings(database_url="postgresql://unused/unused", consumer_heartbeat_interval_ms=4_000)
+        )
+
+
+async def test_a_member_joining_mid_stream_takes_partitions_without_losing_or_reordering_events(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    """A rebalance while events flow: the first member finishes what it holds and commits it, the
+    second resumes from there; every event is applied once, each partition in order."""
+
+    async def slow(envelope: EventEnvelope[Any]) -> None:
+        await asyncio.sleep(0.03)
+
+    topic, dlq = new_topic("consume", partitions=4), new_topic("dlq")
+    first = make_rig(infra, sessions, topic, dlq, before_commit=slow)
+    second = make_rig(infra, sessions, topic, dlq, group=first.group, before_commit=slow)
+    sent = {p: [f"R{p}-{n:03d}" for n in range(60)] for p in range(4)}
+
+    async def publish(start: int, stop: int) -> None:
+        for n in range(start, stop):
+            for p in range(4):
+                await send_to(producer, topic, p, created(sent[p][n]))
+
+    async with running(first.consumer):
+        await first.consumer.assigned.wait()
+        await publish(0, 40)  # over a second of work per partition: the rebalance finds it busy
+        async with running(second.consumer):
+            await asyncio.wait_for(second.consumer.assigned.wait(), timeout=30)
+            await publish(40, 60)
+
+            async def all_applied() -> bool:
+                return len(await effects(sessions, first.group)) == 240
+
+            await eventually(all_applied, timeout=60)
+    assert second.calls, "the second member never got a partition"
+    applied = await effects(sessions, first.group)
+    for p in range(4):
+        assert [n for n in applied if n.startswith(f"R{p}-")] == sent[p]
+    assert sorted(first.calls + second.calls) == sorted(applied)  # nothing handled twice

@@ -2,9 +2,11 @@
 
 Models live in the database so that every replica classifies alike: a retrain stores a new
 version and activates it in one transaction. Each process keeps the model it loaded, keyed by
-version, and asks the database for the active version on every classification — one indexed
-lookup of an integer, far cheaper than the classification itself — so a retrain on one replica
-takes effect on all the others at their next ticket, with no stale window to reason about.
+version. Which version is active, and the enabled rules, come from an in-memory snapshot
+(:data:`CLASSIFIER_CONFIG`) reloaded every ``ROUTING_CONFIG_CACHE_SECONDS`` (2 s): a retrain or a
+rule edit takes effect at once on the replica that made it and within that bound on every other
+one (:mod:`routing_service.config_cache`). The preview (`POST /v1/routing/classify`) reads both
+from the database, so it always shows what is saved.
 
 Training takes seconds of CPU: it runs in a worker thread, outside any database transaction.
 """
@@ -15,6 +17,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -32,6 +35,8 @@ from helpdesk_shared.contracts.common import MAX_LIST
 from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.contracts.routing import DomainScore, TicketClassified
+from routing_service import config_cache
+from routing_service.config_cache import ConfigCache
 from routing_service.domain.classifier import (
     FORMAT_VERSION,
     ModelFormatError,
@@ -116,18 +121,23 @@ class ModelCache:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def active(self, session: AsyncSession) -> tuple[int, TrainedModel] | None:
-        """The active model, loading it on a version change (raises `ModelFormatError`)."""
+        """The active model as the database has it now (raises `ModelFormatError`)."""
         version = await session.scalar(select(ClassifierModel.version).where(ClassifierModel.active))
         if version is None:
             return None
+        model = await self.model(session, version)
+        return (version, model) if model is not None else None
+
+    async def model(self, session: AsyncSession, version: int) -> TrainedModel | None:
+        """Model ``version``, loaded from the database on a version change (raises `ModelFormatError`)."""
         key = _database_key(session)
         cached = self._models.get(key)
         if cached is not None and cached[0] == version:
-            return cached
+            return cached[1]
         async with self._locks.setdefault(key, asyncio.Lock()):  # one load per version, not one per ticket
             cached = self._models.get(key)
             if cached is not None and cached[0] == version:
-                return cached
+                return cached[1]
             blob = await session.scalar(
                 select(ClassifierModel.blob).where(ClassifierModel.version == version)
             )
@@ -136,19 +146,33 @@ class ModelCache:
             model = await asyncio.to_thread(TrainedModel.load, blob)
             self._models[key] = (version, model)
             log.info("classifier_loaded", version=version, classes=len(model.classes))
-            return version, model
+            return model
 
     def put(self, session: AsyncSession, version: int, model: TrainedModel) -> None:
         self._models[_database_key(session)] = (version, model)
 
 
+@dataclass(frozen=True, slots=True)
+class ClassifierConfig:
+    """The active classifier version and the enabled rules in evaluation order, as of one moment."""
+
+    version: int | None
+    rules: tuple[Rule, ...]
+
+
+async def _load_classifier_config(session: AsyncSession) -> ClassifierConfig:
+    version = await session.scalar(select(ClassifierModel.version).where(ClassifierModel.active))
+    return ClassifierConfig(version=version, rules=await _enabled_rules(session))
+
+
 MODELS = ModelCache()
+CLASSIFIER_CONFIG: ConfigCache[ClassifierConfig] = ConfigCache("classifier", _load_classifier_config)
 _training = asyncio.Lock()
 
 
 def _database_key(session: AsyncSession) -> str:
     # In-process test stacks run several routing databases side by side; never mix their models.
-    return str(session.get_bind().engine.url)
+    return config_cache.database_key(session)
 
 
 def text_hash(text: str) -> str:
@@ -217,6 +241,7 @@ async def retrain(uow: UnitOfWork, *, trained_by: str | None) -> ClassifierOut:
         assert version is not None
         await uow.commit()
     MODELS.put(session, version, model)
+    CLASSIFIER_CONFIG.invalidate(session)
     log.info("classifier_trained", version=version, n_examples=info.n_examples, cv_accuracy=info.cv_accuracy)
     return ClassifierOut(
         version=version,
@@ -266,6 +291,7 @@ async def create_rule(uow: UnitOfWork, body: RuleCreate, *, created_by: str | No
     await session.flush()
     out = RuleOut.model_validate(rule)
     await uow.commit()
+    CLASSIFIER_CONFIG.invalidate(session)
     return out
 
 
@@ -282,6 +308,7 @@ async def delete_rule(uow: UnitOfWork, rule_id: uuid.UUID) -> None:
     if deleted.first() is None:
         raise RuleNotFound(f"No routing rule with id {rule_id}")
     await uow.commit()
+    CLASSIFIER_CONFIG.invalidate(uow.session)
 
 
 async def preview(uow: UnitOfWork, body: ClassifyRequest) -> ClassifyResponse:
@@ -310,12 +337,17 @@ async def preview(uow: UnitOfWork, body: ClassifyRequest) -> ClassifyResponse:
 
 
 async def classify_ticket(session: AsyncSession, ticket: TicketCreated) -> tuple[Decision, int | None]:
-    """Decide a new ticket's domain, urgency and difficulty; an unreadable model degrades to rules only."""
-    try:
-        active = await MODELS.active(session)
-    except ModelFormatError as exc:
-        log.error("classifier_unreadable", error=str(exc))
-        active = None
+    """Decide a new ticket's domain, urgency and difficulty; an unreadable model degrades to rules only.
+
+    The rules and the active version come from the configuration snapshot: no query at all
+    unless the snapshot is due for a reload or the active version changed."""
+    config = await CLASSIFIER_CONFIG.get(session)
+    model: TrainedModel | None = None
+    if config.version is not None:
+        try:
+            model = await MODELS.model(session, config.version)
+        except ModelFormatError as exc:
+            log.error("classifier_unreadable", error=str(exc))
     facts = TicketFacts(
         kind=ticket.kind,
         priority=ticket.priority,
@@ -323,9 +355,9 @@ async def classify_ticket(session: AsyncSession, ticket: TicketCreated) -> tuple
         customer_vip=ticket.customer_vip,
         category_hint=ticket.category_hint,
     )
-    decision = await _decide(session, ticket_text(ticket), facts, active[1] if active else None)
+    decision = _decide_with(config.rules, ticket_text(ticket), facts, model)
     CLASSIFICATIONS.labels(decision.source, str(decision.difficult).lower()).inc()
-    return decision, active[0] if active and decision.source == "model" else None
+    return decision, config.version if model is not None and decision.source == "model" else None
 
 
 def ticket_text(ticket: TicketCreated) -> str:
@@ -361,6 +393,9 @@ def classified_event(
 
 async def warm_up(runtime: ServiceRuntime) -> None:
     """Background start-up task: load jieba's dictionary and the active model before the first ticket."""
+    ttl = getattr(runtime.settings, "config_cache_seconds", None)
+    if ttl is not None:
+        config_cache.set_ttl(config_cache.engine_key(runtime.engine), float(ttl))
     await asyncio.to_thread(shared_text.warm_up)
     try:
         async with runtime.uow() as uow:
@@ -372,8 +407,22 @@ async def warm_up(runtime: ServiceRuntime) -> None:
 async def _decide(
     session: AsyncSession, text: str, facts: TicketFacts, model: TrainedModel | None
 ) -> Decision:
+    return _decide_with(await _enabled_rules(session), text, facts, model)
+
+
+def _decide_with(
+    rules: Sequence[Rule], text: str, facts: TicketFacts, model: TrainedModel | None
+) -> Decision:
+    outcome = apply_rules(rules, text)
+    prediction = (
+        model.predict(text, top=TOP_DOMAINS) if model is not None and outcome.domain is None else None
+    )
+    return decide(rules=outcome, prediction=prediction, facts=facts)
+
+
+async def _enabled_rules(session: AsyncSession) -> tuple[Rule, ...]:
     rows = (await session.execute(_rules_in_order().where(RoutingRule.enabled))).scalars().all()
-    rules = [
+    return tuple(
         Rule(
             name=r.name,
             pattern=r.pattern,
@@ -383,12 +432,7 @@ async def _decide(
             urgent=r.urgent,
         )
         for r in rows
-    ]
-    outcome = apply_rules(rules, text)
-    prediction = (
-        model.predict(text, top=TOP_DOMAINS) if model is not None and outcome.domain is None else None
     )
-    return decide(rules=outcome, prediction=prediction, facts=facts)
 
 
 def _rules_in_order() -> Select[RoutingRule]:

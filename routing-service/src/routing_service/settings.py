@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from helpdesk_shared.chassis.settings import ServiceSettings
@@ -16,3 +16,39 @@ class RoutingSettings(ServiceSettings):
         default=1.0, gt=0, description="How often the SLA worker looks for warnings and breaches that are due"
     )
     sla_batch_size: int = Field(default=100, ge=1, le=10_000, description="Tickets fired per SLA worker pass")
+    config_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="How long routing rules, the active classifier version, SLA policies and calendars are "
+        "kept in memory: an edit saved on another replica is in force here at most this long after; "
+        "0 reads them for every ticket",
+    )
+    # Read by the shared consumer (helpdesk_shared.chassis.consumer.ConsumerTuning).
+    consumer_concurrency: int = Field(
+        default=8, ge=1, le=64, description="Partitions whose events are handled at the same time"
+    )
+    consumer_max_poll_records: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Records fetched per poll; a partition further behind is paused",
+    )
+    consumer_session_timeout_ms: int = Field(
+        default=6_000,
+        ge=1_000,
+        le=300_000,
+        description="How long the group waits for a crashed routing process before giving its partitions to "
+        "another (at least the broker's group.min.session.timeout.ms, 6 s by default)",
+    )
+    consumer_heartbeat_interval_ms: int = Field(
+        default=2_000, ge=100, le=100_000, description="At most a third of the session timeout"
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> RoutingSettings:
+        if self.consumer_heartbeat_interval_ms * 3 > self.consumer_session_timeout_ms:
+            raise ValueError(
+                "ROUTING_CONSUMER_HEARTBEAT_INTERVAL_MS must be at most a third of the session timeout"
+            )
+        return self

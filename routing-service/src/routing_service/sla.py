@@ -28,8 +28,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-
 from helpdesk_shared.chassis.logging import get_logger
 from helpdesk_shared.chassis.problems import NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
@@ -53,7 +51,14 @@ from routing_service.domain.sla import (
     timer_state,
 )
 from routing_service.models import SlaTimer
-from routing_service.sla_repository import SlaRepository, criteria, to_domain
+from routing_service.sla_repository import (
+    SLA_CONFIG,
+    START_TIMERS,
+    PolicySnapshot,
+    SlaConfig,
+    SlaRepository,
+    to_domain,
+)
 from routing_service.sla_schemas import TicketSlaOut, TimerOut
 
 log = get_logger(__name__)
@@ -91,19 +96,18 @@ async def start_timers(
     the calendar cannot produce a due time — logged as an error, but never a reason to keep the
     ticket from being assigned.
     """
-    repo = SlaRepository(uow.session)
     if difficult is None:
         difficult = is_difficult_at_intake(ticket.kind, ticket.customer_vip)
     facts = SlaFacts(
         kind=ticket.kind, priority=priority or ticket.priority, difficult=difficult, channel=ticket.channel
     )
-    policies = {p.id: p for p in await repo.policies(active_only=True)}
-    chosen = match_policy((criteria(p) for p in policies.values()), facts)
+    config = await SLA_CONFIG.get(uow.session)
+    chosen = match_policy(config.active, facts)
     if chosen is None:
         log.warning("sla_no_policy", ticket_id=str(ticket.ticket_id), facts=repr(facts))
         return None
-    policy = policies[chosen.id]
-    calendar = await _calendar(repo, policy.calendar_id)
+    policy = config.policies[chosen.id]
+    calendar = await _calendar(SlaRepository(uow.session), policy.calendar_id, config)
     start = ticket.created_at
     try:
         first = plan(calendar, start, _minutes(policy.first_response_minutes), policy.warning_share)
@@ -118,10 +122,10 @@ async def start_timers(
     rows = [
         {
             "ticket_id": ticket.ticket_id,
-            "target": target,
+            "target": target.value,
             "policy_id": policy.id,
             "calendar_id": policy.calendar_id,
-            "priority": facts.priority,
+            "priority": facts.priority.value,
             "started_at": start,
             "due_at": deadline.due_at,
             "warn_at": deadline.warn_at,
@@ -129,23 +133,16 @@ async def start_timers(
         }
         for target, deadline in ((SlaTarget.FIRST_RESPONSE, first), (SlaTarget.RESOLUTION, resolution))
     ]
-    insert = pg_insert(SlaTimer).values(rows)
-    untouched = (
-        (SlaTimer.started_at == insert.excluded.started_at)
-        & SlaTimer.warned_at.is_(None)
-        & SlaTimer.breached_at.is_(None)
-        & SlaTimer.paused_at.is_(None)
-        & SlaTimer.stopped_at.is_(None)
-    )
-    replan = {c: insert.excluded[c] for c in ("policy_id", "calendar_id", "priority", "due_at", "warn_at")}
-    await uow.session.execute(
-        insert.on_conflict_do_update(index_elements=["ticket_id", "target"], set_=replan, where=untouched)
-    )
-    stored = {t.target: t for t in await repo.timers(ticket.ticket_id)}
+    planned: dict[str, tuple[uuid.UUID, datetime]] = {
+        row.target: (row.policy_id, row.due_at) for row in await uow.session.execute(START_TIMERS, rows)
+    }
+    if len(planned) < len(rows):  # a clock that already moved (a replay) keeps what it has
+        stored = await SlaRepository(uow.session).timers(ticket.ticket_id)
+        planned = {t.target: (t.policy_id, t.due_at) for t in stored}
     return StartedTimers(
-        policy_id=stored[SlaTarget.FIRST_RESPONSE].policy_id,
-        first_response_due_at=stored[SlaTarget.FIRST_RESPONSE].due_at,
-        resolution_due_at=stored[SlaTarget.RESOLUTION].due_at,
+        policy_id=planned[SlaTarget.FIRST_RESPONSE][0],
+        first_response_due_at=planned[SlaTarget.FIRST_RESPONSE][1],
+        resolution_due_at=planned[SlaTarget.RESOLUTION][1],
     )
 
 
@@ -160,7 +157,7 @@ async def answer_delivered(uow: UnitOfWork, event: TicketAnswerDelivered) -> Non
         if timer.target == SlaTarget.FIRST_RESPONSE:
             _stop(timer, event.delivered_at, "answered")
         elif timer.paused_at is None:
-            policy = await repo.policy(timer.policy_id)
+            policy = await _policy(repo, timer.policy_id)
             if policy is not None and policy.pause_when_waiting_on_customer:
                 timer.paused_at = event.delivered_at
     await uow.flush()
@@ -185,7 +182,7 @@ async def ticket_reopened(uow: UnitOfWork, event: TicketReopened) -> None:
             continue
         calendar = await _calendar(repo, timer.calendar_id)
         if timer.stopped_at is not None:
-            policy = await repo.policy(timer.policy_id)
+            policy = await _policy(repo, timer.policy_id)
             if policy is None:
                 continue
             target = resolution_target(calendar, policy.resolution_working_days)
@@ -246,11 +243,26 @@ async def ticket_sla(uow: UnitOfWork, ticket_id: uuid.UUID, *, now: datetime | N
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-async def _calendar(repo: SlaRepository, calendar_id: str) -> BusinessCalendar:
+async def _calendar(
+    repo: SlaRepository, calendar_id: str, config: SlaConfig | None = None
+) -> BusinessCalendar:
+    """The calendar from the configuration snapshot; read from the database if the snapshot
+    predates it (created on another replica a moment ago)."""
+    config = config or await SLA_CONFIG.get(repo.session)
+    if (calendar := config.calendars.get(calendar_id)) is not None:
+        return calendar
     row = await repo.calendar(calendar_id)
     if row is None:  # a foreign key guards this; reaching it means the database was edited by hand
         raise LookupError(f"calendar {calendar_id!r} of an SLA policy or timer does not exist")
     return to_domain(row)
+
+
+async def _policy(repo: SlaRepository, policy_id: uuid.UUID) -> PolicySnapshot | None:
+    config = await SLA_CONFIG.get(repo.session)
+    if (policy := config.policies.get(policy_id)) is not None:
+        return policy
+    row = await repo.policy(policy_id)
+    return PolicySnapshot.of(row) if row is not None else None
 
 
 def _minutes(minutes: int) -> timedelta:

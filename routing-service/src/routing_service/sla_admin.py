@@ -4,7 +4,9 @@ Each runs in one unit of work and commits once. Calendars are validated by build
 :class:`~routing_service.domain.business_time.BusinessCalendar` from them, so the API refuses
 exactly what the arithmetic could not work with, with the domain's own explanation. Editing a
 calendar or a policy affects clocks started afterwards; running clocks keep their due times
-(a customer's deadline does not move because a lead edited a policy).
+(a customer's deadline does not move because a lead edited a policy). New tickets see an edit
+at once on the replica that saved it and within ``ROUTING_CONFIG_CACHE_SECONDS`` (2 s) on every
+other one (:mod:`routing_service.config_cache`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from helpdesk_shared.chassis.uow import UnitOfWork
 from routing_service.domain.business_time import BusinessCalendar, BusinessTimeError
 from routing_service.domain.sla import coverage_between
 from routing_service.models import Calendar, SlaPolicy
-from routing_service.sla_repository import SlaRepository, hours_from_json, hours_to_json, to_domain
+from routing_service.sla_repository import (
+    SLA_CONFIG,
+    SlaRepository,
+    hours_from_json,
+    hours_to_json,
+    to_domain,
+)
 from routing_service.sla_schemas import (
     CalendarCreate,
     CalendarFields,
@@ -108,6 +116,7 @@ async def create_calendar(uow: UnitOfWork, body: CalendarCreate) -> CalendarOut:
     await repo.add(row)
     out = _calendar_out(row)
     await uow.commit()
+    SLA_CONFIG.invalidate(uow.session)  # in force on this replica at once, on the others within the TTL
     return out
 
 
@@ -121,6 +130,7 @@ async def update_calendar(uow: UnitOfWork, calendar_id: str, body: CalendarField
     await uow.flush()
     out = _calendar_out(row)
     await uow.commit()
+    SLA_CONFIG.invalidate(uow.session)  # in force on this replica at once, on the others within the TTL
     return out
 
 
@@ -197,6 +207,7 @@ async def create_policy(uow: UnitOfWork, body: PolicyFields) -> PolicyOut:
     await repo.add(row)
     out = PolicyOut.model_validate(row)
     await uow.commit()
+    SLA_CONFIG.invalidate(uow.session)  # in force on this replica at once, on the others within the TTL
     return out
 
 
@@ -210,6 +221,7 @@ async def update_policy(uow: UnitOfWork, policy_id: uuid.UUID, body: PolicyField
     await uow.flush()
     out = PolicyOut.model_validate(row)
     await uow.commit()
+    SLA_CONFIG.invalidate(uow.session)  # in force on this replica at once, on the others within the TTL
     return out
 
 

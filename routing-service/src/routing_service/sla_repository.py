@@ -1,5 +1,9 @@
 """Data access for SLAs, and the conversion of stored calendars into domain calendars. Flushes, never commits.
 
+Policies and calendars are also served from :data:`SLA_CONFIG`, an in-memory snapshot of both
+tables reloaded every few seconds (see :mod:`routing_service.config_cache` for the staleness
+bound): starting a ticket's clocks reads neither table.
+
 **Lock order.** Whoever changes a ticket's clocks first locks all of its timer rows in
 ``(ticket_id, target)`` order — ``first_response`` before ``resolution`` — through
 :meth:`SlaRepository.lock_ticket_timers`. The firing worker claims tickets by locking their
@@ -10,14 +14,17 @@ handlers and any number of firing replicas never wait on each other in a cycle.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from functools import lru_cache
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpdesk_shared.contracts.enums import SlaTarget
+from routing_service.config_cache import ConfigCache
 from routing_service.domain.business_time import BusinessCalendar, Interval
 from routing_service.domain.holidays import HolidaySourceName
 from routing_service.domain.sla import PolicyCriteria
@@ -76,7 +83,7 @@ def _cached(
     )
 
 
-def criteria(policy: SlaPolicy) -> PolicyCriteria:
+def criteria(policy: SlaPolicy | PolicySnapshot) -> PolicyCriteria:
     return PolicyCriteria(
         id=policy.id,
         precedence=policy.precedence,
@@ -86,6 +93,83 @@ def criteria(policy: SlaPolicy) -> PolicyCriteria:
         difficult=policy.difficult,
         channel=policy.channel,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    """What the clocks need of a stored policy, detached from any session (shared between tasks)."""
+
+    id: uuid.UUID
+    precedence: int
+    created_at: datetime
+    kind: str | None
+    priority: str | None
+    difficult: bool | None
+    channel: str | None
+    first_response_minutes: int
+    resolution_working_days: int
+    warning_share: float
+    pause_when_waiting_on_customer: bool
+    calendar_id: str
+    active: bool
+
+    @classmethod
+    def of(cls, row: SlaPolicy) -> PolicySnapshot:
+        return cls(
+            id=row.id,
+            precedence=row.precedence,
+            created_at=row.created_at,
+            kind=row.kind,
+            priority=row.priority,
+            difficult=row.difficult,
+            channel=row.channel,
+            first_response_minutes=row.first_response_minutes,
+            resolution_working_days=row.resolution_working_days,
+            warning_share=row.warning_share,
+            pause_when_waiting_on_customer=row.pause_when_waiting_on_customer,
+            calendar_id=row.calendar_id,
+            active=row.active,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SlaConfig:
+    """Every policy and calendar as of one moment; ``active`` is what new tickets are matched on."""
+
+    policies: Mapping[uuid.UUID, PolicySnapshot]
+    active: tuple[PolicyCriteria, ...]
+    calendars: Mapping[str, BusinessCalendar]
+
+
+async def _load_sla_config(session: AsyncSession) -> SlaConfig:
+    repo = SlaRepository(session)
+    # Policies first: a calendar is never deleted, so every calendar they name is in the second read.
+    policies = {p.id: PolicySnapshot.of(p) for p in await repo.policies()}
+    calendars = {row.id: to_domain(row) for row in await repo.calendars()}
+    active = tuple(criteria(p) for p in policies.values() if p.active)
+    return SlaConfig(policies=policies, active=active, calendars=calendars)
+
+
+SLA_CONFIG: ConfigCache[SlaConfig] = ConfigCache("sla", _load_sla_config)
+"""Policies and calendars, reloaded every few seconds; invalidated by the SLA admin use cases."""
+
+_TIMER_TABLE: Table = SlaTimer.__table__  # type: ignore[assignment]
+_START_INSERT = pg_insert(_TIMER_TABLE)
+START_TIMERS = _START_INSERT.on_conflict_do_update(
+    index_elements=["ticket_id", "target"],
+    set_={
+        c: _START_INSERT.excluded[c] for c in ("policy_id", "calendar_id", "priority", "due_at", "warn_at")
+    },
+    # Only a clock that this same ticket.created started and that has not moved since is re-planned.
+    where=(_TIMER_TABLE.c.started_at == _START_INSERT.excluded.started_at)
+    & _TIMER_TABLE.c.warned_at.is_(None)
+    & _TIMER_TABLE.c.breached_at.is_(None)
+    & _TIMER_TABLE.c.paused_at.is_(None)
+    & _TIMER_TABLE.c.stopped_at.is_(None),
+).returning(_TIMER_TABLE.c.target, _TIMER_TABLE.c.policy_id, _TIMER_TABLE.c.due_at)
+"""Both clocks of a ticket in one statement, built once (SQLAlchemy caches its compiled form; a
+multi-row ``VALUES`` built per call is compiled anew every time): execute it with one parameter
+set per clock. Returns the clocks it inserted or re-planned."""
 
 
 class SlaRepository:

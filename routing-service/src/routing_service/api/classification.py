@@ -56,6 +56,11 @@ _AUTH = (Unauthorized, Forbidden)
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_LINES = 100_000
 MAX_REPORTED_ERRORS = 20
+IN_FORCE = (
+    "New tickets get the change at once on the replica that made it and at most "
+    "`ROUTING_CONFIG_CACHE_SECONDS` (2 s by default) later on every other routing replica, which "
+    "keep the rules and the active classifier version in memory for that long."
+)
 NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/jsonl", "application/json-lines", "text/plain"}
 )
@@ -115,6 +120,7 @@ async def import_training_examples(request: Request, uow: UoW, _: Manager) -> Im
     status_code=status.HTTP_201_CREATED,
     response_model=ClassifierOut,
     responses=problem_responses(*_AUTH, NotEnoughExamples, TrainingInProgress),
+    description=IN_FORCE,
 )
 async def retrain(uow: UoW, principal: Manager) -> ClassifierOut:
     return await classification.retrain(uow, trained_by=principal.subject)
@@ -141,6 +147,7 @@ async def classify(body: ClassifyRequest, uow: UoW, _: Viewer) -> ClassifyRespon
     status_code=status.HTTP_201_CREATED,
     response_model=RuleOut,
     responses=problem_responses(*_AUTH, InvalidRule, RuleConflict),
+    description=IN_FORCE,
 )
 async def create_rule(body: RuleCreate, uow: UoW, principal: Manager) -> RuleOut:
     return await classification.create_rule(uow, body, created_by=principal.subject)
@@ -156,6 +163,7 @@ async def list_rules(uow: UoW, _: Viewer) -> list[RuleOut]:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=problem_responses(*_AUTH, RuleNotFound),
+    description=IN_FORCE,
 )
 async def delete_rule(rule_id: uuid.UUID, uow: UoW, _: Manager) -> Response:
     await classification.delete_rule(uow, rule_id)

@@ -1,8 +1,10 @@
 """SLA API: business calendars (with a due-time preview), policies, and a ticket's clocks.
 
 Reading is open to agents, leads and ops (and admins); changing calendars and policies is for
-leads and admins. Every error is problem+json: unknown ids → 404, inconsistent calendars and
-impossible arithmetic → 422, duplicate ids or names → 409.
+leads and admins, and an edit reaches every replica's new tickets within
+``ROUTING_CONFIG_CACHE_SECONDS`` (see :mod:`routing_service.config_cache`). Every error is
+problem+json: unknown ids → 404, inconsistent calendars and impossible arithmetic → 422,
+duplicate ids or names → 409.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ _AUTH = (Unauthorized, Forbidden)
 # A "+" sent unencoded in a query string arrives as a space: "…T16:00:00 08:00" means "+08:00".
 _SPACE_OFFSET = re.compile(r" (\d{2}(?::?\d{2})?)$")
 MAX_PREVIEW_MINUTES = 10 * 366 * 24 * 60
+IN_FORCE = (
+    "New tickets get the change at once on the replica that saved it and at most "
+    "`ROUTING_CONFIG_CACHE_SECONDS` (2 s by default) later on every other routing replica, which "
+    "keep policies and calendars in memory for that long. Clocks already running keep their due times."
+)
 
 
 def _parse_start(raw: str) -> datetime:
@@ -64,6 +71,7 @@ def _parse_start(raw: str) -> datetime:
     status_code=status.HTTP_201_CREATED,
     response_model=CalendarOut,
     responses=problem_responses(*_AUTH, InvalidCalendar, CalendarExists),
+    description=IN_FORCE,
 )
 async def create_calendar(body: CalendarCreate, uow: UoW, _: Manager) -> CalendarOut:
     return await sla_admin.create_calendar(uow, body)
@@ -87,6 +95,7 @@ async def get_calendar(calendar_id: CalendarPath, uow: UoW, _: Reader) -> Calend
     "/sla/calendars/{calendar_id}",
     response_model=CalendarOut,
     responses=problem_responses(*_AUTH, CalendarNotFound, InvalidCalendar),
+    description=IN_FORCE,
 )
 async def update_calendar(
     calendar_id: CalendarPath, body: CalendarUpdate, uow: UoW, _: Manager
@@ -126,6 +135,7 @@ async def preview_due(
     status_code=status.HTTP_201_CREATED,
     response_model=PolicyOut,
     responses=problem_responses(*_AUTH, UnknownCalendar, PolicyExists),
+    description=IN_FORCE,
 )
 async def create_policy(body: PolicyCreate, uow: UoW, _: Manager) -> PolicyOut:
     return await sla_admin.create_policy(uow, body)
@@ -147,6 +157,7 @@ async def get_policy(policy_id: uuid.UUID, uow: UoW, _: Reader) -> PolicyOut:
     "/sla/policies/{policy_id}",
     response_model=PolicyOut,
     responses=problem_responses(*_AUTH, PolicyNotFound, UnknownCalendar, PolicyExists),
+    description=IN_FORCE,
 )
 async def update_policy(policy_id: uuid.UUID, body: PolicyUpdate, uow: UoW, _: Manager) -> PolicyOut:
     return await sla_admin.update_policy(uow, policy_id, body)

@@ -7,18 +7,35 @@ committed. A handler that keeps failing is retried a bounded number of times,
 then the message goes to the service's dead-letter topic (through the outbox,
 in the same transaction that records the failure in the inbox), carrying the
 error, and the partition moves on.
+
+**Concurrency.** Each assigned partition has a worker task of its own that
+handles the partition's records one after the other, in offset order, so the
+events of one key (one partition) are applied in the order they were
+published, while different partitions are handled side by side (at most
+``consumer_concurrency`` at once): a slow event, a handler's retries or a
+waiting row lock hold up only their own partition. The poll loop only fetches
+and hands records to the workers, pausing a partition whose worker is more than
+a poll's worth behind. A committer task commits, per partition, the offset
+after the last record whose transaction has committed, at most every 50 ms
+under load (a crash redelivers what the last commit did not cover; the inbox
+skips it). On a rebalance the workers finish the record in hand, their offsets
+are committed, and the records they had not started are fetched again by
+whoever owns the partition next (the inbox makes any overlap harmless).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -34,9 +51,78 @@ log = get_logger(__name__)
 
 Handler = Callable[[EventEnvelope[Any], UnitOfWork], Awaitable[None]]
 
+_COMMIT_INTERVAL_SECONDS = 0.05
+
+# Built once: an event's inbox claim is then a cached statement with four parameters.
+_CLAIM = pg_insert(INBOX).on_conflict_do_nothing().returning(INBOX.c.event_id)
+
 
 class PoisonMessage(Exception):
     """A message that can never be handled (not JSON, not a valid event)."""
+
+
+@dataclass(frozen=True)
+class ConsumerTuning:
+    """How the consumer polls, parallelises and stays in its group.
+
+    Read from the service's settings when they declare these fields (routing's do, as
+    ``ROUTING_CONSUMER_*``), else these defaults.
+    """
+
+    concurrency: int = 8
+    """Partitions handled at the same time (1: one record at a time, as a single loop would)."""
+    max_poll_records: int = 200
+    """Records fetched per poll; a partition whose worker is further behind is paused."""
+    session_timeout_ms: int = 10_000
+    """How long the group waits for a silent member (a SIGKILLed one) before rebalancing its
+    partitions; at least the broker's ``group.min.session.timeout.ms`` (6 s by default)."""
+    heartbeat_interval_ms: int = 3_000
+    """At most a third of the session timeout."""
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> ConsumerTuning:
+        defaults = cls()
+        tuning = cls(
+            concurrency=int(getattr(settings, "consumer_concurrency", defaults.concurrency)),
+            max_poll_records=int(getattr(settings, "consumer_max_poll_records", defaults.max_poll_records)),
+            session_timeout_ms=int(
+                getattr(settings, "consumer_session_timeout_ms", defaults.session_timeout_ms)
+            ),
+            heartbeat_interval_ms=int(
+                getattr(settings, "consumer_heartbeat_interval_ms", defaults.heartbeat_interval_ms)
+            ),
+        )
+        if tuning.concurrency < 1 or tuning.max_poll_records < 1:
+            raise ValueError("consumer concurrency and max_poll_records must be at least 1")
+        if tuning.heartbeat_interval_ms * 3 > tuning.session_timeout_ms:
+            raise ValueError("the consumer heartbeat interval must be at most a third of the session timeout")
+        return tuning
+
+
+@dataclass
+class _Partition:
+    """One assigned partition: the records fetched and not yet handled, and its worker."""
+
+    tp: TopicPartition
+    pending: collections.deque[ConsumerRecord[Any, Any]] = field(default_factory=collections.deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    done: int | None = None
+    """The offset after the last record whose transaction committed (what to commit)."""
+    committed: int | None = None
+    stopping: bool = False
+    paused: bool = False
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._run.release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        return None
 
 
 class EventConsumer:
@@ -56,24 +142,28 @@ class EventConsumer:
         self._uow_factory = uow_factory
         self._service = settings.service_name
         self._group = settings.consumer_group or settings.service_name
+        self.tuning = ConsumerTuning.from_settings(settings)
         self.assigned = asyncio.Event()
 
     async def run(self) -> None:
         backoff = 0.5
         while True:
             consumer = AIOKafkaConsumer(
-                *self._topics,
                 bootstrap_servers=self._settings.kafka_bootstrap_servers,
                 group_id=self._group,
                 client_id=f"helpdesk-{self._service}",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                max_poll_records=200,
+                max_poll_records=self.tuning.max_poll_records,
+                session_timeout_ms=self.tuning.session_timeout_ms,
+                heartbeat_interval_ms=self.tuning.heartbeat_interval_ms,
             )
+            run = _Run(self, consumer)
             try:
+                consumer.subscribe(topics=self._topics, listener=_Rebalance(run))
                 await consumer.start()
                 backoff = 0.5
-                await self._poll(consumer)
+                await run.poll()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -83,26 +173,9 @@ class EventConsumer:
             finally:
                 self.assigned.clear()
                 with contextlib.suppress(Exception):
+                    await run.close()
+                with contextlib.suppress(Exception):
                     await consumer.stop()
-
-    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batch = await consumer.getmany(timeout_ms=500)
-            if consumer.assignment():
-                self.assigned.set()
-            for tp, records in batch.items():
-                for record in records:
-                    await self.handle_record(record)
-                await consumer.commit({tp: records[-1].offset + 1})
-            await self._record_lag(consumer)
-
-    async def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            position = await consumer.position(tp)
-            CONSUMER_LAG.labels(self._service, tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     async def handle_record(self, record: ConsumerRecord[Any, Any]) -> None:
         """Handle one Kafka record: dispatch, dedupe, retry, dead-letter."""
@@ -165,10 +238,13 @@ class EventConsumer:
     async def _apply(self, handler: Handler, envelope: EventEnvelope[Any], topic: str) -> bool:
         async with self._uow_factory() as uow:
             claimed = await uow.session.execute(
-                pg_insert(INBOX)
-                .values(consumer=self._group, event_id=envelope.id, event_type=envelope.type, topic=topic)
-                .on_conflict_do_nothing()
-                .returning(INBOX.c.event_id)
+                _CLAIM,
+                {
+                    "consumer": self._group,
+                    "event_id": envelope.id,
+                    "event_type": envelope.type,
+                    "topic": topic,
+                },
             )
             if claimed.first() is None:
                 EVENTS_CONSUMED.labels(self._service, envelope.type, "duplicate").inc()
@@ -229,3 +305,159 @@ class EventConsumer:
 
 def _as_text(value: bytes | None) -> str:
     return (value or b"").decode("utf-8", errors="replace")
+
+
+class _Run:
+    """One consumer session: the poll loop, a worker per partition and the committer."""
+
+    def __init__(self, owner: EventConsumer, consumer: AIOKafkaConsumer) -> None:
+        self._owner = owner
+        self._consumer = consumer
+        self._tuning = owner.tuning
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._slots = asyncio.Semaphore(self._tuning.concurrency)
+        self._to_commit = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._committer: asyncio.Task[None] | None = None
+
+    async def poll(self) -> None:
+        consumer = self._consumer
+        self._committer = asyncio.create_task(self._commit_loop(), name="consumer-committer")
+        while True:
+            if self._failure.done():
+                self._failure.result()  # a worker or the committer failed: restart the consumer
+            batch = await consumer.getmany(timeout_ms=500)
+            assignment = consumer.assignment()
+            if assignment:
+                self._owner.assigned.set()
+            for tp, records in batch.items():
+                if tp in assignment and records:
+                    self._dispatch(tp, records)
+            await self._record_lag(assignment)
+
+    def _dispatch(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
+        part = self._partitions.get(tp)
+        if part is not None and part.stopping:
+            return  # being revoked: fetched again from the committed offset by its next owner
+        if part is None:
+            part = self._partitions[tp] = _Partition(tp)
+            part.task = asyncio.create_task(self._work(part), name=f"consumer-{tp.topic}-{tp.partition}")
+        part.pending.extend(records)
+        part.wake.set()
+        if len(part.pending) >= self._tuning.max_poll_records and not part.paused:
+            self._consumer.pause(tp)  # resumed by the worker once it has caught up
+            part.paused = True
+
+    async def _work(self, part: _Partition) -> None:
+        try:
+            while not part.stopping:
+                if not part.pending:
+                    part.wake.clear()
+                    await part.wake.wait()
+                    continue
+                async with self._slots:
+                    if part.stopping:
+                        break
+                    record = part.pending.popleft()
+                    await self._owner.handle_record(record)
+                part.done = record.offset + 1
+                self._to_commit.set()
+                if part.paused and len(part.pending) <= self._tuning.max_poll_records // 2:
+                    part.paused = False
+                    if part.tp in self._consumer.assignment():
+                        self._consumer.resume(part.tp)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not self._failure.done():
+                self._failure.set_exception(exc)
+            raise
+
+    async def _commit_loop(self) -> None:
+        try:
+            while True:
+                await self._to_commit.wait()
+                self._to_commit.clear()
+                try:
+                    await self.commit()
+                except KafkaError as exc:  # e.g. a rebalance under way: the next commit carries it
+                    log.warning("consumer_commit_failed", error=repr(exc))
+                    await asyncio.sleep(0.5)
+                    self._to_commit.set()
+                # Under load, one commit per interval carries every partition's progress (a commit
+                # per event cost a broker round trip each); after a quiet spell the next is immediate.
+                await asyncio.sleep(_COMMIT_INTERVAL_SECONDS)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not self._failure.done():
+                self._failure.set_exception(exc)
+            raise
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit the offset after each partition's last committed transaction (if it moved)."""
+        async with self._commit_lock:
+            assignment = self._consumer.assignment()
+            offsets = {
+                tp: part.done
+                for tp, part in self._partitions.items()
+                if part.done is not None
+                and part.done != part.committed
+                and tp in assignment
+                and (only is None or tp in only)
+            }
+            if not offsets:
+                return
+            await self._consumer.commit(offsets)
+            for tp, offset in offsets.items():
+                self._partitions[tp].committed = offset
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
+        """Partitions taken away by a rebalance: finish the records in hand, commit, forget the rest."""
+        parts = [self._partitions[tp] for tp in revoked if tp in self._partitions]
+        await self._stop(parts)
+        try:
+            await self.commit(revoked)
+        except Exception as exc:  # the next owner starts earlier; the inbox skips what was done
+            log.warning("consumer_commit_on_revoke_failed", error=repr(exc))
+        for part in parts:
+            if self._partitions.get(part.tp) is part:
+                del self._partitions[part.tp]
+
+    async def _stop(self, parts: list[_Partition], *, cancel: bool = False) -> None:
+        for part in parts:
+            part.stopping = True
+            part.pending.clear()
+            part.wake.set()
+            if cancel and part.task is not None:
+                part.task.cancel()
+        # The workers' own failures were reported through `_failure`; only wait for them here.
+        await asyncio.gather(*(p.task for p in parts if p.task is not None), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop everything; keep what was handled (best effort) so that a restart resumes after it."""
+        if self._committer is not None:
+            self._committer.cancel()
+            await asyncio.gather(self._committer, return_exceptions=True)
+        await self._stop(list(self._partitions.values()), cancel=True)
+        if self._failure.done() and not self._failure.cancelled():
+            self._failure.exception()  # reported by `poll` (or moot on shutdown): mark it retrieved
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.commit(), timeout=5.0)
+
+    async def _record_lag(self, assignment: set[TopicPartition]) -> None:
+        """Records not yet handled: the high watermark minus the next offset to handle."""
+        service = self._owner._service
+        for tp in assignment:
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            part = self._partitions.get(tp)
+            if part is not None and part.pending:
+                position = part.pending[0].offset
+            elif part is not None and part.done is not None:
+                position = part.done
+            else:
+                position = await self._consumer.position(tp)
+            CONSUMER_LAG.labels(service, tp.topic, str(tp.partition)).set(max(0, highwater - position))
