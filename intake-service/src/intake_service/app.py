@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
 from helpdesk_shared.text import warm_up_in_background
 from intake_service.api import complaints, customers, email_channel, feedback, tickets
+from intake_service.api.fast_intake import FastTicketIntake
 from intake_service.autoclose import auto_close_worker
 from intake_service.consumers import CONSUMES, handlers
 from intake_service.delivery import delivery_worker
@@ -30,6 +32,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             ],
             handlers=handlers(settings),
             background=[writer.run, delivery_worker, auto_close_worker, warm_up_in_background],
+            middleware=[Middleware(FastTicketIntake)],
             consumes=CONSUMES,
             title="Helpdesk intake service",
             description="Every channel in: tickets, customers and their messages.",

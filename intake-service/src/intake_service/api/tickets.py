@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
 from fastapi.responses import RedirectResponse
 
-from helpdesk_shared.chassis.app import UoW, get_runtime
+from helpdesk_shared.chassis.app import ServiceRuntime, UoW
 from helpdesk_shared.chassis.auth import Principal, require_roles
 from helpdesk_shared.chassis.pagination import Page, PageParams, page_params
 from helpdesk_shared.chassis.problems import (
@@ -77,19 +77,33 @@ async def create_ticket(
         str | None, Header(description="Retries with the same key and body return the first ticket")
     ] = None,
 ) -> TicketOut:
-    if idempotency_key is not None and not (
-        1 <= len(idempotency_key) <= 255 and idempotency_key.isprintable()
-    ):
+    # `intake_service.api.fast_intake` serves this route without FastAPI's generic request
+    # path; it hands every request it does not fully accept to this function.
+    if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
         raise InvalidIdempotencyKey("Idempotency-Key must be 1–255 printable characters")
-    draft = TicketDraft(body=body, caller=caller.subject, idempotency_key=idempotency_key)
-    writer: TicketWriter = request.app.state.ticket_writer
-    ticket = await writer.submit(draft)
-    if ticket is None:  # a retry: answer with the ticket the key created
-        async with get_runtime(request).uow() as uow:
-            ticket = await service.replay_ticket(uow, draft)
+    ticket, replayed = await accept_ticket(request.app, body, caller.subject, idempotency_key)
+    if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/tickets/{ticket.id}"
     return ticket
+
+
+def valid_idempotency_key(key: str) -> bool:
+    return 1 <= len(key) <= 255 and key.isprintable()
+
+
+async def accept_ticket(
+    app: FastAPI, body: TicketCreate, caller: str, idempotency_key: str | None
+) -> tuple[TicketOut, bool]:
+    """Store the ticket (or find the one its Idempotency-Key created); True when replayed."""
+    draft = TicketDraft(body=body, caller=caller, idempotency_key=idempotency_key)
+    writer: TicketWriter = app.state.ticket_writer
+    ticket = await writer.submit(draft)
+    if ticket is not None:
+        return ticket, False
+    runtime: ServiceRuntime = app.state.runtime
+    async with runtime.uow() as uow:  # a retry: answer with the ticket the key created
+        return await service.replay_ticket(uow, draft), True
 
 
 @router.get(

@@ -125,9 +125,14 @@ async def current_principal(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+def allowed_roles(*roles: Role) -> frozenset[Role]:
+    """The roles that pass `require_roles(*roles)`: those given, and admin."""
+    return frozenset(roles) | {Role.ADMIN}
+
+
 def require_roles(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """Dependency: the caller must hold at least one of `roles` (admin always may)."""
-    allowed = frozenset(roles) | {Role.ADMIN}
+    allowed = allowed_roles(*roles)
 
     async def dependency(principal: CurrentPrincipal) -> Principal:
         if not principal.has_any(allowed):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -64,6 +65,10 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        # Labelled children by (method, route, status): `labels()` on every request costs more
+        # than the increment itself.
+        self._requests: dict[tuple[str, str, str], Any] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,7 +109,12 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
-            HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - started)
+            key = (method, template, str(status))
+            if (requests := self._requests.get(key)) is None:
+                requests = self._requests[key] = HTTP_REQUESTS.labels(self.service, *key)
+            requests.inc()
+            if (latency := self._latency.get(key[:2])) is None:
+                latency = self._latency[key[:2]] = HTTP_LATENCY.labels(self.service, method, template)
+            latency.observe(time.perf_counter() - started)
             if status >= 500:
                 HTTP_ERRORS.labels(self.service, method, template).inc()
