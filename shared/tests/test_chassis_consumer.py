@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate
-from helpdesk_shared.chassis.consumer import ConsumerTuning, EventConsumer
+from helpdesk_shared.chassis.consumer import Batched, ConsumerTuning, EventConsumer
 from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sessionmaker
 from helpdesk_shared.chassis.outbox import OutboxRelay
 from helpdesk_shared.chassis.settings import ServiceSettings
@@ -64,6 +64,8 @@ class Rig:
     topic: str
     dlq: str
     calls: list[str] = field(default_factory=list)
+    batches: list[list[str]] = field(default_factory=list)
+    """The runs a `Batched` handler was given (numbers), when the rig has one."""
 
     @property
     def group(self) -> str:
@@ -82,6 +84,7 @@ def make_rig(
     *,
     group: str | None = None,
     before_commit: Hook | None = None,
+    batched: bool = False,
     **overrides: Any,
 ) -> Rig:
     settings = ServiceSettings(
@@ -107,14 +110,26 @@ def make_rig(
         if before_commit is not None:
             await before_commit(envelope)
 
+    batches: list[list[str]] = []
+
+    async def on_many(envelopes: list[EventEnvelope[Any]], uow: UnitOfWork) -> None:
+        batches.append([e.data.number for e in envelopes])
+        for envelope in envelopes:  # effects first: a failure must take them back too
+            await uow.session.execute(
+                text("INSERT INTO chassis_effects (consumer, event_id, number) VALUES (:c, :e, :n)"),
+                {"c": settings.consumer_group, "e": envelope.id, "n": envelope.data.number},
+            )
+        if any(e.data.subject == "boom" for e in envelopes):
+            raise RuntimeError("the run exploded")
+
     consumer = EventConsumer(
         settings=settings,
         topics=[topic],
         dead_letter_topic=dlq,
-        handlers={CREATED: on_created},
+        handlers={CREATED: Batched(one=on_created, many=on_many) if batched else on_created},
         uow_factory=lambda: UnitOfWork(sessions, source=settings.source, topic=f"{topic}.unused"),
     )
-    return Rig(settings, consumer, topic, dlq, calls)
+    return Rig(settings, consumer, topic, dlq, calls, batches)
 
 
 @asynccontextmanager
@@ -477,3 +492,61 @@ async def test_a_member_joining_mid_stream_takes_partitions_without_losing_or_re
     for p in range(4):
         assert [n for n in applied if n.startswith(f"R{p}-")] == sent[p]
     assert sorted(first.calls + second.calls) == sorted(applied)  # nothing handled twice
+
+
+def batch_fallbacks(rig: Rig) -> float:
+    value = REGISTRY.get_sample_value(
+        "helpdesk_event_batch_fallbacks_total", {"service": rig.settings.service_name, "type": CREATED}
+    )
+    return value or 0.0
+
+
+async def test_a_batched_handler_gets_runs_in_order_once_each_in_one_transaction(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), batched=True)
+    events = [created(f"R-{n:02}") for n in range(30)]
+    # Everything is waiting before the consumer starts, with one event delivered twice.
+    for event in [*events[:10], events[3], *events[10:]]:
+        await send(producer, rig.topic, event.to_json_bytes(), event.subject)
+    async with running(rig.consumer):
+
+        async def settled() -> bool:
+            return len(await effects(sessions, rig.group)) == 30
+
+        await eventually(settled)
+
+    numbers = [e.data.number for e in events]
+    assert await effects(sessions, rig.group) == numbers  # partition order, each once
+    assert [n for run in rig.batches for n in run] == numbers
+    assert max(len(run) for run in rig.batches) > 1  # whole runs, not one event at a time
+    assert rig.calls == []  # the one-event handler was never needed
+    assert set(await inbox(sessions, rig.group)) == {e.id for e in events}
+    assert consumed(rig, "processed") == 30
+    assert consumed(rig, "duplicate") == 1
+
+
+async def test_a_failing_run_is_rolled_back_and_applied_again_one_event_at_a_time(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), batched=True)
+    before, bad, after = created("F-1"), created("F-bad", subject="boom"), created("F-2")
+    for event in (before, bad, after):
+        await send(producer, rig.topic, event.to_json_bytes(), event.subject)
+    async with running(rig.consumer):
+
+        async def settled() -> bool:
+            seen = await inbox(sessions, rig.group)
+            return len(seen) == 3
+
+        await eventually(settled)
+
+    # The run's effects were rolled back; one by one, the good events are applied once and the
+    # bad one is retried, then dead-lettered, as it would have been without batches.
+    assert await effects(sessions, rig.group) == ["F-1", "F-2"]
+    assert rig.calls == ["F-1"] + ["F-bad"] * rig.settings.consumer_max_attempts + ["F-2"]
+    assert rig.batches[0] == ["F-1", "F-bad", "F-2"]
+    seen = await inbox(sessions, rig.group)
+    assert seen[bad.id].outcome == "dead_lettered"
+    assert seen[before.id].outcome == seen[after.id].outcome == "processed"
+    assert batch_fallbacks(rig) == 1

@@ -336,11 +336,32 @@ async def preview(uow: UnitOfWork, body: ClassifyRequest) -> ClassifyResponse:
     )
 
 
-async def classify_ticket(session: AsyncSession, ticket: TicketCreated) -> tuple[Decision, int | None]:
-    """Decide a new ticket's domain, urgency and difficulty; an unreadable model degrades to rules only.
+@dataclass(frozen=True, slots=True)
+class Classifier:
+    """What new tickets are classified with right now: the rules and the loaded active model."""
 
-    The rules and the active version come from the configuration snapshot: no query at all
-    unless the snapshot is due for a reload or the active version changed."""
+    config: ClassifierConfig
+    model: TrainedModel | None
+
+    def decide(self, ticket: TicketCreated) -> tuple[Decision, int | None]:
+        """A new ticket's domain, urgency and difficulty, and the model version if the model decided."""
+        facts = TicketFacts(
+            kind=ticket.kind,
+            priority=ticket.priority,
+            urgent_detected=ticket.urgent_detected,
+            customer_vip=ticket.customer_vip,
+            category_hint=ticket.category_hint,
+        )
+        decision = _decide_with(self.config.rules, ticket_text(ticket), facts, self.model)
+        CLASSIFICATIONS.labels(decision.source, str(decision.difficult).lower()).inc()
+        model_decided = self.model is not None and decision.source == "model"
+        return decision, self.config.version if model_decided else None
+
+
+async def current_classifier(session: AsyncSession) -> Classifier:
+    """The rules and the active model from the configuration snapshot: no query at all unless the
+    snapshot is due for a reload or the active version changed; an unreadable model degrades to
+    rules only."""
     config = await CLASSIFIER_CONFIG.get(session)
     model: TrainedModel | None = None
     if config.version is not None:
@@ -348,16 +369,12 @@ async def classify_ticket(session: AsyncSession, ticket: TicketCreated) -> tuple
             model = await MODELS.model(session, config.version)
         except ModelFormatError as exc:
             log.error("classifier_unreadable", error=str(exc))
-    facts = TicketFacts(
-        kind=ticket.kind,
-        priority=ticket.priority,
-        urgent_detected=ticket.urgent_detected,
-        customer_vip=ticket.customer_vip,
-        category_hint=ticket.category_hint,
-    )
-    decision = _decide_with(config.rules, ticket_text(ticket), facts, model)
-    CLASSIFICATIONS.labels(decision.source, str(decision.difficult).lower()).inc()
-    return decision, config.version if model is not None and decision.source == "model" else None
+    return Classifier(config, model)
+
+
+async def classify_ticket(session: AsyncSession, ticket: TicketCreated) -> tuple[Decision, int | None]:
+    """Decide a new ticket's domain, urgency and difficulty (see `Classifier.decide`)."""
+    return (await current_classifier(session)).decide(ticket)
 
 
 def ticket_text(ticket: TicketCreated) -> str:

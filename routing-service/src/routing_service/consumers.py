@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpdesk_shared.chassis.consumer import Handler
+from helpdesk_shared.chassis.consumer import Batched, Handler
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.intake import (
@@ -15,7 +15,7 @@ from helpdesk_shared.contracts.intake import (
     TicketResolved,
 )
 from helpdesk_shared.contracts.review import AnswerSubmitted
-from routing_service import capacity, collaborators, presence, resolved_examples, service, sla
+from routing_service import capacity, collaborators, new_tickets, presence, resolved_examples, service, sla
 
 # The SLA clock, example, collaborator and touch functions never commit: each handler calls them *before* the
 # use case that commits, so their changes, that use case's and the inbox row land in one
@@ -24,6 +24,11 @@ from routing_service import capacity, collaborators, presence, resolved_examples
 
 async def on_ticket_created(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
     await service.route_new_ticket(uow, event.data)
+
+
+async def on_tickets_created(events: list[EventEnvelope[Any]], uow: UnitOfWork) -> None:
+    """A run of new tickets of one partition, routed in one transaction (see `new_tickets`)."""
+    await new_tickets.route_new_tickets(uow, [event.data for event in events])
 
 
 async def on_ticket_resolved(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
@@ -56,7 +61,7 @@ async def on_answer_submitted(event: EventEnvelope[Any], uow: UnitOfWork) -> Non
 
 
 HANDLERS: dict[str, Handler] = {
-    TicketCreated.cloudevent_type(): on_ticket_created,
+    TicketCreated.cloudevent_type(): Batched(one=on_ticket_created, many=on_tickets_created),
     TicketResolved.cloudevent_type(): on_ticket_resolved,
     TicketClosed.cloudevent_type(): on_ticket_closed,
     TicketReopened.cloudevent_type(): on_ticket_reopened,

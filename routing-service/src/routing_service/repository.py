@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, Row, delete, exists, func, not_, or_, select, update
+from sqlalchemy import Integer, Row, delete, exists, func, not_, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -76,6 +76,59 @@ class Returned(NamedTuple):
 
 _QUEUE_ORDER = (QueueEntry.priority_rank.desc(), QueueEntry.waiting_since, QueueEntry.ticket_id)
 """The queue's order: priority, then the customer's wait (ties by id)."""
+
+
+class NewRouting(NamedTuple):
+    """A `routed_tickets` row of a ticket routed for the first time (see `remember`)."""
+
+    ticket_id: uuid.UUID
+    domain: str | None
+    language: str | None
+    text: str
+    priority: Priority
+    difficult: bool
+    waiting_since: datetime
+
+
+class NewAssignment(NamedTuple):
+    ticket_id: uuid.UUID
+    agent_id: uuid.UUID
+    reason: str
+    domain: str | None
+    language: str | None
+
+
+# The batch statements (`routing_service.new_tickets`): one statement for a whole run of tickets,
+# the rows passed as arrays. Plain SQL: a multi-row VALUES built per call would be compiled anew
+# every time.
+_ROUTED_AMONG = text(
+    "SELECT ticket_id FROM routed_tickets WHERE ticket_id = ANY(CAST(:ids AS uuid[])) "
+    "UNION SELECT ticket_id FROM assignments WHERE ticket_id = ANY(CAST(:ids AS uuid[])) "
+    "UNION SELECT ticket_id FROM queue WHERE ticket_id = ANY(CAST(:ids AS uuid[]))"
+)
+_REMEMBER_MANY = text(
+    "INSERT INTO routed_tickets "
+    "(ticket_id, domain, language, text, routed_at, priority, difficult, waiting_since) "
+    "SELECT r.ticket_id, r.domain, r.language, r.text, :now, r.priority, r.difficult, r.waiting_since "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:domains AS text[]), CAST(:languages AS text[]), "
+    "CAST(:texts AS text[]), CAST(:priorities AS text[]), CAST(:difficult AS boolean[]), "
+    "CAST(:waiting_since AS timestamptz[])) "
+    "AS r(ticket_id, domain, language, text, priority, difficult, waiting_since) "
+    "ON CONFLICT DO NOTHING RETURNING ticket_id"
+)
+_TAKE_CAPACITY_MANY = text(
+    "UPDATE agents AS a SET active_tickets = a.active_tickets + t.slots, last_assigned_at = :now "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:slots AS integer[])) AS t(agent_id, slots) "
+    "WHERE a.id = t.agent_id AND a.presence = :online AND a.active_tickets + t.slots <= a.max_concurrent "
+    "RETURNING a.id"
+)
+_ASSIGN_MANY = text(
+    "INSERT INTO assignments (ticket_id, agent_id, reason, assigned_at, domain, language) "
+    "SELECT a.ticket_id, a.agent_id, a.reason, :now, a.domain, a.language "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:agents AS uuid[]), CAST(:reasons AS text[]), "
+    "CAST(:domains AS text[]), CAST(:languages AS text[])) "
+    "AS a(ticket_id, agent_id, reason, domain, language)"
+)
 
 
 class RoutingRepository:
@@ -229,6 +282,29 @@ class RoutingRepository:
         )
         return result.first() is not None
 
+    async def take_capacity_many(self, slots: dict[uuid.UUID, int], now: datetime) -> bool:
+        """Atomically claim ``slots[agent]`` slots of each agent (rows in id order); False — and
+        nothing taken by a caller that then rolls back — if any agent filled up or went away."""
+        ids = sorted(slots)
+        taken = await self.session.execute(
+            _TAKE_CAPACITY_MANY,
+            {"ids": ids, "slots": [slots[i] for i in ids], "now": now, "online": AgentPresence.ONLINE.value},
+        )
+        return len(taken.all()) == len(ids)
+
+    async def assign_many(self, assignments: Sequence[NewAssignment], now: datetime) -> None:
+        await self.session.execute(
+            _ASSIGN_MANY,
+            {
+                "ids": [a.ticket_id for a in assignments],
+                "agents": [a.agent_id for a in assignments],
+                "reasons": [a.reason[:200] for a in assignments],
+                "domains": [a.domain for a in assignments],
+                "languages": [a.language for a in assignments],
+                "now": now,
+            },
+        )
+
     async def assignment(self, ticket_id: uuid.UUID) -> Assignment | None:
         return await self.session.get(Assignment, ticket_id)
 
@@ -364,6 +440,27 @@ class RoutingRepository:
                 )
             )
         )
+
+    async def routed_among(self, ticket_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """The tickets of ``ticket_ids`` routed before (see `already_routed`)."""
+        return set((await self.session.execute(_ROUTED_AMONG, {"ids": list(ticket_ids)})).scalars())
+
+    async def remember_many(self, rows: Sequence[NewRouting], now: datetime) -> set[uuid.UUID]:
+        """`remember` for many tickets in one statement; returns those recorded now."""
+        inserted = await self.session.execute(
+            _REMEMBER_MANY,
+            {
+                "ids": [r.ticket_id for r in rows],
+                "domains": [r.domain for r in rows],
+                "languages": [r.language for r in rows],
+                "texts": [r.text for r in rows],
+                "priorities": [r.priority.value for r in rows],
+                "difficult": [r.difficult for r in rows],
+                "waiting_since": [r.waiting_since for r in rows],
+                "now": now,
+            },
+        )
+        return set(inserted.scalars())
 
     async def remember(
         self,

@@ -179,7 +179,7 @@ def _field_error(field: str, message: str) -> dict[str, str]:
     return {"field": field, "message": message, "type": "value_error"}
 
 
-def _reason(match: Match, domain: str | None, language: str | None) -> str:
+def assignment_reason(match: Match, domain: str | None, language: str | None) -> str:
     if match == "domain+language":
         return f"least-loaded online specialist in {domain} speaking {language}"
     if match == "domain":
@@ -199,7 +199,7 @@ async def _candidates(
     if (waiting_for := waits_for(lead)) is not None:
         return [(waiting_for, LEAD_REASON)]
     return [
-        (candidate, _reason(match, domain, language))
+        (candidate, assignment_reason(match, domain, language))
         for candidate, match in order_candidates(
             await repo.available_specialists(), domain=domain, language=language
         )
@@ -238,11 +238,39 @@ async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
     if decision.informative:
         event = classification.classified_event(ticket, decision, version, now, timers)
         uow.publish(event, subject=str(ticket.ticket_id))
+    await assign_or_queue(
+        uow,
+        repo,
+        ticket.ticket_id,
+        domain=domain,
+        language=language,
+        difficult=difficult,
+        priority=priority,
+        waiting_since=ticket.created_at,
+        now=now,
+    )
+    await uow.commit()
+
+
+async def assign_or_queue(
+    uow: UnitOfWork,
+    repo: RoutingRepository,
+    ticket_id: uuid.UUID,
+    *,
+    domain: str | None,
+    language: str | None,
+    difficult: bool,
+    priority: Priority,
+    waiting_since: datetime,
+    now: datetime,
+) -> None:
+    """A new ticket to the best free specialist (a difficult one: its team lead, or waiting for
+    them), else the queue."""
     lead = await repo.lead_for(domain) if difficult else None
     if not await assign_first_free(
         uow,
         repo,
-        ticket.ticket_id,
+        ticket_id,
         await _candidates(repo, domain, language, lead),
         now=now,
         difficult=difficult,
@@ -252,9 +280,9 @@ async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
         await queue_ticket(
             uow,
             repo,
-            ticket.ticket_id,
+            ticket_id,
             priority=priority,
-            waiting_since=ticket.created_at,
+            waiting_since=waiting_since,
             now=now,
             reason="difficult: its team lead is busy"
             if waits_for(lead)
@@ -264,4 +292,3 @@ async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
             difficult=difficult,
             lead=lead,
         )
-    await uow.commit()

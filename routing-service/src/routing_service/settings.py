@@ -34,6 +34,12 @@ class RoutingSettings(ServiceSettings):
         le=10_000,
         description="Records fetched per poll; a partition further behind is paused",
     )
+    consumer_max_batch: int = Field(
+        default=100,
+        ge=1,
+        le=1_000,
+        description="Most ticket.created events of one partition routed in one transaction (1: one by one)",
+    )
     consumer_session_timeout_ms: int = Field(
         default=6_000,
         ge=1_000,

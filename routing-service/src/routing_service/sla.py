@@ -27,6 +27,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from helpdesk_shared.chassis.logging import get_logger
 from helpdesk_shared.chassis.problems import NotFound
@@ -96,6 +97,36 @@ async def start_timers(
     the calendar cannot produce a due time — logged as an error, but never a reason to keep the
     ticket from being assigned.
     """
+    planned = await plan_timers(uow, ticket, difficult=difficult, priority=priority)
+    if planned is None:
+        return None
+    rows, started = planned
+    stored: dict[str, tuple[uuid.UUID, datetime]] = {
+        row.target: (row.policy_id, row.due_at) for row in await uow.session.execute(START_TIMERS, rows)
+    }
+    if len(stored) < len(rows):  # a clock that already moved (a replay) keeps what it has
+        stored = {
+            t.target: (t.policy_id, t.due_at)
+            for t in await SlaRepository(uow.session).timers(ticket.ticket_id)
+        }
+        return StartedTimers(
+            policy_id=stored[SlaTarget.FIRST_RESPONSE][0],
+            first_response_due_at=stored[SlaTarget.FIRST_RESPONSE][1],
+            resolution_due_at=stored[SlaTarget.RESOLUTION][1],
+        )
+    return started
+
+
+async def plan_timers(
+    uow: UnitOfWork,
+    ticket: TicketCreated,
+    *,
+    difficult: bool | None = None,
+    priority: Priority | None = None,
+) -> tuple[list[dict[str, Any]], StartedTimers] | None:
+    """The rows of a new ticket's two clocks (for `START_TIMERS`) and what they announce, from
+    the configuration snapshot — no query unless it is due for a reload; None when no active
+    policy matches or the calendar cannot produce a due time (logged)."""
     if difficult is None:
         difficult = is_difficult_at_intake(ticket.kind, ticket.customer_vip)
     facts = SlaFacts(
@@ -133,17 +164,10 @@ async def start_timers(
         }
         for target, deadline in ((SlaTarget.FIRST_RESPONSE, first), (SlaTarget.RESOLUTION, resolution))
     ]
-    planned: dict[str, tuple[uuid.UUID, datetime]] = {
-        row.target: (row.policy_id, row.due_at) for row in await uow.session.execute(START_TIMERS, rows)
-    }
-    if len(planned) < len(rows):  # a clock that already moved (a replay) keeps what it has
-        stored = await SlaRepository(uow.session).timers(ticket.ticket_id)
-        planned = {t.target: (t.policy_id, t.due_at) for t in stored}
-    return StartedTimers(
-        policy_id=planned[SlaTarget.FIRST_RESPONSE][0],
-        first_response_due_at=planned[SlaTarget.FIRST_RESPONSE][1],
-        resolution_due_at=planned[SlaTarget.RESOLUTION][1],
+    started = StartedTimers(
+        policy_id=policy.id, first_response_due_at=first.due_at, resolution_due_at=resolution.due_at
     )
+    return rows, started
 
 
 async def answer_delivered(uow: UnitOfWork, event: TicketAnswerDelivered) -> None:

@@ -7,6 +7,9 @@ that service's state: they must commit in the same transaction.
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -90,7 +93,14 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
+        # JSONB in and out (outbox payloads, above all) through orjson: several times faster.
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
     )
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

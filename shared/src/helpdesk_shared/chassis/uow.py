@@ -37,6 +37,7 @@ class UnitOfWork:
         self._topic = topic
         self._on_commit = on_commit
         self._pending: list[dict[str, Any]] = []
+        self._wrote_events = False
         self._session: AsyncSession | None = None
 
     @property
@@ -54,6 +55,7 @@ class UnitOfWork:
     ) -> None:
         session, self._session = self.session, None
         self._pending.clear()
+        self._wrote_events = False
         try:
             await session.rollback()  # no-op after a commit; undoes anything left uncommitted
         finally:
@@ -92,11 +94,18 @@ class UnitOfWork:
     async def flush(self) -> None:
         await self.session.flush()
 
-    async def commit(self) -> None:
-        had_events = bool(self._pending)
-        if had_events:
+    async def write_events(self) -> None:
+        """Store the events published so far now rather than at `commit()` (still in this
+        transaction): lets a use case keep its last statements — e.g. a contended row update —
+        right before the commit."""
+        if self._pending:
             await self.session.execute(insert(OUTBOX), self._pending)
             self._pending.clear()
+            self._wrote_events = True
+
+    async def commit(self) -> None:
+        await self.write_events()
+        had_events, self._wrote_events = self._wrote_events, False
         await self.session.commit()
         if had_events and self._on_commit is not None:
             self._on_commit()

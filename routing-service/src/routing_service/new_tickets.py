@@ -1,0 +1,192 @@
+"""Routing a run of new tickets in one transaction: the consumer's fast path for `ticket.created`.
+
+`service.route_new_ticket` decides one ticket with a dozen statements; at hundreds of tickets a
+second that is the bottleneck (a transaction, an inbox row and every statement paid per ticket).
+When several `ticket.created` events of one partition are waiting, the consumer hands them here
+together (`helpdesk_shared.chassis.consumer.Batched`) and this module makes the same decisions
+with a handful of statements for the whole run:
+
+1. one query finds the tickets routed before (replays), one insert remembers the rest;
+2. each ticket is classified and its SLA clocks planned in memory (the configuration snapshot),
+   and all clocks are started by one insert;
+3. ordinary tickets are given, in event order, to the best free specialist of one snapshot of the
+   online specialists — the same ranking as `domain.assignment.order_candidates`, each choice
+   counted before the next — and the slots are taken by ONE conditional update: if any chosen
+   agent filled up or went away meanwhile (another replica, a presence change), the update says
+   so and the whole run fails, to be routed again one ticket at a time by the consumer, which
+   re-checks every slot;
+4. difficult tickets (their lead), tickets nobody could take (the queue) and clocks that already
+   existed (a replay from before `routed_tickets`) take the one-ticket path's own steps.
+
+The events are those of the one-ticket path, in the same order for each ticket:
+``ticket.classified`` (when informative), then ``ticket.assigned`` or ``ticket.queued``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.enums import Priority
+from helpdesk_shared.contracts.intake import TicketCreated
+from helpdesk_shared.contracts.routing import TicketAssigned
+from routing_service import classification, sla
+from routing_service.domain.assignment import Candidate, order_candidates
+from routing_service.domain.difficulty import Decision
+from routing_service.repository import NewAssignment, NewRouting, RoutingRepository
+from routing_service.service import assign_or_queue, assignment_reason
+from routing_service.sla_repository import START_TIMERS
+
+
+class CapacityRace(RuntimeError):
+    """A chosen agent filled up or went away while the run was being decided: route one by one."""
+
+
+class ClocksExisted(RuntimeError):
+    """Some clocks already existed (a replay from before `routed_tickets`): route one by one."""
+
+
+class _Routed(NamedTuple):
+    ticket: TicketCreated
+    decision: Decision
+    priority: Priority
+
+
+async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> None:
+    """Route ``tickets`` (in event order) as `service.route_new_ticket` would, one after the other.
+
+    Does not commit (the consumer commits the run with its inbox rows)."""
+    repo = RoutingRepository(uow.session)
+    unique = list({t.ticket_id: t for t in reversed(tickets)}.values())[::-1]  # first copy wins
+    routed_before = await repo.routed_among([t.ticket_id for t in unique])
+    fresh = [t for t in unique if t.ticket_id not in routed_before]
+    if not fresh:
+        return
+    now = datetime.now(UTC)
+    classifier = await classification.current_classifier(uow.session)
+    decided = [(t, *classifier.decide(t)) for t in fresh]
+    remembered = await repo.remember_many(
+        [
+            NewRouting(
+                ticket_id=t.ticket_id,
+                domain=d.domain,
+                language=t.language,
+                text=classification.ticket_text(t),
+                priority=_priority(t, d),
+                difficult=d.difficult,
+                waiting_since=t.created_at,
+            )
+            for t, d, _ in decided
+        ],
+        now,
+    )
+    decided = [item for item in decided if item[0].ticket_id in remembered]
+    await _start_clocks(uow, decided, now)
+    routed = [_Routed(t, d, _priority(t, d)) for t, d, _ in decided]
+    ordinary = [r for r in routed if not r.decision.difficult]
+    slots, left = await _assign_ordinary(uow, repo, ordinary, now)
+    one_by_one = [r for r in routed if r.decision.difficult or r.ticket.ticket_id in left]
+    if one_by_one:  # they read the agents' load from the database: take these slots first
+        await _take(repo, slots, now)
+        slots = {}
+    for item in one_by_one:
+        await assign_or_queue(
+            uow,
+            repo,
+            item.ticket.ticket_id,
+            domain=item.decision.domain,
+            language=item.ticket.language,
+            difficult=item.decision.difficult,
+            priority=item.priority,
+            waiting_since=item.ticket.created_at,
+            now=now,
+        )
+    # The agents' rows are what concurrent runs (other partitions, replicas) wait for: their
+    # update is the last statement before the commit, so they are locked for one round trip.
+    await uow.write_events()
+    await _take(repo, slots, now)
+
+
+async def _take(repo: RoutingRepository, slots: dict[uuid.UUID, int], now: datetime) -> None:
+    if slots and not await repo.take_capacity_many(slots, now):
+        raise CapacityRace("an agent chosen for this run filled up or went away meanwhile")
+
+
+def _priority(ticket: TicketCreated, decision: Decision) -> Priority:
+    return Priority.URGENT if decision.urgent else ticket.priority
+
+
+async def _start_clocks(
+    uow: UnitOfWork, decided: list[tuple[TicketCreated, Decision, int | None]], now: datetime
+) -> None:
+    """Plan every ticket's clocks, start them with one insert, announce the informative
+    classifications (with their clocks) — `sla.start_timers` for a run."""
+    rows = []
+    started: dict[uuid.UUID, sla.StartedTimers] = {}
+    for ticket, decision, _ in decided:
+        planned = await sla.plan_timers(
+            uow, ticket, difficult=decision.difficult, priority=_priority(ticket, decision)
+        )
+        if planned is not None:
+            rows += planned[0]
+            started[ticket.ticket_id] = planned[1]
+    if rows and len((await uow.session.execute(START_TIMERS, rows)).all()) < len(rows):
+        raise ClocksExisted("some clocks of these tickets already existed")
+    for ticket, decision, version in decided:
+        if decision.informative:
+            event = classification.classified_event(
+                ticket, decision, version, now, started.get(ticket.ticket_id)
+            )
+            uow.publish(event, subject=str(ticket.ticket_id))
+
+
+async def _assign_ordinary(
+    uow: UnitOfWork, repo: RoutingRepository, ordinary: list[_Routed], now: datetime
+) -> tuple[dict[uuid.UUID, int], set[uuid.UUID]]:
+    """Give each ordinary ticket to the best free specialist; returns the slots to take (agent →
+    count, for `RoutingRepository.take_capacity_many`) and the tickets nobody could take."""
+    if not ordinary:
+        return {}, set()
+    pool = {c.agent_id: c for c in await repo.available_specialists()}
+    chosen: list[tuple[_Routed, Candidate, str]] = []
+    slots: dict[uuid.UUID, int] = {}
+    left: set[uuid.UUID] = set()
+    for item in ordinary:
+        domain, language = item.decision.domain, item.ticket.language
+        ordered = order_candidates(pool.values(), domain=domain, language=language)
+        if not ordered:
+            left.add(item.ticket.ticket_id)
+            continue
+        candidate, match = ordered[0]
+        pool[candidate.agent_id] = dataclasses.replace(
+            candidate, active_tickets=candidate.active_tickets + 1, last_assigned_at=now
+        )
+        slots[candidate.agent_id] = slots.get(candidate.agent_id, 0) + 1
+        chosen.append((item, candidate, assignment_reason(match, domain, language)))
+    if not chosen:
+        return slots, left
+    await repo.assign_many(
+        [
+            NewAssignment(
+                item.ticket.ticket_id, c.agent_id, reason, item.decision.domain, item.ticket.language
+            )
+            for item, c, reason in chosen
+        ],
+        now,
+    )
+    for item, candidate, reason in chosen:
+        uow.publish(
+            TicketAssigned(
+                ticket_id=item.ticket.ticket_id,
+                agent_id=candidate.agent_id,
+                team_id=candidate.team_id,
+                assigned_at=now,
+                reason=reason,
+                difficult=False,
+            ),
+            subject=str(item.ticket.ticket_id),
+        )
+    return slots, left

@@ -1,0 +1,162 @@
+"""New tickets routed a run at a time (`routing_service.new_tickets`): the same decisions as one
+by one, replays ignored, difficult tickets to the lead, and a run that raced for capacity rolled
+back and routed again one ticket at a time — through the consumer, on the real database."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+from prometheus_client import REGISTRY
+from routing_factories import (
+    consume,
+    domain_rule,
+    is_queued,
+    isolated_team,
+    load_of,
+    owner_of,
+    published,
+    ticket_created,
+)
+from test_skills_and_leads import team_with_lead
+
+from helpdesk_runtime.testing import ServiceHarness
+from helpdesk_shared.contracts import EventEnvelope, TicketKind
+from routing_service.domain.assignment import Candidate
+from routing_service.repository import RoutingRepository
+
+CREATED = "helpdesk.ticket.created.v1"
+ASSIGNED, QUEUED = "helpdesk.ticket.assigned.v1", "helpdesk.ticket.queued.v1"
+
+
+def records(events: list[EventEnvelope[Any]]) -> list[ConsumerRecord[Any, Any]]:
+    """The events as one partition's consecutive Kafka records."""
+    return [
+        ConsumerRecord(
+            topic="helpdesk.intake",
+            partition=0,
+            offset=n,
+            timestamp=0,
+            timestamp_type=0,
+            key=e.subject.encode() if e.subject else None,
+            value=e.to_json_bytes(),
+            checksum=None,
+            serialized_key_size=0,
+            serialized_value_size=0,
+            headers=(),
+        )
+        for n, e in enumerate(events)
+    ]
+
+
+async def route_run(routing: ServiceHarness, events: list[EventEnvelope[Any]]) -> None:
+    consumer = routing.runtime.consumer
+    assert consumer is not None
+    await consumer.handle_records(records(events))
+
+
+def fallbacks() -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "helpdesk_event_batch_fallbacks_total", {"service": "routing", "type": CREATED}
+        )
+        or 0.0
+    )
+
+
+async def outcome(routing: ServiceHarness, events: list[EventEnvelope[Any]], agents: list[str]) -> Any:
+    """Per agent, how many of the tickets it got; which tickets (by position) were queued."""
+    owners = [await owner_of(routing, e.data.ticket_id) for e in events]
+    queued = [n for n, e in enumerate(events) if await is_queued(routing, e.data.ticket_id)]
+    return sorted(owners.count(a) for a in agents), queued
+
+
+async def test_a_run_is_decided_as_one_by_one_would_decide_it(routing: ServiceHarness) -> None:
+    agents = await isolated_team(routing, 2, 3, 1)
+    one_by_one = [ticket_created() for _ in range(8)]
+    for event in one_by_one:
+        await consume(routing, event)
+    expected = await outcome(routing, one_by_one, agents)
+
+    agents = await isolated_team(routing, 2, 3, 1)
+    run = [ticket_created() for _ in range(8)]
+    before = fallbacks()
+    await route_run(routing, run)
+
+    assert await outcome(routing, run, agents) == expected == ([1, 2, 3], [6, 7])
+    assert [await load_of(routing, a) for a in agents] == [2, 3, 1]  # full, never above
+    assert fallbacks() == before  # decided as a run, not one by one
+    for n, event in enumerate(run):
+        key = str(event.data.ticket_id)
+        assigned, queued = await published(routing, key, ASSIGNED), await published(routing, key, QUEUED)
+        if n < 6:
+            assert len(assigned) == 1 and not queued
+            assert assigned[0]["agent_id"] in agents and assigned[0]["team_id"] is not None
+            assert assigned[0]["reason"].startswith("least-loaded online specialist")
+        else:
+            assert queued[0]["reason"] == "no online specialist with free capacity" and not assigned
+
+
+async def test_a_run_skips_tickets_routed_before_and_copies_within_it(routing: ServiceHarness) -> None:
+    (agent,) = await isolated_team(routing, 10)
+    earlier = ticket_created()
+    await consume(routing, earlier)
+    fresh = ticket_created()
+    again = EventEnvelope.wrap(fresh.data, source="/helpdesk/intake", subject=fresh.subject)  # new event id
+    replayed = EventEnvelope.wrap(earlier.data, source="/helpdesk/intake", subject=earlier.subject)
+
+    await route_run(routing, [replayed, fresh, again])
+
+    assert await load_of(routing, agent) == 2
+    assert await owner_of(routing, fresh.data.ticket_id) == agent
+    assert len(await published(routing, str(fresh.data.ticket_id), ASSIGNED)) == 1
+    assert len(await published(routing, str(earlier.data.ticket_id), ASSIGNED)) == 1
+
+
+async def test_difficult_tickets_of_a_run_go_to_the_lead_the_rest_to_specialists(
+    routing: ServiceHarness,
+) -> None:
+    domain = f"batch-{uuid.uuid4().hex[:8]}"  # a domain only this team holds
+    keyword = await domain_rule(routing, domain)
+    lead, (member,) = await team_with_lead(routing, domain)
+    complaint = ticket_created(kind=TicketKind.COMPLAINT, subject=f"{keyword} 投訴")
+    question = ticket_created(subject=f"{keyword} 請問")
+
+    await route_run(routing, [question, complaint])
+
+    assert await owner_of(routing, complaint.data.ticket_id) == lead
+    assert await owner_of(routing, question.data.ticket_id) == member
+    [assigned] = await published(routing, str(complaint.data.ticket_id), ASSIGNED)
+    assert assigned["difficult"] is True
+    [classified] = await published(routing, str(complaint.data.ticket_id), "helpdesk.ticket.classified.v1")
+    assert classified["difficult"] is True and classified["first_response_due_at"] is not None
+
+
+async def test_a_run_that_lost_a_race_for_capacity_is_routed_again_one_by_one(
+    routing: ServiceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (agent,) = await isolated_team(routing, 1)
+    await consume(routing, ticket_created())  # the agent is full now
+    real = RoutingRepository.available_specialists
+
+    async def stale(self: RoutingRepository) -> list[Candidate]:
+        # What a run would see had the last slot been taken just after it read the agents.
+        return [
+            Candidate(uuid.UUID(agent), 0, 1, None, skills={"auto-insurance": 3}, languages=frozenset({"zh"}))
+        ] + await real(self)
+
+    monkeypatch.setattr(RoutingRepository, "available_specialists", stale)
+    first, second = ticket_created(), ticket_created()
+    before = fallbacks()
+
+    await route_run(routing, [first, second])
+
+    assert fallbacks() == before + 1
+    assert await load_of(routing, agent) == 1  # never above capacity
+    assert await is_queued(routing, first.data.ticket_id) and await is_queued(routing, second.data.ticket_id)
+    for event in (first, second):
+        key = str(event.data.ticket_id)
+        assert await published(routing, key, ASSIGNED) == []
+        assert len(await published(routing, key, QUEUED)) == 1
