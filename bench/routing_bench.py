@@ -51,6 +51,7 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from helpdesk_runtime.kafka import DEFAULT_JVM_OPTIONS
 from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.pytest_plugin import start_infra
 from helpdesk_runtime.stack import Stack
@@ -238,7 +239,11 @@ async def load(bootstrap: str, prefix: str, setup: Setup, args: argparse.Namespa
     )
     # The options of intake's relay (helpdesk_shared.chassis.outbox.new_producer).
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=2, request_timeout_ms=10_000
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        linger_ms=0,
+        max_batch_size=512 * 1024,
+        request_timeout_ms=10_000,
     )
     await consumer.start()
     await producer.start()
@@ -498,7 +503,11 @@ def main() -> int:
     agents = args.agents if args.agents is not None else math.ceil(tickets * 1.05 / SLOTS_PER_AGENT)
 
     prefix = f"rbench{secrets.token_hex(3)}."
-    with tempfile.TemporaryDirectory(prefix="helpdesk-bench-") as tmp, start_infra(Path(tmp)) as infra:
+    with (
+        tempfile.TemporaryDirectory(prefix="helpdesk-bench-") as tmp,
+        # The broker as `make run` starts it (JIT and GC for serving), not the tests' quick-boot JVM.
+        start_infra(Path(tmp), broker_jvm_options=DEFAULT_JVM_OPTIONS) as infra,
+    ):
         url = infra.create_database("bench_routing")
         upgrade_database(url, "routing_service")
         infra.ensure_topics({prefix + name: n for name, n in ALL_TOPICS.items()})
@@ -517,7 +526,7 @@ def main() -> int:
             else "embedded PostgreSQL with durable=False (fsync and synchronous_commit off)",
             "kafka": "external Kafka"
             if infra.broker is None
-            else "local single-node KRaft broker (C1 JIT, serial GC: the test settings)",
+            else "local single-node KRaft broker (the JVM options of `make run`: G1 GC, full JIT)",
         }
         try:
             stack.start(names=["routing"], timeout=120)

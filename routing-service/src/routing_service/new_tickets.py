@@ -2,21 +2,23 @@
 
 `service.route_new_ticket` decides one ticket with a dozen statements; at hundreds of tickets a
 second that is the bottleneck (a transaction, an inbox row and every statement paid per ticket).
-When several `ticket.created` events of one partition are waiting, the consumer hands them here
+The consumer hands the `ticket.created` events waiting in a partition (a run, of one or many) here
 together (`helpdesk_shared.chassis.consumer.Batched`) and this module makes the same decisions
-with a handful of statements for the whole run:
+with a handful of plain-SQL statements for the whole run:
 
 1. one query finds the tickets routed before (replays), one insert remembers the rest;
 2. each ticket is classified and its SLA clocks planned in memory (the configuration snapshot),
    and all clocks are started by one insert;
 3. ordinary tickets are given, in event order, to the best free specialist of one snapshot of the
    online specialists — the same ranking as `domain.assignment.order_candidates`, each choice
-   counted before the next — and the slots are taken by ONE conditional update: if any chosen
-   agent filled up or went away meanwhile (another replica, a presence change), the update says
-   so and the whole run fails, to be routed again one ticket at a time by the consumer, which
-   re-checks every slot;
-4. difficult tickets (their lead), tickets nobody could take (the queue) and clocks that already
-   existed (a replay from before `routed_tickets`) take the one-ticket path's own steps.
+   counted before the next — and their slots are taken by ONE conditional update, the last
+   statement before the commit (the agents' rows are what concurrent runs wait for): if any
+   chosen agent filled up or went away meanwhile (another replica, a presence change), the
+   update says so and the whole run fails, to be routed again one ticket at a time by the
+   consumer, which re-checks every slot;
+4. difficult tickets (their lead) and tickets nobody could take (the queue) take the one-ticket
+   path's own steps; clocks that already existed (a replay from before `routed_tickets`) send the
+   whole run back to the one-ticket path, which re-plans them.
 
 The events are those of the one-ticket path, in the same order for each ticket:
 ``ticket.classified`` (when informative), then ``ticket.assigned`` or ``ticket.queued``.
@@ -38,7 +40,6 @@ from routing_service.domain.assignment import Candidate, order_candidates
 from routing_service.domain.difficulty import Decision
 from routing_service.repository import NewAssignment, NewRouting, RoutingRepository
 from routing_service.service import assign_or_queue, assignment_reason
-from routing_service.sla_repository import START_TIMERS
 
 
 class CapacityRace(RuntimeError):
@@ -133,7 +134,7 @@ async def _start_clocks(
         if planned is not None:
             rows += planned[0]
             started[ticket.ticket_id] = planned[1]
-    if rows and len((await uow.session.execute(START_TIMERS, rows)).all()) < len(rows):
+    if rows and await RoutingRepository(uow.session).start_clocks(rows) < len(rows):
         raise ClocksExisted("some clocks of these tickets already existed")
     for ticket, decision, version in decided:
         if decision.informative:

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, Row, delete, exists, func, not_, or_, select, text, update
+import orjson
+from sqlalchemy import Integer, Row, delete, exists, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from helpdesk_shared.chassis.db import driver_connection
 from helpdesk_shared.chassis.pagination import PageParams, keyset_page
 from helpdesk_shared.contracts.enums import AgentPresence, Priority, SlaTarget
 from routing_service.domain.assignment import (
@@ -56,6 +58,21 @@ def _candidate(row: Any) -> Candidate:  # a row of _CANDIDATE_COLUMNS
     )
 
 
+def _candidate_of(row: Any) -> Candidate:  # an asyncpg record of _AVAILABLE_SPECIALISTS
+    levels = row["skill_levels"]
+    if isinstance(levels, str):  # a connection without the engine's JSONB codec
+        levels = orjson.loads(levels)
+    return Candidate(
+        row["id"],
+        row["active_tickets"],
+        row["max_concurrent"],
+        row["last_assigned_at"],
+        skills=effective_levels(row["domains"], levels or {}),
+        languages=frozenset(row["languages"]),
+        team_id=row["team_id"],
+    )
+
+
 class Lead(NamedTuple):
     """A team lead as a candidate, whatever their presence (capacity is checked when taken)."""
 
@@ -98,36 +115,61 @@ class NewAssignment(NamedTuple):
     language: str | None
 
 
-# The batch statements (`routing_service.new_tickets`): one statement for a whole run of tickets,
-# the rows passed as arrays. Plain SQL: a multi-row VALUES built per call would be compiled anew
-# every time.
-_ROUTED_AMONG = text(
-    "SELECT ticket_id FROM routed_tickets WHERE ticket_id = ANY(CAST(:ids AS uuid[])) "
-    "UNION SELECT ticket_id FROM assignments WHERE ticket_id = ANY(CAST(:ids AS uuid[])) "
-    "UNION SELECT ticket_id FROM queue WHERE ticket_id = ANY(CAST(:ids AS uuid[]))"
+# The batch statements (`routing_service.new_tickets`): plain SQL on the asyncpg connection of the
+# unit of work (prepared once per connection, no ORM or compilation cost), one statement for a
+# whole run of tickets, the rows passed as arrays.
+_ROUTED_AMONG = (
+    "SELECT ticket_id FROM routed_tickets WHERE ticket_id = ANY($1::uuid[]) "
+    "UNION SELECT ticket_id FROM assignments WHERE ticket_id = ANY($1::uuid[]) "
+    "UNION SELECT ticket_id FROM queue WHERE ticket_id = ANY($1::uuid[])"
 )
-_REMEMBER_MANY = text(
+_REMEMBER_MANY = (
     "INSERT INTO routed_tickets "
     "(ticket_id, domain, language, text, routed_at, priority, difficult, waiting_since) "
-    "SELECT r.ticket_id, r.domain, r.language, r.text, :now, r.priority, r.difficult, r.waiting_since "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:domains AS text[]), CAST(:languages AS text[]), "
-    "CAST(:texts AS text[]), CAST(:priorities AS text[]), CAST(:difficult AS boolean[]), "
-    "CAST(:waiting_since AS timestamptz[])) "
-    "AS r(ticket_id, domain, language, text, priority, difficult, waiting_since) "
+    "SELECT r.ticket_id, r.domain, r.language, r.text, $8, r.priority, r.difficult, r.waiting_since "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[], "
+    "$7::timestamptz[]) AS r(ticket_id, domain, language, text, priority, difficult, waiting_since) "
     "ON CONFLICT DO NOTHING RETURNING ticket_id"
 )
-_TAKE_CAPACITY_MANY = text(
-    "UPDATE agents AS a SET active_tickets = a.active_tickets + t.slots, last_assigned_at = :now "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:slots AS integer[])) AS t(agent_id, slots) "
-    "WHERE a.id = t.agent_id AND a.presence = :online AND a.active_tickets + t.slots <= a.max_concurrent "
+_AVAILABLE_SPECIALISTS = (
+    "SELECT a.id, a.active_tickets, a.max_concurrent, a.last_assigned_at, a.domains, a.skill_levels, "
+    "a.languages, COALESCE(a.team_id, (SELECT t.id FROM teams t WHERE t.lead_id = a.id "
+    "ORDER BY t.created_at, t.id LIMIT 1)) AS team_id "
+    "FROM agents a WHERE a.presence = $1 AND a.roles && $2::varchar[] AND a.active_tickets < a.max_concurrent"
+)
+_TAKE_CAPACITY_MANY = (
+    # The rows are locked in id order first: concurrent runs then queue for them instead of
+    # deadlocking (an UPDATE ... FROM locks in whatever order its join produces the rows).
+    "WITH locked AS MATERIALIZED (SELECT id FROM agents WHERE id = ANY($1::uuid[]) "
+    "ORDER BY id FOR NO KEY UPDATE) "
+    "UPDATE agents AS a SET active_tickets = a.active_tickets + t.slots, last_assigned_at = $3 "
+    "FROM locked, unnest($1::uuid[], $2::integer[]) AS t(agent_id, slots) "
+    "WHERE a.id = locked.id AND a.id = t.agent_id AND a.presence = $4 "
+    "AND a.active_tickets + t.slots <= a.max_concurrent "
     "RETURNING a.id"
 )
-_ASSIGN_MANY = text(
+_ASSIGN_MANY = (
     "INSERT INTO assignments (ticket_id, agent_id, reason, assigned_at, domain, language) "
-    "SELECT a.ticket_id, a.agent_id, a.reason, :now, a.domain, a.language "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:agents AS uuid[]), CAST(:reasons AS text[]), "
-    "CAST(:domains AS text[]), CAST(:languages AS text[])) "
+    "SELECT a.ticket_id, a.agent_id, a.reason, $6, a.domain, a.language "
+    "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) "
     "AS a(ticket_id, agent_id, reason, domain, language)"
+)
+_START_CLOCKS = (
+    "INSERT INTO sla_timers (ticket_id, target, policy_id, calendar_id, priority, started_at, due_at, "
+    "warn_at, escalated) SELECT c.*, false FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], "
+    "$5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[]) "
+    "AS c(ticket_id, target, policy_id, calendar_id, priority, started_at, due_at, warn_at) "
+    "ON CONFLICT DO NOTHING RETURNING ticket_id"
+)
+_CLOCK_COLUMNS = (
+    "ticket_id",
+    "target",
+    "policy_id",
+    "calendar_id",
+    "priority",
+    "started_at",
+    "due_at",
+    "warn_at",
 )
 
 
@@ -186,12 +228,11 @@ class RoutingRepository:
     async def available_specialists(self) -> list[Candidate]:
         """Online specialists with a free slot, with their skills and languages: one query per
         decision, the skill tiers are sorted out in `domain.assignment.order_candidates`."""
-        stmt = select(*_CANDIDATE_COLUMNS).where(
-            Agent.presence == AgentPresence.ONLINE,
-            Agent.roles.overlap(list(SPECIALIST_ROLES)),
-            Agent.active_tickets < Agent.max_concurrent,
+        driver = await self._driver()
+        rows = await driver.fetch(
+            _AVAILABLE_SPECIALISTS, AgentPresence.ONLINE.value, sorted(SPECIALIST_ROLES)
         )
-        return [_candidate(r) for r in await self.session.execute(stmt)]
+        return [_candidate_of(row) for row in rows]
 
     async def online_candidate(self, agent_id: uuid.UUID | None) -> Candidate | None:
         """The agent as a candidate if online (capacity is checked when the slot is taken)."""
@@ -282,28 +323,38 @@ class RoutingRepository:
         )
         return result.first() is not None
 
+    async def _driver(self) -> Any:
+        """The asyncpg connection under the session's transaction (see `UnitOfWork.driver_connection`)."""
+        return await driver_connection(self.session)
+
     async def take_capacity_many(self, slots: dict[uuid.UUID, int], now: datetime) -> bool:
         """Atomically claim ``slots[agent]`` slots of each agent (rows in id order); False — and
         nothing taken by a caller that then rolls back — if any agent filled up or went away."""
         ids = sorted(slots)
-        taken = await self.session.execute(
-            _TAKE_CAPACITY_MANY,
-            {"ids": ids, "slots": [slots[i] for i in ids], "now": now, "online": AgentPresence.ONLINE.value},
+        driver = await self._driver()
+        taken = await driver.fetch(
+            _TAKE_CAPACITY_MANY, ids, [slots[i] for i in ids], now, AgentPresence.ONLINE.value
         )
-        return len(taken.all()) == len(ids)
+        return len(taken) == len(ids)
 
     async def assign_many(self, assignments: Sequence[NewAssignment], now: datetime) -> None:
-        await self.session.execute(
+        driver = await self._driver()
+        await driver.execute(
             _ASSIGN_MANY,
-            {
-                "ids": [a.ticket_id for a in assignments],
-                "agents": [a.agent_id for a in assignments],
-                "reasons": [a.reason[:200] for a in assignments],
-                "domains": [a.domain for a in assignments],
-                "languages": [a.language for a in assignments],
-                "now": now,
-            },
+            [a.ticket_id for a in assignments],
+            [a.agent_id for a in assignments],
+            [a.reason[:200] for a in assignments],
+            [a.domain for a in assignments],
+            [a.language for a in assignments],
+            now,
         )
+
+    async def start_clocks(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert new tickets' clocks (rows as for `sla_repository.START_TIMERS`); returns how many
+        were new — a clock that already existed is left alone."""
+        driver = await self._driver()
+        inserted = await driver.fetch(_START_CLOCKS, *([row[c] for row in rows] for c in _CLOCK_COLUMNS))
+        return len(inserted)
 
     async def assignment(self, ticket_id: uuid.UUID) -> Assignment | None:
         return await self.session.get(Assignment, ticket_id)
@@ -443,24 +494,24 @@ class RoutingRepository:
 
     async def routed_among(self, ticket_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """The tickets of ``ticket_ids`` routed before (see `already_routed`)."""
-        return set((await self.session.execute(_ROUTED_AMONG, {"ids": list(ticket_ids)})).scalars())
+        driver = await self._driver()
+        return {row[0] for row in await driver.fetch(_ROUTED_AMONG, list(ticket_ids))}
 
     async def remember_many(self, rows: Sequence[NewRouting], now: datetime) -> set[uuid.UUID]:
         """`remember` for many tickets in one statement; returns those recorded now."""
-        inserted = await self.session.execute(
+        driver = await self._driver()
+        inserted = await driver.fetch(
             _REMEMBER_MANY,
-            {
-                "ids": [r.ticket_id for r in rows],
-                "domains": [r.domain for r in rows],
-                "languages": [r.language for r in rows],
-                "texts": [r.text for r in rows],
-                "priorities": [r.priority.value for r in rows],
-                "difficult": [r.difficult for r in rows],
-                "waiting_since": [r.waiting_since for r in rows],
-                "now": now,
-            },
+            [r.ticket_id for r in rows],
+            [r.domain for r in rows],
+            [r.language for r in rows],
+            [r.text for r in rows],
+            [r.priority.value for r in rows],
+            [r.difficult for r in rows],
+            [r.waiting_since for r in rows],
+            now,
         )
-        return set(inserted.scalars())
+        return {row[0] for row in inserted}
 
     async def remember(
         self,

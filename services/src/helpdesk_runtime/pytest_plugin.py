@@ -17,7 +17,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,8 +103,11 @@ def _external_kafka(bootstrap: str) -> str:
 
 
 @contextlib.contextmanager
-def start_infra(base: Path) -> Iterator[Infra]:
-    """Start (or connect to) PostgreSQL and Kafka per the environment; stop what was started."""
+def start_infra(base: Path, *, broker_jvm_options: Sequence[str] | None = None) -> Iterator[Infra]:
+    """Start (or connect to) PostgreSQL and Kafka per the environment; stop what was started.
+
+    The broker starts with the tests' JVM options (quick to boot, slower to serve) unless
+    ``broker_jvm_options`` says otherwise — a latency benchmark wants `make run`'s."""
     from helpdesk_runtime.postgres import EmbeddedPostgres, drop_database
 
     began = time.monotonic()
@@ -115,7 +118,11 @@ def start_infra(base: Path) -> Iterator[Infra]:
             from helpdesk_runtime import paths
             from helpdesk_runtime.kafka import FAST_START_JVM_OPTIONS, KafkaBroker
 
-            broker = KafkaBroker(base / "kafka", paths.kafka_libs_dir(), jvm_options=FAST_START_JVM_OPTIONS)
+            broker = KafkaBroker(
+                base / "kafka",
+                paths.kafka_libs_dir(),
+                jvm_options=FAST_START_JVM_OPTIONS if broker_jvm_options is None else broker_jvm_options,
+            )
             stack.callback(broker.stop)
             broker.launch()  # the JVM boots while PostgreSQL starts
 

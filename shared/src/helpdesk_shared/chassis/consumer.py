@@ -47,7 +47,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
-from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from helpdesk_shared.chassis.db import INBOX
@@ -79,10 +78,10 @@ EVENT_BATCH_FALLBACKS = Counter(
 
 # Built once: an event's inbox claim is then a cached statement with four parameters.
 _CLAIM = pg_insert(INBOX).on_conflict_do_nothing().returning(INBOX.c.event_id)
-_CLAIM_MANY = text(
+_CLAIM_MANY = (
     f"INSERT INTO {INBOX.name} (consumer, event_id, event_type, topic) "
-    "SELECT :consumer, e.id, e.type, :topic FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[])) "
-    "AS e(id, type) ON CONFLICT DO NOTHING RETURNING event_id"
+    "SELECT $1, e.id, e.type, $2 FROM unnest($3::uuid[], $4::text[]) AS e(id, type) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
 )
 
 
@@ -282,16 +281,15 @@ class EventConsumer:
         event_type, topic = run[0].envelope.type, _topic(run[0])
         try:
             async with self._uow_factory() as uow:
+                driver = await uow.driver_connection()
                 claimed = {
                     row[0]
-                    for row in await uow.session.execute(
+                    for row in await driver.fetch(
                         _CLAIM_MANY,
-                        {
-                            "consumer": self._group,
-                            "topic": topic,
-                            "ids": [d.envelope.id for d in run],
-                            "types": [d.envelope.type for d in run],
-                        },
+                        self._group,
+                        topic,
+                        [d.envelope.id for d in run],
+                        [d.envelope.type for d in run],
                     )
                 }
                 fresh: list[EventEnvelope[Any]] = []

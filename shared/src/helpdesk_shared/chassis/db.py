@@ -110,3 +110,24 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 # Query-side handles on the messaging tables. Every service database has the
 # same two tables (created by its own migrations), so one definition serves all.
 OUTBOX, INBOX = define_messaging_tables(MetaData(naming_convention=NAMING_CONVENTION))
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session's transaction, for hot paths whose statements
+    are plain SQL (prepared once per connection, no ORM or compilation cost).
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement *it* executes;
+    statements sent straight to the driver before that would run outside any transaction (each
+    committed on its own, never rolled back). So the transaction is begun here first.
+    """
+    connection = await session.connection()
+    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+    start = getattr(adapted, "_start_transaction", None)
+    mutex = getattr(adapted, "_execute_mutex", None)
+    if start is not None and mutex is not None and hasattr(adapted, "_transaction"):
+        async with mutex:
+            if adapted._transaction is None:
+                await start()
+    else:  # another SQLAlchemy version: let it begin the transaction the documented way
+        await connection.exec_driver_sql("SELECT 1")
+    return adapted.driver_connection

@@ -15,10 +15,9 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from helpdesk_shared.chassis.db import OUTBOX
+from helpdesk_shared.chassis.db import OUTBOX, driver_connection
 from helpdesk_shared.chassis.logging import correlation_id_var
 from helpdesk_shared.contracts.envelope import EventEnvelope, EventPayload
 
@@ -79,28 +78,36 @@ class UnitOfWork:
         payload: dict[str, Any],
         headers: dict[str, str],
     ) -> None:
-        # Round-trip through orjson: JSONB must not receive datetimes/UUIDs.
+        # Serialized now (orjson: datetimes, UUIDs), stored as JSONB by one statement at commit.
         self._pending.append(
             {
                 "event_id": event_id,
                 "topic": topic,
                 "key": key,
                 "event_type": event_type,
-                "payload": orjson.loads(orjson.dumps(payload, default=str)),
-                "headers": headers,
+                "payload": orjson.dumps(payload, default=str).decode(),
+                "headers": orjson.dumps(headers).decode(),
             }
         )
 
     async def flush(self) -> None:
         await self.session.flush()
 
+    async def driver_connection(self) -> Any:
+        """The asyncpg connection under this unit of work's transaction (begun if need be), for
+        hot paths whose statements are plain SQL: no ORM or statement-compilation cost."""
+        return await driver_connection(self.session)
+
     async def write_events(self) -> None:
         """Store the events published so far now rather than at `commit()` (still in this
         transaction): lets a use case keep its last statements — e.g. a contended row update —
         right before the commit."""
         if self._pending:
-            await self.session.execute(insert(OUTBOX), self._pending)
-            self._pending.clear()
+            rows, self._pending = self._pending, []
+            driver = await self.driver_connection()
+            await driver.execute(
+                _INSERT_EVENTS, *([row[column] for row in rows] for column in _EVENT_COLUMNS)
+            )
             self._wrote_events = True
 
     async def commit(self) -> None:
@@ -112,6 +119,15 @@ class UnitOfWork:
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+_EVENT_COLUMNS = ("event_id", "topic", "key", "event_type", "payload", "headers")
+# One statement for all of a transaction's events, in publication order (`seq` follows it).
+_INSERT_EVENTS = (
+    f"INSERT INTO {OUTBOX.name} (event_id, topic, key, event_type, payload, headers) "
+    "SELECT e.event_id, e.topic, e.key, e.event_type, CAST(e.payload AS jsonb), CAST(e.headers AS jsonb) "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY "
+    "AS e(event_id, topic, key, event_type, payload, headers, position) ORDER BY e.position"
+)
 
 
 def outbox_message(envelope: EventEnvelope[Any], *, topic: str) -> dict[str, Any]:
