@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from routing_service.domain.assignment import (
     Candidate,
+    best_candidate,
     effective_levels,
     order_candidates,
     rank_candidates,
@@ -76,3 +78,24 @@ def test_languages_match_on_their_primary_subtag() -> None:
 
 def test_held_domains_get_the_default_level() -> None:
     assert effective_levels(["車險", "壽險"], {"壽險": 5, "stale": 1}) == {"車險": 3, "壽險": 5}
+
+
+def test_the_best_candidate_is_the_first_of_the_whole_order() -> None:
+    rng = random.Random(20261123)
+    domains, languages = ["auto", "home", "life", None], ["zh", "en", "zh-TW", None]
+    for _ in range(500):
+        pool = [
+            candidate(
+                load=rng.randint(0, 4),
+                capacity=rng.randint(1, 4),
+                skills={d: rng.randint(1, 5) for d in rng.sample(domains[:3], rng.randint(0, 2))},
+                languages=tuple(rng.sample(["zh", "en", "ja"], rng.randint(1, 2))),
+                waited=rng.randint(0, 3),  # ties on purpose
+            )
+            for _ in range(rng.randint(0, 8))
+        ]
+        domain, language = rng.choice(domains), rng.choice(languages)
+        ordered = order_candidates(pool, domain=domain, language=language)
+        best = best_candidate(pool, domain=domain, language=language)
+        # The same agent (equal keys: the earlier in the pool, as the stable sort keeps it).
+        assert best == (ordered[0] if ordered else None)

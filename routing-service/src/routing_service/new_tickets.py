@@ -36,7 +36,7 @@ from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.contracts.routing import TicketAssigned
 from routing_service import classification, sla
-from routing_service.domain.assignment import Candidate, order_candidates
+from routing_service.domain.assignment import Candidate, best_candidate
 from routing_service.domain.difficulty import Decision
 from routing_service.repository import NewAssignment, NewRouting, RoutingRepository
 from routing_service.service import assign_or_queue, assignment_reason
@@ -157,11 +157,11 @@ async def _assign_ordinary(
     left: set[uuid.UUID] = set()
     for item in ordinary:
         domain, language = item.decision.domain, item.ticket.language
-        ordered = order_candidates(pool.values(), domain=domain, language=language)
-        if not ordered:
+        best = best_candidate(pool.values(), domain=domain, language=language)
+        if best is None:
             left.add(item.ticket.ticket_id)
             continue
-        candidate, match = ordered[0]
+        candidate, match = best
         pool[candidate.agent_id] = dataclasses.replace(
             candidate, active_tickets=candidate.active_tickets + 1, last_assigned_at=now
         )

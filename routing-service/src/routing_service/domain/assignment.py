@@ -13,7 +13,7 @@ over load would pile every ticket of a domain onto its best specialist.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -68,15 +68,34 @@ def same_language(spoken: str, wanted: str) -> bool:
     return primary_language(spoken) == primary_language(wanted)
 
 
-def rank_candidates(candidates: Iterable[Candidate], domain: str | None = None) -> list[Candidate]:
-    """Least loaded first (by share of capacity), then the higher level in `domain`, then
-    whoever waited longest (round robin)."""
-
+def _rank_key(domain: str | None) -> Callable[[Candidate], tuple[float, int, float]]:
     def key(c: Candidate) -> tuple[float, int, float]:
         waited = c.last_assigned_at.timestamp() if c.last_assigned_at else float("-inf")
         return (c.active_tickets / max(c.max_concurrent, 1), -c.level(domain), waited)
 
-    return sorted((c for c in candidates if c.active_tickets < c.max_concurrent), key=key)
+    return key
+
+
+def rank_candidates(candidates: Iterable[Candidate], domain: str | None = None) -> list[Candidate]:
+    """Least loaded first (by share of capacity), then the higher level in `domain`, then
+    whoever waited longest (round robin)."""
+    return sorted((c for c in candidates if c.active_tickets < c.max_concurrent), key=_rank_key(domain))
+
+
+def best_candidate(
+    candidates: Iterable[Candidate], *, domain: str | None, language: str | None
+) -> tuple[Candidate, Match] | None:
+    """The first of `order_candidates` (None if nobody has a free slot), in one pass per tier
+    instead of sorting them all: what a run of new tickets asks for each ticket."""
+    free = [c for c in candidates if c.active_tickets < c.max_concurrent]
+    key = _rank_key(domain)
+    if domain is not None:
+        skilled = [c for c in free if c.level(domain) > 0]
+        if language is not None and (speaking := [c for c in skilled if c.speaks(language)]):
+            return min(speaking, key=key), "domain+language"
+        if skilled:
+            return min(skilled, key=key), "domain"
+    return (min(free, key=key), "any") if free else None
 
 
 def order_candidates(
