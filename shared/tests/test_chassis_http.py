@@ -203,3 +203,15 @@ async def test_an_unreachable_database_is_a_503(client: httpx.AsyncClient) -> No
     response = await client.get("/chassis/database-down")
     assert response.status_code == 503
     assert response.json()["type"] == PROBLEM_BASE + "database-unavailable"
+
+
+@pytest.mark.parametrize(("flag", "on"), [(None, False), ("true", True)])
+def test_native_opentelemetry_is_off_unless_asked_for(
+    flag: str | None, on: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if flag is not None:
+        monkeypatch.setenv("HELPDESK_OPENTELEMETRY", flag)
+    settings = ServiceSettings(database_url="postgresql://unused/unused", environment="test")
+    app = create_service_app(ServiceDefinition(name=SERVICE, settings=settings, routers=[router]))
+    # What FastAPI checks on every request before wrapping it in OpenTelemetry.
+    assert (app._telemetry["tracing"], app._telemetry["metrics"], app._telemetry["logs"]) == (on, on, on)

@@ -150,6 +150,7 @@ def create_service_app(definition: ServiceDefinition) -> FastAPI:
         description=definition.description,
         version=definition.version,
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier(settings)

@@ -30,7 +30,7 @@ from aiokafka.errors import (
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from helpdesk_shared.chassis.db import INBOX, OUTBOX
+from helpdesk_shared.chassis.db import INBOX, OUTBOX, driver_connection
 from helpdesk_shared.chassis.logging import get_logger
 from helpdesk_shared.chassis.metrics import (
     OUTBOX_BACKLOG,
@@ -54,6 +54,11 @@ _RECORD_ERRORS = (
     orjson.JSONEncodeError,
 )
 _PENDING = OUTBOX.c.published_at.is_(None) & OUTBOX.c.parked_at.is_(None)
+_SELECT_PENDING = (
+    "SELECT seq, topic, key, event_type, payload::text AS payload, headers::text AS headers "
+    f"FROM {OUTBOX.name} WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1"
+)
+_MARK_PUBLISHED = f"UPDATE {OUTBOX.name} SET published_at = now() WHERE seq = ANY($1::bigint[])"
 
 
 def new_producer(settings: ServiceSettings, **overrides: Any) -> AIOKafkaProducer:
@@ -125,35 +130,22 @@ class OutboxRelay:
         seqs: list[int] = []
         try:
             async with self._sessionmaker() as session, session.begin():
-                if not await session.scalar(select(func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY))):
+                driver = await driver_connection(session)
+                # Plain SQL on the driver: the relay runs after every commit that wrote events, so
+                # its own cost counts. The payload comes back as the JSON text to send.
+                if not await driver.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK_KEY):
                     return 0  # another replica is relaying for this database
-                rows = (
-                    await session.execute(
-                        select(
-                            OUTBOX.c.seq,
-                            OUTBOX.c.topic,
-                            OUTBOX.c.key,
-                            OUTBOX.c.event_type,
-                            OUTBOX.c.payload,
-                            OUTBOX.c.headers,
-                        )
-                        .where(_PENDING)
-                        .order_by(OUTBOX.c.seq)
-                        .limit(self._settings.outbox_batch_size)
-                    )
-                ).all()
+                rows = await driver.fetch(_SELECT_PENDING, self._settings.outbox_batch_size)
                 if not rows:
                     return 0
-                seqs = [r.seq for r in rows]
+                seqs = [r["seq"] for r in rows]
                 rejected = await asyncio.wait_for(
                     self._send_all(rows), self._settings.outbox_publish_timeout_seconds
                 )
                 published = [seq for seq in seqs if seq not in rejected]
-                await session.execute(
-                    update(OUTBOX).where(OUTBOX.c.seq.in_(published)).values(published_at=func.now())
-                )
+                await driver.execute(_MARK_PUBLISHED, published)
                 for row in rows:
-                    if (error := rejected.get(row.seq)) is not None:
+                    if (error := rejected.get(row["seq"])) is not None:
                         await self._park(session, row, error)
         except Exception as exc:
             if seqs:
@@ -170,16 +162,19 @@ class OutboxRelay:
         # Enqueued in order: the idempotent producer keeps per-partition order.
         for row in rows:
             try:
+                headers = orjson.loads(row["headers"])
+                if not isinstance(headers, dict):
+                    raise CorruptRecordException(f"outbox headers are not an object: {row['headers']!r}")
                 ack = await producer.send(
-                    row.topic,
-                    value=orjson.dumps(row.payload),
-                    key=row.key.encode() if row.key else None,
-                    headers=[(k, v.encode()) for k, v in row.headers.items()],
+                    row["topic"],
+                    value=row["payload"].encode(),
+                    key=row["key"].encode() if row["key"] else None,
+                    headers=[(k, str(v).encode()) for k, v in headers.items()],
                 )
             except _RECORD_ERRORS as exc:
-                rejected[row.seq] = exc
+                rejected[row["seq"]] = exc
                 continue
-            acks.append((row.seq, ack))
+            acks.append((row["seq"], ack))
         results = await asyncio.gather(*(ack for _, ack in acks), return_exceptions=True)
         for (seq, _), result in zip(acks, results, strict=True):
             if isinstance(result, _RECORD_ERRORS):
@@ -191,12 +186,16 @@ class OutboxRelay:
     async def _park(self, session: AsyncSession, row: Any, error: Exception) -> None:
         await session.execute(
             update(OUTBOX)
-            .where(OUTBOX.c.seq == row.seq)
+            .where(OUTBOX.c.seq == row["seq"])
             .values(parked_at=func.now(), attempts=OUTBOX.c.attempts + 1, last_error=repr(error)[:2000])
         )
         OUTBOX_PARKED.labels(self._service).inc()
         log.error(
-            "outbox_row_parked", seq=row.seq, event_type=row.event_type, topic=row.topic, error=repr(error)
+            "outbox_row_parked",
+            seq=row["seq"],
+            event_type=row["event_type"],
+            topic=row["topic"],
+            error=repr(error),
         )
 
     async def _record_failure(self, seqs: list[int], exc: Exception) -> None:

@@ -42,6 +42,13 @@ class ServiceSettings(BaseSettings):
     jwt_public_key: str | None = Field(default=None, validation_alias=_shared("HELPDESK_JWT_PUBLIC_KEY"))
     jwt_issuer: str = Field(default="helpdesk", validation_alias=_shared("HELPDESK_JWT_ISSUER"))
     log_level: str = Field(default="INFO", validation_alias=_shared("HELPDESK_LOG_LEVEL"))
+    opentelemetry: bool = Field(
+        default=False,
+        validation_alias=_shared("HELPDESK_OPENTELEMETRY"),
+        description="FastAPI's native OpenTelemetry spans/metrics/logs for requests (through the globally "
+        "configured providers). Off by default: the services export Prometheus metrics and JSON logs with "
+        "request ids, and the check costs every request a few percent of its CPU",
+    )
     db_pool_size: int = 10
     db_max_overflow: int = 20
     outbox_sweep_seconds: float = 1.0
