@@ -51,7 +51,7 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from helpdesk_runtime.kafka import DEFAULT_JVM_OPTIONS
+from helpdesk_runtime.kafka import DEFAULT_JVM_OPTIONS, FAST_START_JVM_OPTIONS
 from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.pytest_plugin import start_infra
 from helpdesk_runtime.stack import Stack
@@ -480,6 +480,12 @@ def main() -> int:
         "--agents", type=int, default=None, help="specialists of 200 slots (default: a slot for every ticket)"
     )
     parser.add_argument(
+        "--broker-jvm",
+        choices=["make-run", "tests"],
+        default="make-run",
+        help="the local broker's JVM options: `make run`'s (default) or the tests' quick-boot ones",
+    )
+    parser.add_argument(
         "--routing-env",
         action="append",
         default=[],
@@ -506,7 +512,12 @@ def main() -> int:
     with (
         tempfile.TemporaryDirectory(prefix="helpdesk-bench-") as tmp,
         # The broker as `make run` starts it (JIT and GC for serving), not the tests' quick-boot JVM.
-        start_infra(Path(tmp), broker_jvm_options=DEFAULT_JVM_OPTIONS) as infra,
+        start_infra(
+            Path(tmp),
+            broker_jvm_options=DEFAULT_JVM_OPTIONS
+            if args.broker_jvm == "make-run"
+            else FAST_START_JVM_OPTIONS,
+        ) as infra,
     ):
         url = infra.create_database("bench_routing")
         upgrade_database(url, "routing_service")
@@ -526,7 +537,11 @@ def main() -> int:
             else "embedded PostgreSQL with durable=False (fsync and synchronous_commit off)",
             "kafka": "external Kafka"
             if infra.broker is None
-            else "local single-node KRaft broker (the JVM options of `make run`: G1 GC, full JIT)",
+            else (
+                "local single-node KRaft broker (the JVM options of `make run`: G1 GC, full JIT)"
+                if args.broker_jvm == "make-run"
+                else "local single-node KRaft broker (the tests' JVM options: C1 JIT, serial GC)"
+            ),
         }
         try:
             stack.start(names=["routing"], timeout=120)
