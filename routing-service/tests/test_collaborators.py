@@ -221,3 +221,22 @@ async def test_a_ticket_has_a_bounded_number_of_collaborators(
     assert too_many.json()["type"].endswith("/too-many-collaborators")
     assert again.status_code == 200  # already there: no new collaborator, so no limit
     assert [e["collaborator_ids"] for e in await changes(routing, ticket_id)] == [[first]]
+
+
+async def test_a_collaborator_the_ticket_is_transferred_to_leaves_the_list(routing: ServiceHarness) -> None:
+    ticket_id, _ = await assigned_ticket(routing)
+    helper, other = await agent(routing), await agent(routing)
+    lead_id, headers = lead()
+    for collaborator in (helper, other):
+        assert (await routing.client.put(url(ticket_id, collaborator), headers=headers)).status_code == 200
+
+    moved = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer", headers=headers, json={"to_agent_id": helper, "reason": "接手"}
+    )
+
+    assert moved.status_code == 201, moved.text
+    view = (await routing.client.get(url(ticket_id), headers=headers)).json()
+    assert view["assignee_id"] == helper
+    assert [c["agent_id"] for c in view["collaborators"]] == [other]
+    last = (await changes(routing, ticket_id))[-1]
+    assert last["collaborator_ids"] == [other] and last["changed_by"] == lead_id

@@ -39,6 +39,7 @@ from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketReopened
 from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued
+from routing_service import collaborators
 from routing_service.domain.assignment import Candidate, order_candidates
 from routing_service.domain.difficulty import DEFAULT_POLICY
 from routing_service.repository import Lead, RoutingRepository
@@ -63,6 +64,7 @@ async def assign_first_free(
     for candidate, reason in candidates:
         if await repo.take_capacity(candidate.agent_id, now):
             await repo.assign(ticket_id, candidate.agent_id, reason, now, domain=domain, language=language)
+            await collaborators.now_holds(uow, ticket_id, candidate.agent_id)
             uow.publish(
                 TicketAssigned(
                     ticket_id=ticket_id,

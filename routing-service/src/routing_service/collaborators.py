@@ -14,7 +14,8 @@ routing's assignment stays with the assignee. The policy:
   resolved ticket are), and stamped with the database's clock, so successive announcements of a
   ticket carry increasing `changed_at` whichever replica made them.
 * Resolving or closing the ticket clears the list (announced with ``changed_by: null``). A transfer
-  keeps it: the collaborators belong to the ticket, not to whoever holds it.
+  keeps it: the collaborators belong to the ticket, not to whoever holds it — except the one who
+  now holds it, who leaves the list (an assignee is never also a collaborator; see `now_holds`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,25 @@ async def clear(uow: UnitOfWork, ticket_id: uuid.UUID) -> None:
     )
     if removed:
         _announce(uow, ticket_id, [], changed_by=None, at=await _db_now(session))
+
+
+async def now_holds(
+    uow: UnitOfWork, ticket_id: uuid.UUID, agent_id: uuid.UUID, *, changed_by: uuid.UUID | None = None
+) -> None:
+    """The ticket was just given to `agent_id` (transfer, queue, reopening): if they were one of its
+    collaborators they now hold it instead, and the shorter list is announced.
+
+    Never commits; the caller holds the ticket's new assignment (so changes stay serialised)."""
+    session = uow.session
+    removed = await session.scalar(
+        delete(TicketCollaborator)
+        .where(TicketCollaborator.ticket_id == ticket_id, TicketCollaborator.agent_id == agent_id)
+        .returning(TicketCollaborator.agent_id)
+    )
+    if removed is not None:
+        _announce(
+            uow, ticket_id, await _ids(session, ticket_id), changed_by=changed_by, at=await _db_now(session)
+        )
 
 
 def _acting_user(principal: Principal) -> uuid.UUID:

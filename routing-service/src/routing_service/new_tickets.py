@@ -88,7 +88,7 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
     await _start_clocks(uow, decided, now)
     routed = [_Routed(t, d, _priority(t, d)) for t, d, _ in decided]
     ordinary = [r for r in routed if not r.decision.difficult]
-    slots, left = await _assign_ordinary(uow, repo, ordinary, now)
+    slots, left, now = await _assign_ordinary(uow, repo, ordinary, now)
     one_by_one = [r for r in routed if r.decision.difficult or r.ticket.ticket_id in left]
     if one_by_one:  # they read the agents' load from the database: take these slots first
         await _take(repo, slots, now)
@@ -146,12 +146,16 @@ async def _start_clocks(
 
 async def _assign_ordinary(
     uow: UnitOfWork, repo: RoutingRepository, ordinary: list[_Routed], now: datetime
-) -> tuple[dict[uuid.UUID, int], set[uuid.UUID]]:
+) -> tuple[dict[uuid.UUID, int], set[uuid.UUID], datetime]:
     """Give each ordinary ticket to the best free specialist; returns the slots to take (agent →
-    count, for `RoutingRepository.take_capacity_many`) and the tickets nobody could take."""
+    count, for `RoutingRepository.take_capacity_many`), the tickets nobody could take and the
+    time of the decision."""
     if not ordinary:
-        return {}, set()
+        return {}, set(), now
     pool = {c.agent_id: c for c in await repo.available_specialists()}
+    # Stamped after reading the specialists: a run that found them full (another run filled them
+    # meanwhile) queues its tickets at a time after that run's assignments, never before.
+    now = datetime.now(UTC)
     chosen: list[tuple[_Routed, Candidate, str]] = []
     slots: dict[uuid.UUID, int] = {}
     left: set[uuid.UUID] = set()
@@ -168,7 +172,7 @@ async def _assign_ordinary(
         slots[candidate.agent_id] = slots.get(candidate.agent_id, 0) + 1
         chosen.append((item, candidate, assignment_reason(match, domain, language)))
     if not chosen:
-        return slots, left
+        return slots, left, now
     await repo.assign_many(
         [
             NewAssignment(
@@ -190,4 +194,4 @@ async def _assign_ordinary(
             ),
             subject=str(item.ticket.ticket_id),
         )
-    return slots, left
+    return slots, left, now

@@ -21,6 +21,7 @@ from helpdesk_shared.chassis.problems import Conflict, Forbidden, InvalidInput, 
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import AgentPresence, Role
 from helpdesk_shared.contracts.routing import TicketTransferred
+from routing_service import collaborators
 from routing_service.capacity import drain_queue
 from routing_service.models import Agent, Assignment, Transfer
 from routing_service.repository import RoutingRepository
@@ -83,6 +84,7 @@ async def transfer(
     previous = assignment.agent_id
     await repo.release_assignment(ticket_id)
     await repo.assign(ticket_id, target.id, f"transfer: {body.reason}", now, domain=domain, language=language)
+    await collaborators.now_holds(uow, ticket_id, target.id, changed_by=principal.user_id)
     record = Transfer(
         id=uuid.uuid4(),
         ticket_id=ticket_id,
