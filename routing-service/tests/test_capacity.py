@@ -6,6 +6,7 @@ got round to it — after a backlog or a restart, same-priority tickets still dr
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,9 @@ from sqlalchemy import delete, select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.contracts import EventEnvelope, Priority, TicketReopened, TicketResolved, TicketStatus
+from routing_service import capacity
 from routing_service.models import Agent, Assignment, QueueEntry, SlaTimer
+from routing_service.repository import RoutingRepository
 
 QUEUED = "helpdesk.ticket.queued.v1"
 
@@ -233,3 +236,31 @@ async def test_a_reopened_ticket_queues_at_its_own_priority_from_its_reopening(
     assert (queued.priority, queued.priority_rank, queued.waiting_since) == ("high", Priority.HIGH.rank, at)
     announced = await published(routing, str(ticket.data.ticket_id), QUEUED)
     assert [a["priority"] for a in announced] == ["high"]
+
+
+async def test_a_ticket_resolved_while_being_dequeued_does_not_keep_a_slot(routing: ServiceHarness) -> None:
+    """The queue's head is being assigned (its entry locked, the assignment not yet committed)
+    when the ticket's resolution arrives: the resolution waits for that, then frees the slot."""
+    (agent,) = await isolated_team(routing, 1)
+    holder, waiting = ticket_created(), ticket_created()
+    await handle(routing, holder)
+    await handle(routing, waiting)  # queued: the agent is full
+    assert await owner(routing, waiting.data.ticket_id) is None
+
+    async with routing.uow() as drain:  # the holder resolved: its drain has taken the head, not committed
+        repo = RoutingRepository(drain.session)
+        await repo.release_assignment(holder.data.ticket_id)
+        assert await capacity.drain_queue(drain, repo, datetime.now(UTC)) == 1
+        resolution = asyncio.create_task(handle(routing, resolved(waiting.data.ticket_id)))
+        await asyncio.sleep(0.5)  # the resolution is now waiting for the queue entry's lock
+        assert not resolution.done()
+        await drain.commit()
+    await resolution
+
+    assert await owner(routing, waiting.data.ticket_id) is None  # resolved: held by nobody
+    async with routing.uow() as uow:
+        load = await uow.session.scalar(select(Agent.active_tickets).where(Agent.id == uuid.UUID(agent)))
+        queued = await uow.session.scalar(
+            select(QueueEntry.ticket_id).where(QueueEntry.ticket_id == waiting.data.ticket_id)
+        )
+    assert (load, queued) == (0, None)  # both resolved: no slot taken

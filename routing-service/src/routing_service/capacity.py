@@ -174,6 +174,10 @@ async def release_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> None:
     # now, the delete waits for that transaction, and the dequeue after it then sees its entry.
     released = await repo.release_assignment(ticket_id)
     await repo.dequeue(ticket_id)
+    if released is None:
+        # A drain may have been assigning it from the queue: the dequeue waited for that
+        # transaction's lock on the entry, and its assignment is visible to a new statement now.
+        released = await repo.release_assignment(ticket_id)
     if released is not None:
         await drain_queue(uow, repo, datetime.now(UTC))
     await uow.commit()
