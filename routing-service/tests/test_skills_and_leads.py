@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from routing_factories import ADMIN, isolated_team, ticket_created
+from routing_factories import ADMIN, domain_rule, isolated_team, ticket_created
 from sqlalchemy import delete, select
 
 from helpdesk_runtime.testing import ServiceHarness
@@ -123,3 +123,39 @@ async def test_a_ticket_reopened_twice_goes_to_the_lead_and_a_lead_gets_its_own_
     assert str(await handle(routing, reopened(1, member))) == member
     assert str(await handle(routing, reopened(2, member))) == lead
     assert str(await handle(routing, reopened(3, lead))) == lead  # leads are not specialists, yet get it back
+
+
+async def test_a_difficult_ticket_goes_to_the_lead_of_the_team_the_queue_files_its_domain_under(
+    routing: ServiceHarness,
+) -> None:
+    """The domain's team is one thing everywhere: the highest summed skill level in it (what
+    `GET /v1/queues` groups by), not merely the most agents holding it."""
+    await isolated_team(routing)
+    domain = f"lead-{uuid.uuid4().hex[:8]}"
+    keyword = await domain_rule(routing, domain)
+    leads = {}
+    for name, levels in (("many-juniors", [1, 1]), ("one-expert", [5])):
+        lead = await routing.client.post(
+            "/v1/agents", headers=ADMIN, json={"name": f"組長 {name}", "roles": ["lead"], "max_concurrent": 3}
+        )
+        team = await routing.client.post(
+            "/v1/teams", headers=ADMIN, json={"name": f"{name}-{uuid.uuid4()}", "lead_id": lead.json()["id"]}
+        )
+        for level in levels:
+            member = await routing.client.post(
+                "/v1/agents",
+                headers=ADMIN,
+                json={
+                    "name": "專員",
+                    "team_id": team.json()["id"],
+                    "roles": ["specialist"],
+                    "domains": [domain],
+                    "skill_levels": {domain: level},
+                    "max_concurrent": 3,
+                },
+            )
+            assert member.status_code == 201, member.text
+        leads[name] = lead.json()["id"]
+
+    complaint = ticket_created(kind=TicketKind.COMPLAINT, subject=f"{keyword} 投訴")
+    assert str(await handle(routing, complaint)) == leads["one-expert"]

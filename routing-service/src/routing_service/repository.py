@@ -269,8 +269,14 @@ class RoutingRepository:
         return Lead(_candidate(row), row.presence == AgentPresence.ONLINE) if row else None
 
     async def lead_for(self, domain: str | None) -> Lead | None:
-        """The lead of the team holding most agents in `domain`, its lead counted (any team with
-        a lead if None), online or not: presence decides whether a difficult ticket waits for them."""
+        """The lead of the domain's team — the one the queue view files the domain under
+        (`team_for_domain`) — online or not: presence decides whether a difficult ticket waits for
+        them. When that team has no lead (or nobody's specialists hold the domain): the lead of
+        the team holding most agents in `domain`, its lead counted (any team with a lead if None)."""
+        if (holder := await self.team_for_domain(domain)) is not None:
+            lead_id = await self.session.scalar(select(Team.lead_id).where(Team.id == holder[0]))
+            if lead_id is not None and (lead := await self.lead(lead_id)) is not None:
+                return lead
         skilled = (
             func.count(Agent.id).filter(Agent.domains.any_() == domain) if domain else func.count(Agent.id)
         )
