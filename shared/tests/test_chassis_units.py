@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -12,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
+from helpdesk_shared.chassis import app as chassis_app
 from helpdesk_shared.chassis.auth import Principal, TokenVerifier, mint_token, require_roles
 from helpdesk_shared.chassis.db import asyncpg_url
 from helpdesk_shared.chassis.pagination import (
@@ -280,3 +282,30 @@ def test_asyncpg_url_rejects_other_databases_without_leaking_credentials(url: st
     with pytest.raises(ValueError, match="Not a PostgreSQL URL") as caught:
         asyncpg_url(url)
     assert "s3cr3t" not in str(caught.value)
+
+
+async def test_stopping_a_service_is_bounded_even_when_a_task_will_not_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(chassis_app, "_STOP_TIMEOUT", 0.2)
+    settings = ServiceSettings(database_url="postgresql://unused@127.0.0.1:1/unused", environment="test")
+    runtime = chassis_app.ServiceRuntime(chassis_app.ServiceDefinition(name="stubborn", settings=settings))
+    cleaned_up = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned_up.set()
+            await asyncio.Event().wait()  # a clean-up that never ends (the bug this guards against)
+
+    async def polite() -> None:
+        await asyncio.sleep(3600)
+
+    runtime._spawn("stubborn", stubborn())
+    runtime._spawn("polite", polite())
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await runtime.stop()
+    assert cleaned_up.is_set()
+    assert time.monotonic() - started < 2.0

@@ -276,7 +276,12 @@ class TicketWriter:
             await asyncio.gather(*(self._write_forever(pool) for _ in range(self._concurrent)))
         finally:
             self._fail_waiting(TicketStoreUnavailable("The service is shutting down; retry"))
-            await pool.close()
+            try:
+                # Graceful close waits for every connection to be given back; a writer cancelled
+                # mid-release would make it wait forever.
+                await asyncio.wait_for(pool.close(), 5.0)
+            except TimeoutError:
+                pool.terminate()
 
     async def _connect(self, database_url: str) -> asyncpg.Pool:
         delay = 0.5

@@ -36,6 +36,7 @@ log = get_logger(__name__)
 BackgroundTask = Callable[["ServiceRuntime"], Awaitable[None]]
 
 _READY_TIMEOUT = 2.0
+_STOP_TIMEOUT = 10.0
 
 
 @dataclass
@@ -104,13 +105,21 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(guarded(), name=f"{self.definition.name}:{name}"))
 
     async def stop(self) -> None:
+        """Cancel the background tasks and close what they used — bounded: a task stuck in its
+        clean-up (a driver waiting for a connection that is never given back, say) is reported
+        and left behind rather than holding the shutdown forever."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            done, stuck = await asyncio.wait(self._tasks, timeout=_STOP_TIMEOUT)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # logged by `guarded` already; retrieved so asyncio stays quiet
+            for task in stuck:
+                log.warning("background_task_did_not_stop", task=task.get_name(), timeout=_STOP_TIMEOUT)
         self._tasks.clear()
-        await self.relay.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.relay.stop(), _STOP_TIMEOUT)
         await self.engine.dispose()
 
     async def readiness(self) -> dict[str, str]:
