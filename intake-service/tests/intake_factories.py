@@ -1,13 +1,48 @@
-"""Test helpers for intake: routing's decisions delivered as routing would announce them."""
+"""Test helpers for intake: tickets posted by a channel, other services' events delivered as
+they would announce them."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
-from helpdesk_runtime.testing import ServiceHarness
+from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.contracts import EventEnvelope, TicketAssigned, TicketQueued
 from helpdesk_shared.contracts.enums import Priority
+from helpdesk_shared.contracts.envelope import EventPayload
+
+CHANNEL = auth_headers("channel", sub="web-portal")
+
+
+async def post_ticket(
+    intake: ServiceHarness, *, subject: str, description: str, kind: str = "question", channel: str = "web"
+) -> str:
+    """A ticket posted by the web channel for a fresh customer; returns its id."""
+    response = await intake.client.post(
+        "/v1/tickets",
+        headers=CHANNEL,
+        json={
+            "channel": channel,
+            "kind": kind,
+            "subject": subject,
+            "description": description,
+            "customer": {"external_id": f"c-{uuid.uuid4()}"},
+        },
+    )
+    assert response.status_code == 201, response.text
+    ticket_id: str = response.json()["id"]
+    return ticket_id
+
+
+async def deliver(intake: ServiceHarness, payload: EventPayload, *, service: str) -> EventEnvelope[Any]:
+    """Apply `payload` as `service` would announce it (its source and topic); asserts it was new."""
+    consumer = intake.runtime.consumer
+    assert consumer is not None
+    ticket_id = payload.model_dump(include={"ticket_id"})["ticket_id"]  # every event intake consumes has one
+    event = EventEnvelope.wrap(payload, source=f"/helpdesk/{service}", subject=str(ticket_id))
+    assert await consumer.handle_event(event, topic=f"helpdesk.{service}")
+    return event
 
 
 async def assign(intake: ServiceHarness, ticket_id: str, agent_id: uuid.UUID | None = None) -> uuid.UUID:

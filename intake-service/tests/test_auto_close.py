@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from intake_factories import assign
+from intake_factories import assign, post_ticket
 from sqlalchemy import select, update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
@@ -20,7 +20,6 @@ from intake_service.autoclose import close_idle
 from intake_service.models import Delivery, Message, Ticket
 from intake_service.settings import IntakeSettings
 
-CHANNEL = auth_headers("channel", sub="web-portal")
 LEAD = auth_headers("lead")
 DAYS = 3
 
@@ -35,20 +34,7 @@ async def idle(make_service: Any) -> AsyncIterator[ServiceHarness]:
 
 
 async def new_ticket(intake: ServiceHarness) -> str:
-    response = await intake.client.post(
-        "/v1/tickets",
-        headers=CHANNEL,
-        json={
-            "channel": "web",
-            "kind": "question",
-            "subject": "保費扣款",
-            "description": "本月保費扣了兩次",
-            "customer": {"external_id": f"c-{uuid.uuid4()}"},
-        },
-    )
-    assert response.status_code == 201, response.text
-    ticket_id: str = response.json()["id"]
-    return ticket_id
+    return await post_ticket(intake, kind="question", subject="保費扣款", description="本月保費扣了兩次")
 
 
 async def backdate(intake: ServiceHarness, ticket_id: str, status: str, days_ago: float) -> None:

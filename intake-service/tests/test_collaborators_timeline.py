@@ -6,40 +6,25 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from intake_factories import assign
+from intake_factories import CHANNEL, assign, post_ticket
+from intake_factories import deliver as deliver_from
 from sqlalchemy import select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import INBOX, OUTBOX
 from helpdesk_shared.contracts import EventEnvelope, TicketCollaboratorsChanged
 
-CHANNEL = auth_headers("channel", sub="web-portal")
 LEAD = auth_headers("lead")
 
 
 async def deliver(intake: ServiceHarness, payload: TicketCollaboratorsChanged) -> EventEnvelope[Any]:
-    consumer = intake.runtime.consumer
-    assert consumer is not None
-    event = EventEnvelope.wrap(payload, source="/helpdesk/routing", subject=str(payload.ticket_id))
-    assert await consumer.handle_event(event, topic="helpdesk.routing")
-    return event
+    return await deliver_from(intake, payload, service="routing")
 
 
 async def new_ticket(intake: ServiceHarness) -> str:
-    response = await intake.client.post(
-        "/v1/tickets",
-        headers=CHANNEL,
-        json={
-            "channel": "web",
-            "kind": "complaint",
-            "subject": "理賠拖延",
-            "description": "理賠申請一個月沒有回音",
-            "customer": {"external_id": f"c-{uuid.uuid4()}"},
-        },
+    return await post_ticket(
+        intake, kind="complaint", subject="理賠拖延", description="理賠申請一個月沒有回音"
     )
-    assert response.status_code == 201, response.text
-    ticket_id: str = response.json()["id"]
-    return ticket_id
 
 
 async def timeline(intake: ServiceHarness, ticket_id: str, headers: dict[str, str]) -> list[dict[str, Any]]:

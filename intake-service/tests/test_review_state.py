@@ -7,7 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from intake_factories import assign
+from intake_factories import assign, post_ticket
+from intake_factories import deliver as deliver_from
 from sqlalchemy import select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
@@ -21,7 +22,6 @@ from helpdesk_shared.contracts.review import (
     ReviewChecklist,
 )
 
-CHANNEL = auth_headers("channel", sub="web-portal")
 LEAD = auth_headers("lead")
 PASSED = ReviewChecklist(accurate=True, complete=True, compliant=True, meets_need=True)
 INCOMPLETE = ReviewChecklist(accurate=True, complete=False, compliant=True, meets_need=True)
@@ -87,28 +87,13 @@ ReviewEvent: TypeAlias = AnswerSubmitted | AnswerRejected | AnswerApproved | Ans
 
 
 async def deliver(intake: ServiceHarness, payload: ReviewEvent) -> EventEnvelope[Any]:
-    consumer = intake.runtime.consumer
-    assert consumer is not None
-    event = EventEnvelope.wrap(payload, source="/helpdesk/review", subject=str(payload.ticket_id))
-    assert await consumer.handle_event(event, topic="helpdesk.review")
-    return event
+    return await deliver_from(intake, payload, service="review")
 
 
 async def new_ticket(intake: ServiceHarness) -> str:
-    response = await intake.client.post(
-        "/v1/tickets",
-        headers=CHANNEL,
-        json={
-            "channel": "web",
-            "kind": "question",
-            "subject": "退保手續",
-            "description": "請問退保需要哪些文件？",
-            "customer": {"external_id": f"c-{uuid.uuid4()}"},
-        },
+    return await post_ticket(
+        intake, kind="question", subject="退保手續", description="請問退保需要哪些文件？"
     )
-    assert response.status_code == 201, response.text
-    ticket_id: str = response.json()["id"]
-    return ticket_id
 
 
 async def status(intake: ServiceHarness, ticket_id: str) -> str:
