@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -252,3 +253,21 @@ async def test_housekeeping_forgets_inbox_rows_older_than_the_retention(
             .all()
         )
     assert kept == [recent]
+
+
+@pytest.mark.parametrize("interval", [0.0, 0.05])
+async def test_commit_wake_ups_are_paced_only_when_an_interval_is_set(interval: float) -> None:
+    settings = ServiceSettings(
+        database_url="postgresql://unused/unused", environment="test", outbox_wake_interval_seconds=interval
+    )
+    relay = OutboxRelay(settings, create_sessionmaker(create_engine("postgresql://unused/unused")))
+    wakeup = relay._wakeup
+    relay.wake()
+    assert wakeup.is_set()  # a quiet system publishes at once
+    wakeup.clear()
+    relay.wake()
+    relay.wake()
+    assert wakeup.is_set() is (interval == 0)  # paced: the commits in between wait for one pass
+    wakeup.clear()
+    await asyncio.sleep(interval * 2)
+    assert wakeup.is_set() is (interval > 0)  # … which comes once the interval is up

@@ -12,6 +12,8 @@ class IntakeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INTAKE_", extra="ignore", frozen=True)
 
     service_name: str = "intake"
+    # Channels post tickets in bursts, each group commit waking the relay: pace its passes.
+    outbox_wake_interval_seconds: float = Field(default=0.025, ge=0, le=1)
     ticket_number_prefix: str = "HD"
     survey_secret: SecretStr = Field(
         default=SecretStr("helpdesk-local-survey-secret-not-for-production"),

@@ -32,6 +32,7 @@ from prometheus_client import Histogram
 
 from helpdesk_shared.chassis.app import ServiceRuntime
 from helpdesk_shared.chassis.problems import Conflict, DomainError, InvalidInput
+from helpdesk_shared.chassis.uow import event_headers
 from helpdesk_shared.contracts.enums import TicketStatus
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.intake import TicketCreated
@@ -46,9 +47,6 @@ BATCH_SIZE = Histogram(
     "Tickets stored per group-commit transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
-
-# Shortest time between two wake-ups of the outbox relay by the writer (see `_wake_relay`).
-RELAY_WAKE_INTERVAL = 0.025
 
 # The key was claimed earlier (or by a twin in the same batch): the caller replays that ticket.
 KEY_ALREADY_USED = None
@@ -252,8 +250,6 @@ class TicketWriter:
         self._concurrent = concurrent_batches
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._on_commit: Callable[[], None] = lambda: None
-        self._relay_woken_at = float("-inf")
-        self._relay_wake_due = False
 
     async def submit(self, draft: TicketDraft) -> TicketOut | None:
         """The stored ticket, or None when the draft's Idempotency-Key was already used."""
@@ -324,30 +320,10 @@ class TicketWriter:
             return
         BATCH_SIZE.observe(len(batch))
         if any(result is not KEY_ALREADY_USED for result in results.values()):
-            self._wake_relay()
+            self._on_commit()  # wakes the relay (paced by INTAKE_OUTBOX_WAKE_INTERVAL_SECONDS)
         for draft, future in batch:
             if not future.done():  # the client may have gone away
                 future.set_result(results[draft.id])
-
-    def _wake_relay(self) -> None:
-        """Wake the outbox relay now, or — if it was woken less than RELAY_WAKE_INTERVAL ago —
-        once that interval is up. A relay pass costs about the same for one event as for fifty
-        (a transaction, a produce request), so under load its passes carry many batches' events
-        instead of running after every commit; a quiet system still publishes at once."""
-        if self._relay_wake_due:
-            return
-        loop = asyncio.get_running_loop()
-        delay = self._relay_woken_at + RELAY_WAKE_INTERVAL - loop.time()
-        if delay <= 0:
-            self._relay_now()
-        else:
-            self._relay_wake_due = True
-            loop.call_later(delay, self._relay_now)
-
-    def _relay_now(self) -> None:
-        self._relay_wake_due = False
-        self._relay_woken_at = asyncio.get_running_loop().time()
-        self._on_commit()
 
     async def _store(
         self, conn: asyncpg.Connection, drafts: Sequence[TicketDraft]
@@ -414,22 +390,13 @@ class TicketWriter:
                         # The envelope serialised once, straight to JSON (what `outbox_message`
                         # stores as its payload, without the detour through a dict).
                         "payload": orjson.Fragment(envelope.__pydantic_serializer__.to_json(envelope)),
-                        "headers": _headers(envelope),
+                        "headers": event_headers(envelope),
                         # The ticket's number and customer id are filled in by the statement.
                         "patch": isinstance(payload, TicketCreated),
                         "ord": len(out),
                     }
                 )
         return out
-
-
-def _headers(envelope: EventEnvelope[Any]) -> dict[str, str]:
-    """The Kafka headers `chassis.uow.outbox_message` gives an event (a test holds them equal)."""
-    return {
-        "ce_type": envelope.type,
-        "ce_id": str(envelope.id),
-        "correlationid": envelope.correlationid or "",
-    }
 
 
 def _json(rows: list[dict[str, Any]]) -> str:

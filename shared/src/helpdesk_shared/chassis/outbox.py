@@ -86,6 +86,8 @@ class OutboxRelay:
         self._sessionmaker = sessionmaker
         self._service = settings.service_name
         self._wakeup = asyncio.Event()
+        self._woken_at = float("-inf")
+        self._wake_due = False
         self._producer: AIOKafkaProducer | None = None
         self._last_cleanup = 0.0
         self._last_backlog_refresh = 0.0
@@ -96,6 +98,25 @@ class OutboxRelay:
         return self._producer
 
     def wake(self) -> None:
+        """A commit wrote events: publish them now — or, if the last wake-up was less than
+        ``outbox_wake_interval_seconds`` ago, once that interval is up (one pass for them all)."""
+        interval = self._settings.outbox_wake_interval_seconds
+        if interval <= 0:
+            self._wakeup.set()
+            return
+        if self._wake_due:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._woken_at + interval - loop.time()
+        if delay <= 0:
+            self._wake_now()
+        else:
+            self._wake_due = True
+            loop.call_later(delay, self._wake_now)
+
+    def _wake_now(self) -> None:
+        self._wake_due = False
+        self._woken_at = asyncio.get_running_loop().time()
         self._wakeup.set()
 
     async def run(self) -> None:

@@ -138,9 +138,14 @@ def outbox_message(envelope: EventEnvelope[Any], *, topic: str) -> dict[str, Any
         "event_id": envelope.id,
         "event_type": envelope.type,
         "payload": envelope.model_dump(mode="json"),
-        "headers": {
-            "ce_type": envelope.type,
-            "ce_id": str(envelope.id),
-            "correlationid": envelope.correlationid or "",
-        },
+        "headers": event_headers(envelope),
+    }
+
+
+def event_headers(envelope: EventEnvelope[Any]) -> dict[str, str]:
+    """The Kafka headers of an event: CloudEvents type and id, the correlation id."""
+    return {
+        "ce_type": envelope.type,
+        "ce_id": str(envelope.id),
+        "correlationid": envelope.correlationid or "",
     }
