@@ -231,13 +231,10 @@ class EventConsumer:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 
-    async def handle_record(self, record: ConsumerRecord[Any, Any]) -> None:
-        """Handle one Kafka record: dispatch, dedupe, retry, dead-letter."""
-        await self.handle_records([record])
-
     async def handle_records(self, records: list[ConsumerRecord[Any, Any]]) -> None:
-        """Handle consecutive records of one partition in order: runs of a `Batched` type
-        together (see the module docstring), anything else one by one."""
+        """Handle consecutive records of one partition in order — dispatch, dedupe, retry,
+        dead-letter: runs of a `Batched` type together (see the module docstring; even a run of
+        one, its path being the lighter one), anything else one by one."""
         decoded = [d for record in records if (d := await self._decode(record)) is not None]
         start = 0
         while start < len(decoded):
@@ -245,10 +242,9 @@ class EventConsumer:
             handler = self._handlers[first.envelope.type]
             end = start + 1
             if isinstance(handler, Batched):
-                limit = start + self.tuning.max_batch
-                while end < min(len(decoded), limit) and decoded[end].envelope.type == first.envelope.type:
+                limit = min(len(decoded), start + self.tuning.max_batch)
+                while end < limit and decoded[end].envelope.type == first.envelope.type:
                     end += 1
-            if isinstance(handler, Batched):  # even a run of one: its path is the lighter one
                 await self._handle_batch(handler, decoded[start:end])
             else:
                 await self.handle_event(
