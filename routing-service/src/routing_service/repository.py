@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-import orjson
 from sqlalchemy import Integer, Row, delete, exists, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,28 +45,15 @@ _CANDIDATE_COLUMNS = (
 )
 
 
-def _candidate(row: Any) -> Candidate:  # a row of _CANDIDATE_COLUMNS
-    return Candidate(
-        row.id,
-        row.active_tickets,
-        row.max_concurrent,
-        row.last_assigned_at,
-        skills=effective_levels(row.domains, row.skill_levels or {}),
-        languages=frozenset(row.languages),
-        team_id=row.team_id,
-    )
-
-
-def _candidate_of(row: Any) -> Candidate:  # an asyncpg record of _AVAILABLE_SPECIALISTS
-    levels = row["skill_levels"]
-    if isinstance(levels, str):  # a connection without the engine's JSONB codec
-        levels = orjson.loads(levels)
+def _candidate(row: Mapping[Any, Any]) -> Candidate:
+    """A candidate from the columns of `_CANDIDATE_COLUMNS` / `_AVAILABLE_SPECIALISTS` (an ORM
+    row's ``_mapping`` or an asyncpg record)."""
     return Candidate(
         row["id"],
         row["active_tickets"],
         row["max_concurrent"],
         row["last_assigned_at"],
-        skills=effective_levels(row["domains"], levels or {}),
+        skills=effective_levels(row["domains"], row["skill_levels"] or {}),
         languages=frozenset(row["languages"]),
         team_id=row["team_id"],
     )
@@ -232,7 +218,7 @@ class RoutingRepository:
         rows = await driver.fetch(
             _AVAILABLE_SPECIALISTS, AgentPresence.ONLINE.value, sorted(SPECIALIST_ROLES)
         )
-        return [_candidate_of(row) for row in rows]
+        return [_candidate(row) for row in rows]
 
     async def online_candidate(self, agent_id: uuid.UUID | None) -> Candidate | None:
         """The agent as a candidate if online (capacity is checked when the slot is taken)."""
@@ -245,7 +231,7 @@ class RoutingRepository:
                 )
             )
         ).first()
-        return _candidate(row) if row else None
+        return _candidate(row._mapping) if row else None
 
     async def lead_of(self, agent_id: uuid.UUID | None) -> uuid.UUID | None:
         """The lead responsible for the agent: the agent if they lead a team, else their team's lead."""
@@ -266,7 +252,7 @@ class RoutingRepository:
                 select(*_CANDIDATE_COLUMNS, Agent.presence).where(Agent.id == agent_id)
             )
         ).first()
-        return Lead(_candidate(row), row.presence == AgentPresence.ONLINE) if row else None
+        return Lead(_candidate(row._mapping), row.presence == AgentPresence.ONLINE) if row else None
 
     async def lead_for(self, domain: str | None) -> Lead | None:
         """The lead of the domain's team — the one the queue view files the domain under
@@ -291,7 +277,7 @@ class RoutingRepository:
         row = (
             await self.session.execute(select(*_CANDIDATE_COLUMNS, Agent.presence).where(Agent.id == team))
         ).first()
-        return Lead(_candidate(row), row.presence == AgentPresence.ONLINE) if row else None
+        return Lead(_candidate(row._mapping), row.presence == AgentPresence.ONLINE) if row else None
 
     async def team_of(self, agent_id: uuid.UUID) -> uuid.UUID | None:
         """The agent's team (for a lead who is no team's member, the team they lead)."""
@@ -317,17 +303,7 @@ class RoutingRepository:
 
     async def take_capacity(self, agent_id: uuid.UUID, now: datetime) -> bool:
         """Atomically claim one slot; False if the agent filled up or went away meanwhile."""
-        result = await self.session.execute(
-            update(Agent)
-            .where(
-                Agent.id == agent_id,
-                Agent.presence == AgentPresence.ONLINE,
-                Agent.active_tickets < Agent.max_concurrent,
-            )
-            .values(active_tickets=Agent.active_tickets + 1, last_assigned_at=now)
-            .returning(Agent.id)
-        )
-        return result.first() is not None
+        return await self.take_capacity_many({agent_id: 1}, now)
 
     async def _driver(self) -> Any:
         """The asyncpg connection under the session's transaction (see `UnitOfWork.driver_connection`)."""
@@ -486,17 +462,7 @@ class RoutingRepository:
     async def already_routed(self, ticket_id: uuid.UUID) -> bool:
         """Routed before (assignments and the queue also count: tickets routed before the
         `routed_tickets` table existed have no row in it)."""
-        return bool(
-            await self.session.scalar(
-                select(
-                    or_(
-                        exists().where(RoutedTicket.ticket_id == ticket_id),
-                        exists().where(Assignment.ticket_id == ticket_id),
-                        exists().where(QueueEntry.ticket_id == ticket_id),
-                    )
-                )
-            )
-        )
+        return ticket_id in await self.routed_among([ticket_id])
 
     async def routed_among(self, ticket_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """The tickets of ``ticket_ids`` routed before (see `already_routed`)."""
@@ -532,22 +498,8 @@ class RoutingRepository:
         waiting_since: datetime,
     ) -> bool:
         """Record the routing of a ticket; False if another transaction did it first."""
-        inserted = await self.session.execute(
-            pg_insert(RoutedTicket)
-            .values(
-                ticket_id=ticket_id,
-                domain=domain,
-                language=language,
-                text=text,
-                routed_at=now,
-                priority=priority,
-                difficult=difficult,
-                waiting_since=waiting_since,
-            )
-            .on_conflict_do_nothing()
-            .returning(RoutedTicket.ticket_id)
-        )
-        return inserted.first() is not None
+        row = NewRouting(ticket_id, domain, language, text, priority, difficult, waiting_since)
+        return ticket_id in await self.remember_many([row], now)
 
     async def note_reopened(self, ticket_id: uuid.UUID, *, waiting_since: datetime, difficult: bool) -> None:
         """A reopened ticket's wait starts again; once difficult, it stays difficult."""
