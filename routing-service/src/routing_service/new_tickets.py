@@ -53,7 +53,12 @@ class ClocksExisted(RuntimeError):
 class _Routed(NamedTuple):
     ticket: TicketCreated
     decision: Decision
-    priority: Priority
+    version: int | None
+    """The classifier version when the model decided."""
+
+    @property
+    def priority(self) -> Priority:
+        return Priority.URGENT if self.decision.urgent else self.ticket.priority
 
 
 async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> None:
@@ -68,25 +73,24 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
         return
     now = datetime.now(UTC)
     classifier = await classification.current_classifier(uow.session)
-    decided = [(t, *classifier.decide(t)) for t in fresh]
+    decided = [_Routed(t, *classifier.decide(t)) for t in fresh]
     remembered = await repo.remember_many(
         [
             NewRouting(
-                ticket_id=t.ticket_id,
-                domain=d.domain,
-                language=t.language,
-                text=classification.ticket_text(t),
-                priority=_priority(t, d),
-                difficult=d.difficult,
-                waiting_since=t.created_at,
+                ticket_id=r.ticket.ticket_id,
+                domain=r.decision.domain,
+                language=r.ticket.language,
+                text=classification.ticket_text(r.ticket),
+                priority=r.priority,
+                difficult=r.decision.difficult,
+                waiting_since=r.ticket.created_at,
             )
-            for t, d, _ in decided
+            for r in decided
         ],
         now,
     )
-    decided = [item for item in decided if item[0].ticket_id in remembered]
-    await _start_clocks(uow, decided, now)
-    routed = [_Routed(t, d, _priority(t, d)) for t, d, _ in decided]
+    routed = [r for r in decided if r.ticket.ticket_id in remembered]
+    await _start_clocks(uow, repo, routed, now)
     ordinary = [r for r in routed if not r.decision.difficult]
     slots, left, now = await _assign_ordinary(uow, repo, ordinary, now)
     one_by_one = [r for r in routed if r.decision.difficult or r.ticket.ticket_id in left]
@@ -116,32 +120,28 @@ async def _take(repo: RoutingRepository, slots: dict[uuid.UUID, int], now: datet
         raise CapacityRace("an agent chosen for this run filled up or went away meanwhile")
 
 
-def _priority(ticket: TicketCreated, decision: Decision) -> Priority:
-    return Priority.URGENT if decision.urgent else ticket.priority
-
-
 async def _start_clocks(
-    uow: UnitOfWork, decided: list[tuple[TicketCreated, Decision, int | None]], now: datetime
+    uow: UnitOfWork, repo: RoutingRepository, routed: list[_Routed], now: datetime
 ) -> None:
     """Plan every ticket's clocks, start them with one insert, announce the informative
     classifications (with their clocks) — `sla.start_timers` for a run."""
     rows = []
     started: dict[uuid.UUID, sla.StartedTimers] = {}
-    for ticket, decision, _ in decided:
+    for item in routed:
         planned = await sla.plan_timers(
-            uow, ticket, difficult=decision.difficult, priority=_priority(ticket, decision)
+            uow, item.ticket, difficult=item.decision.difficult, priority=item.priority
         )
         if planned is not None:
             rows += planned[0]
-            started[ticket.ticket_id] = planned[1]
-    if rows and await RoutingRepository(uow.session).start_clocks(rows) < len(rows):
+            started[item.ticket.ticket_id] = planned[1]
+    if rows and await repo.start_clocks(rows) < len(rows):
         raise ClocksExisted("some clocks of these tickets already existed")
-    for ticket, decision, version in decided:
-        if decision.informative:
+    for item in routed:
+        if item.decision.informative:
             event = classification.classified_event(
-                ticket, decision, version, now, started.get(ticket.ticket_id)
+                item.ticket, item.decision, item.version, now, started.get(item.ticket.ticket_id)
             )
-            uow.publish(event, subject=str(ticket.ticket_id))
+            uow.publish(event, subject=str(item.ticket.ticket_id))
 
 
 async def _assign_ordinary(
