@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -30,29 +31,34 @@ class Drafters:
 
 async def record_owner(uow: UnitOfWork, event: TicketAssigned) -> None:
     """Keep the latest assignment; an older event never overwrites a newer one."""
-    insert = pg_insert(TicketOwner).values(
-        ticket_id=event.ticket_id, agent_id=event.agent_id, assigned_at=event.assigned_at
+    await _keep_latest(
+        uow,
+        TicketOwner,
+        {"ticket_id": event.ticket_id, "agent_id": event.agent_id, "assigned_at": event.assigned_at},
+        stamp="assigned_at",
     )
-    await uow.session.execute(
-        insert.on_conflict_do_update(
-            index_elements=[TicketOwner.ticket_id],
-            set_={"agent_id": insert.excluded.agent_id, "assigned_at": insert.excluded.assigned_at},
-            where=TicketOwner.assigned_at <= insert.excluded.assigned_at,
-        )
-    )
-    await uow.commit()
 
 
 async def record_collaborators(uow: UnitOfWork, event: TicketCollaboratorsChanged) -> None:
     """Keep the latest list (each event carries all of it); an older event changes nothing."""
-    insert = pg_insert(TicketCollaborators).values(
-        ticket_id=event.ticket_id, agent_ids=event.collaborator_ids, changed_at=event.changed_at
+    await _keep_latest(
+        uow,
+        TicketCollaborators,
+        {"ticket_id": event.ticket_id, "agent_ids": event.collaborator_ids, "changed_at": event.changed_at},
+        stamp="changed_at",
     )
+
+
+async def _keep_latest(
+    uow: UnitOfWork, model: type[TicketOwner] | type[TicketCollaborators], row: dict[str, Any], *, stamp: str
+) -> None:
+    """Upsert a ticket's mirrored row unless the stored one is newer (events may arrive out of order)."""
+    insert = pg_insert(model).values(**row)
     await uow.session.execute(
         insert.on_conflict_do_update(
-            index_elements=[TicketCollaborators.ticket_id],
-            set_={"agent_ids": insert.excluded.agent_ids, "changed_at": insert.excluded.changed_at},
-            where=TicketCollaborators.changed_at <= insert.excluded.changed_at,
+            index_elements=["ticket_id"],
+            set_={column: insert.excluded[column] for column in row if column != "ticket_id"},
+            where=getattr(model, stamp) <= insert.excluded[stamp],
         )
     )
     await uow.commit()
