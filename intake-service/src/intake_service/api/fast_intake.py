@@ -62,15 +62,14 @@ class FastTicketIntake:
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []
-        body = b""
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":  # the client went away: the generic path says so
                 break
-            body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
         accepted = self._accept(scope, messages, body)
         if accepted is None:
             await self.app(scope, _replay(messages, receive), send)
