@@ -93,12 +93,16 @@ async def owner_of(routing: ServiceHarness, ticket_id: uuid.UUID) -> str | None:
     return str(agent_id) if agent_id else None
 
 
-async def is_queued(routing: ServiceHarness, ticket_id: uuid.UUID) -> bool:
+async def queue_entry(routing: ServiceHarness, ticket_id: uuid.UUID) -> Any:
+    """The ticket's queue entry as a row (None when not queued)."""
     async with routing.uow() as uow:
-        found = await uow.session.scalar(
-            select(QueueEntry.ticket_id).where(QueueEntry.ticket_id == ticket_id)
-        )
-    return found is not None
+        return (
+            await uow.session.execute(select(QueueEntry.__table__).where(QueueEntry.ticket_id == ticket_id))
+        ).one_or_none()
+
+
+async def is_queued(routing: ServiceHarness, ticket_id: uuid.UUID) -> bool:
+    return await queue_entry(routing, ticket_id) is not None
 
 
 async def load_of(routing: ServiceHarness, agent_id: str) -> int:

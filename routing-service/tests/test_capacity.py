@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from routing_factories import isolated_team, published, ticket_created
+from routing_factories import isolated_team, published, queue_entry, ticket_created
 from sqlalchemy import delete, select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
@@ -158,14 +158,6 @@ async def presence(routing: ServiceHarness, agent_id: str, value: str) -> dict[s
     return body
 
 
-async def entry(routing: ServiceHarness, ticket_id: uuid.UUID) -> Any:
-    """The ticket's queue entry as a row (None when not queued)."""
-    async with routing.uow() as uow:
-        return (
-            await uow.session.execute(select(QueueEntry.__table__).where(QueueEntry.ticket_id == ticket_id))
-        ).one_or_none()
-
-
 async def test_the_queue_serves_tickets_by_creation_time_not_by_when_routing_saw_them(
     routing: ServiceHarness,
 ) -> None:
@@ -177,7 +169,7 @@ async def test_the_queue_serves_tickets_by_creation_time_not_by_when_routing_saw
     older = ticket_created(created_at=now - timedelta(minutes=3))
     await handle(routing, newer)  # a backlog consumed out of creation order: the newer one first
     await handle(routing, older)
-    queued = await entry(routing, older.data.ticket_id)
+    queued = await queue_entry(routing, older.data.ticket_id)
     assert queued is not None and queued.waiting_since == older.data.created_at
     (announced,) = await published(routing, str(older.data.ticket_id), QUEUED)
     assert datetime.fromisoformat(announced["queued_at"]) >= now  # when it was queued: routing's time
@@ -207,7 +199,7 @@ async def test_a_ticket_handed_back_by_an_agent_going_offline_keeps_its_place(
     body = await presence(routing, leaving, "offline")  # untouched: back to the queue, nobody free
 
     assert body["returned_ticket_ids"] == [str(early.data.ticket_id)]
-    returned = await entry(routing, early.data.ticket_id)
+    returned = await queue_entry(routing, early.data.ticket_id)
     assert returned is not None and returned.waiting_since == early.data.created_at
     await handle(routing, resolved(middle.data.ticket_id))
     assert await owner(routing, early.data.ticket_id) == uuid.UUID(staying)
@@ -231,7 +223,7 @@ async def test_a_reopened_ticket_queues_at_its_own_priority_from_its_reopening(
 
     await handle(routing, reopened(ticket.data.ticket_id, uuid.UUID(agent), at=at))
 
-    queued = await entry(routing, ticket.data.ticket_id)
+    queued = await queue_entry(routing, ticket.data.ticket_id)
     assert queued is not None
     assert (queued.priority, queued.priority_rank, queued.waiting_since) == ("high", Priority.HIGH.rank, at)
     announced = await published(routing, str(ticket.data.ticket_id), QUEUED)

@@ -24,6 +24,7 @@ from routing_factories import (
     load_of,
     owner_of,
     published,
+    queue_entry,
     resolved,
     team,
     ticket_created,
@@ -88,14 +89,6 @@ def reopened(ticket_id: uuid.UUID, previous_agent_id: str, *, count: int) -> Eve
         source="/helpdesk/intake",
         subject=str(ticket_id),
     )
-
-
-async def queue_entry(routing: ServiceHarness, ticket_id: uuid.UUID) -> Any:
-    """The ticket's queue entry as a row (None when not queued)."""
-    async with routing.uow() as uow:
-        return (
-            await uow.session.execute(select(QueueEntry.__table__).where(QueueEntry.ticket_id == ticket_id))
-        ).one_or_none()
 
 
 async def test_a_difficult_ticket_waits_for_its_busy_lead_instead_of_going_to_a_specialist(
