@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -121,3 +122,22 @@ def test_database_failures_become_problems_not_500s() -> None:
     assert isinstance(_failure(asyncpg.CannotConnectNowError("starting")), TicketStoreUnavailable)
     unexpected = RuntimeError("bug")
     assert _failure(unexpected) is unexpected
+
+
+async def test_requests_in_a_batch_cut_off_by_shutdown_get_a_503_not_silence() -> None:
+    class StuckPool:
+        @contextlib.asynccontextmanager
+        async def acquire(self) -> Any:
+            await asyncio.Event().wait()  # the statement is in flight when the service stops
+            yield None
+
+    writer = TicketWriter(number_prefix="HD")
+    loop = asyncio.get_running_loop()
+    batch = [(object(), loop.create_future()) for _ in range(3)]
+    task = asyncio.create_task(writer._write(StuckPool(), batch))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    for _, future in batch:
+        assert isinstance(future.exception(), TicketStoreUnavailable)

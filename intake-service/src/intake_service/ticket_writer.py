@@ -309,6 +309,13 @@ class TicketWriter:
         try:
             async with pool.acquire() as conn:  # one statement: atomic without BEGIN/COMMIT
                 results = await self._store(conn, [draft for draft, _ in batch])
+        except asyncio.CancelledError:
+            # Shutting down mid-statement: stored or not, every waiting request gets an answer
+            # (a retry with its Idempotency-Key replays the ticket if it was stored).
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(TicketStoreUnavailable("The service is shutting down; retry"))
+            raise
         except Exception as exc:
             if len(batch) > 1:
                 for pending in batch:
