@@ -265,14 +265,19 @@ async def assign_or_queue(
     now: datetime,
 ) -> None:
     """A new ticket to the best free specialist (a difficult one: its team lead, or waiting for
-    them), else the queue."""
+    them), else the queue.
+
+    Stamped when decided, not with ``now`` (when the event was taken up): an assignment after
+    the candidates were read, a queueing after every slot was found taken — so a ticket is
+    never queued "before" a concurrent transaction's assignment that filled the last slot."""
     lead = await repo.lead_for(domain) if difficult else None
+    candidates = await _candidates(repo, domain, language, lead)
     if not await assign_first_free(
         uow,
         repo,
         ticket_id,
-        await _candidates(repo, domain, language, lead),
-        now=now,
+        candidates,
+        now=max(now, datetime.now(UTC)),
         difficult=difficult,
         domain=domain,
         language=language,
@@ -283,7 +288,7 @@ async def assign_or_queue(
             ticket_id,
             priority=priority,
             waiting_since=waiting_since,
-            now=now,
+            now=max(now, datetime.now(UTC)),
             reason="difficult: its team lead is busy"
             if waits_for(lead)
             else "no online specialist with free capacity",
