@@ -1,0 +1,95 @@
+"""The engine's connection pool on a real PostgreSQL: idle connections are pinged, busy ones not."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from helpdesk_runtime.pytest_plugin import Infra
+from helpdesk_shared.chassis.db import create_engine
+
+
+@pytest.fixture(scope="module")
+def url(infra: Infra) -> str:
+    return infra.create_database("chassis_db")
+
+
+@pytest.fixture
+def pings(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every ping the pool sends, recorded (and still sent)."""
+    sent: list[object] = []
+    original = AsyncAdapt_asyncpg_connection.ping
+
+    def ping(self: AsyncAdapt_asyncpg_connection) -> None:
+        sent.append(self)
+        original(self)
+
+    monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", ping)
+    return sent
+
+
+async def backend_pid(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def terminate(url: str, pid: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def engines() -> AsyncIterator[list[AsyncEngine]]:
+    made: list[AsyncEngine] = []
+    yield made
+    for engine in made:
+        await engine.dispose()
+
+
+async def test_a_connection_given_back_moments_ago_is_handed_out_without_a_ping(
+    url: str, pings: list[object], engines: list[AsyncEngine]
+) -> None:
+    engine = create_engine(url, pool_size=1, max_overflow=0, ping_idle_after=60)
+    engines.append(engine)
+    first = await backend_pid(engine)
+    assert [await backend_pid(engine) for _ in range(5)] == [first] * 5
+    assert pings == []
+
+
+async def test_a_connection_that_sat_idle_is_pinged_and_replaced_when_dead(
+    url: str, pings: list[object], engines: list[AsyncEngine]
+) -> None:
+    engine = create_engine(url, pool_size=1, max_overflow=0, ping_idle_after=0)
+    engines.append(engine)
+    first = await backend_pid(engine)
+    assert pings == []  # a fresh connection is not pinged
+    await terminate(url, first)
+
+    replaced = await backend_pid(engine)  # the ping finds it dead: a new connection, no error
+
+    assert replaced != first
+    assert len(pings) == 1
+
+
+async def test_within_the_window_a_dead_connection_fails_once_then_is_replaced(
+    url: str, pings: list[object], engines: list[AsyncEngine]
+) -> None:
+    engine = create_engine(url, pool_size=1, max_overflow=0, ping_idle_after=60)
+    engines.append(engine)
+    first = await backend_pid(engine)
+    await terminate(url, first)
+
+    with pytest.raises(DBAPIError):  # what callers answer as "database unavailable"
+        await backend_pid(engine)
+
+    assert await backend_pid(engine) != first
+    assert pings == []
