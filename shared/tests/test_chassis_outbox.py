@@ -11,14 +11,14 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.errors import KafkaError
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate
 from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sessionmaker
-from helpdesk_shared.chassis.outbox import OutboxRelay
+from helpdesk_shared.chassis.outbox import _RELAY_LOCK_KEY, OutboxRelay
 from helpdesk_shared.chassis.settings import ServiceSettings
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts import TicketCreated, parse_event
@@ -164,6 +164,26 @@ async def test_relay_publishes_cloudevents_in_key_order_and_marks_them(
         assert len({r.partition for r in mine}) == 1
         numbers = [parse_event(r.value).data.number for r in sorted(mine, key=lambda r: r.offset)]
         assert numbers == [f"HD-{key.hex[:4]}-{batch}" for batch in range(3)]
+
+
+async def test_a_relay_publishes_nothing_while_another_replica_holds_the_relay_lock(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any
+) -> None:
+    topic = new_topic("outbox-lock")
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+        ticket = uuid.uuid4()
+        uow.publish(created(ticket, "HD-LOCK"), subject=str(ticket))
+        await uow.commit()
+    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
+    try:
+        async with sessions() as other, other.begin():  # another replica, mid-pass
+            await other.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _RELAY_LOCK_KEY})
+            assert await relay.publish_pending() == 0
+            assert [r.published_at for r in await outbox_rows(sessions, topic)] == [None]
+        assert await relay.publish_pending() == 1  # the lock is free again
+    finally:
+        await relay.stop()
+    assert (await outbox_rows(sessions, topic))[0].published_at is not None
 
 
 async def test_relay_against_an_unreachable_broker_keeps_rows_and_records_the_failure(

@@ -54,9 +54,14 @@ _RECORD_ERRORS = (
     orjson.JSONEncodeError,
 )
 _PENDING = OUTBOX.c.published_at.is_(None) & OUTBOX.c.parked_at.is_(None)
-_SELECT_PENDING = (
+# The relay lock and the pending rows in one round trip: no rows when another replica holds
+# the lock (its lateral scan is skipped: a one-time filter) or when nothing is pending.
+_LOCK_AND_SELECT_PENDING = (
+    "WITH relay AS (SELECT pg_try_advisory_xact_lock($1) AS held) "
+    "SELECT o.seq, o.topic, o.key, o.event_type, o.payload, o.headers FROM relay CROSS JOIN LATERAL ("
     "SELECT seq, topic, key, event_type, payload::text AS payload, headers::text AS headers "
-    f"FROM {OUTBOX.name} WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1"
+    f"FROM {OUTBOX.name} WHERE relay.held AND published_at IS NULL AND parked_at IS NULL "
+    "ORDER BY seq LIMIT $2) o"
 )
 _MARK_PUBLISHED = f"UPDATE {OUTBOX.name} SET published_at = now() WHERE seq = ANY($1::bigint[])"
 
@@ -154,11 +159,11 @@ class OutboxRelay:
                 driver = await driver_connection(session)
                 # Plain SQL on the driver: the relay runs after every commit that wrote events, so
                 # its own cost counts. The payload comes back as the JSON text to send.
-                if not await driver.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK_KEY):
-                    return 0  # another replica is relaying for this database
-                rows = await driver.fetch(_SELECT_PENDING, self._settings.outbox_batch_size)
+                rows = await driver.fetch(
+                    _LOCK_AND_SELECT_PENDING, _RELAY_LOCK_KEY, self._settings.outbox_batch_size
+                )
                 if not rows:
-                    return 0
+                    return 0  # nothing pending, or another replica is relaying for this database
                 seqs = [r["seq"] for r in rows]
                 rejected = await asyncio.wait_for(
                     self._send_all(rows), self._settings.outbox_publish_timeout_seconds
