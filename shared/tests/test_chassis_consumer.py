@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
@@ -549,4 +549,55 @@ async def test_a_failing_run_is_rolled_back_and_applied_again_one_event_at_a_tim
     seen = await inbox(sessions, rig.group)
     assert seen[bad.id].outcome == "dead_lettered"
     assert seen[before.id].outcome == seen[after.id].outcome == "processed"
+    assert batch_fallbacks(rig) == 1
+
+
+def record(
+    topic: str, partition: int, offset: int, event: EventEnvelope[Any]
+) -> ConsumerRecord[bytes, bytes]:
+    value = event.to_json_bytes()
+    return ConsumerRecord(topic, partition, offset, 0, 0, None, value, None, 0, len(value), [])
+
+
+async def test_runs_waiting_in_several_partitions_are_applied_in_one_transaction(
+    infra: Infra, sessions: Sessions, new_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume", partitions=3), new_topic("dlq"), batched=True)
+    runs = [[created(f"P{p}-{n}") for n in range(4)] for p in range(3)]
+
+    # Three partitions' workers hand over their runs at the same time.
+    await asyncio.gather(
+        *(
+            rig.consumer.handle_records([record(rig.topic, p, n, e) for n, e in enumerate(run)])
+            for p, run in enumerate(runs)
+        )
+    )
+
+    assert len(rig.batches) == 1  # one transaction for all three runs
+    assert sorted(rig.batches[0]) == sorted(e.data.number for run in runs for e in run)
+    for run in runs:  # each partition's events in its order
+        numbers = [e.data.number for e in run]
+        assert [n for n in rig.batches[0] if n in numbers] == numbers
+    assert sorted(await effects(sessions, rig.group)) == sorted(rig.batches[0])
+    assert consumed(rig, "processed") == 12
+
+
+async def test_a_group_that_fails_falls_back_one_event_at_a_time_in_each_partition(
+    infra: Infra, sessions: Sessions, new_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume", partitions=2), new_topic("dlq"), batched=True)
+    first = [created("A-1"), created("A-bad", subject="boom"), created("A-2")]
+    second = [created("B-1"), created("B-2")]
+
+    await asyncio.gather(
+        rig.consumer.handle_records([record(rig.topic, 0, n, e) for n, e in enumerate(first)]),
+        rig.consumer.handle_records([record(rig.topic, 1, n, e) for n, e in enumerate(second)]),
+    )
+
+    assert rig.batches == [["A-1", "A-bad", "A-2", "B-1", "B-2"]]  # the group, rolled back
+    # Then each partition on its own, one event at a time: the bad event dead-lettered, the rest once.
+    assert sorted(await effects(sessions, rig.group)) == ["A-1", "A-2", "B-1", "B-2"]
+    assert [n for n in rig.calls if n.startswith("A")] == ["A-1"] + ["A-bad"] * 3 + ["A-2"]
+    assert [n for n in rig.calls if n.startswith("B")] == ["B-1", "B-2"]
+    assert (await inbox(sessions, rig.group))[first[1].id].outcome == "dead_lettered"
     assert batch_fallbacks(rig) == 1

@@ -16,7 +16,7 @@ published, while different partitions are handled side by side (at most
 waiting row lock hold up only their own partition. The poll loop only fetches
 and hands records to the workers, pausing a partition whose worker is more than
 a poll's worth behind. A committer task commits, per partition, the offset
-after the last record whose transaction has committed, at most every 50 ms
+after the last record whose transaction has committed, at most every 200 ms
 under load (a crash redelivers what the last commit did not cover; the inbox
 skips it). On a rebalance the workers finish the records in hand, their offsets
 are committed, and the records they had not started are fetched again by
@@ -30,6 +30,16 @@ up with hundreds of events a second instead of paying a transaction and a
 dozen statements for each. If that transaction fails for any reason, the run
 is handled again one event at a time (with the usual retries and dead
 letters), so a bad event in a batch costs its neighbours nothing but time.
+
+**Group commit across partitions.** Runs of the same batched type that are waiting in several
+partitions at once are applied together: the first run to arrive starts a transaction, the runs
+that arrive meanwhile wait for it and then go together in the next one (up to
+``consumer_max_batch`` events each). So a transaction's fixed cost — connection, BEGIN, inbox
+claim, the handler's statements, COMMIT — is paid once per group, not once per partition, and
+concurrent runs of one type no longer wait on each other's row locks. Each partition's events stay
+in their order (its runs are applied whole and in turn), and its worker still moves on only after
+its run committed. If a group's transaction fails, every run in it is handled again one event at a
+time by its own partition's worker, as above.
 """
 
 from __future__ import annotations
@@ -62,7 +72,10 @@ log = get_logger(__name__)
 Handler = Callable[[EventEnvelope[Any], UnitOfWork], Awaitable[None]]
 BatchHandler = Callable[[list[EventEnvelope[Any]], UnitOfWork], Awaitable[None]]
 
-_COMMIT_INTERVAL_SECONDS = 0.05
+_COMMIT_INTERVAL_SECONDS = 0.2
+# Group transactions of one type in flight at once: while one waits on the database, the next
+# group is being decided (one at a time leaves the event loop idle during every round trip).
+_GROUP_WRITERS = 2
 
 EVENT_BATCH_SIZE = Histogram(
     "helpdesk_event_batch_size",
@@ -110,6 +123,16 @@ class _Decoded:
     record: ConsumerRecord[Any, Any] | None
     raw: dict[str, Any]
     envelope: EventEnvelope[Any]
+
+
+@dataclass
+class _RunGroup:
+    """Runs of one batched type (and topic) waiting to be applied together, and their writers."""
+
+    waiting: collections.deque[tuple[list[_Decoded], asyncio.Future[bool]]] = field(
+        default_factory=collections.deque
+    )
+    writers: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -198,6 +221,7 @@ class EventConsumer:
         self._group = settings.consumer_group or settings.service_name
         self.tuning = ConsumerTuning.from_settings(settings)
         self.assigned = asyncio.Event()
+        self._groups: dict[tuple[str, str], _RunGroup] = {}
 
     async def run(self) -> None:
         backoff = 0.5
@@ -228,6 +252,7 @@ class EventConsumer:
                 self.assigned.clear()
                 with contextlib.suppress(Exception):
                     await run.close()
+                await self._stop_group_writers()
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 
@@ -273,7 +298,54 @@ class EventConsumer:
         return _Decoded(record, raw, envelope)
 
     async def _handle_batch(self, handler: Batched, run: list[_Decoded]) -> None:
-        """Apply a run of events in one transaction; on any failure, one by one instead."""
+        """Apply a run of events in one transaction, together with the runs of the same type
+        waiting in other partitions; if that fails, this run one event at a time instead."""
+        group = self._groups.setdefault((run[0].envelope.type, _topic(run[0])), _RunGroup())
+        applied: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        group.waiting.append((run, applied))
+        if len(group.writers) < _GROUP_WRITERS:
+            writer = asyncio.create_task(self._write_group(handler, group), name="consumer-group")
+            group.writers.add(writer)
+            writer.add_done_callback(group.writers.discard)
+        if await applied:
+            return
+        for decoded in run:
+            await self.handle_event(
+                decoded.envelope, topic=_topic(decoded), raw=decoded.raw, record=decoded.record
+            )
+
+    async def _stop_group_writers(self) -> None:
+        """The session is over (its workers are stopped): a group transaction still in flight is
+        cancelled (rolled back; its records are fetched again by whoever owns the partitions)."""
+        writers = [w for g in self._groups.values() for w in g.writers]
+        for writer in writers:
+            writer.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
+        self._groups.clear()
+
+    async def _write_group(self, handler: Batched, group: _RunGroup) -> None:
+        """Apply the waiting runs, a group per transaction, until none is left."""
+        members: list[tuple[list[_Decoded], asyncio.Future[bool]]] = []
+        try:
+            while group.waiting:
+                members, events = [], 0
+                while group.waiting and (
+                    not members or events + len(group.waiting[0][0]) <= self.tuning.max_batch
+                ):
+                    members.append(group.waiting.popleft())
+                    events += len(members[-1][0])
+                ok = await self._apply_run(handler, [d for run, _ in members for d in run])
+                for _, applied in members:
+                    if not applied.done():  # its worker may have been cancelled meanwhile
+                        applied.set_result(ok)
+        finally:  # cancelled (shutdown): whoever still waits falls back or is cancelled too
+            for _, applied in [*members, *group.waiting]:
+                if not applied.done():
+                    applied.set_result(False)
+
+    async def _apply_run(self, handler: Batched, run: list[_Decoded]) -> bool:
+        """One transaction: the inbox claim of every event, the handler for the fresh ones, the
+        commit. False (rolled back, counted as a fallback) when anything in it failed."""
         event_type, topic = run[0].envelope.type, _topic(run[0])
         try:
             async with self._uow_factory() as uow:
@@ -299,13 +371,12 @@ class EventConsumer:
         except Exception as exc:
             log.warning("event_batch_failed", type=event_type, events=len(run), error=repr(exc))
             EVENT_BATCH_FALLBACKS.labels(self._service, event_type).inc()
-            for decoded in run:
-                await self.handle_event(decoded.envelope, topic=topic, raw=decoded.raw, record=decoded.record)
-            return
+            return False
         EVENTS_CONSUMED.labels(self._service, event_type, "processed").inc(len(fresh))
         if duplicates := len(run) - len(fresh):
             EVENTS_CONSUMED.labels(self._service, event_type, "duplicate").inc(duplicates)
         EVENT_BATCH_SIZE.labels(self._service, event_type).observe(len(run))
+        return True
 
     async def handle_event(
         self,
