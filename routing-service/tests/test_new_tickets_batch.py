@@ -5,6 +5,7 @@ back and routed again one ticket at a time — through the consumer, on the real
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -139,15 +140,19 @@ async def test_a_run_that_lost_a_race_for_capacity_is_routed_again_one_by_one(
 ) -> None:
     (agent,) = await isolated_team(routing, 1)
     await consume(routing, ticket_created())  # the agent is full now
-    real = RoutingRepository.available_specialists
+    real = RoutingRepository.routed_and_available
 
-    async def stale(self: RoutingRepository) -> list[Candidate]:
+    async def stale(
+        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID]
+    ) -> tuple[set[uuid.UUID], list[Candidate]]:
         # What a run would see had the last slot been taken just after it read the agents.
-        return [
-            Candidate(uuid.UUID(agent), 0, 1, None, skills={"auto-insurance": 3}, languages=frozenset({"zh"}))
-        ] + await real(self)
+        routed, specialists = await real(self, ticket_ids)
+        free = Candidate(
+            uuid.UUID(agent), 0, 1, None, skills={"auto-insurance": 3}, languages=frozenset({"zh"})
+        )
+        return routed, [free, *specialists]
 
-    monkeypatch.setattr(RoutingRepository, "available_specialists", stale)
+    monkeypatch.setattr(RoutingRepository, "routed_and_available", stale)
     first, second = ticket_created(), ticket_created()
     before = fallbacks()
 

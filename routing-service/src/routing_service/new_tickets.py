@@ -6,11 +6,12 @@ The consumer hands the `ticket.created` events waiting in a partition (a run, of
 together (`helpdesk_shared.chassis.consumer.Batched`) and this module makes the same decisions
 with a handful of plain-SQL statements for the whole run:
 
-1. one query finds the tickets routed before (replays), one insert remembers the rest;
-2. each ticket is classified and its SLA clocks planned in memory (the configuration snapshot),
-   and all clocks are started by one insert;
-3. ordinary tickets are given, in event order, to the best free specialist of one snapshot of the
-   online specialists — the same ranking as `domain.assignment.order_candidates`, each choice
+1. one query finds the tickets routed before (replays) and reads the online specialists with a
+   free slot (the run's snapshot of them);
+2. each ticket is classified and its SLA clocks planned in memory (the configuration snapshot);
+   one statement remembers the tickets and starts the clocks of those remembered now;
+3. ordinary tickets are given, in event order, to the best free specialist of the snapshot —
+   the same ranking as `domain.assignment.order_candidates`, each choice
    counted before the next — and their slots are taken by ONE conditional update, the last
    statement before the commit (the agents' rows are what concurrent runs wait for): if any
    chosen agent filled up or went away meanwhile (another replica, a presence change), the
@@ -67,14 +68,22 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
     Does not commit (the consumer commits the run with its inbox rows)."""
     repo = RoutingRepository(uow.session)
     unique = list({t.ticket_id: t for t in reversed(tickets)}.values())[::-1]  # first copy wins
-    routed_before = await repo.routed_among([t.ticket_id for t in unique])
+    routed_before, specialists = await repo.routed_and_available([t.ticket_id for t in unique])
     fresh = [t for t in unique if t.ticket_id not in routed_before]
     if not fresh:
         return
+    # Stamped after reading the specialists: a run that found them full (another run filled them
+    # meanwhile) queues its tickets at a time after that run's assignments, never before.
     now = datetime.now(UTC)
     classifier = await classification.current_classifier(uow.session)
     decided = [_Routed(t, *classifier.decide(t)) for t in fresh]
-    remembered = await repo.remember_many(
+    clocks = {  # planned in memory (the configuration snapshot), started with the remembering
+        r.ticket.ticket_id: await sla.plan_timers(
+            uow, r.ticket, difficult=r.decision.difficult, priority=r.priority
+        )
+        for r in decided
+    }
+    remembered, started = await repo.remember_and_start_clocks(
         [
             NewRouting(
                 ticket_id=r.ticket.ticket_id,
@@ -87,12 +96,21 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
             )
             for r in decided
         ],
+        [row for planned in clocks.values() if planned is not None for row in planned[0]],
         now,
     )
     routed = [r for r in decided if r.ticket.ticket_id in remembered]
-    await _start_clocks(uow, repo, routed, now)
+    if started < sum(len(p[0]) for t, p in clocks.items() if p is not None and t in remembered):
+        raise ClocksExisted("some clocks of these tickets already existed")
+    for item in routed:
+        if item.decision.informative:
+            planned = clocks[item.ticket.ticket_id]
+            event = classification.classified_event(
+                item.ticket, item.decision, item.version, now, planned[1] if planned else None
+            )
+            uow.publish(event, subject=str(item.ticket.ticket_id))
     ordinary = [r for r in routed if not r.decision.difficult]
-    slots, left, now = await _assign_ordinary(uow, repo, ordinary, now)
+    slots, left = await _assign_ordinary(uow, repo, ordinary, specialists, now)
     one_by_one = [r for r in routed if r.decision.difficult or r.ticket.ticket_id in left]
     if one_by_one:  # they read the agents' load from the database: take these slots first
         await _take(repo, slots, now)
@@ -120,42 +138,19 @@ async def _take(repo: RoutingRepository, slots: dict[uuid.UUID, int], now: datet
         raise CapacityRace("an agent chosen for this run filled up or went away meanwhile")
 
 
-async def _start_clocks(
-    uow: UnitOfWork, repo: RoutingRepository, routed: list[_Routed], now: datetime
-) -> None:
-    """Plan every ticket's clocks, start them with one insert, announce the informative
-    classifications (with their clocks) — `sla.start_timers` for a run."""
-    rows = []
-    started: dict[uuid.UUID, sla.StartedTimers] = {}
-    for item in routed:
-        planned = await sla.plan_timers(
-            uow, item.ticket, difficult=item.decision.difficult, priority=item.priority
-        )
-        if planned is not None:
-            rows += planned[0]
-            started[item.ticket.ticket_id] = planned[1]
-    if rows and await repo.start_clocks(rows) < len(rows):
-        raise ClocksExisted("some clocks of these tickets already existed")
-    for item in routed:
-        if item.decision.informative:
-            event = classification.classified_event(
-                item.ticket, item.decision, item.version, now, started.get(item.ticket.ticket_id)
-            )
-            uow.publish(event, subject=str(item.ticket.ticket_id))
-
-
 async def _assign_ordinary(
-    uow: UnitOfWork, repo: RoutingRepository, ordinary: list[_Routed], now: datetime
-) -> tuple[dict[uuid.UUID, int], set[uuid.UUID], datetime]:
-    """Give each ordinary ticket to the best free specialist; returns the slots to take (agent →
-    count, for `RoutingRepository.take_capacity_many`), the tickets nobody could take and the
-    time of the decision."""
+    uow: UnitOfWork,
+    repo: RoutingRepository,
+    ordinary: list[_Routed],
+    specialists: list[Candidate],
+    now: datetime,
+) -> tuple[dict[uuid.UUID, int], set[uuid.UUID]]:
+    """Give each ordinary ticket to the best free specialist of the run's snapshot; returns the
+    slots to take (agent → count, for `RoutingRepository.take_capacity_many`) and the tickets
+    nobody could take."""
     if not ordinary:
-        return {}, set(), now
-    pool = {c.agent_id: c for c in await repo.available_specialists()}
-    # Stamped after reading the specialists: a run that found them full (another run filled them
-    # meanwhile) queues its tickets at a time after that run's assignments, never before.
-    now = datetime.now(UTC)
+        return {}, set()
+    pool = {c.agent_id: c for c in specialists}
     chosen: list[tuple[_Routed, Candidate, str]] = []
     slots: dict[uuid.UUID, int] = {}
     left: set[uuid.UUID] = set()
@@ -172,7 +167,7 @@ async def _assign_ordinary(
         slots[candidate.agent_id] = slots.get(candidate.agent_id, 0) + 1
         chosen.append((item, candidate, assignment_reason(match, domain, language)))
     if not chosen:
-        return slots, left, now
+        return slots, left
     await repo.assign_many(
         [
             NewAssignment(
@@ -194,4 +189,4 @@ async def _assign_ordinary(
             ),
             subject=str(item.ticket.ticket_id),
         )
-    return slots, left, now
+    return slots, left

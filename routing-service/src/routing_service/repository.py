@@ -117,11 +117,26 @@ _REMEMBER_MANY = (
     "$7::timestamptz[]) AS r(ticket_id, domain, language, text, priority, difficult, waiting_since) "
     "ON CONFLICT DO NOTHING RETURNING ticket_id"
 )
-_AVAILABLE_SPECIALISTS = (
-    "SELECT a.id, a.active_tickets, a.max_concurrent, a.last_assigned_at, a.domains, a.skill_levels, "
-    "a.languages, COALESCE(a.team_id, (SELECT t.id FROM teams t WHERE t.lead_id = a.id "
-    "ORDER BY t.created_at, t.id LIMIT 1)) AS team_id "
-    "FROM agents a WHERE a.presence = $1 AND a.roles && $2::varchar[] AND a.active_tickets < a.max_concurrent"
+
+
+def _available_specialists(presence: str, roles: str) -> str:
+    """Online specialists with a free slot (`presence`, `roles`: the parameters' placeholders)."""
+    return (
+        "SELECT a.id, a.active_tickets, a.max_concurrent, a.last_assigned_at, a.domains, a.skill_levels, "
+        "a.languages, COALESCE(a.team_id, (SELECT t.id FROM teams t WHERE t.lead_id = a.id "
+        "ORDER BY t.created_at, t.id LIMIT 1)) AS team_id "
+        f"FROM agents a WHERE a.presence = {presence} AND a.roles && {roles}::varchar[] "
+        "AND a.active_tickets < a.max_concurrent"
+    )
+
+
+_AVAILABLE_SPECIALISTS = _available_specialists("$1", "$2")
+# A run's first read, in one round trip: which of its tickets were routed before, and the
+# available specialists; at least one row — with no specialist free, their columns are NULL.
+_ROUTED_AND_AVAILABLE = (
+    f"WITH routed AS MATERIALIZED (SELECT array({_ROUTED_AMONG}) AS ids) "
+    f"SELECT routed.ids AS routed_ids, s.* FROM routed "
+    f"LEFT JOIN LATERAL ({_available_specialists('$2', '$3')}) s ON true"
 )
 _TAKE_CAPACITY_MANY = (
     # The rows are locked in id order first: concurrent runs then queue for them instead of
@@ -140,12 +155,16 @@ _ASSIGN_MANY = (
     "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) "
     "AS a(ticket_id, agent_id, reason, domain, language)"
 )
-_START_CLOCKS = (
-    "INSERT INTO sla_timers (ticket_id, target, policy_id, calendar_id, priority, started_at, due_at, "
-    "warn_at, escalated) SELECT c.*, false FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], "
-    "$5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[]) "
+# Remember a run's tickets and start the clocks of those remembered now, in one statement; a row
+# per ticket remembered now, each with the number of clocks started.
+_REMEMBER_AND_START_CLOCKS = (
+    f"WITH remembered AS ({_REMEMBER_MANY}), "
+    "clocks AS (INSERT INTO sla_timers (ticket_id, target, policy_id, calendar_id, priority, started_at, "
+    "due_at, warn_at, escalated) SELECT c.*, false FROM unnest($9::uuid[], $10::text[], $11::uuid[], "
+    "$12::text[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[]) "
     "AS c(ticket_id, target, policy_id, calendar_id, priority, started_at, due_at, warn_at) "
-    "ON CONFLICT DO NOTHING RETURNING ticket_id"
+    "WHERE c.ticket_id IN (SELECT ticket_id FROM remembered) ON CONFLICT DO NOTHING RETURNING ticket_id) "
+    "SELECT r.ticket_id, (SELECT count(*) FROM clocks) AS clocks FROM remembered r"
 )
 _CLOCK_COLUMNS = (
     "ticket_id",
@@ -331,13 +350,6 @@ class RoutingRepository:
             now,
         )
 
-    async def start_clocks(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Insert new tickets' clocks (rows as for `sla_repository.START_TIMERS`); returns how many
-        were new — a clock that already existed is left alone."""
-        driver = await self._driver()
-        inserted = await driver.fetch(_START_CLOCKS, *([row[c] for row in rows] for c in _CLOCK_COLUMNS))
-        return len(inserted)
-
     async def assignment(self, ticket_id: uuid.UUID) -> Assignment | None:
         return await self.session.get(Assignment, ticket_id)
 
@@ -468,6 +480,37 @@ class RoutingRepository:
         """The tickets of ``ticket_ids`` routed before (see `already_routed`)."""
         driver = await self._driver()
         return {row[0] for row in await driver.fetch(_ROUTED_AMONG, list(ticket_ids))}
+
+    async def routed_and_available(
+        self, ticket_ids: Sequence[uuid.UUID]
+    ) -> tuple[set[uuid.UUID], list[Candidate]]:
+        """`routed_among` and `available_specialists` in one round trip (a run's first read)."""
+        driver = await self._driver()
+        rows = await driver.fetch(
+            _ROUTED_AND_AVAILABLE, list(ticket_ids), AgentPresence.ONLINE.value, sorted(SPECIALIST_ROLES)
+        )
+        routed = set(rows[0]["routed_ids"])
+        return routed, [_candidate(row) for row in rows if row["id"] is not None]
+
+    async def remember_and_start_clocks(
+        self, rows: Sequence[NewRouting], clocks: Sequence[dict[str, Any]], now: datetime
+    ) -> tuple[set[uuid.UUID], int]:
+        """`remember_many`, then `start_clocks` for the tickets remembered now — one statement.
+        Returns the tickets remembered now and how many of their clocks were new."""
+        driver = await self._driver()
+        inserted = await driver.fetch(
+            _REMEMBER_AND_START_CLOCKS,
+            [r.ticket_id for r in rows],
+            [r.domain for r in rows],
+            [r.language for r in rows],
+            [r.text for r in rows],
+            [r.priority.value for r in rows],
+            [r.difficult for r in rows],
+            [r.waiting_since for r in rows],
+            now,
+            *([clock[c] for clock in clocks] for c in _CLOCK_COLUMNS),
+        )
+        return {row[0] for row in inserted}, (inserted[0]["clocks"] if inserted else 0)
 
     async def remember_many(self, rows: Sequence[NewRouting], now: datetime) -> set[uuid.UUID]:
         """`remember` for many tickets in one statement; returns those recorded now."""
