@@ -59,7 +59,7 @@ from helpdesk_shared.chassis.auth import mint_token
 from helpdesk_shared.chassis.migrations import upgrade_database
 from helpdesk_shared.chassis.settings import DEV_JWT_SECRET
 from helpdesk_shared.contracts import EventEnvelope, Priority, TicketAssigned, TicketCreated, TicketQueued
-from helpdesk_shared.contracts.topics import ALL_TOPICS, SERVICE_TOPIC, source_for
+from helpdesk_shared.contracts.topics import ALL_TOPICS, EVENT_TOPIC_PARTITIONS, SERVICE_TOPIC, source_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "insuranceqa-zh"
@@ -162,15 +162,14 @@ class CpuMeter:
     """CPU time of the routing process and of the whole machine from now until `stop`: tells a
     routing process that is CPU-bound (≈ 1 core: one event loop) from one that waits."""
 
-    def __init__(self, pid: int) -> None:
-        self._process = psutil.Process(pid)
+    def __init__(self, pids: list[int]) -> None:
+        self._processes = [psutil.Process(pid) for pid in pids]
         self._began = time.monotonic()
         self._routing = self._routing_seconds()
         self._machine = psutil.cpu_times()
 
     def _routing_seconds(self) -> float:
-        times = self._process.cpu_times()
-        return float(times.user + times.system)
+        return sum(float(t.user + t.system) for t in (p.cpu_times() for p in self._processes))
 
     def stop(self) -> dict[str, float]:
         elapsed = time.monotonic() - self._began
@@ -186,6 +185,10 @@ class CpuMeter:
             "routing_cpu_seconds": round(routing, 2),
             "machine_busy_cores": round(busy / elapsed, 2),
         }
+
+
+def _processes(count: int) -> str:
+    return "one routing process" if count == 1 else f"{count} routing processes (replicas)"
 
 
 def created_event(n: int, question: str) -> tuple[uuid.UUID, bytes, list[tuple[str, bytes]]]:
@@ -346,7 +349,8 @@ def report(run: Run, setup: Setup, args: argparse.Namespace, infra_note: dict[st
         in_bucket = [(run.decided[t][1] - run.sent_at[t]) * 1000 for t in bucket if t in run.decided]
         buckets.append({"from_s": start, **percentiles(in_bucket, undecided=len(bucket) - len(in_bucket))})
     return {
-        "benchmark": "ticket.created → ticket.assigned latency, one routing process",
+        "benchmark": "ticket.created → ticket.assigned latency",
+        "routing_processes": args.replicas,
         "generated_at": datetime.now(UTC).isoformat(),
         "machine": {
             "cpus": os.cpu_count(),
@@ -423,8 +427,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"Python {result['machine']['python']}",
         "",
         f"`ticket.created` published straight to Kafka at **{load_['rate_per_s']:g}/s for "
-        f"{load_['duration_s']:g} s** (after {load_['warmup_s']:g} s of warm-up, not measured) to one "
-        f"routing process; {setup['specialists']} specialists × 200 slots over {setup['domains']} domains, "
+        f"{load_['duration_s']:g} s** (after {load_['warmup_s']:g} s of warm-up, not measured) to "
+        f"{_processes(result['routing_processes'])}; {setup['specialists']} specialists × 200 slots "
+        f"over {setup['domains']} domains, "
         f"{model}. Latency = publish → decision read back from Kafka. Tickets still undecided when the "
         f"benchmark stopped waiting ({cut:g} s after the last publish) count as slower than every other.",
         "",
@@ -494,6 +499,12 @@ def main() -> int:
         "ROUTING_CONSUMER_CONCURRENCY=1 or ROUTING_CONFIG_CACHE_SECONDS=0 to compare settings",
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="routing processes (replicas sharing the partitions, as on a bigger machine); default 1",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=120.0,
@@ -505,6 +516,8 @@ def main() -> int:
         parser.error("--routing-env takes NAME=VALUE")
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
         parser.error("--rate and --duration must be positive, --warmup not negative")
+    if not 1 <= args.replicas <= EVENT_TOPIC_PARTITIONS:
+        parser.error(f"--replicas must be between 1 and {EVENT_TOPIC_PARTITIONS} (the partitions)")
     tickets = args.rate * (args.warmup + args.duration)
     agents = args.agents if args.agents is not None else math.ceil(tickets * 1.05 / SLOTS_PER_AGENT)
 
@@ -522,15 +535,21 @@ def main() -> int:
         url = infra.create_database("bench_routing")
         upgrade_database(url, "routing_service")
         infra.ensure_topics({prefix + name: n for name, n in ALL_TOPICS.items()})
-        stack = Stack(
-            database_urls={"routing": url},
-            kafka_bootstrap=infra.kafka_bootstrap,
-            log_dir=Path(tmp) / "logs",
-            ports={"routing": free_port()},
-            topic_prefix=prefix,
-            environment="test",
-            extra_env={"HELPDESK_LOG_LEVEL": "WARNING", **routing_env},
-        )
+        # One Stack per routing process: each runs a replica on its own port (same database,
+        # same consumer group: the partitions are shared out between them).
+        stacks = [
+            Stack(
+                database_urls={"routing": url},
+                kafka_bootstrap=infra.kafka_bootstrap,
+                log_dir=Path(tmp) / f"logs-{n}",
+                ports={"routing": free_port()},
+                topic_prefix=prefix,
+                environment="test",
+                extra_env={"HELPDESK_LOG_LEVEL": "WARNING", **routing_env},
+            )
+            for n in range(args.replicas)
+        ]
+        stack = stacks[0]
         infra_note = {
             "postgres": "external PostgreSQL"
             if infra.postgres is None
@@ -544,19 +563,21 @@ def main() -> int:
             ),
         }
         try:
-            stack.start(names=["routing"], timeout=120)
+            for replica in stacks:
+                replica.start(names=["routing"], timeout=120)
             print(f"seeding {agents} specialists and training the classifier …", flush=True)
             setup = seed(stack.url("routing"), agents=agents)
             print(
                 f"publishing {args.rate:g} ticket.created/s for {args.warmup:g} + {args.duration:g} s …",
                 flush=True,
             )
-            meter = CpuMeter(stack.processes["routing"].pid)
+            meter = CpuMeter([replica.processes["routing"].pid for replica in stacks])
             run = asyncio.run(load(infra.kafka_bootstrap, prefix, setup, args))
             run.cpu = meter.stop()
-            routing_alive = stack.processes["routing"].is_running()
+            routing_alive = all(replica.processes["routing"].is_running() for replica in stacks)
         finally:
-            stack.stop()
+            for replica in stacks:
+                replica.stop()
     result = report(run, setup, args, infra_note)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "routing.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
