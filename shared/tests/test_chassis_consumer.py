@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate
-from helpdesk_shared.chassis.consumer import Batched, ConsumerTuning, EventConsumer
+from helpdesk_shared.chassis.consumer import Batched, ConsumerTuning, EventConsumer, RetryRun
 from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sessionmaker
 from helpdesk_shared.chassis.outbox import OutboxRelay
 from helpdesk_shared.chassis.settings import ServiceSettings
@@ -121,6 +121,8 @@ def make_rig(
             )
         if any(e.data.subject == "boom" for e in envelopes):
             raise RuntimeError("the run exploded")
+        if any(e.data.subject == "race" for e in envelopes) and len(batches) == 1:
+            raise RetryRun("lost a race the first time")
 
     consumer = EventConsumer(
         settings=settings,
@@ -601,3 +603,17 @@ async def test_a_group_that_fails_falls_back_one_event_at_a_time_in_each_partiti
     assert [n for n in rig.calls if n.startswith("B")] == ["B-1", "B-2"]
     assert (await inbox(sessions, rig.group))[first[1].id].outcome == "dead_lettered"
     assert batch_fallbacks(rig) == 1
+
+
+async def test_a_run_that_lost_a_race_is_applied_once_more_as_a_run(
+    infra: Infra, sessions: Sessions, new_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), batched=True)
+    events = [created("X-1"), created("X-race", subject="race"), created("X-2")]
+
+    await rig.consumer.handle_records([record(rig.topic, 0, n, e) for n, e in enumerate(events)])
+
+    assert rig.batches == [["X-1", "X-race", "X-2"]] * 2  # rolled back, then again as a run
+    assert await effects(sessions, rig.group) == ["X-1", "X-race", "X-2"]  # once each
+    assert rig.calls == []  # never one by one
+    assert batch_fallbacks(rig) == 0

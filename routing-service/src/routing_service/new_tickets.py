@@ -15,8 +15,9 @@ with a handful of plain-SQL statements for the whole run:
    counted before the next — and their slots are taken by ONE conditional update, the last
    statement before the commit (the agents' rows are what concurrent runs wait for): if any
    chosen agent filled up or went away meanwhile (another replica, a presence change), the
-   update says so and the whole run fails, to be routed again one ticket at a time by the
-   consumer, which re-checks every slot;
+   update says so and the whole run fails, to be routed again by the consumer — once more as a
+   run (the race's winner has committed by then), then one ticket at a time, re-checking every
+   slot;
 4. difficult tickets (their lead) and tickets nobody could take (the queue) take the one-ticket
    path's own steps; clocks that already existed (a replay from before `routed_tickets`) send the
    whole run back to the one-ticket path, which re-plans them.
@@ -32,6 +33,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from helpdesk_shared.chassis.consumer import RetryRun
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketCreated
@@ -43,8 +45,10 @@ from routing_service.repository import NewAssignment, NewRouting, RoutingReposit
 from routing_service.service import assign_or_queue, assignment_reason
 
 
-class CapacityRace(RuntimeError):
-    """A chosen agent filled up or went away while the run was being decided: route one by one."""
+class CapacityRace(RetryRun):
+    """A chosen agent filled up or went away while the run was being decided (another run took
+    the slot first): the consumer applies the run once more — with a snapshot that includes the
+    winner's commit — and routes it one by one if that fails too."""
 
 
 class ClocksExisted(RuntimeError):

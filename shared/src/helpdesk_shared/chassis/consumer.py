@@ -102,6 +102,12 @@ class PoisonMessage(Exception):
     """A message that can never be handled (not JSON, not a valid event)."""
 
 
+class RetryRun(Exception):
+    """Raised by a `Batched` handler whose run lost a race that a second attempt, in a new
+    transaction, will most likely win (a concurrent transaction took what the run counted on):
+    the run is applied once more as a whole before falling back to one event at a time."""
+
+
 @dataclass(frozen=True)
 class Batched:
     """A handler that can also apply a run of consecutive events of its type in one transaction.
@@ -345,29 +351,15 @@ class EventConsumer:
 
     async def _apply_run(self, handler: Batched, run: list[_Decoded]) -> bool:
         """One transaction: the inbox claim of every event, the handler for the fresh ones, the
-        commit. False (rolled back, counted as a fallback) when anything in it failed."""
-        event_type, topic = run[0].envelope.type, _topic(run[0])
+        commit — once more if the handler says `RetryRun`. False (rolled back, counted as a
+        fallback) when it failed."""
+        event_type = run[0].envelope.type
         try:
-            async with self._uow_factory() as uow:
-                driver = await uow.driver_connection()
-                claimed = {
-                    row[0]
-                    for row in await driver.fetch(
-                        _CLAIM_MANY,
-                        self._group,
-                        topic,
-                        [d.envelope.id for d in run],
-                        [d.envelope.type for d in run],
-                    )
-                }
-                fresh: list[EventEnvelope[Any]] = []
-                for decoded in run:
-                    if decoded.envelope.id in claimed:
-                        claimed.discard(decoded.envelope.id)  # a copy later in the run is a duplicate
-                        fresh.append(decoded.envelope)
-                if fresh:
-                    await handler.many(fresh, uow)
-                    await uow.commit()
+            try:
+                fresh = await self._apply_run_once(handler, run)
+            except RetryRun as exc:  # lost a race: the next attempt sees the winner's commit
+                log.info("event_batch_retried", type=event_type, events=len(run), error=repr(exc))
+                fresh = await self._apply_run_once(handler, run)
         except Exception as exc:
             log.warning("event_batch_failed", type=event_type, events=len(run), error=repr(exc))
             EVENT_BATCH_FALLBACKS.labels(self._service, event_type).inc()
@@ -377,6 +369,30 @@ class EventConsumer:
             EVENTS_CONSUMED.labels(self._service, event_type, "duplicate").inc(duplicates)
         EVENT_BATCH_SIZE.labels(self._service, event_type).observe(len(run))
         return True
+
+    async def _apply_run_once(self, handler: Batched, run: list[_Decoded]) -> list[EventEnvelope[Any]]:
+        """The run's transaction; returns the events that were fresh (the others: duplicates)."""
+        async with self._uow_factory() as uow:
+            driver = await uow.driver_connection()
+            claimed = {
+                row[0]
+                for row in await driver.fetch(
+                    _CLAIM_MANY,
+                    self._group,
+                    _topic(run[0]),
+                    [d.envelope.id for d in run],
+                    [d.envelope.type for d in run],
+                )
+            }
+            fresh: list[EventEnvelope[Any]] = []
+            for decoded in run:
+                if decoded.envelope.id in claimed:
+                    claimed.discard(decoded.envelope.id)  # a copy later in the run is a duplicate
+                    fresh.append(decoded.envelope)
+            if fresh:
+                await handler.many(fresh, uow)
+                await uow.commit()
+        return fresh
 
     async def handle_event(
         self,
