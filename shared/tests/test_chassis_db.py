@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
@@ -47,49 +47,55 @@ async def terminate(url: str, pid: int) -> None:
         await conn.close()
 
 
+Engine = Callable[..., AsyncEngine]
+
+
 @pytest.fixture
-async def engines() -> AsyncIterator[list[AsyncEngine]]:
+async def engine(url: str) -> AsyncIterator[Engine]:
+    """`engine(ping_idle_after=…)`: a pool of one connection to the test database."""
     made: list[AsyncEngine] = []
-    yield made
-    for engine in made:
-        await engine.dispose()
+
+    def make(*, ping_idle_after: float) -> AsyncEngine:
+        made.append(create_engine(url, pool_size=1, max_overflow=0, ping_idle_after=ping_idle_after))
+        return made[-1]
+
+    yield make
+    for each in made:
+        await each.dispose()
 
 
 async def test_a_connection_given_back_moments_ago_is_handed_out_without_a_ping(
-    url: str, pings: list[object], engines: list[AsyncEngine]
+    pings: list[object], engine: Engine
 ) -> None:
-    engine = create_engine(url, pool_size=1, max_overflow=0, ping_idle_after=60)
-    engines.append(engine)
-    first = await backend_pid(engine)
-    assert [await backend_pid(engine) for _ in range(5)] == [first] * 5
+    pool = engine(ping_idle_after=60)
+    first = await backend_pid(pool)
+    assert [await backend_pid(pool) for _ in range(5)] == [first] * 5
     assert pings == []
 
 
 async def test_a_connection_that_sat_idle_is_pinged_and_replaced_when_dead(
-    url: str, pings: list[object], engines: list[AsyncEngine]
+    url: str, pings: list[object], engine: Engine
 ) -> None:
-    engine = create_engine(url, pool_size=1, max_overflow=0, ping_idle_after=0)
-    engines.append(engine)
-    first = await backend_pid(engine)
+    pool = engine(ping_idle_after=0)
+    first = await backend_pid(pool)
     assert pings == []  # a fresh connection is not pinged
     await terminate(url, first)
 
-    replaced = await backend_pid(engine)  # the ping finds it dead: a new connection, no error
+    replaced = await backend_pid(pool)  # the ping finds it dead: a new connection, no error
 
     assert replaced != first
     assert len(pings) == 1
 
 
 async def test_within_the_window_a_dead_connection_fails_once_then_is_replaced(
-    url: str, pings: list[object], engines: list[AsyncEngine]
+    url: str, pings: list[object], engine: Engine
 ) -> None:
-    engine = create_engine(url, pool_size=1, max_overflow=0, ping_idle_after=60)
-    engines.append(engine)
-    first = await backend_pid(engine)
+    pool = engine(ping_idle_after=60)
+    first = await backend_pid(pool)
     await terminate(url, first)
 
     with pytest.raises(DBAPIError):  # what callers answer as "database unavailable"
-        await backend_pid(engine)
+        await backend_pid(pool)
 
-    assert await backend_pid(engine) != first
+    assert await backend_pid(pool) != first
     assert pings == []

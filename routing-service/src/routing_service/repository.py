@@ -178,6 +178,20 @@ _CLOCK_COLUMNS = (
 )
 
 
+def _routing_columns(rows: Sequence[NewRouting], now: datetime) -> list[Any]:
+    """The parameters $1–$8 of `_REMEMBER_MANY`: one array per column, then the routing time."""
+    return [
+        [r.ticket_id for r in rows],
+        [r.domain for r in rows],
+        [r.language for r in rows],
+        [r.text for r in rows],
+        [r.priority.value for r in rows],
+        [r.difficult for r in rows],
+        [r.waiting_since for r in rows],
+        now,
+    ]
+
+
 class RoutingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -495,19 +509,13 @@ class RoutingRepository:
     async def remember_and_start_clocks(
         self, rows: Sequence[NewRouting], clocks: Sequence[dict[str, Any]], now: datetime
     ) -> tuple[set[uuid.UUID], int]:
-        """`remember_many`, then `start_clocks` for the tickets remembered now — one statement.
-        Returns the tickets remembered now and how many of their clocks were new."""
+        """`remember_many`, then the clocks (rows as for `sla_repository.START_TIMERS`) of the
+        tickets remembered now — one statement. Returns the tickets remembered now and how many
+        of their clocks were new (a clock that already existed is left alone)."""
         driver = await self._driver()
         inserted = await driver.fetch(
             _REMEMBER_AND_START_CLOCKS,
-            [r.ticket_id for r in rows],
-            [r.domain for r in rows],
-            [r.language for r in rows],
-            [r.text for r in rows],
-            [r.priority.value for r in rows],
-            [r.difficult for r in rows],
-            [r.waiting_since for r in rows],
-            now,
+            *_routing_columns(rows, now),
             *([clock[c] for clock in clocks] for c in _CLOCK_COLUMNS),
         )
         return {row[0] for row in inserted}, (inserted[0]["clocks"] if inserted else 0)
@@ -515,17 +523,7 @@ class RoutingRepository:
     async def remember_many(self, rows: Sequence[NewRouting], now: datetime) -> set[uuid.UUID]:
         """`remember` for many tickets in one statement; returns those recorded now."""
         driver = await self._driver()
-        inserted = await driver.fetch(
-            _REMEMBER_MANY,
-            [r.ticket_id for r in rows],
-            [r.domain for r in rows],
-            [r.language for r in rows],
-            [r.text for r in rows],
-            [r.priority.value for r in rows],
-            [r.difficult for r in rows],
-            [r.waiting_since for r in rows],
-            now,
-        )
+        inserted = await driver.fetch(_REMEMBER_MANY, *_routing_columns(rows, now))
         return {row[0] for row in inserted}
 
     async def remember(
