@@ -48,7 +48,7 @@ import asyncio
 import collections
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -550,8 +550,21 @@ class _Run:
             self._consumer.pause(tp)  # resumed by the worker once it has caught up
             part.paused = True
 
-    async def _work(self, part: _Partition) -> None:
+    @contextlib.contextmanager
+    def _failure_ends_session(self) -> Iterator[None]:
+        """A worker's or the committer's unexpected error ends the session: `poll` re-raises it
+        and the consumer restarts (cancellation is the session ending, not a failure)."""
         try:
+            yield
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not self._failure.done():
+                self._failure.set_exception(exc)
+            raise
+
+    async def _work(self, part: _Partition) -> None:
+        with self._failure_ends_session():
             while not part.stopping:
                 if not part.pending:
                     part.wake.clear()
@@ -571,15 +584,9 @@ class _Run:
                     part.paused = False
                     if part.tp in self._consumer.assignment():
                         self._consumer.resume(part.tp)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            if not self._failure.done():
-                self._failure.set_exception(exc)
-            raise
 
     async def _commit_loop(self) -> None:
-        try:
+        with self._failure_ends_session():
             while True:
                 await self._to_commit.wait()
                 self._to_commit.clear()
@@ -592,12 +599,6 @@ class _Run:
                 # Under load, one commit per interval carries every partition's progress (a commit
                 # per event cost a broker round trip each); after a quiet spell the next is immediate.
                 await asyncio.sleep(_COMMIT_INTERVAL_SECONDS)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            if not self._failure.done():
-                self._failure.set_exception(exc)
-            raise
 
     async def commit(self, only: set[TopicPartition] | None = None) -> None:
         """Commit the offset after each partition's last committed transaction (if it moved)."""
