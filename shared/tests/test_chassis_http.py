@@ -44,6 +44,12 @@ async def deadlock(uow: UoW) -> None:
     await uow.session.execute(text("DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '40P01'; END $$"))
 
 
+@router.post("/nul-text")
+async def nul_text(uow: UoW) -> None:
+    # What any handler storing a request's text meets: PostgreSQL refuses U+0000 (SQLSTATE 22…).
+    await uow.session.execute(text("SELECT CAST(:value AS text)"), {"value": "a\x00b"})
+
+
 @router.get("/database-down")
 async def database_down() -> None:
     engine = create_engine(
@@ -197,6 +203,13 @@ async def test_a_deadlock_is_a_503_to_retry_not_a_500(client: httpx.AsyncClient)
     assert response.status_code == 503
     assert response.json()["type"] == PROBLEM_BASE + "concurrent-update"
     assert response.headers["retry-after"] == "1"
+
+
+async def test_a_value_the_database_refuses_is_a_422_not_a_500(client: httpx.AsyncClient) -> None:
+    response = await client.post("/chassis/nul-text")
+    assert response.status_code == 422
+    assert response.json()["type"] == PROBLEM_BASE + "invalid-data"
+    assert "a\x00b" not in response.text  # the refused value is not echoed
 
 
 async def test_an_unreachable_database_is_a_503(client: httpx.AsyncClient) -> None:

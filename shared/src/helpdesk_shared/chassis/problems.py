@@ -193,6 +193,16 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
             detail=f"The database stopped this request ({_RETRYABLE_SQLSTATES[state]}); retry it",
             headers={"Retry-After": "1"},
         )
+    if (state or "").startswith("22"):  # data exception: a value of the request cannot be stored
+        log.warning("database_refused_value", path=request.url.path, sqlstate=state)
+        return problem_response(
+            422,
+            "invalid-data",
+            "A value could not be stored",
+            request,
+            detail=f"The database refused a value of this request (SQLSTATE {state}: e.g. a NUL character "
+            "in text, a number out of range); nothing was stored",
+        )
     if isinstance(exc, OperationalError | DBAPIInterfaceError | ConnectionError) or (state or "").startswith(
         "08"
     ):
