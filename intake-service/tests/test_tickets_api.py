@@ -192,3 +192,17 @@ async def test_assignment_event_is_mirrored_once(intake: ServiceHarness) -> None
     shown = (await intake.client.get(f"/v1/tickets/{ticket['id']}", headers=AGENT)).json()
     assert shown["assignee_id"] == str(agent_id)
     assert shown["status"] == "assigned"
+
+
+async def test_a_nul_character_in_the_text_is_a_422_problem_naming_the_field(intake: ServiceHarness) -> None:
+    # PostgreSQL text cannot hold U+0000: refused by validation, never sent to the database.
+    for body, field in (
+        (ticket_body(description="before\u0000after"), "body.description"),
+        (ticket_body(tags=["ok", "b\u0000d"]), "body.tags"),
+        (ticket_body(customer={"external_id": "x\u0000y"}), "body.customer.external_id"),
+    ):
+        response = await intake.client.post("/v1/tickets", json=body, headers=CHANNEL)
+
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert field in {e["field"] for e in response.json()["errors"]}, response.text

@@ -6,14 +6,27 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from helpdesk_shared.contracts.enums import Channel, CloseReason, Priority, TicketKind, TicketStatus
 
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
-class CustomerIn(BaseModel):
+class _StorableText(BaseModel):
+    """A body whose text PostgreSQL can store: U+0000 is refused by validation (a 422 naming the
+    field) instead of failing the ticket writer's batch — and its neighbours' — at the database."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        texts = value if isinstance(value, list) else (value,)
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("must not contain the NUL character (U+0000)")
+        return value
+
+
+class CustomerIn(_StorableText):
     model_config = ConfigDict(extra="forbid")
 
     external_id: str | None = Field(default=None, max_length=200, description="The channel's own customer id")
@@ -37,7 +50,7 @@ MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
 MAX_TOTAL_ATTACHMENT_BYTES = 50 * 1024 * 1024
 
 
-class AttachmentIn(BaseModel):
+class AttachmentIn(_StorableText):
     """Where the channel stored a file: a URL or a storage key (intake never holds the bytes)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -61,7 +74,7 @@ def _total_size_within_limit(attachments: list[AttachmentIn]) -> None:
         raise ValueError(f"attachments total {total} bytes; the limit is {MAX_TOTAL_ATTACHMENT_BYTES}")
 
 
-class TicketCreate(BaseModel):
+class TicketCreate(_StorableText):
     model_config = ConfigDict(extra="forbid")
 
     channel: Channel
