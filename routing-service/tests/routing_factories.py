@@ -10,7 +10,13 @@ from sqlalchemy import select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
-from helpdesk_shared.contracts import EventEnvelope, Priority, TicketCreated, TicketResolved
+from helpdesk_shared.contracts import (
+    EventEnvelope,
+    Priority,
+    TicketAnswerDelivered,
+    TicketCreated,
+    TicketResolved,
+)
 from helpdesk_shared.contracts.review import AnswerSubmitted
 from routing_service.models import Agent, Assignment, QueueEntry
 
@@ -74,6 +80,20 @@ def answer_submitted(ticket_id: uuid.UUID, author_id: uuid.UUID | str) -> EventE
 
 def resolved(ticket_id: uuid.UUID, domain: str | None = None) -> EventEnvelope[Any]:
     payload = TicketResolved(ticket_id=ticket_id, domain=domain, resolved_at=datetime.now(UTC))
+    return EventEnvelope.wrap(payload, source="/helpdesk/intake", subject=str(ticket_id))
+
+
+def delivered(ticket_id: uuid.UUID, at: datetime) -> EventEnvelope[Any]:
+    """intake's `ticket.answer_delivered` of a first response at ``at``."""
+    payload = TicketAnswerDelivered(
+        ticket_id=ticket_id,
+        answer_id=uuid.uuid4(),
+        answer_version=1,
+        message_id=uuid.uuid4(),
+        channel="web",
+        first_response=True,
+        delivered_at=at,
+    )
     return EventEnvelope.wrap(payload, source="/helpdesk/intake", subject=str(ticket_id))
 
 

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from routing_factories import ticket_created
+from routing_factories import delivered, ticket_created
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
-from helpdesk_shared.contracts import EventEnvelope, Priority, TicketAnswerDelivered, TicketClassified
+from helpdesk_shared.contracts import EventEnvelope, Priority, TicketClassified
 from routing_service import config_cache, sla
 from routing_service.app import create_app
 from routing_service.config_cache import ConfigCache
@@ -225,16 +225,7 @@ async def test_starting_clocks_again_keeps_a_clock_that_already_moved(cfg: Servi
     event = ticket_created(created_at=start)
     assert await handle(cfg, event)
     ticket_id = event.data.ticket_id
-    delivered = TicketAnswerDelivered(
-        ticket_id=ticket_id,
-        answer_id=uuid.uuid4(),
-        answer_version=1,
-        message_id=uuid.uuid4(),
-        channel="web",
-        first_response=True,
-        delivered_at=start + timedelta(minutes=5),
-    )
-    assert await handle(cfg, EventEnvelope.wrap(delivered, source="/helpdesk/intake", subject=str(ticket_id)))
+    assert await handle(cfg, delivered(ticket_id, start + timedelta(minutes=5)))
     async with cfg.uow() as uow:
         again = await sla.start_timers(uow, event.data, difficult=True, priority=Priority.URGENT)
         await uow.commit()

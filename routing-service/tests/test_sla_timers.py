@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from routing_factories import delivered
 from sqlalchemy import delete, select, update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
@@ -27,7 +28,6 @@ from helpdesk_shared.contracts import (
     Priority,
     SlaBreached,
     SlaWarning,
-    TicketAnswerDelivered,
     TicketClassified,
     TicketClosed,
     TicketCreated,
@@ -88,20 +88,6 @@ def created(at: datetime, **overrides: Any) -> EventEnvelope[Any]:
         "created_at": at,
     }
     return wrap(TicketCreated(**(fields | overrides)))
-
-
-def delivered(ticket_id: uuid.UUID, at: datetime) -> EventEnvelope[Any]:
-    return wrap(
-        TicketAnswerDelivered(
-            ticket_id=ticket_id,
-            answer_id=uuid.uuid4(),
-            answer_version=1,
-            message_id=uuid.uuid4(),
-            channel="web",
-            first_response=True,
-            delivered_at=at,
-        )
-    )
 
 
 def reopened(ticket_id: uuid.UUID, at: datetime, previous: TicketStatus) -> EventEnvelope[Any]:
