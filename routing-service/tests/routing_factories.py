@@ -170,3 +170,14 @@ async def domain_rule(routing: ServiceHarness, domain: str) -> str:
     )
     assert response.status_code == 201, response.text
     return keyword
+
+
+async def team_with_lead(routing: ServiceHarness, *domains: str) -> tuple[str, list[str]]:
+    """An isolated team: its lead (two slots) and a specialist (five slots) per domain."""
+    await isolated_team(routing)  # everyone else offline, empty queue
+    lead = await agent(routing, name="組長", roles=["lead"], domains=[], max_concurrent=2)
+    team_id = await team(routing, lead_id=lead)
+    members = [
+        await agent(routing, team_id=team_id, domains=[domain], max_concurrent=5) for domain in domains
+    ]
+    return lead, members

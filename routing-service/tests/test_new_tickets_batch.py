@@ -19,9 +19,9 @@ from routing_factories import (
     load_of,
     owner_of,
     published,
+    team_with_lead,
     ticket_created,
 )
-from test_skills_and_leads import team_with_lead
 
 from helpdesk_runtime.testing import ServiceHarness
 from helpdesk_shared.contracts import EventEnvelope, TicketKind

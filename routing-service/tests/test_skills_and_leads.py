@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from routing_factories import ADMIN, domain_rule, isolated_team, ticket_created
+from routing_factories import ADMIN, agent, domain_rule, isolated_team, team, team_with_lead, ticket_created
 from sqlalchemy import delete, select
 
 from helpdesk_runtime.testing import ServiceHarness
@@ -22,42 +22,6 @@ async def handle(routing: ServiceHarness, event: EventEnvelope[Any]) -> uuid.UUI
         return await uow.session.scalar(
             select(Assignment.agent_id).where(Assignment.ticket_id == event.data.ticket_id)
         )
-
-
-async def team_with_lead(routing: ServiceHarness, *domains: str) -> tuple[str, list[str]]:
-    await isolated_team(routing)  # everyone else offline, empty queue
-    lead = (
-        await routing.client.post(
-            "/v1/agents",
-            headers=ADMIN,
-            json={
-                "name": "組長",
-                "roles": ["lead"],
-                "domains": [],
-                "max_concurrent": 2,
-            },
-        )
-    ).json()
-    team = (
-        await routing.client.post(
-            "/v1/teams", headers=ADMIN, json={"name": f"team-{uuid.uuid4()}", "lead_id": lead["id"]}
-        )
-    ).json()
-    members = []
-    for domain in domains:
-        member = await routing.client.post(
-            "/v1/agents",
-            headers=ADMIN,
-            json={
-                "name": "專員",
-                "team_id": team["id"],
-                "roles": ["specialist"],
-                "domains": [domain],
-                "max_concurrent": 5,
-            },
-        )
-        members.append(member.json()["id"])
-    return lead["id"], members
 
 
 async def test_complaints_go_to_the_team_lead(routing: ServiceHarness) -> None:
@@ -135,27 +99,10 @@ async def test_a_difficult_ticket_goes_to_the_lead_of_the_team_the_queue_files_i
     keyword = await domain_rule(routing, domain)
     leads = {}
     for name, levels in (("many-juniors", [1, 1]), ("one-expert", [5])):
-        lead = await routing.client.post(
-            "/v1/agents", headers=ADMIN, json={"name": f"組長 {name}", "roles": ["lead"], "max_concurrent": 3}
-        )
-        team = await routing.client.post(
-            "/v1/teams", headers=ADMIN, json={"name": f"{name}-{uuid.uuid4()}", "lead_id": lead.json()["id"]}
-        )
+        leads[name] = await agent(routing, name=f"組長 {name}", roles=["lead"])
+        team_id = await team(routing, name=f"{name}-{uuid.uuid4()}", lead_id=leads[name])
         for level in levels:
-            member = await routing.client.post(
-                "/v1/agents",
-                headers=ADMIN,
-                json={
-                    "name": "專員",
-                    "team_id": team.json()["id"],
-                    "roles": ["specialist"],
-                    "domains": [domain],
-                    "skill_levels": {domain: level},
-                    "max_concurrent": 3,
-                },
-            )
-            assert member.status_code == 201, member.text
-        leads[name] = lead.json()["id"]
+            await agent(routing, team_id=team_id, domains=[domain], skill_levels={domain: level})
 
     complaint = ticket_created(kind=TicketKind.COMPLAINT, subject=f"{keyword} 投訴")
     assert str(await handle(routing, complaint)) == leads["one-expert"]
