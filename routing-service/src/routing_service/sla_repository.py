@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, time
 from functools import lru_cache
 
@@ -84,15 +84,8 @@ def _cached(
 
 
 def criteria(policy: SlaPolicy | PolicySnapshot) -> PolicyCriteria:
-    return PolicyCriteria(
-        id=policy.id,
-        precedence=policy.precedence,
-        created_at=policy.created_at,
-        kind=policy.kind,
-        priority=policy.priority,
-        difficult=policy.difficult,
-        channel=policy.channel,
-    )
+    """What a policy is matched on (the same-named attributes of a row or a snapshot)."""
+    return PolicyCriteria(**{f.name: getattr(policy, f.name) for f in fields(PolicyCriteria)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,21 +108,8 @@ class PolicySnapshot:
 
     @classmethod
     def of(cls, row: SlaPolicy) -> PolicySnapshot:
-        return cls(
-            id=row.id,
-            precedence=row.precedence,
-            created_at=row.created_at,
-            kind=row.kind,
-            priority=row.priority,
-            difficult=row.difficult,
-            channel=row.channel,
-            first_response_minutes=row.first_response_minutes,
-            resolution_working_days=row.resolution_working_days,
-            warning_share=row.warning_share,
-            pause_when_waiting_on_customer=row.pause_when_waiting_on_customer,
-            calendar_id=row.calendar_id,
-            active=row.active,
-        )
+        """The row's same-named columns, copied out of the session."""
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True, slots=True)
