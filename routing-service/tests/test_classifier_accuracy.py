@@ -60,3 +60,17 @@ def test_a_stored_model_predicts_exactly_as_the_trained_one_and_fast(model: Trai
         loaded.predict(text)
     per_ticket_ms = (time.perf_counter() - started) * 1000 / len(valid)
     assert per_ticket_ms < LATENCY_BAR_MS, f"{per_ticket_ms:.3f} ms per prediction"
+
+
+def test_predicting_many_texts_together_gives_each_one_its_own_prediction(model: TrainedModel) -> None:
+    valid = [text for text, _ in load("valid")][:300]
+    # Texts without a single known term (their rows keep the intercept) in the middle of a run.
+    texts = valid[:50] + ["", "zzqx@@", "！！！"] + valid[50:]
+    together = model.predict_many(texts, top=3)
+    alone = [model.predict(text, top=3) for text in texts]
+    assert [p.domain for p in together] == [p.domain for p in alone]
+    for batch, single in zip(together, alone, strict=True):
+        assert [d for d, _ in batch.domains] == [d for d, _ in single.domains]
+        assert [s for _, s in batch.domains] == pytest.approx([s for _, s in single.domains], abs=1e-12)
+    assert model.predict_many([]) == []
+    assert model.predict_many(texts[:1], top=3) == alone[:1]

@@ -41,6 +41,7 @@ from routing_service.domain.classifier import (
     FORMAT_VERSION,
     ModelFormatError,
     NotEnoughData,
+    Prediction,
     TrainedModel,
     train,
 )
@@ -345,17 +346,32 @@ class Classifier:
 
     def decide(self, ticket: TicketCreated) -> tuple[Decision, int | None]:
         """A new ticket's domain, urgency and difficulty, and the model version if the model decided."""
-        facts = TicketFacts(
-            kind=ticket.kind,
-            priority=ticket.priority,
-            urgent_detected=ticket.urgent_detected,
-            customer_vip=ticket.customer_vip,
-            category_hint=ticket.category_hint,
-        )
-        decision = _decide_with(self.config.rules, ticket_text(ticket), facts, self.model)
-        CLASSIFICATIONS.labels(decision.source, str(decision.difficult).lower()).inc()
-        model_decided = self.model is not None and decision.source == "model"
-        return decision, self.config.version if model_decided else None
+        return self.decide_many([ticket])[0]
+
+    def decide_many(self, tickets: Sequence[TicketCreated]) -> list[tuple[Decision, int | None]]:
+        """`decide` for each ticket of a run; the model scores the texts no rule decided together."""
+        texts = [ticket_text(t) for t in tickets]
+        outcomes = [apply_rules(self.config.rules, text) for text in texts]
+        predictions: list[Prediction | None] = [None] * len(tickets)
+        if self.model is not None:
+            undecided = [i for i, outcome in enumerate(outcomes) if outcome.domain is None]
+            scored = self.model.predict_many([texts[i] for i in undecided], top=TOP_DOMAINS)
+            for i, prediction in zip(undecided, scored, strict=True):
+                predictions[i] = prediction
+        results = []
+        for ticket, outcome, prediction in zip(tickets, outcomes, predictions, strict=True):
+            facts = TicketFacts(
+                kind=ticket.kind,
+                priority=ticket.priority,
+                urgent_detected=ticket.urgent_detected,
+                customer_vip=ticket.customer_vip,
+                category_hint=ticket.category_hint,
+            )
+            decision = decide(rules=outcome, prediction=prediction, facts=facts)
+            CLASSIFICATIONS.labels(decision.source, str(decision.difficult).lower()).inc()
+            model_decided = self.model is not None and decision.source == "model"
+            results.append((decision, self.config.version if model_decided else None))
+        return results
 
 
 async def current_classifier(session: AsyncSession) -> Classifier:

@@ -80,7 +80,7 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
     # meanwhile) queues its tickets at a time after that run's assignments, never before.
     now = datetime.now(UTC)
     classifier = await classification.current_classifier(uow.session)
-    decided = [_Routed(t, *classifier.decide(t)) for t in fresh]
+    decided = [_Routed(t, *d) for t, d in zip(fresh, classifier.decide_many(fresh), strict=True)]
     clocks = {  # planned in memory (the configuration snapshot), started with the remembering
         r.ticket.ticket_id: await sla.plan_timers(
             uow, r.ticket, difficult=r.decision.difficult, priority=r.priority

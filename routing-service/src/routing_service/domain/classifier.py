@@ -126,9 +126,40 @@ class _Block:
         weights /= math.sqrt(float(weights @ weights))
         out += weights @ self.coef[idx]
 
+    def scores_many(self, term_lists: Sequence[list[str]], out: Floats) -> None:
+        """`scores` for several documents at once: `out` has a row per document.
+
+        The per-document numpy calls (a dozen tiny arrays each) are what a prediction costs, not
+        the arithmetic, so the documents' terms are laid end to end and every step runs once:
+        row sums by `reduceat` over each document's first term.
+        """
+        vocab = self.vocab
+        columns: list[int] = []
+        tfs: list[int] = []
+        starts: list[int] = []
+        rows: list[int] = []
+        for row, terms in enumerate(term_lists):
+            counts: dict[int, int] = {}
+            for term in terms:
+                j = vocab.get(term)
+                if j is not None:
+                    counts[j] = counts.get(j, 0) + 1
+            if counts:  # a document without known terms keeps its row as it is
+                starts.append(len(columns))
+                rows.append(row)
+                columns += counts
+                tfs += counts.values()
+        if not rows:
+            return
+        idx: Ints = np.array(columns, dtype=np.intp)
+        weights = (1.0 + np.log(np.array(tfs, dtype=np.float64))) * self.idf[idx]
+        norms = np.sqrt(np.add.reduceat(weights * weights, starts))
+        sums = np.add.reduceat(self.coef[idx] * weights[:, None], starts, axis=0)
+        out[rows] += sums / norms[:, None]
+
 
 class TrainedModel:
-    """A fitted classifier: `predict` one text, `serialize` to bytes, `load` them back."""
+    """A fitted classifier: `predict` one text (or `predict_many`), `serialize` to bytes, `load` them back."""
 
     def __init__(self, info: ModelInfo, words: _Block, chars: _Block, intercept: Floats) -> None:
         self.info = info
@@ -158,6 +189,27 @@ class TrainedModel:
         order = np.argsort(-probs, kind="stable")[: max(top, 1)]
         ranked = [(self.info.classes[i], float(probs[i])) for i in order]
         return Prediction(domain=ranked[0][0], confidence=ranked[0][1], domains=ranked)
+
+    def predict_many(self, texts: Sequence[str], *, top: int = 5) -> list[Prediction]:
+        """`predict` for each text, computed together: a routing run classifies its new tickets
+        in one go at about half the CPU per ticket (one text alone takes the one-text path)."""
+        if len(texts) <= 1:
+            return [self.predict(text, top=top) for text in texts]
+        normalised = [normalise(text) for text in texts]
+        margins = np.tile(self._intercept, (len(texts), 1))
+        self._words.scores_many([word_terms(n) for n in normalised], margins)
+        self._chars.scores_many([char_terms(n, self._low, self._high) for n in normalised], margins)
+        z = margins * self.info.scale
+        z -= z.max(axis=1, keepdims=True)
+        probs = np.exp(z)
+        probs /= probs.sum(axis=1, keepdims=True)
+        order = np.argsort(-probs, axis=1, kind="stable")[:, : max(top, 1)]
+        classes = self.info.classes
+        predictions = []
+        for row, ranks in zip(probs, order.tolist(), strict=True):
+            ranked = [(classes[i], float(row[i])) for i in ranks]
+            predictions.append(Prediction(domain=ranked[0][0], confidence=ranked[0][1], domains=ranked))
+        return predictions
 
     def serialize(self) -> bytes:
         info = self.info
