@@ -79,7 +79,8 @@ def runs_per_second(texts: list[str], fn: Callable[[list[str]], object], run: in
     for chunk in runs:
         fn(chunk)
     elapsed = time.perf_counter() - started
-    return {"run": run, "per_second": round(len(texts) / elapsed, 1), "mean_us": round(elapsed / len(texts) * 1e6, 1)}
+    per_text = elapsed / len(texts)
+    return {"run": run, "per_second": round(1 / per_text, 1), "mean_us": round(per_text * 1e6, 1)}
 
 
 def per_domain(results: list[tuple[str, str]]) -> dict[str, dict[str, float]]:

@@ -65,7 +65,7 @@ def test_a_stored_model_predicts_exactly_as_the_trained_one_and_fast(model: Trai
 def test_predicting_many_texts_together_gives_each_one_its_own_prediction(model: TrainedModel) -> None:
     valid = [text for text, _ in load("valid")][:300]
     # Texts without a single known term (their rows keep the intercept) in the middle of a run.
-    texts = valid[:50] + ["", "zzqx@@", "！！！"] + valid[50:]
+    texts = [*valid[:50], "", "zzqx@@", "！！！", *valid[50:]]
     together = model.predict_many(texts, top=3)
     alone = [model.predict(text, top=3) for text in texts]
     assert [p.domain for p in together] == [p.domain for p in alone]
