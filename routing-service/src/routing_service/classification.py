@@ -356,8 +356,8 @@ class Classifier:
         if self.model is not None:
             undecided = [i for i, outcome in enumerate(outcomes) if outcome.domain is None]
             scored = self.model.predict_many([texts[i] for i in undecided], top=TOP_DOMAINS)
-            for i, prediction in zip(undecided, scored, strict=True):
-                predictions[i] = prediction
+            for i, scores in zip(undecided, scored, strict=True):
+                predictions[i] = scores
         results = []
         for ticket, outcome, prediction in zip(tickets, outcomes, predictions, strict=True):
             facts = TicketFacts(
