@@ -44,10 +44,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
@@ -158,12 +159,23 @@ def _apportion(mix: collections.Counter[str], seats: int) -> list[str]:
 # ---- the load ---------------------------------------------------------------------------------
 
 
+class Decided(NamedTuple):
+    """A decision as the load generator read it back, with the times along its way (epoch seconds)."""
+
+    type: str
+    read_at: float
+    made_at: float
+    """The decision's own stamp (`assigned_at` / `queued_at`), taken inside routing's transaction."""
+    relayed_at: float
+    """The Kafka record's timestamp: set by routing's outbox relay as it sent the event."""
+
+
 @dataclass
 class Run:
     sent_at: dict[uuid.UUID, float] = field(default_factory=dict)
     """Ticket → wall time its ticket.created was handed to the producer."""
     measured: set[uuid.UUID] = field(default_factory=set)
-    decided: dict[uuid.UUID, tuple[str, float, float]] = field(default_factory=dict)
+    decided: dict[uuid.UUID, Decided] = field(default_factory=dict)
     """Ticket → (decision type, wall time it was read, wall time routing made it)."""
     duplicates: int = 0
     produce_seconds: float = 0.0
@@ -247,7 +259,11 @@ async def consume(consumer: AIOKafkaConsumer, run: Run, stop: asyncio.Event) -> 
                     run.duplicates += 1  # a relay copy, or a dequeue after a queueing: first one counts
                     continue
                 made = data["assigned_at"] if event["type"] == ASSIGNED else data["queued_at"]
-                run.decided[ticket_id] = (event["type"], received, datetime.fromisoformat(made).timestamp())
+                # The record's timestamp is set by routing's relay as it sends: it splits the time
+                # after the decision into the commit and relay, and the delivery to this reader.
+                run.decided[ticket_id] = Decided(
+                    event["type"], received, datetime.fromisoformat(made).timestamp(), record.timestamp / 1000
+                )
 
 
 async def load(bootstrap: str, prefix: str, setup: Setup, args: argparse.Namespace) -> Run:
@@ -347,10 +363,15 @@ def report(run: Run, setup: Setup, args: argparse.Namespace, infra_note: dict[st
     def latencies(kind: str | None, *, made: bool = False) -> list[float]:
         out = []
         for t in seen:
-            decision, received, decided_at = run.decided[t]
-            if kind is None or decision == kind:
-                out.append(((decided_at if made else received) - run.sent_at[t]) * 1000)
+            d = run.decided[t]
+            if kind is None or d.type == kind:
+                out.append(((d.made_at if made else d.read_at) - run.sent_at[t]) * 1000)
         return out
+
+    def leg(start: Callable[[Decided], float], end: Callable[[Decided], float]) -> dict[str, Any]:
+        """Percentiles of one leg of the assigned tickets' way."""
+        decided = [run.decided[t] for t in seen if run.decided[t].type == ASSIGNED]
+        return percentiles([(end(d) - start(d)) * 1000 for d in decided])
 
     # With a slot for every ticket, an undecided ticket would have been assigned: it counts there.
     assigned = percentiles(latencies(ASSIGNED), undecided=undecided)
@@ -359,13 +380,13 @@ def report(run: Run, setup: Setup, args: argparse.Namespace, infra_note: dict[st
         value = assigned[f"{name}_ms"]
         checks[name] = {"target_ms": target, "value_ms": value, "pass": value is not None and value <= target}
     window_start = min(run.sent_at[t] for t in measured) if measured else 0.0
-    decided_all = [run.decided[t][1] for t in run.sent_at if t in run.decided]
+    decided_all = [run.decided[t].read_at for t in run.sent_at if t in run.decided]
     first_send = min(run.sent_at.values(), default=0.0)
     throughput = len(decided_all) / (max(decided_all) - first_send) if decided_all else 0.0
     buckets = []
     for start in range(0, math.ceil(args.duration), 10):
         bucket = [t for t in measured if start <= run.sent_at[t] - window_start < start + 10]
-        in_bucket = [(run.decided[t][1] - run.sent_at[t]) * 1000 for t in bucket if t in run.decided]
+        in_bucket = [(run.decided[t].read_at - run.sent_at[t]) * 1000 for t in bucket if t in run.decided]
         buckets.append({"from_s": start, **percentiles(in_bucket, undecided=len(bucket) - len(in_bucket))})
     return {
         "benchmark": "ticket.created → ticket.assigned latency",
@@ -406,6 +427,8 @@ def report(run: Run, setup: Setup, args: argparse.Namespace, infra_note: dict[st
             "queued": percentiles(latencies(QUEUED)),
             "any_decision": percentiles(latencies(None), undecided=undecided),
             "decision_made_assigned": percentiles(latencies(ASSIGNED, made=True), undecided=undecided),
+            "assigned_made_to_relayed": leg(lambda d: d.made_at, lambda d: d.relayed_at),
+            "assigned_relayed_to_read": leg(lambda d: d.relayed_at, lambda d: d.read_at),
         },
         "per_10s_any_decision": buckets,
         "targets": checks,
@@ -460,6 +483,8 @@ def markdown(result: dict[str, Any]) -> str:
         row("ticket.queued", lat["queued"]),
         row("any decision", lat["any_decision"]),
         row("routing decided (assigned_at − publish)", lat["decision_made_assigned"]),
+        row("then committed and relayed (record timestamp − assigned_at)", lat["assigned_made_to_relayed"]),
+        row("then delivered to the reader (read − record timestamp)", lat["assigned_relayed_to_read"]),
         "",
         "| target (ticket.assigned) | value | verdict |",
         "|---|---:|---|",
