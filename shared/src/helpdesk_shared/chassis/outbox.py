@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +28,9 @@ from aiokafka.errors import (
     InvalidTimestampError,
     MessageSizeTooLargeError,
 )
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -66,6 +70,46 @@ _LOCK_AND_SELECT_PENDING = (
 _MARK_PUBLISHED = f"UPDATE {OUTBOX.name} SET published_at = now() WHERE seq = ANY($1::bigint[])"
 
 
+# The producer's largest request (aiokafka's default, under the broker's default message size).
+_MAX_REQUEST_BYTES = 1_048_576
+_PARTITIONER = DefaultPartitioner()
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One record batch of a relay pass: its topic partition and the rows appended to it."""
+
+    topic: str
+    partition: int
+    builder: BatchBuilder
+    rows: list[Any] = field(default_factory=list)
+
+    def add(self, row: Any, record: tuple[bytes | None, bytes, list[tuple[str, bytes]]]) -> bool:
+        """Append the row's record; False when the batch is full (an empty one takes any record)."""
+        key, value, headers = record
+        if self.builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            return False
+        self.rows.append(row)
+        return True
+
+
+def _record(row: Any) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """Key, value and headers of an outbox row's Kafka record (raises a record error if it can
+    never be sent: headers that are not an object, or a record larger than a request)."""
+    headers = orjson.loads(row["headers"])
+    if not isinstance(headers, dict):
+        raise CorruptRecordException(f"outbox headers are not an object: {row['headers']!r}")
+    key = row["key"].encode() if row["key"] else None
+    value = row["payload"].encode()
+    record_headers = [(k, str(v).encode()) for k, v in headers.items()]
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, record_headers)
+    if size > _MAX_REQUEST_BYTES:
+        raise MessageSizeTooLargeError(
+            f"The record is {size} bytes, more than the largest request ({_MAX_REQUEST_BYTES} bytes)"
+        )
+    return key, value, record_headers
+
+
 def new_producer(settings: ServiceSettings, **overrides: Any) -> AIOKafkaProducer:
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
@@ -78,6 +122,7 @@ def new_producer(settings: ServiceSettings, **overrides: Any) -> AIOKafkaProduce
         # full batch makes the next send wait for a broker round trip (a dozen events each), so a
         # pass of hundreds of events took dozens of round trips. Under the broker's 1 MB limit.
         "max_batch_size": 512 * 1024,
+        "max_request_size": _MAX_REQUEST_BYTES,
         "request_timeout_ms": 10_000,
         "retry_backoff_ms": 200,
     }
@@ -181,32 +226,62 @@ class OutboxRelay:
         return len(seqs)
 
     async def _send_all(self, rows: Sequence[Any]) -> dict[int, Exception]:
-        """Send in order and await every ack; returns the rows the broker can never accept."""
+        """Send in order and await every ack; returns the rows the broker can never accept.
+
+        Rows go out as record batches built here, one per topic partition (the producer's own
+        `send` costs about twice the CPU per record: a future, a partition lookup and an
+        accumulator round per call, paid after every commit in every service). The partition is
+        the one `send` would choose — the Java client's murmur2 of the key — so every event of
+        an aggregate stays on one partition, in order.
+        """
         producer = await self._ensure_producer()
         rejected: dict[int, Exception] = {}
-        acks: list[tuple[int, asyncio.Future[Any]]] = []
-        # Enqueued in order: the idempotent producer keeps per-partition order.
+        partitions: dict[str, list[int]] = {}
+        open_batches: dict[tuple[str, int], _Batch] = {}
+        batches: list[_Batch] = []
         for row in rows:
             try:
-                headers = orjson.loads(row["headers"])
-                if not isinstance(headers, dict):
-                    raise CorruptRecordException(f"outbox headers are not an object: {row['headers']!r}")
-                ack = await producer.send(
-                    row["topic"],
-                    value=row["payload"].encode(),
-                    key=row["key"].encode() if row["key"] else None,
-                    headers=[(k, str(v).encode()) for k, v in headers.items()],
-                )
+                record = _record(row)
             except _RECORD_ERRORS as exc:
                 rejected[row["seq"]] = exc
                 continue
-            acks.append((row["seq"], ack))
-        results = await asyncio.gather(*(ack for _, ack in acks), return_exceptions=True)
-        for (seq, _), result in zip(acks, results, strict=True):
+            topic = row["topic"]
+            if topic not in partitions:
+                partitions[topic] = sorted(await producer.partitions_for(topic))
+            partition = _PARTITIONER(record[0], partitions[topic], partitions[topic])
+            batch = open_batches.get((topic, partition))
+            if batch is None or not batch.add(row, record):
+                # A full batch is followed by another for the same partition: sent in this order,
+                # the producer keeps them in order (it takes one only after the previous left).
+                batch = open_batches[(topic, partition)] = _Batch(topic, partition, producer.create_batch())
+                batches.append(batch)
+                batch.add(row, record)
+        acks = [await producer.send_batch(b.builder, b.topic, partition=b.partition) for b in batches]
+        results = await asyncio.gather(*acks, return_exceptions=True)
+        for batch, result in zip(batches, results, strict=True):
             if isinstance(result, _RECORD_ERRORS):
-                rejected[seq] = result
+                # The broker refused the batch for a record in it: find which, one at a time.
+                rejected.update(await self._send_one_by_one(batch.rows))
             elif isinstance(result, BaseException):
                 raise result
+        return rejected
+
+    async def _send_one_by_one(self, rows: Sequence[Any]) -> dict[int, Exception]:
+        """Send each row alone, in order; returns those the broker refused.
+
+        A refused batch leaves the idempotent producer's sequence numbers for its partition
+        ahead of the broker's, so a fresh producer sends the first row and each after a refusal.
+        """
+        rejected: dict[int, Exception] = {}
+        await self._reset_producer()
+        for row in rows:
+            key, value, headers = _record(row)  # it passed these checks when it was batched
+            producer = await self._ensure_producer()
+            try:
+                await (await producer.send(row["topic"], value=value, key=key, headers=headers))
+            except _RECORD_ERRORS as exc:
+                rejected[row["seq"]] = exc
+                await self._reset_producer()
         return rejected
 
     async def _park(self, session: AsyncSession, row: Any, error: Exception) -> None:
