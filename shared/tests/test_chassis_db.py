@@ -1,4 +1,5 @@
-"""The engine's connection pool on a real PostgreSQL: idle connections are pinged, busy ones not."""
+"""The engine's connection pool on a real PostgreSQL: idle connections are pinged, busy ones not;
+the driver connection under a session's transaction."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from helpdesk_runtime.pytest_plugin import Infra
-from helpdesk_shared.chassis.db import create_engine
+from helpdesk_shared.chassis.db import create_engine, create_sessionmaker, driver_connection
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,23 @@ async def test_within_the_window_a_dead_connection_fails_once_then_is_replaced(
 
     assert await backend_pid(pool) != first
     assert pings == []
+
+
+async def test_the_driver_connection_is_reused_within_a_transaction_and_begins_each_new_one(
+    engine: Engine,
+) -> None:
+    sessions = create_sessionmaker(engine(ping_idle_after=60.0))
+    async with sessions() as session:
+        driver = await driver_connection(session)
+        await driver.execute("CREATE TABLE IF NOT EXISTS driver_cache_probe (n int)")
+        assert await driver_connection(session) is driver
+        await session.commit()
+        # A new transaction: the statements below must be inside it, not committed one by one.
+        again = await driver_connection(session)
+        await again.execute("INSERT INTO driver_cache_probe VALUES (1)")
+        assert again.is_in_transaction()
+        await session.rollback()
+        after = await driver_connection(session)
+        assert after.is_in_transaction()
+        assert await after.fetchval("SELECT count(*) FROM driver_cache_probe") == 0  # rolled back
+        await session.rollback()
