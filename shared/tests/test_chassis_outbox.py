@@ -208,22 +208,30 @@ async def test_relay_against_an_unreachable_broker_keeps_rows_and_records_the_fa
     assert "Kafka" in row.last_error
 
 
+async def commit_a_big_row_between_two_events(
+    sessions: Sessions, topic: str, *, blob_bytes: int, keys: tuple[str, str, str]
+) -> None:
+    """`HD-before`, a row with a `blob_bytes` payload, `HD-after` — keyed `keys` — in one commit."""
+    before, big, after = keys
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+        uow.publish(created(uuid.uuid4(), "HD-before"), subject=before)
+        uow.add_outbox_message(
+            topic=topic,
+            key=big,
+            event_id=uuid.uuid4(),
+            event_type="test.big",
+            payload={"blob": "x" * blob_bytes},
+            headers={},
+        )
+        uow.publish(created(uuid.uuid4(), "HD-after"), subject=after)
+        await uow.commit()
+
+
 async def test_a_row_the_broker_can_never_accept_is_parked_and_does_not_block_the_others(
     db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any, read_topic: Any
 ) -> None:
     topic = new_topic("outbox")
-    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
-        uow.publish(created(uuid.uuid4(), "HD-before"), subject="a")
-        uow.add_outbox_message(
-            topic=topic,
-            key="big",
-            event_id=uuid.uuid4(),
-            event_type="test.big",
-            payload={"blob": "x" * 1_100_000},
-            headers={},
-        )
-        uow.publish(created(uuid.uuid4(), "HD-after"), subject="b")
-        await uow.commit()
+    await commit_a_big_row_between_two_events(sessions, topic, blob_bytes=1_100_000, keys=("a", "big", "b"))
     relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
     try:
         assert await relay.publish_pending() == 3
@@ -254,18 +262,7 @@ async def test_a_batch_the_broker_refuses_is_sent_again_record_by_record_to_park
         await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "4000"})])
     finally:
         await admin.close()
-    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
-        uow.publish(created(uuid.uuid4(), "HD-before"), subject="same")
-        uow.add_outbox_message(
-            topic=topic,
-            key="same",
-            event_id=uuid.uuid4(),
-            event_type="test.too-big-for-the-topic",
-            payload={"blob": "x" * 6_000},
-            headers={},
-        )
-        uow.publish(created(uuid.uuid4(), "HD-after"), subject="same")
-        await uow.commit()
+    await commit_a_big_row_between_two_events(sessions, topic, blob_bytes=6_000, keys=("same",) * 3)
     relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
     try:
         assert await relay.publish_pending() == 3
