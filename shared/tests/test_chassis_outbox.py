@@ -276,6 +276,41 @@ async def test_a_batch_the_broker_refuses_is_sent_again_record_by_record_to_park
     assert numbers == ["HD-before", "HD-after"]
 
 
+async def test_after_a_refused_batch_its_partition_s_rows_are_resent_in_order(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, read_topic: Any
+) -> None:
+    # 132 rows of ~4 KB on one partition make two record batches: ~130 rows fill the first
+    # (512 KB), the rest make a second of ~10 KB. The topic takes 20 KB per batch: the first is
+    # refused, the second would be taken — ahead of the first's rows, had it been sent alongside.
+    count = 132
+    topic = f"t{infra.run_id}.chassis.outbox-two-batches.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "20000"})])
+    finally:
+        await admin.close()
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+        for n in range(count):
+            uow.add_outbox_message(
+                topic=topic,
+                key="same",
+                event_id=uuid.uuid4(),
+                event_type="test.medium",
+                payload={"n": n, "blob": "x" * 4_000},
+                headers={},
+            )
+        await uow.commit()
+    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
+    try:
+        assert await relay.publish_pending() == count
+    finally:
+        await relay.stop()
+    assert all(row.published_at is not None for row in await outbox_rows(sessions, topic))
+    records = await read_topic(topic, count)
+    assert [orjson.loads(r.value)["n"] for r in sorted(records, key=lambda r: r.offset)] == list(range(count))
+
+
 async def test_housekeeping_forgets_inbox_rows_older_than_the_retention(
     db: tuple[str, Sessions], sessions: Sessions, infra: Infra
 ) -> None:

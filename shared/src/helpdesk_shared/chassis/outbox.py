@@ -228,7 +228,7 @@ class OutboxRelay:
     async def _send_all(self, rows: Sequence[Any]) -> dict[int, Exception]:
         """Send in order and await every ack; returns the rows the broker can never accept.
 
-        Rows go out as record batches built here, one per topic partition (the producer's own
+        Rows go out as record batches built here, one per topic partition and 512 KB (the producer's own
         `send` costs about twice the CPU per record: a future, a partition lookup and an
         accumulator round per call, paid after every commit in every service). The partition is
         the one `send` would choose — the Java client's murmur2 of the key — so every event of
@@ -237,8 +237,7 @@ class OutboxRelay:
         producer = await self._ensure_producer()
         rejected: dict[int, Exception] = {}
         partitions: dict[str, list[int]] = {}
-        open_batches: dict[tuple[str, int], _Batch] = {}
-        batches: list[_Batch] = []
+        batches: dict[tuple[str, int], list[_Batch]] = {}  # per topic partition, in row order
         for row in rows:
             try:
                 record = _record(row)
@@ -249,21 +248,28 @@ class OutboxRelay:
             if topic not in partitions:
                 partitions[topic] = sorted(await producer.partitions_for(topic))
             partition = _PARTITIONER(record[0], partitions[topic], partitions[topic])
-            batch = open_batches.get((topic, partition))
-            if batch is None or not batch.add(row, record):
-                # A full batch is followed by another for the same partition: sent in this order,
-                # the producer keeps them in order (it takes one only after the previous left).
-                batch = open_batches[(topic, partition)] = _Batch(topic, partition, producer.create_batch())
-                batches.append(batch)
-                batch.add(row, record)
-        acks = [await producer.send_batch(b.builder, b.topic, partition=b.partition) for b in batches]
-        results = await asyncio.gather(*acks, return_exceptions=True)
-        for batch, result in zip(batches, results, strict=True):
-            if isinstance(result, _RECORD_ERRORS):
-                # The broker refused the batch for a record in it: find which, one at a time.
-                rejected.update(await self._send_one_by_one(batch.rows))
-            elif isinstance(result, BaseException):
-                raise result
+            queue = batches.setdefault((topic, partition), [])
+            if not queue or not queue[-1].add(row, record):
+                queue.append(_Batch(topic, partition, producer.create_batch()))
+                queue[-1].add(row, record)
+        # One batch per partition at a time (a partition's next only once the broker took its
+        # previous: more than one is rare, a pass rarely fills 512 KB of one partition). A refused
+        # batch and everything after it on its partition are resent row by row at the end, when
+        # nothing else is in flight: the partition's order is kept and only the culprit parked.
+        resend: list[Any] = []
+        while batches:
+            sending = [(tp, queue.pop(0)) for tp, queue in batches.items()]
+            acks = [await producer.send_batch(b.builder, b.topic, partition=b.partition) for _, b in sending]
+            results = await asyncio.gather(*acks, return_exceptions=True)
+            for (tp, batch), result in zip(sending, results, strict=True):
+                if isinstance(result, _RECORD_ERRORS):
+                    resend += batch.rows + [row for later in batches[tp] for row in later.rows]
+                    batches[tp].clear()
+                elif isinstance(result, BaseException):
+                    raise result
+            batches = {tp: queue for tp, queue in batches.items() if queue}
+        if resend:
+            rejected.update(await self._send_one_by_one(sorted(resend, key=lambda row: row["seq"])))
         return rejected
 
     async def _send_one_by_one(self, rows: Sequence[Any]) -> dict[int, Exception]:
