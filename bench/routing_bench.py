@@ -176,7 +176,7 @@ class Run:
     """Ticket → wall time its ticket.created was handed to the producer."""
     measured: set[uuid.UUID] = field(default_factory=set)
     decided: dict[uuid.UUID, Decided] = field(default_factory=dict)
-    """Ticket → (decision type, wall time it was read, wall time routing made it)."""
+    """Ticket → its first decision as read back."""
     duplicates: int = 0
     produce_seconds: float = 0.0
     produced: int = 0
