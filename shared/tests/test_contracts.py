@@ -300,6 +300,18 @@ def test_parse_event_ignores_fields_added_by_a_newer_producer() -> None:
     }
 
 
+@pytest.mark.parametrize("form", ["bytes", "dict"])
+def test_parse_event_drops_cloudevents_extension_attributes_it_does_not_know(form: str) -> None:
+    raw = _raw_event(correlationid="req-7", partitionkey="abc", sampledrate=5)
+    event = parse_event(json.dumps(raw).encode() if form == "bytes" else raw)
+    assert event.correlationid == "req-7"
+    assert event.model_dump(mode="json") == {
+        k: v for k, v in raw.items() if k not in ("partitionkey", "sampledrate")
+    } | {"traceparent": None}
+    with pytest.raises(UnknownEventType):
+        parse_event({**raw, "type": "helpdesk.ticket.teleported.v1"})
+
+
 @pytest.mark.parametrize(
     "raw",
     [b"{not json", b"[]", json.dumps(_raw_event(specversion="0.3")), json.dumps(_raw_event(id="x"))],
