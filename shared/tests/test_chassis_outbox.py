@@ -250,18 +250,25 @@ async def test_a_row_the_broker_can_never_accept_is_parked_and_does_not_block_th
     assert numbers == ["HD-before", "HD-after"]
 
 
+async def topic_taking_at_most(infra: Infra, batch_bytes: int, *, label: str) -> str:
+    """A new one-partition topic whose broker refuses record batches over `batch_bytes`."""
+    topic = f"t{infra.run_id}.chassis.{label}.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        limit = {"max.message.bytes": str(batch_bytes)}
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=limit)])
+    finally:
+        await admin.close()
+    return topic
+
+
 async def test_a_batch_the_broker_refuses_is_sent_again_record_by_record_to_park_only_the_culprit(
     db: tuple[str, Sessions], sessions: Sessions, infra: Infra, read_topic: Any
 ) -> None:
     # The topic takes at most 4 KB per record batch: the pass's one batch (every row has the same
     # key) is refused for the 6 KB row; the relay then finds it by sending the rows one by one.
-    topic = f"t{infra.run_id}.chassis.outbox-small.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "4000"})])
-    finally:
-        await admin.close()
+    topic = await topic_taking_at_most(infra, 4_000, label="outbox-small")
     await commit_a_big_row_between_two_events(sessions, topic, blob_bytes=6_000, keys=("same",) * 3)
     relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
     try:
@@ -283,13 +290,7 @@ async def test_after_a_refused_batch_its_partition_s_rows_are_resent_in_order(
     # (512 KB), the rest make a second of ~10 KB. The topic takes 20 KB per batch: the first is
     # refused, the second would be taken — ahead of the first's rows, had it been sent alongside.
     count = 132
-    topic = f"t{infra.run_id}.chassis.outbox-two-batches.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "20000"})])
-    finally:
-        await admin.close()
+    topic = await topic_taking_at_most(infra, 20_000, label="outbox-two-batches")
     async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
         for n in range(count):
             uow.add_outbox_message(
