@@ -312,6 +312,34 @@ async def test_after_a_refused_batch_its_partition_s_rows_are_resent_in_order(
     assert [orjson.loads(r.value)["n"] for r in sorted(records, key=lambda r: r.offset)] == list(range(count))
 
 
+async def test_a_relay_whose_connection_died_fails_one_pass_and_the_next_has_a_new_connection(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any
+) -> None:
+    topic = new_topic("outbox-dead-connection")
+    # One pooled connection, never pinged: only telling the pool can get rid of a dead one.
+    engine = create_engine(db[0], pool_size=1, max_overflow=0, ping_idle_after=3600.0)
+    relay_sessions = create_sessionmaker(engine)
+    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), relay_sessions)
+    try:
+        for number in ("HD-DEAD-1", "HD-DEAD-2"):
+            async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+                ticket = uuid.uuid4()
+                uow.publish(created(ticket, number), subject=str(ticket))
+                await uow.commit()
+            if number == "HD-DEAD-1":
+                assert await relay.publish_pending() == 1
+                async with relay_sessions() as session:
+                    pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                async with sessions() as session:
+                    await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(Exception):  # noqa: B017 - which one depends on when the driver noticed
+            await relay.publish_pending()
+        assert await relay.publish_pending() == 1  # at once: the dead connection was replaced
+    finally:
+        await relay.stop()
+        await engine.dispose()
+
+
 async def test_housekeeping_forgets_inbox_rows_older_than_the_retention(
     db: tuple[str, Sessions], sessions: Sessions, infra: Infra
 ) -> None:
