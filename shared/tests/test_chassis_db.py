@@ -120,3 +120,17 @@ async def test_the_driver_connection_is_reused_within_a_transaction_and_begins_e
         assert after.is_in_transaction()
         assert await after.fetchval("SELECT count(*) FROM driver_cache_probe") == 0  # rolled back
         await session.rollback()
+
+
+async def test_a_connection_given_back_closed_is_replaced_at_its_next_checkout(
+    engine: Engine, pings: list[object]
+) -> None:
+    # Closed by a statement sent straight to the driver (its error never passed through
+    # SQLAlchemy), and given back moments ago: within the window, yet not handed out again.
+    pool = engine(ping_idle_after=60.0)
+    first = await backend_pid(pool)
+    async with pool.connect() as conn:
+        await (await conn.get_raw_connection()).driver_connection.close()
+
+    assert await backend_pid(pool) != first
+    assert pings == []

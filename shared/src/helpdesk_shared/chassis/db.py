@@ -122,11 +122,18 @@ def ping_idle_connections(engine: AsyncEngine, idle_after: float) -> None:
     database restart, a failover, a firewall's idle timeout — is checked, and a dead one is
     replaced transparently (the pool retries the checkout on `DisconnectionError`). A connection
     that dies within the window fails its next statement, which the callers already handle as
-    "database unavailable" (503 / consumer retry), and the pool then replaces it.
+    "database unavailable" (503 / consumer retry), and the pool then replaces it: SQLAlchemy
+    invalidates a connection whose statement failed that way, and one given back closed is
+    invalidated here — the error of a statement sent straight to the driver never passed
+    through SQLAlchemy.
     """
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _given_back(dbapi_connection: Any, record: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is not None and driver.is_closed():
+            record.invalidate()  # reconnected at its next checkout
+            return
         record.info["given_back_at"] = time.monotonic()
 
     @event.listens_for(engine.sync_engine, "checkout")

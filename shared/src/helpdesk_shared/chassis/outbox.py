@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -32,7 +32,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from helpdesk_shared.chassis.db import INBOX, OUTBOX
 from helpdesk_shared.chassis.logging import get_logger
@@ -208,43 +208,30 @@ class OutboxRelay:
             # Plain SQL in a transaction of the driver's own, on a pooled connection: the relay
             # runs after every commit that wrote events, and an ORM session's begin and commit
             # added about a fifth to a pass's CPU. The payload comes back as the JSON text to send.
-            async with (
-                self._engine.connect() as connection,
-                self._discarded_if_dead(connection) as driver,
-                driver.transaction(),
-            ):
-                rows = await driver.fetch(
-                    _LOCK_AND_SELECT_PENDING, _RELAY_LOCK_KEY, self._settings.outbox_batch_size
-                )
-                if not rows:
-                    return 0  # nothing pending, or another replica is relaying for this database
-                seqs = [r["seq"] for r in rows]
-                rejected = await asyncio.wait_for(
-                    self._send_all(rows), self._settings.outbox_publish_timeout_seconds
-                )
-                published = [seq for seq in seqs if seq not in rejected]
-                await driver.execute(_MARK_PUBLISHED, published)
-                for row in rows:
-                    if (error := rejected.get(row["seq"])) is not None:
-                        await self._park(driver, row, error)
+            # A connection that died on the way is replaced by the pool at its next checkout.
+            async with self._engine.connect() as connection:
+                driver: Any = (await connection.get_raw_connection()).driver_connection
+                async with driver.transaction():
+                    rows = await driver.fetch(
+                        _LOCK_AND_SELECT_PENDING, _RELAY_LOCK_KEY, self._settings.outbox_batch_size
+                    )
+                    if not rows:
+                        return 0  # nothing pending, or another replica is relaying for this database
+                    seqs = [r["seq"] for r in rows]
+                    rejected = await asyncio.wait_for(
+                        self._send_all(rows), self._settings.outbox_publish_timeout_seconds
+                    )
+                    published = [seq for seq in seqs if seq not in rejected]
+                    await driver.execute(_MARK_PUBLISHED, published)
+                    for row in rows:
+                        if (error := rejected.get(row["seq"])) is not None:
+                            await self._park(driver, row, error)
         except Exception as exc:
             if seqs:
                 await self._record_failure(seqs, exc)
             raise
         OUTBOX_PUBLISHED.labels(self._service).inc(len(published))
         return len(seqs)
-
-    @staticmethod
-    @contextlib.asynccontextmanager
-    async def _discarded_if_dead(connection: AsyncConnection) -> AsyncIterator[Any]:
-        """The pooled connection's asyncpg connection; if it died meanwhile, the pool is told to
-        replace it (its errors bypass SQLAlchemy, which would otherwise hand it out again)."""
-        driver: Any = (await connection.get_raw_connection()).driver_connection
-        try:
-            yield driver
-        finally:
-            if driver.is_closed():
-                await connection.invalidate()
 
     async def _send_all(self, rows: Sequence[Any]) -> dict[int, Exception]:
         """Send in order and await every ack; returns the rows the broker can never accept.
