@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -389,3 +391,68 @@ def test_calendar_is_immutable_and_hashable(cn: BusinessCalendar) -> None:
     calendar = BusinessCalendar(id="x", time_zone="UTC", weekly_hours=hours)
     hours[0].append((time(18), time(19)))  # mutating the caller's dict does not change the calendar
     assert calendar.working_hours(date(2026, 3, 9)) == ((time(9), time(17)),)
+
+
+NIGHTS = [(time(0), time(2, 30))]
+
+
+def _walked(calendar: BusinessCalendar, start: datetime, amount: timedelta) -> datetime:
+    """`add_business_time` worked out from scratch (nothing remembered from earlier sums)."""
+    calendar._sums.clear()
+    return calendar.add_business_time(start, amount)
+
+
+@pytest.mark.parametrize(
+    "calendar",
+    [
+        cn_default(),
+        # Across New York's daylight-saving changes, and a night shift past midnight (split periods).
+        BusinessCalendar(
+            id="ny", time_zone="America/New_York", weekly_hours={d: [(time(9), time(17))] for d in range(5)}
+        ),
+        BusinessCalendar(id="night", time_zone="Europe/Berlin", weekly_hours={d: NIGHTS for d in range(7)}),
+    ],
+    ids=["cn-default", "new-york", "berlin-nights"],
+)
+def test_sums_from_neighbouring_starts_equal_the_walk(calendar: BusinessCalendar) -> None:
+    """Starts a few milliseconds to hours apart (tickets arriving together) are answered from the
+    sum remembered for a neighbour: always what walking through the periods gives."""
+    rng = random.Random(20261123)
+    reference = dataclasses.replace(calendar)  # its own memory, cleared before every sum
+    standard = calendar.standard_day
+    amounts = [timedelta(0), timedelta(minutes=1), timedelta(minutes=192), timedelta(minutes=240)]
+    amounts += [3 * standard, 5 * standard, timedelta(hours=3, minutes=17, seconds=5)]
+    checked = 0
+    for _ in range(120):
+        instant = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randrange(2 * 366 * 24 * 60))
+        for _ in range(12):
+            instant += timedelta(milliseconds=rng.choice([1, 7, 250, 60_000, 1_800_000, 7_200_000]))
+            for amount in amounts:
+                assert calendar.add_business_time(instant, amount) == _walked(reference, instant, amount), (
+                    instant,
+                    amount,
+                )
+                checked += 1
+    assert checked == 120 * 12 * len(amounts)
+
+
+def test_a_burst_of_starts_is_summed_without_walking_again(
+    cn: BusinessCalendar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walks: list[datetime] = []
+    walk = BusinessCalendar._periods_from
+
+    def counting(self: BusinessCalendar, instant: datetime) -> Iterator[tuple[datetime, datetime]]:
+        walks.append(instant)
+        return walk(self, instant)
+
+    monkeypatch.setattr(BusinessCalendar, "_periods_from", counting)
+    first = sh(2026, 11, 23, 10)
+    due = [cn.add_business_time(first + timedelta(milliseconds=i), timedelta(minutes=240)) for i in range(50)]
+    assert due == [sh(2026, 11, 23, 15, 30) + timedelta(milliseconds=i) for i in range(50)]
+    assert walks == [first.astimezone(UTC)]
+    # Overnight (before the office opens) every start counts from 09:00: the same due time.
+    early = [sh(2026, 11, 24, 3) + timedelta(minutes=i) for i in range(9)]
+    night = [cn.add_business_time(start, timedelta(minutes=240)) for start in early]
+    assert night == [sh(2026, 11, 24, 14, 30)] * 9
+    assert len(walks) == 2

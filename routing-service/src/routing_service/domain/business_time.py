@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from routing_service.domain.holidays import SOURCES, HolidaySource, HolidaySourceName
@@ -44,6 +44,7 @@ SEARCH_HORIZON_DAYS = 3 * 366
 # Refuse arithmetic that would run further than this from its start (SLA targets are days, not decades).
 MAX_SPAN_DAYS = 10 * 366
 _CACHE_SIZE = 4096
+_SUMS_SIZE = 256
 _ONE_MINUTE = timedelta(minutes=1)
 
 
@@ -180,6 +181,7 @@ class BusinessCalendar:
     _periods: dict[date, tuple[tuple[datetime, datetime], ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    _sums: dict[timedelta, _Sum] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -334,11 +336,21 @@ class BusinessCalendar:
             raise BusinessTimeError(f"business time to add must not be negative, got {amount}")
         if amount > timedelta(days=MAX_SPAN_DAYS):
             raise NoWorkingTimeError(f"{amount} of business time is beyond the {MAX_SPAN_DAYS}-day horizon")
+        known = self._sums.get(amount)
+        if known is not None and (shifted := known.shifted(start)) is not None:
+            return shifted
         remaining = amount
+        first: tuple[datetime, datetime] | None = None
         for period_start, period_end in self._periods_from(start):
             begin = max(period_start, start)
+            if first is None:
+                first = (begin, period_end)
             if remaining <= period_end - begin:
-                return begin + remaining
+                result = begin + remaining
+                if len(self._sums) >= _SUMS_SIZE:
+                    self._sums.clear()
+                self._sums[amount] = _Sum(start, *first, result, period_start, period_end)
+                return result
             remaining -= period_end - begin
         raise AssertionError("unreachable: _periods_from never ends without raising")
 
@@ -372,6 +384,34 @@ class BusinessCalendar:
         elapsed = self.business_time_between(a, b)
         whole = abs(elapsed) // _ONE_MINUTE
         return whole if elapsed >= timedelta(0) else -whole
+
+
+class _Sum(NamedTuple):
+    """One `add_business_time` worked out, to answer its neighbours by a shift.
+
+    Tickets arrive together, so a calendar is asked for the same amount from starts a few
+    milliseconds apart (four times per new ticket). Every start from ``lowest`` (the worked-out
+    start; when it lay outside working time, the wait up to ``begin`` counts for nothing) until
+    ``first_end`` begins counting at ``max(start, begin)`` inside the same working period, so its
+    business time runs in step with the worked-out one, shifted by the difference — and so does
+    its result, as long as that stays inside the result's own working period. Otherwise the
+    walk through the periods is repeated.
+    """
+
+    lowest: datetime
+    begin: datetime
+    first_end: datetime
+    result: datetime
+    last_start: datetime
+    last_end: datetime
+
+    def shifted(self, start: datetime) -> datetime | None:
+        if not self.lowest <= start < self.first_end:
+            return None
+        result = self.result + (max(start, self.begin) - self.begin)
+        # Onto the result period's very start means the previous period's end (where the walk
+        # stops), beyond its end the next period's time: both are left to the walk.
+        return result if self.last_start < result <= self.last_end else None
 
 
 def _minutes_to_interval(lo: int, hi: int) -> Interval:
