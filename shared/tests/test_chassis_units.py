@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from helpdesk_shared.chassis import app as chassis_app
 from helpdesk_shared.chassis.auth import Principal, TokenVerifier, mint_token, require_roles
 from helpdesk_shared.chassis.db import asyncpg_url
+from helpdesk_shared.chassis.outbox import key_partition
 from helpdesk_shared.chassis.pagination import (
     InvalidCursor,
     PageParams,
@@ -309,3 +312,16 @@ async def test_stopping_a_service_is_bounded_even_when_a_task_will_not_stop(
     await runtime.stop()
     assert cleaned_up.is_set()
     assert time.monotonic() - started < 2.0
+
+
+def test_key_partition_is_the_kafka_default_partitioner_s_choice() -> None:
+    """Word-wise murmur2 picks what aiokafka's (and the Java client's) partitioner picks, for keys
+    of every length modulo 4 and any partition count."""
+    rng = random.Random(20261123)
+    keys = [str(uuid.uuid4()).encode() for _ in range(200)] + [b"", b"a", b"ab", b"abc", "工單".encode()]
+    keys += [rng.randbytes(rng.randrange(64)) for _ in range(2000)]
+    for key in keys:
+        for count in (1, 3, 7, 12):
+            partitions = list(range(count))
+            assert key_partition(key, partitions) == DefaultPartitioner()(key, partitions, partitions), key
+    assert key_partition(None, [0, 1, 2]) in {0, 1, 2}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,35 @@ _PARK = f"UPDATE {OUTBOX.name} SET parked_at = now(), attempts = attempts + 1, l
 # The producer's largest request (aiokafka's default, under the broker's default message size).
 _MAX_REQUEST_BYTES = 1_048_576
 _PARTITIONER = DefaultPartitioner()
+_M, _MASK = 0x5BD1E995, 0xFFFFFFFF
+
+
+def key_partition(key: bytes | None, partitions: list[int]) -> int:
+    """The partition of ``partitions`` (sorted) any Kafka client gives ``key``: murmur2, as in the
+    Java client's and aiokafka's default partitioner (a random one without a key).
+
+    aiokafka's murmur2 reads the key byte by byte; this one word by word (~4 instead of ~8 µs for
+    an id, paid for every event every service publishes).
+    """
+    if key is None:
+        return _PARTITIONER(key, partitions, partitions)
+    length = len(key)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", key):
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    if tail := key[words * 4 :]:
+        if len(tail) == 3:
+            h ^= tail[2] << 16
+        if len(tail) >= 2:
+            h ^= tail[1] << 8
+        h = ((h ^ tail[0]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return partitions[(h & 0x7FFFFFFF) % len(partitions)]
 
 
 @dataclass(slots=True)
@@ -255,7 +285,7 @@ class OutboxRelay:
             topic = row["topic"]
             if topic not in partitions:
                 partitions[topic] = sorted(await producer.partitions_for(topic))
-            partition = _PARTITIONER(record[0], partitions[topic], partitions[topic])
+            partition = key_partition(record[0], partitions[topic])
             queue = batches.setdefault((topic, partition), [])
             if not queue or not queue[-1].add(row, record):
                 queue.append(_Batch(topic, partition, producer.create_batch()))
