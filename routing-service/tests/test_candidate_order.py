@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from routing_service.domain.assignment import (
     Candidate,
-    best_candidate,
+    CandidatePool,
     effective_levels,
     order_candidates,
     rank_candidates,
@@ -80,11 +81,14 @@ def test_held_domains_get_the_default_level() -> None:
     assert effective_levels(["車險", "壽險"], {"壽險": 5, "stale": 1}) == {"車險": 3, "壽險": 5}
 
 
-def test_the_best_candidate_is_the_first_of_the_whole_order() -> None:
+def test_the_pool_answers_each_ticket_with_the_first_of_the_whole_order() -> None:
+    """A run's tickets asked one after the other get what `order_candidates` puts first over the
+    snapshot with every earlier choice counted (load one higher, last assigned now)."""
     rng = random.Random(20261123)
-    domains, languages = ["auto", "home", "life", None], ["zh", "en", "zh-TW", None]
-    for _ in range(500):
-        pool = [
+    domains, languages = ["auto", "home", "life", None], ["zh", "en", "zh-TW", "EN_gb", None]
+    asked = 0
+    for run in range(400):
+        snapshot = [
             candidate(
                 load=rng.randint(0, 4),
                 capacity=rng.randint(1, 4),
@@ -92,10 +96,20 @@ def test_the_best_candidate_is_the_first_of_the_whole_order() -> None:
                 languages=tuple(rng.sample(["zh", "en", "ja"], rng.randint(1, 2))),
                 waited=rng.randint(0, 3),  # ties on purpose
             )
-            for _ in range(rng.randint(0, 8))
+            for _ in range(rng.randint(0, 12))
         ]
-        domain, language = rng.choice(domains), rng.choice(languages)
-        ordered = order_candidates(pool, domain=domain, language=language)
-        best = best_candidate(pool, domain=domain, language=language)
-        # The same agent (equal keys: the earlier in the pool, as the stable sort keeps it).
-        assert best == (ordered[0] if ordered else None)
+        pool, expected = CandidatePool(snapshot), {c.agent_id: c for c in snapshot}
+        for i in range(rng.randint(1, 30)):
+            now = T0 + timedelta(hours=run, seconds=i // 3)  # several choices at the same instant
+            domain, language = rng.choice(domains), rng.choice(languages)
+            ordered = order_candidates(expected.values(), domain=domain, language=language)
+            taken = pool.take(domain=domain, language=language, now=now)
+            # The same agent (equal ranks: the earlier in the snapshot, as the stable sort keeps it).
+            assert taken == (ordered[0] if ordered else None), (run, i)
+            if taken is not None:
+                chosen = taken[0]
+                expected[chosen.agent_id] = dataclasses.replace(
+                    chosen, active_tickets=chosen.active_tickets + 1, last_assigned_at=now
+                )
+            asked += 1
+    assert asked > 4000

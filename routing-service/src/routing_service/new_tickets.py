@@ -28,7 +28,6 @@ The events are those of the one-ticket path, in the same order for each ticket:
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -39,7 +38,7 @@ from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.contracts.routing import TicketAssigned
 from routing_service import classification, sla
-from routing_service.domain.assignment import Candidate, best_candidate
+from routing_service.domain.assignment import Candidate, CandidatePool
 from routing_service.domain.difficulty import Decision
 from routing_service.repository import NewAssignment, NewRouting, RoutingRepository
 from routing_service.service import assign_or_queue, assignment_reason
@@ -154,20 +153,17 @@ async def _assign_ordinary(
     nobody could take."""
     if not ordinary:
         return {}, set()
-    pool = {c.agent_id: c for c in specialists}
+    pool = CandidatePool(specialists)
     chosen: list[tuple[_Routed, Candidate, str]] = []
     slots: dict[uuid.UUID, int] = {}
     left: set[uuid.UUID] = set()
     for item in ordinary:
         domain, language = item.decision.domain, item.ticket.language
-        best = best_candidate(pool.values(), domain=domain, language=language)
+        best = pool.take(domain=domain, language=language, now=now)
         if best is None:
             left.add(item.ticket.ticket_id)
             continue
         candidate, match = best
-        pool[candidate.agent_id] = dataclasses.replace(
-            candidate, active_tickets=candidate.active_tickets + 1, last_assigned_at=now
-        )
         slots[candidate.agent_id] = slots.get(candidate.agent_id, 0) + 1
         chosen.append((item, candidate, assignment_reason(match, domain, language)))
     if not chosen:

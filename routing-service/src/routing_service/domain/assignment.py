@@ -12,6 +12,8 @@ over load would pile every ticket of a domain onto its best specialist.
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -68,8 +70,11 @@ def same_language(spoken: str, wanted: str) -> bool:
     return primary_language(spoken) == primary_language(wanted)
 
 
-def _rank_key(domain: str | None) -> Callable[[Candidate], tuple[float, int, float]]:
-    def key(c: Candidate) -> tuple[float, int, float]:
+_Rank = tuple[float, int, float]
+
+
+def _rank_key(domain: str | None) -> Callable[[Candidate], _Rank]:
+    def key(c: Candidate) -> _Rank:
         waited = c.last_assigned_at.timestamp() if c.last_assigned_at else float("-inf")
         return (c.active_tickets / max(c.max_concurrent, 1), -c.level(domain), waited)
 
@@ -82,20 +87,77 @@ def rank_candidates(candidates: Iterable[Candidate], domain: str | None = None) 
     return sorted((c for c in candidates if c.active_tickets < c.max_concurrent), key=_rank_key(domain))
 
 
-def best_candidate(
-    candidates: Iterable[Candidate], *, domain: str | None, language: str | None
-) -> tuple[Candidate, Match] | None:
-    """The first of `order_candidates` (None if nobody has a free slot), in one pass per tier
-    instead of sorting them all: what a run of new tickets asks for each ticket."""
-    free = [c for c in candidates if c.active_tickets < c.max_concurrent]
-    key = _rank_key(domain)
-    if domain is not None:
-        skilled = [c for c in free if c.level(domain) > 0]
-        if language is not None and (speaking := [c for c in skilled if c.speaks(language)]):
-            return min(speaking, key=key), "domain+language"
-        if skilled:
-            return min(skilled, key=key), "domain"
-    return (min(free, key=key), "any") if free else None
+_Tier = tuple[list[tuple[_Rank, int, Candidate]], Callable[[Candidate], _Rank]]
+"""A heap of (rank, position in the snapshot, candidate) and the rank it is ordered by."""
+
+
+class CandidatePool:
+    """A run's snapshot of free specialists, asked for the best one ticket after ticket.
+
+    `take` answers with the first of `order_candidates` over the snapshot as it stands, then counts
+    the slot (the agent's load one higher, last assigned ``now``) before the next ticket asks.
+    Each tier a ticket can ask for — a domain in a language, a domain, anyone — is a heap by rank
+    built when first asked for; a choice only ever raises the chosen agent's rank, so an entry
+    that reaches the top after its agent was chosen is simply pushed back with the new rank. A
+    ticket thus costs a look at the top of a heap instead of a pass over every specialist.
+    """
+
+    def __init__(self, candidates: Iterable[Candidate]) -> None:
+        # Equal ranks go to the earlier agent of the snapshot, as in `order_candidates`' stable sort.
+        self._current = {c.agent_id: c for c in candidates}
+        self._position = {agent_id: i for i, agent_id in enumerate(self._current)}
+        self._tiers: dict[tuple[str | None, str | None], _Tier] = {}
+
+    def take(
+        self, *, domain: str | None, language: str | None, now: datetime
+    ) -> tuple[Candidate, Match] | None:
+        """The best free candidate for a ticket (as the snapshot stood) and its match, or None."""
+        if domain is not None:
+            if language is not None and (best := self._best(domain, primary_language(language))):
+                return self._chosen(best, now), "domain+language"
+            if best := self._best(domain, None):
+                return self._chosen(best, now), "domain"
+        # Nobody free holds the domain: everybody free ranks as for no domain (level 0 each).
+        return (self._chosen(best, now), "any") if (best := self._best(None, None)) else None
+
+    def _best(self, domain: str | None, language: str | None) -> Candidate | None:
+        tier = self._tiers.get((domain, language))
+        if tier is None:
+            tier = self._tiers[domain, language] = self._tier(domain, language)
+        heap, rank = tier
+        while heap:
+            _, position, candidate = heap[0]
+            current = self._current[candidate.agent_id]
+            if current is candidate:
+                return candidate
+            if current.active_tickets < current.max_concurrent:  # chosen meanwhile: ranks lower now
+                heapq.heapreplace(heap, (rank(current), position, current))
+            else:
+                heapq.heappop(heap)
+        return None
+
+    def _tier(self, domain: str | None, language: str | None) -> _Tier:
+        rank = _rank_key(domain)
+        heap = [
+            (rank(c), self._position[c.agent_id], c)
+            for c in self._current.values()
+            if c.active_tickets < c.max_concurrent
+            and (domain is None or c.level(domain) > 0)
+            and (language is None or c.speaks(language))
+        ]
+        heapq.heapify(heap)
+        return heap, rank
+
+    def _chosen(self, candidate: Candidate, now: datetime) -> Candidate:
+        self._current[candidate.agent_id] = dataclasses.replace(
+            candidate, active_tickets=candidate.active_tickets + 1, last_assigned_at=now
+        )
+        return candidate
+
+
+_Tier = tuple[
+    list[tuple[tuple[float, int, float], int, Candidate]], Callable[[Candidate], tuple[float, int, float]]
+]
 
 
 def order_candidates(
