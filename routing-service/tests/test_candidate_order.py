@@ -7,6 +7,8 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from routing_service.domain.assignment import (
     Candidate,
     CandidatePool,
@@ -15,6 +17,7 @@ from routing_service.domain.assignment import (
     rank_candidates,
     same_language,
 )
+from routing_service.repository import _snapshot_candidates
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -113,3 +116,24 @@ def test_the_pool_answers_each_ticket_with_the_first_of_the_whole_order() -> Non
                 )
             asked += 1
     assert asked > 4000
+
+
+def test_snapshot_candidates_are_built_from_their_rows_and_reused_while_unchanged() -> None:
+    agent, team = uuid.uuid4(), uuid.uuid4()
+    row = {
+        "id": agent,
+        "active_tickets": 2,
+        "max_concurrent": 5,
+        "last_assigned_at": T0,
+        "profile": orjson.dumps([["車險", "壽險"], {"壽險": 5, "stale": 1}, ["zh", "en"]]).decode(),
+        "team_id": team,
+    }
+    first = _snapshot_candidates([row])
+    skills, languages = {"車險": 3, "壽險": 5}, frozenset({"zh", "en"})
+    assert first == [Candidate(agent, 2, 5, T0, skills=skills, languages=languages, team_id=team)]
+    assert _snapshot_candidates([dict(row)])[0] is first[0]  # unchanged: the same candidate
+    later = T0 + timedelta(seconds=1)
+    busier = _snapshot_candidates([row | {"active_tickets": 3, "last_assigned_at": later}])
+    assert busier[0].active_tickets == 3 and busier[0].last_assigned_at == later
+    regraded = _snapshot_candidates([row | {"profile": '[["車險"], null, ["zh"]]'}])
+    assert regraded[0].skills == {"車險": 3} and regraded[0].languages == frozenset({"zh"})
