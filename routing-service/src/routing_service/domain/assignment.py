@@ -155,11 +155,6 @@ class CandidatePool:
         return candidate
 
 
-_Tier = tuple[
-    list[tuple[tuple[float, int, float], int, Candidate]], Callable[[Candidate], tuple[float, int, float]]
-]
-
-
 def order_candidates(
     candidates: Iterable[Candidate], *, domain: str | None, language: str | None
 ) -> list[tuple[Candidate, Match]]:

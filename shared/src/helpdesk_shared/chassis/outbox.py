@@ -86,7 +86,7 @@ def key_partition(key: bytes | None, partitions: list[int]) -> int:
     an id, paid for every event every service publishes).
     """
     if key is None:
-        return _PARTITIONER(key, partitions, partitions)
+        return int(_PARTITIONER(key, partitions, partitions))
     length = len(key)
     h = 0x9747B28C ^ length
     words = length >> 2
