@@ -49,13 +49,19 @@ _CANDIDATE_COLUMNS = (
 def _candidate(row: Mapping[Any, Any]) -> Candidate:
     """A candidate from the columns of `_CANDIDATE_COLUMNS` / `_AVAILABLE_SPECIALISTS` (an ORM
     row's ``_mapping`` or an asyncpg record)."""
+    return _built(row, row["domains"], row["skill_levels"], row["languages"])
+
+
+def _built(
+    row: Mapping[Any, Any], domains: list[str], levels: dict[str, int] | None, languages: list[str]
+) -> Candidate:
     return Candidate(
         row["id"],
         row["active_tickets"],
         row["max_concurrent"],
         row["last_assigned_at"],
-        skills=effective_levels(row["domains"], row["skill_levels"] or {}),
-        languages=frozenset(row["languages"]),
+        skills=effective_levels(domains, levels or {}),
+        languages=frozenset(languages),
         team_id=row["team_id"],
     )
 
@@ -85,16 +91,7 @@ def _snapshot_candidates(rows: Sequence[Mapping[str, Any]]) -> list[Candidate]:
         )
         candidate = known.get(key)
         if candidate is None:
-            domains, levels, languages = orjson.loads(row["profile"])
-            candidate = known[key] = Candidate(
-                row["id"],
-                row["active_tickets"],
-                row["max_concurrent"],
-                row["last_assigned_at"],
-                skills=effective_levels(domains, levels or {}),
-                languages=frozenset(languages),
-                team_id=row["team_id"],
-            )
+            candidate = known[key] = _built(row, *orjson.loads(row["profile"]))
         snapshot.append(candidate)
     return snapshot
 
