@@ -103,9 +103,9 @@ class CandidatePool:
     """
 
     def __init__(self, candidates: Iterable[Candidate]) -> None:
-        # Equal ranks go to the earlier agent of the snapshot, as in `order_candidates`' stable sort.
+        # Agents keep their place in the snapshot when their candidate is replaced: equal ranks go
+        # to the earlier agent, as in `order_candidates`' stable sort.
         self._current = {c.agent_id: c for c in candidates}
-        self._position = {agent_id: i for i, agent_id in enumerate(self._current)}
         self._tiers: dict[tuple[str | None, str | None], _Tier] = {}
 
     def take(
@@ -139,8 +139,8 @@ class CandidatePool:
     def _tier(self, domain: str | None, language: str | None) -> _Tier:
         rank = _rank_key(domain)
         heap = [
-            (rank(c), self._position[c.agent_id], c)
-            for c in self._current.values()
+            (rank(c), position, c)
+            for position, c in enumerate(self._current.values())
             if c.active_tickets < c.max_concurrent
             and (domain is None or c.level(domain) > 0)
             and (language is None or c.speaks(language))
