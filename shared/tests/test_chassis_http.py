@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -228,3 +230,31 @@ def test_native_opentelemetry_is_off_unless_asked_for(
     app = create_service_app(ServiceDefinition(name=SERVICE, settings=settings, routers=[router]))
     # What FastAPI checks on every request before wrapping it in OpenTelemetry.
     assert (app._telemetry["tracing"], app._telemetry["metrics"], app._telemetry["logs"]) == (on, on, on)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_a_started_service_exempts_what_it_loaded_from_full_collections(
+    freeze: bool, database: str, infra: Infra
+) -> None:
+    settings = ServiceSettings(
+        database_url=database,
+        kafka_bootstrap_servers=infra.kafka_bootstrap,
+        service_name=SERVICE,
+        environment="test",
+        gc_freeze=freeze,
+    )
+    app = create_service_app(ServiceDefinition(name=SERVICE, settings=settings, routers=[router]))
+    gc.unfreeze()
+    loaded = _SelfReferencing()
+    try:
+        async with app.router.lifespan_context(app):
+            await asyncio.sleep(0)  # the background tasks begin (stopping them unbegun warns)
+            tracked = any(candidate is loaded for candidate in gc.get_objects())
+    finally:
+        gc.unfreeze()
+    assert tracked is not freeze
+
+
+class _SelfReferencing:
+    def __init__(self) -> None:
+        self.me = self

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import random
 import time
 import uuid
+import weakref
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -18,6 +20,7 @@ from pydantic_settings import SettingsConfigDict
 from helpdesk_shared.chassis import app as chassis_app
 from helpdesk_shared.chassis.auth import Principal, TokenVerifier, mint_token, require_roles
 from helpdesk_shared.chassis.db import asyncpg_url
+from helpdesk_shared.chassis.heap import freeze_long_lived
 from helpdesk_shared.chassis.outbox import key_partition
 from helpdesk_shared.chassis.pagination import (
     InvalidCursor,
@@ -325,3 +328,31 @@ def test_key_partition_is_the_kafka_default_partitioner_s_choice() -> None:
             partitions = list(range(count))
             assert key_partition(key, partitions) == DefaultPartitioner()(key, partitions, partitions), key
     assert key_partition(None, [0, 1, 2]) in {0, 1, 2}
+
+
+class _Node:
+    """A container the cyclic collector tracks (it can point at itself)."""
+
+    def __init__(self) -> None:
+        self.next: _Node = self
+
+
+def _tracked(obj: object) -> bool:
+    return any(candidate is obj for candidate in gc.get_objects())
+
+
+def test_freezing_collects_garbage_first_and_exempts_what_survives() -> None:
+    gc.unfreeze()
+    live = _Node()
+    dropped = _Node()
+    dropped_gone = weakref.ref(dropped)
+    del dropped  # a cycle: only the collector can free it
+    assert dropped_gone() is not None
+    try:
+        freeze_long_lived()
+        assert dropped_gone() is None  # collected before the freeze, not pinned by it
+        assert not _tracked(live)  # exempt from every later pass
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert _tracked(live)

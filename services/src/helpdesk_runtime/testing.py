@@ -51,7 +51,11 @@ class ServiceHarness:
 async def run_service(
     create_app: Callable[[Any], FastAPI], settings: ServiceSettings
 ) -> AsyncIterator[ServiceHarness]:
-    """Start the app's lifespan (relay, consumer) and an httpx client bound to it."""
+    """Start the app's lifespan (relay, consumer) and an httpx client bound to it.
+
+    Without the start-up `gc.freeze`: this process hosts one app after another, and what each
+    test leaves behind must stay collectable."""
+    settings = settings.model_copy(update={"gc_freeze": False})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

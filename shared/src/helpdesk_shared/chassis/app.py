@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 from helpdesk_shared.chassis.auth import TokenVerifier
 from helpdesk_shared.chassis.consumer import EventConsumer, Handler
 from helpdesk_shared.chassis.db import create_engine, create_sessionmaker
+from helpdesk_shared.chassis.heap import freeze_long_lived
 from helpdesk_shared.chassis.logging import configure_logging, get_logger
 from helpdesk_shared.chassis.metrics import RequestContextMiddleware, metrics_payload
 from helpdesk_shared.chassis.outbox import OutboxRelay
@@ -147,6 +148,8 @@ def create_service_app(definition: ServiceDefinition) -> FastAPI:
         runtime = ServiceRuntime(definition)
         app.state.runtime = runtime
         await runtime.start()
+        if settings.gc_freeze:
+            freeze_long_lived()
         log.info("service_started", topics=list(definition.consumes))
         try:
             yield
