@@ -12,6 +12,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 from routing_factories import (
+    ADMIN,
     consume,
     domain_rule,
     is_queued,
@@ -165,3 +166,25 @@ async def test_a_run_that_lost_a_race_for_capacity_is_routed_again_one_by_one(
         key = str(event.data.ticket_id)
         assert await published(routing, key, ASSIGNED) == []
         assert len(await published(routing, key, QUEUED)) == 1
+
+
+async def test_a_runs_snapshot_has_each_specialists_profile_as_last_edited(routing: ServiceHarness) -> None:
+    # The profile is stored by PostgreSQL (a generated column): it must follow every edit.
+    unchanged, edited = await isolated_team(routing, 3, 3)
+    response = await routing.client.patch(
+        f"/v1/agents/{edited}",
+        headers=ADMIN,
+        json={
+            "domains": ["health-insurance", "life-insurance"],
+            "skill_levels": {"life-insurance": 5},
+            "languages": ["en", "zh-Hant"],
+        },
+    )
+    assert response.status_code == 200, response.text
+    async with routing.uow() as uow:
+        _, snapshot = await RoutingRepository(uow.session).routed_and_available([])
+    by_id = {str(c.agent_id): c for c in snapshot}
+    assert set(by_id) == {unchanged, edited}
+    assert by_id[unchanged].skills == {"auto-insurance": 3}
+    assert by_id[edited].skills == {"health-insurance": 3, "life-insurance": 5}
+    assert by_id[edited].languages == frozenset({"en", "zh-Hant"})

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     Float,
@@ -60,6 +61,11 @@ class Agent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     skill_levels: Mapped[dict[str, int]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
     """Domain → level 1–5 for the domains given a level; a held domain without one is at level 3."""
+    profile: Mapped[str] = mapped_column(
+        Text, Computed("agent_profile(domains, skill_levels, languages)", persisted=True)
+    )
+    """``[domains, skill_levels, languages]`` as JSON text, kept by PostgreSQL (migration 0009): what
+    the routing of new tickets reads for every available specialist in every run."""
     schedule: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     """Working schedule {"time_zone", "weekly_hours"}: shown to people; routing acts on presence."""
 

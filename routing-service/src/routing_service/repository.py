@@ -159,8 +159,7 @@ _REMEMBER_MANY = (
 def _available_specialists(presence: str, roles: str) -> str:
     """Online specialists with a free slot (`presence`, `roles`: the parameters' placeholders)."""
     return (
-        "SELECT a.id, a.active_tickets, a.max_concurrent, a.last_assigned_at, "
-        "json_build_array(a.domains, a.skill_levels, a.languages)::text AS profile, "
+        "SELECT a.id, a.active_tickets, a.max_concurrent, a.last_assigned_at, a.profile, "
         "COALESCE(a.team_id, (SELECT t.id FROM teams t WHERE t.lead_id = a.id "
         "ORDER BY t.created_at, t.id LIMIT 1)) AS team_id "
         f"FROM agents a WHERE a.presence = {presence} AND a.roles && {roles}::varchar[] "
