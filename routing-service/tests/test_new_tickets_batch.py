@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from routing_factories import (
 from helpdesk_runtime.testing import ServiceHarness
 from helpdesk_shared.contracts import EventEnvelope, TicketKind
 from routing_service.domain.assignment import Candidate
-from routing_service.repository import RoutingRepository
+from routing_service.repository import NewAssignment, RoutingRepository
 
 CREATED = "helpdesk.ticket.created.v1"
 ASSIGNED, QUEUED = "helpdesk.ticket.assigned.v1", "helpdesk.ticket.queued.v1"
@@ -188,3 +189,29 @@ async def test_a_runs_snapshot_has_each_specialists_profile_as_last_edited(routi
     assert by_id[unchanged].skills == {"auto-insurance": 3}
     assert by_id[edited].skills == {"health-insurance": 3, "life-insurance": 5}
     assert by_id[edited].languages == frozenset({"en", "zh-Hant"})
+
+
+async def test_a_runs_assignments_are_stored_with_their_slots_taken_or_not_at_all(
+    routing: ServiceHarness,
+) -> None:
+    roomy, tight = await isolated_team(routing, 3, 1)
+    tickets = [uuid.uuid4() for _ in range(5)]
+
+    def assignment(ticket: int, agent: str) -> NewAssignment:
+        return NewAssignment(tickets[ticket], uuid.UUID(agent), "skill match", "auto-insurance", "zh")
+
+    now = datetime.now(UTC)
+    async with routing.uow() as uow:
+        repo = RoutingRepository(uow.session)
+        assert await repo.assign_and_take_many(
+            [assignment(0, roomy), assignment(1, tight), assignment(2, roomy)], now
+        )
+        await uow.commit()
+    assert [await load_of(routing, a) for a in (roomy, tight)] == [2, 1]
+    assert [await owner_of(routing, t) for t in tickets[:3]] == [roomy, tight, roomy]
+
+    async with routing.uow() as uow:  # the tight agent is full: the caller rolls back
+        repo = RoutingRepository(uow.session)
+        assert not await repo.assign_and_take_many([assignment(3, roomy), assignment(4, tight)], now)
+    assert [await load_of(routing, a) for a in (roomy, tight)] == [2, 1]
+    assert [await owner_of(routing, t) for t in tickets[3:]] == [None, None]

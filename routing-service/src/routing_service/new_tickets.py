@@ -11,10 +11,10 @@ with a handful of plain-SQL statements for the whole run:
 2. each ticket is classified and its SLA clocks planned in memory (the configuration snapshot);
    one statement remembers the tickets and starts the clocks of those remembered now;
 3. ordinary tickets are given, in event order, to the best free specialist of the snapshot —
-   the same ranking as `domain.assignment.order_candidates`, each choice
-   counted before the next — and their slots are taken by ONE conditional update, the last
-   statement before the commit (the agents' rows are what concurrent runs wait for): if any
-   chosen agent filled up or went away meanwhile (another replica, a presence change), the
+   the same ranking as `domain.assignment.order_candidates`, each choice counted before the
+   next — and are stored with their slots taken by ONE statement (a conditional update of the
+   agents), the last before the commit (the agents' rows are what concurrent runs wait for): if
+   any chosen agent filled up or went away meanwhile (another replica, a presence change), the
    update says so and the whole run fails, to be routed again by the consumer — once more as a
    run (the race's winner has committed by then), then one ticket at a time, re-checking every
    slot;
@@ -113,11 +113,11 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
             )
             uow.publish(event, subject=str(item.ticket.ticket_id))
     ordinary = [r for r in routed if not r.decision.difficult]
-    slots, left = await _assign_ordinary(uow, repo, ordinary, specialists, now)
+    assignments, left = _assign_ordinary(uow, ordinary, specialists, now)
     one_by_one = [r for r in routed if r.decision.difficult or r.ticket.ticket_id in left]
     if one_by_one:  # they read the agents' load from the database: take these slots first
-        await _take(repo, slots, now)
-        slots = {}
+        await _assign_and_take(repo, assignments, now)
+        assignments = []
     for item in one_by_one:
         await assign_or_queue(
             uow,
@@ -133,29 +133,27 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
     # The agents' rows are what concurrent runs (other partitions, replicas) wait for: their
     # update is the last statement before the commit, so they are locked for one round trip.
     await uow.write_events()
-    await _take(repo, slots, now)
+    await _assign_and_take(repo, assignments, now)
 
 
-async def _take(repo: RoutingRepository, slots: dict[uuid.UUID, int], now: datetime) -> None:
-    if slots and not await repo.take_capacity_many(slots, now):
+async def _assign_and_take(repo: RoutingRepository, assignments: list[NewAssignment], now: datetime) -> None:
+    if assignments and not await repo.assign_and_take_many(assignments, now):
         raise CapacityRace("an agent chosen for this run filled up or went away meanwhile")
 
 
-async def _assign_ordinary(
+def _assign_ordinary(
     uow: UnitOfWork,
-    repo: RoutingRepository,
     ordinary: list[_Routed],
     specialists: list[Candidate],
     now: datetime,
-) -> tuple[dict[uuid.UUID, int], set[uuid.UUID]]:
-    """Give each ordinary ticket to the best free specialist of the run's snapshot; returns the
-    slots to take (agent → count, for `RoutingRepository.take_capacity_many`) and the tickets
-    nobody could take."""
+) -> tuple[list[NewAssignment], set[uuid.UUID]]:
+    """Give each ordinary ticket to the best free specialist of the run's snapshot (publishing its
+    `ticket.assigned`); returns the assignments, to be stored with their slots taken
+    (`RoutingRepository.assign_and_take_many`), and the tickets nobody could take."""
     if not ordinary:
-        return {}, set()
+        return [], set()
     pool = CandidatePool(specialists)
-    chosen: list[tuple[_Routed, Candidate, str]] = []
-    slots: dict[uuid.UUID, int] = {}
+    assignments: list[NewAssignment] = []
     left: set[uuid.UUID] = set()
     for item in ordinary:
         domain, language = item.decision.domain, item.ticket.language
@@ -164,20 +162,8 @@ async def _assign_ordinary(
             left.add(item.ticket.ticket_id)
             continue
         candidate, match = best
-        slots[candidate.agent_id] = slots.get(candidate.agent_id, 0) + 1
-        chosen.append((item, candidate, assignment_reason(match, domain, language)))
-    if not chosen:
-        return slots, left
-    await repo.assign_many(
-        [
-            NewAssignment(
-                item.ticket.ticket_id, c.agent_id, reason, item.decision.domain, item.ticket.language
-            )
-            for item, c, reason in chosen
-        ],
-        now,
-    )
-    for item, candidate, reason in chosen:
+        reason = assignment_reason(match, domain, language)
+        assignments.append(NewAssignment(item.ticket.ticket_id, candidate.agent_id, reason, domain, language))
         uow.publish(
             TicketAssigned(
                 ticket_id=item.ticket.ticket_id,
@@ -189,4 +175,4 @@ async def _assign_ordinary(
             ),
             subject=str(item.ticket.ticket_id),
         )
-    return slots, left
+    return assignments, left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -175,10 +176,11 @@ _ROUTED_AND_AVAILABLE = (
     f"SELECT routed.ids AS routed_ids, s.* FROM routed "
     f"LEFT JOIN LATERAL ({_available_specialists('$2', '$3')}) s ON true"
 )
-_TAKE_CAPACITY_MANY = (
-    # The rows are locked in id order first: concurrent runs then queue for them instead of
-    # deadlocking (an UPDATE ... FROM locks in whatever order its join produces the rows).
-    "WITH locked AS MATERIALIZED (SELECT id FROM agents WHERE id = ANY($1::uuid[]) "
+# The agents' rows are locked in id order first: concurrent runs then queue for them instead of
+# deadlocking (an UPDATE ... FROM locks in whatever order its join produces the rows).
+# Parameters: $1 agent ids (sorted), $2 slots of each, $3 the time, $4 the presence they must have.
+_LOCK_AND_TAKE_SLOTS = (
+    "locked AS MATERIALIZED (SELECT id FROM agents WHERE id = ANY($1::uuid[]) "
     "ORDER BY id FOR NO KEY UPDATE) "
     "UPDATE agents AS a SET active_tickets = a.active_tickets + t.slots, last_assigned_at = $3 "
     "FROM locked, unnest($1::uuid[], $2::integer[]) AS t(agent_id, slots) "
@@ -186,11 +188,14 @@ _TAKE_CAPACITY_MANY = (
     "AND a.active_tickets + t.slots <= a.max_concurrent "
     "RETURNING a.id"
 )
-_ASSIGN_MANY = (
-    "INSERT INTO assignments (ticket_id, agent_id, reason, assigned_at, domain, language) "
-    "SELECT a.ticket_id, a.agent_id, a.reason, $6, a.domain, a.language "
-    "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) "
-    "AS a(ticket_id, agent_id, reason, domain, language)"
+_TAKE_CAPACITY_MANY = f"WITH {_LOCK_AND_TAKE_SLOTS}"
+# A run's assignments and the slots they take, in one statement (one round trip fewer per run).
+_ASSIGN_AND_TAKE_MANY = (
+    "WITH assigned AS (INSERT INTO assignments (ticket_id, agent_id, reason, assigned_at, domain, language) "
+    "SELECT a.ticket_id, a.agent_id, a.reason, $3, a.domain, a.language "
+    "FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[]) "
+    "AS a(ticket_id, agent_id, reason, domain, language)), "
+    f"{_LOCK_AND_TAKE_SLOTS}"
 )
 # Remember a run's tickets and start the clocks of those remembered now, in one statement; a row
 # per ticket remembered now, each with the number of clocks started.
@@ -389,17 +394,26 @@ class RoutingRepository:
         )
         return len(taken) == len(ids)
 
-    async def assign_many(self, assignments: Sequence[NewAssignment], now: datetime) -> None:
+    async def assign_and_take_many(self, assignments: Sequence[NewAssignment], now: datetime) -> bool:
+        """Store the assignments and claim their agents' slots, as `take_capacity_many` does, in one
+        statement; False — the caller must roll back the assignments — if an agent filled up or
+        went away."""
+        slots = collections.Counter(a.agent_id for a in assignments)
+        ids = sorted(slots)
         driver = await self._driver()
-        await driver.execute(
-            _ASSIGN_MANY,
+        taken = await driver.fetch(
+            _ASSIGN_AND_TAKE_MANY,
+            ids,
+            [slots[i] for i in ids],
+            now,
+            AgentPresence.ONLINE.value,
             [a.ticket_id for a in assignments],
             [a.agent_id for a in assignments],
             [a.reason[:200] for a in assignments],
             [a.domain for a in assignments],
             [a.language for a in assignments],
-            now,
         )
+        return len(taken) == len(ids)
 
     async def assignment(self, ticket_id: uuid.UUID) -> Assignment | None:
         return await self.session.get(Assignment, ticket_id)
