@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import func, select
+from sqlalchemy import text as sa_text
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
@@ -85,6 +86,41 @@ async def test_a_burst_of_posts_stores_every_ticket_with_its_rows_and_event(inta
     assert [e.event_type for e in events].count("helpdesk.complaint.updated.v1") == 4
     attachments = await intake.client.get(f"/v1/tickets/{ids[0]}/attachments", headers=auth_headers("lead"))
     assert [a["name"] for a in attachments.json()] == ["a.pdf"]
+
+
+_CUSTOMER_ROW = sa_text("SELECT id, name, email, xmin::text AS version FROM customers WHERE external_id = :x")
+
+
+async def customer_row(intake: ServiceHarness, external_id: str) -> Any:
+    """The customer's id, details and row version (`xmin` changes with every rewrite)."""
+    async with intake.uow() as uow:
+        return (
+            await uow.session.execute(
+                _CUSTOMER_ROW,
+                {"x": external_id},
+            )
+        ).one()
+
+
+async def test_a_returning_customer_keeps_their_row_unless_their_details_changed(
+    intake: ServiceHarness,
+) -> None:
+    external_id = f"returning-{uuid.uuid4()}"
+    customer = {"external_id": external_id, "name": "陳小姐", "email": "chen@example.com"}
+    first = await intake.client.post("/v1/tickets", json=body(customer=customer), headers=CHANNEL)
+    before = await customer_row(intake, external_id)
+
+    same = await intake.client.post("/v1/tickets", json=body(customer=customer), headers=CHANNEL)
+    unchanged = await customer_row(intake, external_id)
+    assert unchanged == before  # not even rewritten with the same values
+    moved = {**customer, "email": "chen@example.org"}
+    changed = await intake.client.post("/v1/tickets", json=body(customer=moved), headers=CHANNEL)
+    after = await customer_row(intake, external_id)
+
+    assert [r.status_code for r in (first, same, changed)] == [201] * 3
+    assert {r.json()["customer_id"] for r in (first, same, changed)} == {str(before.id)}
+    assert (after.id, after.name, after.email) == (before.id, "陳小姐", "chen@example.org")
+    assert after.version != before.version
 
 
 async def test_one_ticket_that_cannot_be_stored_does_not_fail_its_batch(intake: ServiceHarness) -> None:

@@ -130,9 +130,12 @@ _TICKET_VALUES = {
     **{c: f"n.{c}" for c in _TICKET_COLUMNS},
     "number": f"${_P_PREFIX} || '-' || lpad(n.number_value::text, 6, '0')",
     "tags": "ARRAY(SELECT jsonb_array_elements_text(n.tags))",
-    # An existing customer keeps their id; a new one gets the id chosen in Python.
+    # An existing customer keeps their id — returned by the upsert when their details changed, else
+    # read from the statement's snapshot; a new one gets the id chosen in Python. (A customer
+    # first stored by a concurrent batch that committed after this statement's snapshot, with
+    # the same details, is in neither: the foreign key fails the batch, retried one by one.)
     "customer_id": "coalesce((SELECT c.id FROM customer c WHERE c.external_id = n.customer_external_id), "
-    "n.customer_id)",
+    "(SELECT k.id FROM customers k WHERE k.external_id = n.customer_external_id), n.customer_id)",
 }
 
 # Every CTE runs exactly once, whether or not the final SELECT reads it; all of them see one
@@ -163,6 +166,11 @@ customer AS (
         name = coalesce(excluded.name, customers.name),
         email = coalesce(excluded.email, customers.email),
         phone = coalesce(excluded.phone, customers.phone)
+    -- A returning customer usually sends the same details: no new row version to write then.
+    WHERE (customers.name, customers.email, customers.phone) IS DISTINCT FROM (
+        coalesce(excluded.name, customers.name),
+        coalesce(excluded.email, customers.email),
+        coalesce(excluded.phone, customers.phone))
     RETURNING id, external_id
 ),
 numbered AS (
