@@ -189,6 +189,49 @@ async def test_a_relay_publishes_nothing_while_another_replica_holds_the_relay_l
     assert (await outbox_rows(sessions, topic))[0].published_at is not None
 
 
+async def relay_lock_holders(maker: Sessions) -> list[str]:
+    """The state (`pg_stat_activity.state`) of each backend holding the relay lock."""
+    async with maker() as session:
+        states = await session.execute(
+            text(
+                "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                "AND l.classid = CAST(:high AS oid) AND l.objid = CAST(:low AS oid)"
+            ),
+            {"high": _RELAY_LOCK_KEY >> 32, "low": _RELAY_LOCK_KEY & 0xFFFFFFFF},
+        )
+        return list(states.scalars())
+
+
+async def test_a_pass_holds_the_relay_lock_with_no_transaction_open_and_gives_it_back(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any
+) -> None:
+    topic = new_topic("outbox-lock-pass")
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+        ticket = uuid.uuid4()
+        uow.publish(created(ticket, "HD-PASS"), subject=str(ticket))
+        await uow.commit()
+    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
+    send_all = relay._send_all
+    holders_while_sending: list[list[str]] = []
+
+    async def watched_send_all(rows: Any) -> dict[int, Exception]:
+        holders_while_sending.append(await relay_lock_holders(sessions))
+        return await send_all(rows)
+
+    relay._send_all = watched_send_all  # type: ignore[method-assign]
+    try:
+        assert await relay.publish_pending() == 1
+        assert await relay_lock_holders(sessions) == []  # given back after the mark
+        assert await relay.publish_pending() == 0  # nothing pending: given back all the same
+        assert await relay_lock_holders(sessions) == []
+    finally:
+        await relay.stop()
+    # Held by the pass while it waited for the broker, but no transaction open meanwhile.
+    assert holders_while_sending == [["idle"]]
+    assert (await outbox_rows(sessions, topic))[0].published_at is not None
+
+
 async def test_relay_against_an_unreachable_broker_keeps_rows_and_records_the_failure(
     db: tuple[str, Sessions], sessions: Sessions, new_topic: Any
 ) -> None:
@@ -206,6 +249,7 @@ async def test_relay_against_an_unreachable_broker_keeps_rows_and_records_the_fa
     assert row.published_at is None
     assert row.attempts == 1
     assert "Kafka" in row.last_error
+    assert await relay_lock_holders(sessions) == []  # a failed pass gives the lock back too
 
 
 async def commit_a_big_row_between_two_events(

@@ -6,9 +6,9 @@ than its message size limit, say) is parked — set aside with its error, logged
 and counted — instead of blocking every event behind it; operators un-park it
 (`parked_at = NULL`) once the cause is fixed. The relay is woken right after a commit
 that wrote events and otherwise sweeps periodically, so events written while
-the broker was down go out as soon as it is back. A transaction-scoped
-advisory lock keeps a single relay active per database, which keeps the
-per-key order of events even with several service replicas.
+the broker was down go out as soon as it is back. An advisory lock, held
+for the length of a pass, keeps a single relay active per database, which
+keeps the per-key order of events even with several service replicas.
 """
 
 from __future__ import annotations
@@ -59,17 +59,35 @@ _RECORD_ERRORS = (
     orjson.JSONEncodeError,
 )
 _PENDING = OUTBOX.c.published_at.is_(None) & OUTBOX.c.parked_at.is_(None)
-# The relay lock and the pending rows in one round trip: no rows when another replica holds
-# the lock (its lateral scan is skipped: a one-time filter) or when nothing is pending.
+# A pass holds the relay lock from its first statement to its last, with no transaction open in
+# between (nothing waits on the broker inside a transaction): the lock is session-level, taken
+# with the pending rows and given back by the statement that marks them. Its first statement: the
+# lock and the pending rows in one round trip — always one row, `held` telling whether this pass
+# has the lock (another replica may be mid-pass), the row's other columns NULL if nothing is pending.
 _LOCK_AND_SELECT_PENDING = (
-    "WITH relay AS (SELECT pg_try_advisory_xact_lock($1) AS held) "
-    "SELECT o.seq, o.topic, o.key, o.event_type, o.payload, o.headers FROM relay CROSS JOIN LATERAL ("
+    "WITH relay AS (SELECT pg_try_advisory_lock($1) AS held) "
+    "SELECT relay.held, o.seq, o.topic, o.key, o.event_type, o.payload, o.headers "
+    "FROM relay LEFT JOIN LATERAL ("
     "SELECT seq, topic, key, event_type, payload::text AS payload, headers::text AS headers "
     f"FROM {OUTBOX.name} WHERE relay.held AND published_at IS NULL AND parked_at IS NULL "
-    "ORDER BY seq LIMIT $2) o"
+    "ORDER BY seq LIMIT $2) o ON true"
 )
-_MARK_PUBLISHED = f"UPDATE {OUTBOX.name} SET published_at = now() WHERE seq = ANY($1::bigint[])"
 _PARK = f"UPDATE {OUTBOX.name} SET parked_at = now(), attempts = attempts + 1, last_error = $2 WHERE seq = $1"
+
+
+def _mark_published_and_unlock(seqs: Sequence[int]) -> str:
+    """A pass's last round trip: mark the rows and commit, then give the lock back — a script (the
+    simple query protocol runs several statements in one round trip), so the seqs are inlined
+    (integers from the database). The lock is given back only after the commit: another replica
+    that takes it next sees the rows published."""
+    unlock = f"SELECT pg_advisory_unlock({_RELAY_LOCK_KEY})"
+    if not seqs:
+        return unlock
+    listed = ",".join(str(int(seq)) for seq in seqs)
+    return (
+        f"BEGIN; UPDATE {OUTBOX.name} SET published_at = now() WHERE seq = ANY('{{{listed}}}'::bigint[]); "
+        f"COMMIT; {unlock}"
+    )
 
 
 # The producer's largest request (aiokafka's default, under the broker's default message size).
@@ -235,27 +253,36 @@ class OutboxRelay:
         """Publish one batch; returns how many rows were acknowledged."""
         seqs: list[int] = []
         try:
-            # Plain SQL in a transaction of the driver's own, on a pooled connection: the relay
-            # runs after every commit that wrote events, and an ORM session's begin and commit
-            # added about a fifth to a pass's CPU. The payload comes back as the JSON text to send.
-            # A connection that died on the way is replaced by the pool at its next checkout.
+            # Plain SQL on a pooled connection's driver, no transaction but the mark's (see
+            # `_LOCK_AND_SELECT_PENDING`): two round trips a pass, after every commit that wrote
+            # events. The payload comes back as the JSON text to send.
             async with self._engine.connect() as connection:
                 driver: Any = (await connection.get_raw_connection()).driver_connection
-                async with driver.transaction():
+                try:
                     rows = await driver.fetch(
                         _LOCK_AND_SELECT_PENDING, _RELAY_LOCK_KEY, self._settings.outbox_batch_size
                     )
-                    if not rows:
-                        return 0  # nothing pending, or another replica is relaying for this database
+                    if not rows[0]["held"]:
+                        return 0  # another replica is relaying for this database
+                    rows = [row for row in rows if row["seq"] is not None]
                     seqs = [r["seq"] for r in rows]
-                    rejected = await asyncio.wait_for(
-                        self._send_all(rows), self._settings.outbox_publish_timeout_seconds
+                    rejected = (
+                        await asyncio.wait_for(
+                            self._send_all(rows), self._settings.outbox_publish_timeout_seconds
+                        )
+                        if rows
+                        else {}
                     )
                     published = [seq for seq in seqs if seq not in rejected]
-                    await driver.execute(_MARK_PUBLISHED, published)
                     for row in rows:
                         if (error := rejected.get(row["seq"])) is not None:
                             await self._park(driver, row, error)
+                    await driver.execute(_mark_published_and_unlock(published))
+                except BaseException:
+                    # Whether the lock is still held is unknown: the connection is closed rather
+                    # than pooled with it (its end gives the lock back).
+                    await connection.invalidate()
+                    raise
         except Exception as exc:
             if seqs:
                 await self._record_failure(seqs, exc)
