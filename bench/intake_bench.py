@@ -5,7 +5,11 @@ load generator with the same connection count and duration. Intake does its full
 work per request: bearer-token auth, validation, Idempotency-Key, customer upsert,
 ticket + timeline rows and the outbox event (relayed to the real Kafka broker).
 
-    uv run python bench/intake_bench.py [--seconds 15] [--connections 32]
+    uv run python bench/intake_bench.py [--seconds 15] [--connections 32] [--rounds 3]
+
+The measured seconds of each side are split into rounds that alternate between the two
+(yardstick then intake, intake then yardstick, …): on a shared machine whose speed drifts over
+minutes, back-to-back halves would compare two different machines.
 
 Writes bench/results/intake.json and intake.md.
 """
@@ -83,15 +87,38 @@ def mean_batch_size(base_url: str) -> float:
 def measured_load(
     port: int, build: Callable[[int], bytes], app_pid: int, pg_data: Path, args: argparse.Namespace
 ) -> LoadResult:
-    """Run the load and attach CPU milliseconds per request of the app and of PostgreSQL."""
+    """Run one round of load and attach CPU milliseconds per request of the app and of PostgreSQL."""
     app_before, pg_before = cpu_seconds([app_pid]), cpu_seconds(postgres_pids(pg_data))
     result = asyncio.run(
-        run_load("127.0.0.1", port, build, connections=args.connections, seconds=args.seconds, ok_status=201)
+        run_load(
+            "127.0.0.1",
+            port,
+            build,
+            connections=args.connections,
+            seconds=args.seconds / args.rounds,
+            ok_status=201,
+        )
     )
     done = max(result.requests, 1)
     result.cpu_ms_per_request = {
-        "app": round((cpu_seconds([app_pid]) - app_before) * 1000 / done, 3),
-        "postgres": round((cpu_seconds(postgres_pids(pg_data)) - pg_before) * 1000 / done, 3),
+        "app": (cpu_seconds([app_pid]) - app_before) * 1000 / done,
+        "postgres": (cpu_seconds(postgres_pids(pg_data)) - pg_before) * 1000 / done,
+    }
+    return result
+
+
+def combined(rounds: list[LoadResult]) -> LoadResult:
+    """The rounds of one side as one result (CPU per request weighted by each round's requests)."""
+    requests = sum(r.requests for r in rounds)
+    result = LoadResult(
+        requests=requests,
+        errors=sum(r.errors for r in rounds),
+        seconds=sum(r.seconds for r in rounds),
+        latencies_ms=[latency for r in rounds for latency in r.latencies_ms],
+    )
+    result.cpu_ms_per_request = {
+        part: round(sum(r.cpu_ms_per_request[part] * r.requests for r in rounds) / max(requests, 1), 3)
+        for part in ("app", "postgres")
     }
     return result
 
@@ -131,12 +158,16 @@ def yardstick_request(i: int) -> bytes:
     return http_post("/tickets", "127.0.0.1", body, {})
 
 
-def report(intake: LoadResult, yardstick: LoadResult, args: argparse.Namespace) -> dict[str, object]:
+def report(
+    intake: LoadResult, yardstick: LoadResult, round_ratios: list[float], args: argparse.Namespace
+) -> dict[str, object]:
     ratio = intake.rps / yardstick.rps if yardstick.rps else 0.0
     return {
         "benchmark": "POST /v1/tickets vs minimal FastAPI + asyncpg single INSERT",
         "connections": args.connections,
         "seconds": args.seconds,
+        "rounds": args.rounds,
+        "round_ratios": [round(r, 3) for r in round_ratios],
         "workers": 1,
         "intake": {**intake.summary(), "cpu_ms_per_request": intake.cpu_ms_per_request, **intake.notes},
         "yardstick": {**yardstick.summary(), "cpu_ms_per_request": yardstick.cpu_ms_per_request},
@@ -154,7 +185,7 @@ def write(result: dict[str, object]) -> None:
         "# Intake benchmark",
         "",
         f"{result['benchmark']}; {result['connections']} connections, "
-        f"{result['seconds']} s, 1 uvicorn worker each.",
+        f"{result['seconds']} s each in {result['rounds']} alternating rounds, 1 uvicorn worker each.",
         "",
         "| | req/s | p50 ms | p99 ms | errors | app CPU ms/req | PostgreSQL CPU ms/req |",
         "|---|---|---|---|---|---|---|",
@@ -167,7 +198,8 @@ def write(result: dict[str, object]) -> None:
     lines += [
         "",
         f"Throughput ratio intake / yardstick: **{result['throughput_ratio']}** "
-        f"(target ≥ {result['target_ratio']})",
+        f"(target ≥ {result['target_ratio']}); round by round: "
+        + ", ".join(str(r) for r in result["round_ratios"]),  # type: ignore[attr-defined]
         "",
     ]
     (RESULTS / "intake.md").write_text("\n".join(lines))
@@ -177,8 +209,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side (default 3)")
 
     args = parser.parse_args()
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be at least 1 and --seconds positive")
     with tempfile.TemporaryDirectory(prefix="helpdesk-bench-") as tmp, start_infra(Path(tmp)) as infra:
         intake_url = infra.create_database("bench_intake")
         yardstick_url = infra.create_database("bench_yardstick")
@@ -221,15 +256,26 @@ def main() -> int:
             token = mint_token(secret=DEV_JWT_SECRET, subject="bench-channel", roles=["channel"])
             assert infra.postgres is not None, "the benchmark runs its own PostgreSQL"
             pg_data = infra.postgres.data_dir
-            yard_result = measured_load(yard_port, yardstick_request, yardstick.pid, pg_data, args)
-            intake_result = measured_load(
-                stack.ports["intake"], intake_request(token), stack.processes["intake"].pid, pg_data, args
-            )
+            sides = {
+                "yardstick": (yard_port, yardstick_request, yardstick.pid),
+                "intake": (stack.ports["intake"], intake_request(token), stack.processes["intake"].pid),
+            }
+            rounds: dict[str, list[LoadResult]] = {"yardstick": [], "intake": []}
+            for number in range(args.rounds):
+                order = ["yardstick", "intake"] if number % 2 == 0 else ["intake", "yardstick"]
+                for side in order:
+                    port, build, pid = sides[side]
+                    rounds[side].append(measured_load(port, build, pid, pg_data, args))
+            yard_result, intake_result = combined(rounds["yardstick"]), combined(rounds["intake"])
             intake_result.notes["mean_tickets_per_transaction"] = mean_batch_size(stack.url("intake"))
+            round_ratios = [
+                i.rps / y.rps if y.rps else 0.0
+                for i, y in zip(rounds["intake"], rounds["yardstick"], strict=True)
+            ]
         finally:
             stack.stop()
             yardstick.stop()
-    result = report(intake_result, yard_result, args)
+    result = report(intake_result, yard_result, round_ratios, args)
     write(result)
     print(json.dumps(result, indent=2))
     return 0
