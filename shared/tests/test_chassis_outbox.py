@@ -128,6 +128,25 @@ async def test_on_commit_fires_only_when_events_were_written(sessions: Sessions,
     assert len(await outbox_rows(sessions, topic)) == 1
 
 
+async def test_events_can_travel_in_a_statement_of_the_use_case(sessions: Sessions, new_topic: Any) -> None:
+    topic = new_topic("outbox")
+    woken: list[bool] = []
+    ticket = uuid.uuid4()
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic, on_commit=lambda: woken.append(True)) as uow:
+        first = uow.publish(created(ticket, "HD-S1"), subject=str(ticket))
+        second = uow.publish(created(ticket, "HD-S2"), subject=str(ticket))
+        insert = uow.events_insert(first_parameter=3)
+        assert insert is not None and uow.events_insert(first_parameter=3) is None  # taken once
+        sql, parameters = insert
+        driver = await uow.driver_connection()
+        # The use case's own statement, its parameters first, the events' after them.
+        total = await driver.fetchval(f"WITH stored AS ({sql}) SELECT $1::int + $2::int", 40, 2, *parameters)
+        assert total == 42
+        await uow.commit()  # nothing left to write, and the relay is still woken
+    assert [r.event_id for r in await outbox_rows(sessions, topic)] == [first.id, second.id]
+    assert woken == [True]
+
+
 async def test_relay_publishes_cloudevents_in_key_order_and_marks_them(
     db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any, read_topic: Any
 ) -> None:

@@ -131,13 +131,19 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
             now=now,
         )
     # The agents' rows are what concurrent runs (other partitions, replicas) wait for: their
-    # update is the last statement before the commit, so they are locked for one round trip.
-    await uow.write_events()
-    await _assign_and_take(repo, assignments, now)
+    # update is the last statement before the commit, so they are locked for one round trip —
+    # the one that also stores the run's events.
+    if assignments:
+        await _assign_and_take(repo, assignments, now, uow=uow)
+    else:
+        await uow.write_events()
 
 
-async def _assign_and_take(repo: RoutingRepository, assignments: list[NewAssignment], now: datetime) -> None:
-    if assignments and not await repo.assign_and_take_many(assignments, now):
+async def _assign_and_take(
+    repo: RoutingRepository, assignments: list[NewAssignment], now: datetime, *, uow: UnitOfWork | None = None
+) -> None:
+    events = uow.events_insert if uow is not None else None
+    if assignments and not await repo.assign_and_take_many(assignments, now, events=events):
         raise CapacityRace("an agent chosen for this run filled up or went away meanwhile")
 
 

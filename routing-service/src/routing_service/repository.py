@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -189,14 +189,16 @@ _LOCK_AND_TAKE_SLOTS = (
     "RETURNING a.id"
 )
 _TAKE_CAPACITY_MANY = f"WITH {_LOCK_AND_TAKE_SLOTS}"
-# A run's assignments and the slots they take, in one statement (one round trip fewer per run).
-_ASSIGN_AND_TAKE_MANY = (
-    "WITH assigned AS (INSERT INTO assignments (ticket_id, agent_id, reason, assigned_at, domain, language) "
+# A run's assignments and the slots they take, in one statement (one round trip fewer per run) —
+# with the run's events too when given (`{events}`: a data-modifying CTE, parameters from $10).
+_ASSIGNED = (
+    "assigned AS (INSERT INTO assignments (ticket_id, agent_id, reason, assigned_at, domain, language) "
     "SELECT a.ticket_id, a.agent_id, a.reason, $3, a.domain, a.language "
     "FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[]) "
     "AS a(ticket_id, agent_id, reason, domain, language)), "
-    f"{_LOCK_AND_TAKE_SLOTS}"
 )
+_ASSIGN_AND_TAKE_MANY = f"WITH {_ASSIGNED}{_LOCK_AND_TAKE_SLOTS}"
+_FIRST_EVENTS_PARAMETER = 10
 # Remember a run's tickets and start the clocks of those remembered now, in one statement; a row
 # per ticket remembered now, each with the number of clocks started.
 _REMEMBER_AND_START_CLOCKS = (
@@ -394,15 +396,27 @@ class RoutingRepository:
         )
         return len(taken) == len(ids)
 
-    async def assign_and_take_many(self, assignments: Sequence[NewAssignment], now: datetime) -> bool:
+    async def assign_and_take_many(
+        self,
+        assignments: Sequence[NewAssignment],
+        now: datetime,
+        *,
+        events: Callable[..., tuple[str, list[list[Any]]] | None] | None = None,
+    ) -> bool:
         """Store the assignments and claim their agents' slots, as `take_capacity_many` does, in one
-        statement; False — the caller must roll back the assignments — if an agent filled up or
-        went away."""
+        statement — with the unit of work's pending events when ``events`` is its `events_insert`;
+        False — the caller must roll back — if an agent filled up or went away."""
         slots = collections.Counter(a.agent_id for a in assignments)
         ids = sorted(slots)
+        insert = events(first_parameter=_FIRST_EVENTS_PARAMETER) if events is not None else None
+        statement, event_parameters = (
+            (f"WITH {_ASSIGNED}events AS ({insert[0]}), {_LOCK_AND_TAKE_SLOTS}", insert[1])
+            if insert is not None
+            else (_ASSIGN_AND_TAKE_MANY, [])
+        )
         driver = await self._driver()
         taken = await driver.fetch(
-            _ASSIGN_AND_TAKE_MANY,
+            statement,
             ids,
             [slots[i] for i in ids],
             now,
@@ -412,6 +426,7 @@ class RoutingRepository:
             [a.reason[:200] for a in assignments],
             [a.domain for a in assignments],
             [a.language for a in assignments],
+            *event_parameters,
         )
         return len(taken) == len(ids)
 

@@ -102,13 +102,24 @@ class UnitOfWork:
         """Store the events published so far now rather than at `commit()` (still in this
         transaction): lets a use case keep its last statements — e.g. a contended row update —
         right before the commit."""
-        if self._pending:
-            rows, self._pending = self._pending, []
+        if (insert := self.events_insert(first_parameter=1)) is not None:
+            sql, parameters = insert
             driver = await self.driver_connection()
-            await driver.execute(
-                _INSERT_EVENTS, *([row[column] for row in rows] for column in _EVENT_COLUMNS)
-            )
-            self._wrote_events = True
+            await driver.execute(sql, *parameters)
+
+    def events_insert(self, *, first_parameter: int) -> tuple[str, list[list[Any]]] | None:
+        """The events published so far as an INSERT for the caller's own statement (a
+        data-modifying CTE of it, say), its parameters numbered from ``first_parameter``:
+        ``(sql, parameters)``, or None when nothing is pending. They count as written — the
+        caller must run the statement in this transaction (one round trip for both).
+
+        The rows keep their publication order (`seq` follows it)."""
+        if not self._pending:
+            return None
+        rows, self._pending = self._pending, []
+        self._wrote_events = True
+        placeholders = [f"${first_parameter + n}" for n in range(len(_EVENT_COLUMNS))]
+        return _INSERT_EVENTS.format(*placeholders), [[row[c] for row in rows] for c in _EVENT_COLUMNS]
 
     async def commit(self) -> None:
         await self.write_events()
@@ -122,10 +133,11 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 _EVENT_COLUMNS = ("event_id", "topic", "key", "event_type", "payload", "headers")
 # One statement for all of a transaction's events, in publication order (`seq` follows it).
+# Its six parameters' placeholders are filled in by `events_insert`.
 _INSERT_EVENTS = (
     f"INSERT INTO {OUTBOX.name} (event_id, topic, key, event_type, payload, headers) "
     "SELECT e.event_id, e.topic, e.key, e.event_type, CAST(e.payload AS jsonb), CAST(e.headers AS jsonb) "
-    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY "
+    "FROM unnest({}::uuid[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[]) WITH ORDINALITY "
     "AS e(event_id, topic, key, event_type, payload, headers, position) ORDER BY e.position"
 )
 
