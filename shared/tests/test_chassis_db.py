@@ -3,6 +3,7 @@ the driver connection under a session's transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
@@ -134,3 +135,23 @@ async def test_a_connection_given_back_closed_is_replaced_at_its_next_checkout(
 
     assert await backend_pid(pool) != first
     assert pings == []
+
+
+async def test_a_statement_is_prepared_again_once_its_lifetime_is_over(url: str) -> None:
+    # So that PostgreSQL plans it again with the tables' sizes of then (see STATEMENT_LIFETIME_SECONDS).
+    engine = create_engine(url, pool_size=1, max_overflow=0, statement_lifetime=0.5)
+    statement = "SELECT count(*) FROM pg_class WHERE relname = ANY($1::text[])"
+    prepared = "SELECT prepare_time FROM pg_prepared_statements WHERE statement = $1"
+    try:
+        async with engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.fetchval(statement, ["pg_class"])
+            [first] = [row[0] for row in await driver.fetch(prepared, statement)]
+            await driver.fetchval(statement, ["pg_class"])  # within its lifetime: the same statement
+            assert [row[0] for row in await driver.fetch(prepared, statement)] == [first]
+            await asyncio.sleep(0.6)
+            await driver.fetchval(statement, ["pg_class"])
+            again = [row[0] for row in await driver.fetch(prepared, statement)]
+    finally:
+        await engine.dispose()
+    assert max(again) > first

@@ -31,6 +31,7 @@ import orjson
 from prometheus_client import Histogram
 
 from helpdesk_shared.chassis.app import ServiceRuntime
+from helpdesk_shared.chassis.db import STATEMENT_LIFETIME_SECONDS
 from helpdesk_shared.chassis.problems import Conflict, DomainError, InvalidInput
 from helpdesk_shared.chassis.uow import event_headers
 from helpdesk_shared.contracts.enums import TicketStatus
@@ -292,7 +293,11 @@ class TicketWriter:
         while True:
             try:
                 return await asyncpg.create_pool(
-                    _plain_dsn(database_url), min_size=1, max_size=self._concurrent, reset=_session_unchanged
+                    _plain_dsn(database_url),
+                    min_size=1,
+                    max_size=self._concurrent,
+                    reset=_session_unchanged,
+                    max_cached_statement_lifetime=STATEMENT_LIFETIME_SECONDS,  # plans follow the tables
                 )
             except (OSError, asyncpg.PostgresError) as exc:
                 # Requests wait in the queue meanwhile; /readyz reports the database down.
