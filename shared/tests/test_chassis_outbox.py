@@ -69,6 +69,14 @@ def created(ticket_id: uuid.UUID, number: str) -> TicketCreated:
     )
 
 
+async def commit_one_event(maker: Sessions, topic: str, number: str) -> None:
+    """A unit of work that commits one `ticket.created` (ticket number ``number``) to ``topic``."""
+    async with UnitOfWork(maker, source=SOURCE, topic=topic) as uow:
+        ticket = uuid.uuid4()
+        uow.publish(created(ticket, number), subject=str(ticket))
+        await uow.commit()
+
+
 async def outbox_rows(maker: Sessions, topic: str) -> list[Any]:
     async with maker() as session:
         return list(
@@ -192,10 +200,7 @@ async def test_a_relay_publishes_nothing_while_another_replica_holds_the_relay_l
     db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any
 ) -> None:
     topic = new_topic("outbox-lock")
-    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
-        ticket = uuid.uuid4()
-        uow.publish(created(ticket, "HD-LOCK"), subject=str(ticket))
-        await uow.commit()
+    await commit_one_event(sessions, topic, "HD-LOCK")
     relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
     try:
         async with sessions() as other, other.begin():  # another replica, mid-pass
@@ -226,10 +231,7 @@ async def test_a_pass_holds_the_relay_lock_with_no_transaction_open_and_gives_it
     db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any
 ) -> None:
     topic = new_topic("outbox-lock-pass")
-    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
-        ticket = uuid.uuid4()
-        uow.publish(created(ticket, "HD-PASS"), subject=str(ticket))
-        await uow.commit()
+    await commit_one_event(sessions, topic, "HD-PASS")
     relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
     send_all = relay._send_all
     holders_while_sending: list[list[str]] = []
@@ -385,10 +387,7 @@ async def test_a_relay_whose_connection_died_fails_one_pass_and_the_next_has_a_n
     relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), relay_sessions)
     try:
         for number in ("HD-DEAD-1", "HD-DEAD-2"):
-            async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
-                ticket = uuid.uuid4()
-                uow.publish(created(ticket, number), subject=str(ticket))
-                await uow.commit()
+            await commit_one_event(sessions, topic, number)
             if number == "HD-DEAD-1":
                 assert await relay.publish_pending() == 1
                 async with relay_sessions() as session:
