@@ -190,7 +190,8 @@ _LOCK_AND_TAKE_SLOTS = (
 )
 _TAKE_CAPACITY_MANY = f"WITH {_LOCK_AND_TAKE_SLOTS}"
 # A run's assignments and the slots they take, in one statement (one round trip fewer per run) —
-# with the run's events too when given (`{events}`: a data-modifying CTE, parameters from $10).
+# with the run's events too when given (`assign_and_take_many` adds them as a CTE between the two,
+# their parameters from $10 on).
 _ASSIGNED = (
     "assigned AS (INSERT INTO assignments (ticket_id, agent_id, reason, assigned_at, domain, language) "
     "SELECT a.ticket_id, a.agent_id, a.reason, $3, a.domain, a.language "
