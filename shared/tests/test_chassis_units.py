@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from helpdesk_shared.chassis import app as chassis_app
+from helpdesk_shared.chassis.app import freeze_long_lived
 from helpdesk_shared.chassis.auth import Principal, TokenVerifier, mint_token, require_roles
 from helpdesk_shared.chassis.db import asyncpg_url
-from helpdesk_shared.chassis.heap import freeze_long_lived
 from helpdesk_shared.chassis.outbox import key_partition
 from helpdesk_shared.chassis.pagination import (
     InvalidCursor,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -23,7 +24,6 @@ from starlette.middleware import Middleware
 from helpdesk_shared.chassis.auth import TokenVerifier
 from helpdesk_shared.chassis.consumer import EventConsumer, Handler
 from helpdesk_shared.chassis.db import create_engine, create_sessionmaker
-from helpdesk_shared.chassis.heap import freeze_long_lived
 from helpdesk_shared.chassis.logging import configure_logging, get_logger
 from helpdesk_shared.chassis.metrics import RequestContextMiddleware, metrics_payload
 from helpdesk_shared.chassis.outbox import OutboxRelay
@@ -137,6 +137,21 @@ class ServiceRuntime:
         except Exception as exc:
             checks["kafka"] = f"unavailable: {type(exc).__name__}"
         return checks
+
+
+def freeze_long_lived() -> None:
+    """Collect what is garbage now, then exempt every surviving object from the cyclic garbage
+    collector's future passes (`gc.freeze`); called once a service has started.
+
+    A service's long-lived objects — modules, the app, ORM metadata, pydantic models, clients —
+    are a couple of hundred thousand containers that every full (generation 2) collection walked,
+    stalling the event loop: 100–170 ms every few seconds in routing at 500 tickets/s. Loaded at
+    start-up, they never become garbage; after the freeze a full pass walks only what was
+    allocated since (10–20 ms in the same benchmark). The exempt objects are still freed by
+    reference counting; only a cycle among them dropped later would stay.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def create_service_app(definition: ServiceDefinition) -> FastAPI:
