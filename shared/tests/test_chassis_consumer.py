@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate
+from helpdesk_shared.chassis import consumer as consumer_module
 from helpdesk_shared.chassis.consumer import Batched, ConsumerTuning, EventConsumer, RetryRun
 from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sessionmaker
 from helpdesk_shared.chassis.outbox import OutboxRelay
@@ -606,3 +607,22 @@ async def test_a_run_that_lost_a_race_is_applied_once_more_as_a_run(
     assert await effects(sessions, rig.group) == ["X-1", "X-race", "X-2"]  # once each
     assert rig.calls == []  # never one by one
     assert batch_fallbacks(rig) == 0
+
+
+async def test_a_run_handed_over_as_the_last_writer_finishes_is_still_applied(
+    infra: Infra, sessions: Sessions, new_topic: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer that found nothing more to apply has finished, but its task leaves the group's
+    # writers only when its done-callback runs — after the worker it just released has handed
+    # over its next run. With every writer slot taken by finished writers, nobody applied that
+    # run and the partition stalled for good. One writer slot makes it happen every time.
+    monkeypatch.setattr(consumer_module, "_GROUP_WRITERS", 1)
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), batched=True)
+    first, second = [created("R-1"), created("R-2")], [created("R-3")]
+
+    await rig.consumer.handle_records([record(rig.topic, 0, n, e) for n, e in enumerate(first)])
+    async with asyncio.timeout(10):  # not wait_for: a task of its own would let the callback run first
+        await rig.consumer.handle_records([record(rig.topic, 0, 2, second[0])])
+
+    assert rig.batches == [["R-1", "R-2"], ["R-3"]]
+    assert await effects(sessions, rig.group) == ["R-1", "R-2", "R-3"]

@@ -345,6 +345,11 @@ class EventConsumer:
                     if not applied.done():  # its worker may have been cancelled meanwhile
                         applied.set_result(ok)
         finally:  # cancelled (shutdown): whoever still waits falls back or is cancelled too
+            # Out of the writers at once, in the step that found nothing left to apply: the task's
+            # done-callback runs only after the workers just released, and a run one of them hands
+            # over meanwhile would find every writer slot taken by finished writers — and wait forever.
+            if (this_writer := asyncio.current_task()) is not None:
+                group.writers.discard(this_writer)
             for _, applied in [*members, *group.waiting]:
                 if not applied.done():
                     applied.set_result(False)
