@@ -311,8 +311,7 @@ class EventConsumer:
         group.waiting.append((run, applied))
         if len(group.writers) < _GROUP_WRITERS:
             writer = asyncio.create_task(self._write_group(handler, group), name="consumer-group")
-            group.writers.add(writer)
-            writer.add_done_callback(group.writers.discard)
+            group.writers.add(writer)  # leaves them itself, as it stops (see `_write_group`)
         if await applied:
             return
         for decoded in run:
@@ -345,9 +344,10 @@ class EventConsumer:
                     if not applied.done():  # its worker may have been cancelled meanwhile
                         applied.set_result(ok)
         finally:  # cancelled (shutdown): whoever still waits falls back or is cancelled too
-            # Out of the writers at once, in the step that found nothing left to apply: the task's
-            # done-callback runs only after the workers just released, and a run one of them hands
-            # over meanwhile would find every writer slot taken by finished writers — and wait forever.
+            # Out of the writers in the very step that found nothing left to apply. A done-callback
+            # would run only after the workers just released: a run one of them handed over
+            # meanwhile found every writer slot taken by finished writers, and waited forever. (A
+            # writer cancelled before it ever ran is left in a group the session then drops.)
             if (this_writer := asyncio.current_task()) is not None:
                 group.writers.discard(this_writer)
             for _, applied in [*members, *group.waiting]:
