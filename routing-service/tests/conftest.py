@@ -11,5 +11,7 @@ from routing_service.settings import RoutingSettings
 
 @pytest.fixture(scope="session")
 async def routing(make_service) -> AsyncIterator[ServiceHarness]:  # type: ignore[no-untyped-def]
-    async with make_service("routing", RoutingSettings, create_app) as harness:
+    # No periodic queue sweep: tests build states mid-race on purpose and drain when they say so
+    # (the sweeper's own test runs an instance that sweeps).
+    async with make_service("routing", RoutingSettings, create_app, queue_sweep_seconds=3600) as harness:
         yield harness

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,8 +19,10 @@ from sqlalchemy import delete, select
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.contracts import EventEnvelope, Priority, TicketReopened, TicketResolved, TicketStatus
 from routing_service import capacity
+from routing_service.app import create_app
 from routing_service.models import Agent, Assignment, QueueEntry, SlaTimer
 from routing_service.repository import RoutingRepository
+from routing_service.settings import RoutingSettings
 
 QUEUED = "helpdesk.ticket.queued.v1"
 
@@ -256,3 +259,50 @@ async def test_a_ticket_resolved_while_being_dequeued_does_not_keep_a_slot(routi
             select(QueueEntry.ticket_id).where(QueueEntry.ticket_id == waiting.data.ticket_id)
         )
     assert (load, queued) == (0, None)  # both resolved: no slot taken
+
+
+async def queue_while_the_slot_frees(routing: ServiceHarness) -> tuple[uuid.UUID, uuid.UUID]:
+    """The race no event-driven drain can see: a ticket finds the only agent full and is being
+    queued when the holder's resolution frees the slot and drains a queue that does not show the
+    new entry yet (uncommitted). Returns the agent and the ticket."""
+    (agent,) = await isolated_team(routing, 1)
+    holder, late = ticket_created(), ticket_created()
+    await handle(routing, holder)
+    now = datetime.now(UTC)
+    async with routing.uow() as queueing:
+        repo = RoutingRepository(queueing.session)
+        assert not await repo.take_capacity(uuid.UUID(agent), now)  # full: `late` is queued
+        await repo.enqueue(late.data.ticket_id, Priority.NORMAL, now, waiting_since=now)
+        await handle(routing, resolved(holder.data.ticket_id))  # frees the slot, drains: no entry seen
+        await queueing.commit()
+    return uuid.UUID(agent), late.data.ticket_id
+
+
+async def test_a_sweep_gives_a_slot_freed_while_its_ticket_was_queued_to_that_ticket(
+    routing: ServiceHarness,
+) -> None:
+    agent, ticket_id = await queue_while_the_slot_frees(routing)
+    assert await owner(routing, ticket_id) is None
+    async with routing.uow() as uow:
+        assert await uow.session.scalar(select(Agent.active_tickets).where(Agent.id == agent)) == 0
+
+    assert await capacity.sweep_queue(routing.uow) == 1
+    assert await owner(routing, ticket_id) == agent
+    assert await queue_entry(routing, ticket_id) is None
+    assert await capacity.sweep_queue(routing.uow) == 0  # nothing left that anyone free could take
+
+
+@pytest.fixture
+async def sweeping_routing(make_service) -> AsyncIterator[ServiceHarness]:  # type: ignore[no-untyped-def]
+    async with make_service(
+        "routing", RoutingSettings, create_app, label="sweep", queue_sweep_seconds=0.2
+    ) as harness:
+        yield harness
+
+
+async def test_the_service_sweeps_its_queue_on_its_own(sweeping_routing: ServiceHarness) -> None:
+    agent, ticket_id = await queue_while_the_slot_frees(sweeping_routing)
+    deadline = asyncio.get_running_loop().time() + 10
+    while await owner(sweeping_routing, ticket_id) != agent:
+        assert asyncio.get_running_loop().time() < deadline, "the queue was not swept"
+        await asyncio.sleep(0.1)

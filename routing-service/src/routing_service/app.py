@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
-from routing_service import classification, sla_timers
+from routing_service import capacity, classification, sla_timers
 from routing_service.api import agents
 from routing_service.api import classification as classification_api
 from routing_service.api import collaborators as collaborators_api
@@ -32,7 +32,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             ],
             handlers=HANDLERS,
             consumes=CONSUMES,
-            background=[classification.warm_up, sla_timers.sla_timer_worker],
+            background=[classification.warm_up, sla_timers.sla_timer_worker, capacity.queue_sweeper],
             title="Helpdesk routing service",
             description=(
                 "Classification, assignment, presence, transfers, collaborators, queues, workload and SLAs."

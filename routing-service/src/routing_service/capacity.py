@@ -8,7 +8,10 @@ the ticket is resolved or closed, transferred away, or handed back by an agent g
 customer has been waiting: from the ticket's creation (``ticket.created``'s ``created_at``) or
 its last reopening (``reopened_at``) — not from when routing got round to the event, so a backlog
 or a restart does not reorder same-priority tickets — and a ticket handed back to the queue keeps
-its place. Every freed slot immediately goes to the queue: see `drain_queue`.
+its place. Every freed slot immediately goes to the queue: see `drain_queue`. A drain sees only
+committed queue entries, so a slot freed while a ticket was being queued for it (the ticket found
+the agent full, the holder's resolution drained before the queue entry committed) would wait for
+that agent's next freed slot; `queue_sweeper` drains every ``queue_sweep_seconds`` to catch it.
 
 **Difficult tickets (疑難問題) belong to the team lead**, so the queue does not treat them like
 the rest. The policy, as a support team expects it:
@@ -32,10 +35,13 @@ A reopened ticket goes back to the agent who held it when that agent is online w
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.chassis.app import ServiceRuntime
+from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketReopened
 from helpdesk_shared.contracts.routing import TicketAssigned, TicketQueued
@@ -43,6 +49,9 @@ from routing_service import collaborators
 from routing_service.domain.assignment import Candidate, order_candidates
 from routing_service.domain.difficulty import DEFAULT_POLICY
 from routing_service.repository import Lead, RoutingRepository
+from routing_service.settings import RoutingSettings
+
+log = get_logger(__name__)
 
 DEQUEUED = "dequeued: capacity freed"
 
@@ -165,6 +174,32 @@ async def drain_queue(uow: UnitOfWork, repo: RoutingRepository, now: datetime) -
                 assigned, progress = assigned + 1, True
         if not progress:
             return assigned
+
+
+async def sweep_queue(uow_factory: UnitOfWorkFactory) -> int:
+    """Drain the queue once, woken by nothing; returns how many tickets were assigned."""
+    async with uow_factory() as uow:
+        repo = RoutingRepository(uow.session)
+        if await repo.queue_depth() == 0:
+            return 0
+        assigned = await drain_queue(uow, repo, datetime.now(UTC))
+        if assigned:
+            await uow.commit()
+    if assigned:
+        log.info("queue_swept", assigned=assigned)  # a wake-up the event-driven drains missed
+    return assigned
+
+
+async def queue_sweeper(runtime: ServiceRuntime) -> None:
+    """Background task of the routing service: `sweep_queue` every ``queue_sweep_seconds``."""
+    settings = runtime.settings
+    assert isinstance(settings, RoutingSettings)
+    while True:
+        await asyncio.sleep(settings.queue_sweep_seconds)
+        try:
+            await sweep_queue(runtime.uow)
+        except Exception as exc:  # a database hiccup must not end the sweeps for good
+            log.warning("queue_sweep_failed", error=repr(exc))
 
 
 async def release_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> None:

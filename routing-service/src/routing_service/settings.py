@@ -15,6 +15,12 @@ class RoutingSettings(ServiceSettings):
     sla_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often the SLA worker looks for warnings and breaches that are due"
     )
+    queue_sweep_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often routing drains the queue without being woken: the safety net for a slot "
+        "freed while a ticket was being queued for it (a drain sees only committed queue entries)",
+    )
     sla_batch_size: int = Field(default=100, ge=1, le=10_000, description="Tickets fired per SLA worker pass")
     config_cache_seconds: float = Field(
         default=2.0,
