@@ -55,5 +55,6 @@ def redact_contacts(text: str, *known: str | None) -> str:
     for value in known:
         if value:
             text = text.replace(value, "[email]" if "@" in value else "[phone]")
-    text = _EMAIL.sub("[email]", text)
+    if "@" in text:  # the pattern scans every run of word characters (all of a Chinese text) for one
+        text = _EMAIL.sub("[email]", text)
     return _PHONE.sub("[phone]", text)
