@@ -430,6 +430,8 @@ class TunedSettings(ServiceSettings):
     consumer_max_poll_records: int = 200
     consumer_session_timeout_ms: int = 10_000
     consumer_heartbeat_interval_ms: int = 3_000
+    consumer_fetch_min_bytes: int = 1
+    consumer_fetch_max_wait_ms: int = 500
 
 
 def test_the_tuning_is_read_from_the_settings_that_declare_it() -> None:
@@ -441,8 +443,12 @@ def test_the_tuning_is_read_from_the_settings_that_declare_it() -> None:
         consumer_max_poll_records=50,
         consumer_session_timeout_ms=6_000,
         consumer_heartbeat_interval_ms=2_000,
+        consumer_fetch_min_bytes=65_536,
+        consumer_fetch_max_wait_ms=10,
     )
-    assert ConsumerTuning.from_settings(tuned) == ConsumerTuning(2, 50, 6_000, 2_000)
+    assert ConsumerTuning.from_settings(tuned) == ConsumerTuning(
+        2, 50, 6_000, 2_000, fetch_min_bytes=65_536, fetch_max_wait_ms=10
+    )
     with pytest.raises(ValueError, match="third of the session timeout"):
         ConsumerTuning.from_settings(
             TunedSettings(database_url="postgresql://unused/unused", consumer_heartbeat_interval_ms=4_000)

@@ -160,6 +160,11 @@ class ConsumerTuning:
     """At most a third of the session timeout."""
     max_batch: int = 100
     """Most events of one `Batched` type applied in one transaction."""
+    fetch_min_bytes: int = 1
+    """The broker answers a fetch once it has this much for the consumer (or the wait is up)."""
+    fetch_max_wait_ms: int = 500
+    """How long the broker may hold a fetch for ``fetch_min_bytes``: also how often an idle
+    consumer asks again."""
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> ConsumerTuning:
@@ -174,6 +179,10 @@ class ConsumerTuning:
                 getattr(settings, "consumer_heartbeat_interval_ms", defaults.heartbeat_interval_ms)
             ),
             max_batch=int(getattr(settings, "consumer_max_batch", defaults.max_batch)),
+            fetch_min_bytes=int(getattr(settings, "consumer_fetch_min_bytes", defaults.fetch_min_bytes)),
+            fetch_max_wait_ms=int(
+                getattr(settings, "consumer_fetch_max_wait_ms", defaults.fetch_max_wait_ms)
+            ),
         )
         if tuning.concurrency < 1 or tuning.max_poll_records < 1 or tuning.max_batch < 1:
             raise ValueError("consumer concurrency, max_poll_records and max_batch must be at least 1")
@@ -241,6 +250,8 @@ class EventConsumer:
                 max_poll_records=self.tuning.max_poll_records,
                 session_timeout_ms=self.tuning.session_timeout_ms,
                 heartbeat_interval_ms=self.tuning.heartbeat_interval_ms,
+                fetch_min_bytes=self.tuning.fetch_min_bytes,
+                fetch_max_wait_ms=self.tuning.fetch_max_wait_ms,
             )
             run = _Run(self, consumer)
             try:
