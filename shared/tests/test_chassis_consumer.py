@@ -449,6 +449,10 @@ def test_the_tuning_is_read_from_the_settings_that_declare_it() -> None:
     assert ConsumerTuning.from_settings(tuned) == ConsumerTuning(
         2, 50, 6_000, 2_000, fetch_min_bytes=65_536, fetch_max_wait_ms=10
     )
+    with pytest.raises(ValueError, match="at least 1"):  # a fetch wait of 0 would poll without pause
+        ConsumerTuning.from_settings(
+            TunedSettings(database_url="postgresql://unused/unused", consumer_fetch_max_wait_ms=0)
+        )
     with pytest.raises(ValueError, match="third of the session timeout"):
         ConsumerTuning.from_settings(
             TunedSettings(database_url="postgresql://unused/unused", consumer_heartbeat_interval_ms=4_000)

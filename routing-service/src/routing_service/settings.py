@@ -49,7 +49,7 @@ class RoutingSettings(ServiceSettings):
     # Under load, a fetch answered as soon as one event is there brings one or two events: many
     # small fetches and small runs, each paying a round trip, a transaction and the relay. Holding
     # fetches 10 ms gathers the events of that time into one run, for a few ms of latency; at 500
-    # tickets/s routing used ~0.6 instead of ~0.73 cores and p50 fell from ~40-60 to ~20-30 ms. The
+    # tickets/s routing used ~0.6 instead of ~0.73 cores and p50 fell from ~40-60 to ~20-45 ms. The
     # price: an idle consumer asks the broker 100 times a second instead of twice.
     consumer_fetch_min_bytes: int = Field(
         default=65_536,

@@ -184,8 +184,18 @@ class ConsumerTuning:
                 getattr(settings, "consumer_fetch_max_wait_ms", defaults.fetch_max_wait_ms)
             ),
         )
-        if tuning.concurrency < 1 or tuning.max_poll_records < 1 or tuning.max_batch < 1:
-            raise ValueError("consumer concurrency, max_poll_records and max_batch must be at least 1")
+        positive = (
+            tuning.concurrency,
+            tuning.max_poll_records,
+            tuning.max_batch,
+            tuning.fetch_min_bytes,
+            tuning.fetch_max_wait_ms,
+        )
+        if min(positive) < 1:
+            raise ValueError(
+                "consumer concurrency, max_poll_records, max_batch, fetch_min_bytes and fetch_max_wait_ms "
+                "must be at least 1"
+            )
         if tuning.heartbeat_interval_ms * 3 > tuning.session_timeout_ms:
             raise ValueError("the consumer heartbeat interval must be at most a third of the session timeout")
         return tuning
