@@ -1,15 +1,22 @@
 """Intake throughput and latency against a minimal FastAPI + asyncpg yardstick.
 
 Both run as one uvicorn worker on the same embedded PostgreSQL, driven by the same
-load generator with the same connection count and duration. Intake does its full
+load generator with the same connection counts and durations. Intake does its full
 work per request: bearer-token auth, validation, Idempotency-Key, customer upsert,
 ticket + timeline rows and the outbox event (relayed to the real Kafka broker).
 
-    uv run python bench/intake_bench.py [--seconds 15] [--connections 32] [--rounds 3]
+    uv run python bench/intake_bench.py [--seconds 15] [--connections 16,32,64,128,256] [--rounds 3]
 
-The measured seconds of each side are split into rounds that alternate between the two
-(yardstick then intake, intake then yardstick, …): on a shared machine whose speed drifts over
-minutes, back-to-back halves would compare two different machines.
+Throughput is a server's capacity, so each side is measured at every connection count of the
+sweep and its throughput is its best level's: a closed-loop load generator with too few
+connections measures how long a request waits, not how many the server can take — the
+yardstick (one INSERT per request) saturates its core at a few dozen, intake (requests stored
+together, one transaction per batch) needs more requests in flight to fill its batches. The
+report keeps every level, both sides side by side, so the ratio at each one is visible too.
+
+The measured seconds of each side and level are split into rounds that alternate between the
+two (yardstick then intake, intake then yardstick, …): on a shared machine whose speed drifts
+over minutes, back-to-back halves would compare two different machines.
 
 Writes bench/results/intake.json and intake.md.
 """
@@ -44,35 +51,40 @@ from loadgen import LoadResult, http_post, run_load
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the processes have used so far (Linux /proc)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (Linux)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def postgres_pids(data_dir: Path) -> list[int]:
-    """The benchmark's PostgreSQL: its postmaster (first line of postmaster.pid) and children."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    try:
+        fields = _stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def postgres_cpu_seconds(data_dir: Path) -> float:
+    """CPU time of the benchmark's PostgreSQL so far: its postmaster (first line of postmaster.pid),
+    its live children, and its children that have exited (counted in the postmaster's cutime and
+    cstime once reaped) — backends and autovacuum workers come and go during a round."""
     postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    pids = [postmaster]
+    fields = _stat_fields(postmaster)
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                child = _stat_fields(int(proc.name))
             except (OSError, IndexError, ValueError):
                 continue
-            if ppid == postmaster:
-                pids.append(int(proc.name))
-    return pids
+            if int(child[1]) == postmaster:  # ppid
+                total += int(child[11]) + int(child[12])
+    return total / CLOCK_TICKS
 
 
-def mean_batch_size(base_url: str) -> float:
-    """Tickets per group-commit transaction over the run, from intake's own /metrics."""
+def batch_totals(base_url: str) -> tuple[float, float]:
+    """Tickets stored and group-commit transactions so far, from intake's own /metrics."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
     samples = {
         s.name: s.value
@@ -80,29 +92,37 @@ def mean_batch_size(base_url: str) -> float:
         if family.name == "helpdesk_intake_ticket_batch_size"
         for s in family.samples
     }
-    count = samples.get("helpdesk_intake_ticket_batch_size_count", 0.0)
-    return round(samples.get("helpdesk_intake_ticket_batch_size_sum", 0.0) / count, 1) if count else 0.0
+    return (
+        samples.get("helpdesk_intake_ticket_batch_size_sum", 0.0),
+        samples.get("helpdesk_intake_ticket_batch_size_count", 0.0),
+    )
 
 
 def measured_load(
-    port: int, build: Callable[[int], bytes], app_pid: int, pg_data: Path, args: argparse.Namespace
+    port: int, build: Callable[[int], bytes], app_pid: int, pg_data: Path, *, connections: int, seconds: float
 ) -> LoadResult:
-    """Run one round of load and attach CPU milliseconds per request of the app and of PostgreSQL."""
-    app_before, pg_before = cpu_seconds([app_pid]), cpu_seconds(postgres_pids(pg_data))
+    """Run one round of load and attach CPU milliseconds per request of the app and of PostgreSQL
+    over the measured seconds (not the warm-up)."""
+    at_start: dict[str, float] = {}
+
+    def measuring() -> None:
+        at_start.update(app=cpu_seconds(app_pid), postgres=postgres_cpu_seconds(pg_data))
+
     result = asyncio.run(
         run_load(
             "127.0.0.1",
             port,
             build,
-            connections=args.connections,
-            seconds=args.seconds / args.rounds,
+            connections=connections,
+            seconds=seconds,
             ok_status=201,
+            on_measuring=measuring,
         )
     )
     done = max(result.requests, 1)
     result.cpu_ms_per_request = {
-        "app": (cpu_seconds([app_pid]) - app_before) * 1000 / done,
-        "postgres": (cpu_seconds(postgres_pids(pg_data)) - pg_before) * 1000 / done,
+        "app": (cpu_seconds(app_pid) - at_start["app"]) * 1000 / done,
+        "postgres": (postgres_cpu_seconds(pg_data) - at_start["postgres"]) * 1000 / done,
     }
     return result
 
@@ -121,6 +141,17 @@ def combined(rounds: list[LoadResult]) -> LoadResult:
         for part in ("app", "postgres")
     }
     return result
+
+
+def connection_levels(text: str) -> list[int]:
+    """`32,64,128` → [32, 64, 128]: distinct positive counts in ascending order."""
+    try:
+        levels = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of counts: {text!r}") from None
+    if not levels or levels[0] < 1:
+        raise argparse.ArgumentTypeError("connection counts must be positive integers")
+    return levels
 
 
 RESULTS = Path(__file__).parent / "results"
@@ -158,48 +189,85 @@ def yardstick_request(i: int) -> bytes:
     return http_post("/tickets", "127.0.0.1", body, {})
 
 
+def ratio(intake_rps: float, yardstick_rps: float) -> float:
+    return round(intake_rps / yardstick_rps, 3) if yardstick_rps else 0.0
+
+
+def side_summary(result: LoadResult) -> dict[str, object]:
+    return {**result.summary(), "cpu_ms_per_request": result.cpu_ms_per_request, **result.notes}
+
+
 def report(
-    intake: LoadResult, yardstick: LoadResult, round_ratios: list[float], args: argparse.Namespace
+    rounds: dict[int, dict[str, list[LoadResult]]], batch_sizes: dict[int, float], args: argparse.Namespace
 ) -> dict[str, object]:
-    ratio = intake.rps / yardstick.rps if yardstick.rps else 0.0
+    """Every level's combined rounds, and the two sides' best levels compared."""
+    levels = []
+    for connections, sides in rounds.items():
+        intake, yardstick = combined(sides["intake"]), combined(sides["yardstick"])
+        intake.notes["mean_tickets_per_transaction"] = batch_sizes[connections]
+        levels.append(
+            {
+                "connections": connections,
+                "intake": side_summary(intake),
+                "yardstick": side_summary(yardstick),
+                "throughput_ratio": ratio(intake.rps, yardstick.rps),
+                "round_ratios": [
+                    ratio(i.rps, y.rps) for i, y in zip(sides["intake"], sides["yardstick"], strict=True)
+                ],
+            }
+        )
+    best = {
+        side: max(levels, key=lambda level: level[side]["rps"])  # type: ignore[index]
+        for side in ("intake", "yardstick")
+    }
+    peak = {side: {"connections": level["connections"], **level[side]} for side, level in best.items()}  # type: ignore[dict-item]
+    throughput = ratio(peak["intake"]["rps"], peak["yardstick"]["rps"])  # type: ignore[arg-type]
     return {
         "benchmark": "POST /v1/tickets vs minimal FastAPI + asyncpg single INSERT",
-        "connections": args.connections,
-        "seconds": args.seconds,
+        "connection_levels": list(rounds),
+        "seconds_per_level": args.seconds,
         "rounds": args.rounds,
-        "round_ratios": [round(r, 3) for r in round_ratios],
         "workers": 1,
-        "intake": {**intake.summary(), "cpu_ms_per_request": intake.cpu_ms_per_request, **intake.notes},
-        "yardstick": {**yardstick.summary(), "cpu_ms_per_request": yardstick.cpu_ms_per_request},
-        "throughput_ratio": round(ratio, 3),
+        "levels": levels,
+        "intake": peak["intake"],
+        "yardstick": peak["yardstick"],
+        "throughput_ratio": throughput,
         "target_ratio": 1.0,
-        "meets_target": ratio >= 1.0,
+        "meets_target": throughput >= 1.0,
     }
 
 
 def write(result: dict[str, object]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "intake.json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = [("intake", result["intake"]), ("yardstick", result["yardstick"])]
     lines = [
         "# Intake benchmark",
         "",
-        f"{result['benchmark']}; {result['connections']} connections, "
-        f"{result['seconds']} s each in {result['rounds']} alternating rounds, 1 uvicorn worker each.",
+        f"{result['benchmark']}; connections {result['connection_levels']}, "
+        f"{result['seconds_per_level']} s per side and level in {result['rounds']} alternating rounds, "
+        "1 uvicorn worker each.",
         "",
-        "| | req/s | p50 ms | p99 ms | errors | app CPU ms/req | PostgreSQL CPU ms/req |",
-        "|---|---|---|---|---|---|---|",
+        "| connections | side | req/s | p50 ms | p99 ms | errors | app CPU ms/req | PostgreSQL CPU ms/req "
+        "| ratio (rounds) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {name} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "  # type: ignore[index]
-        f"| {r['cpu_ms_per_request']['app']} | {r['cpu_ms_per_request']['postgres']} |"  # type: ignore[index]
-        for name, r in rows
-    ]
+    for level in result["levels"]:  # type: ignore[attr-defined]
+        for side in ("intake", "yardstick"):
+            r = level[side]
+            cpu = r["cpu_ms_per_request"]
+            rounds = ", ".join(str(x) for x in level["round_ratios"])
+            shown = f"{level['throughput_ratio']} ({rounds})" if side == "intake" else ""
+            lines.append(
+                f"| {level['connections']} | {side} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} "
+                f"| {r['errors']} | {cpu['app']} | {cpu['postgres']} | {shown} |"
+            )
+    intake, yardstick = result["intake"], result["yardstick"]
     lines += [
         "",
-        f"Throughput ratio intake / yardstick: **{result['throughput_ratio']}** "
-        f"(target ≥ {result['target_ratio']}); round by round: "
-        + ", ".join(str(r) for r in result["round_ratios"]),  # type: ignore[attr-defined]
+        f"Throughput (each side at its best level): intake {intake['rps']} req/s at "  # type: ignore[index]
+        f"{intake['connections']} connections, yardstick {yardstick['rps']} req/s at "  # type: ignore[index]
+        f"{yardstick['connections']}; ratio **{result['throughput_ratio']}** "  # type: ignore[index]
+        f"(target ≥ {result['target_ratio']}).",
         "",
     ]
     (RESULTS / "intake.md").write_text("\n".join(lines))
@@ -207,8 +275,13 @@ def write(result: dict[str, object]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=15.0, help="per side and connection level")
+    parser.add_argument(
+        "--connections",
+        type=connection_levels,
+        default=connection_levels("16,32,64,128,256"),
+        help="the sweep's connection counts, comma-separated (default 16,32,64,128,256)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side (default 3)")
 
     args = parser.parse_args()
@@ -260,22 +333,32 @@ def main() -> int:
                 "yardstick": (yard_port, yardstick_request, yardstick.pid),
                 "intake": (stack.ports["intake"], intake_request(token), stack.processes["intake"].pid),
             }
-            rounds: dict[str, list[LoadResult]] = {"yardstick": [], "intake": []}
+            rounds: dict[int, dict[str, list[LoadResult]]] = {
+                level: {"yardstick": [], "intake": []} for level in args.connections
+            }
+            batches = {level: [0.0, 0.0] for level in args.connections}  # tickets, transactions
+            seconds = args.seconds / args.rounds
             for number in range(args.rounds):
                 order = ["yardstick", "intake"] if number % 2 == 0 else ["intake", "yardstick"]
-                for side in order:
-                    port, build, pid = sides[side]
-                    rounds[side].append(measured_load(port, build, pid, pg_data, args))
-            yard_result, intake_result = combined(rounds["yardstick"]), combined(rounds["intake"])
-            intake_result.notes["mean_tickets_per_transaction"] = mean_batch_size(stack.url("intake"))
-            round_ratios = [
-                i.rps / y.rps if y.rps else 0.0
-                for i, y in zip(rounds["intake"], rounds["yardstick"], strict=True)
-            ]
+                for level in args.connections:
+                    for side in order:
+                        port, build, pid = sides[side]
+                        before = batch_totals(stack.url("intake"))
+                        rounds[level][side].append(
+                            measured_load(port, build, pid, pg_data, connections=level, seconds=seconds)
+                        )
+                        if side == "intake":
+                            after = batch_totals(stack.url("intake"))
+                            batches[level][0] += after[0] - before[0]
+                            batches[level][1] += after[1] - before[1]
+            batch_sizes = {
+                level: round(tickets / transactions, 1) if transactions else 0.0
+                for level, (tickets, transactions) in batches.items()
+            }
         finally:
             stack.stop()
             yardstick.stop()
-    result = report(intake_result, yard_result, round_ratios, args)
+    result = report(rounds, batch_sizes, args)
     write(result)
     print(json.dumps(result, indent=2))
     return 0

@@ -69,8 +69,11 @@ async def run_load(
     seconds: float,
     ok_status: int,
     warmup_seconds: float = 2.0,
+    on_measuring: Callable[[], None] = lambda: None,
 ) -> LoadResult:
-    """`build_request(i)` returns the raw bytes of request number i; loop until `seconds` are up."""
+    """`build_request(i)` returns the raw bytes of request number i; loop until `seconds` are up.
+
+    `on_measuring` is called when the warm-up is over and the measured seconds begin."""
     assert host in ("127.0.0.1", "localhost"), "load tests target loopback only"
     counter = 0
     latencies: list[float] = []
@@ -99,6 +102,7 @@ async def run_load(
 
     tasks = [asyncio.create_task(worker()) for _ in range(connections)]
     await asyncio.sleep(warmup_seconds)
+    on_measuring()
     measuring = True
     began = time.monotonic()
     await asyncio.gather(*tasks)
