@@ -5,14 +5,15 @@ load generator with the same connection counts and durations. Intake does its fu
 work per request: bearer-token auth, validation, Idempotency-Key, customer upsert,
 ticket + timeline rows and the outbox event (relayed to the real Kafka broker).
 
-    uv run python bench/intake_bench.py [--seconds 15] [--connections 16,32,64,128,256] [--rounds 3]
+    uv run python bench/intake_bench.py [--seconds 15] [--connections 16,32,64,128,256,512] [--rounds 3]
 
 Throughput is a server's capacity, so each side is measured at every connection count of the
-sweep and its throughput is its best level's: a closed-loop load generator with too few
-connections measures how long a request waits, not how many the server can take — the
-yardstick (one INSERT per request) saturates its core at a few dozen, intake (requests stored
-together, one transaction per batch) needs more requests in flight to fill its batches. The
-report keeps every level, both sides side by side, so the ratio at each one is visible too.
+sweep (TechEmpower's levels, 16 to 512) and its throughput is its best level's, as there: a
+closed-loop load generator with too few connections measures how long a request waits, not how
+many the server can take. The yardstick (one INSERT per request) saturates its core at a few
+dozen; intake (requests stored together, one transaction per batch) needs more requests in
+flight to fill its batches. The report keeps every level with both sides side by side, so the
+ratio at each one is visible too.
 
 The measured seconds of each side and level are split into rounds that alternate between the
 two (yardstick then intake, intake then yardstick, …): on a shared machine whose speed drifts
@@ -279,8 +280,8 @@ def main() -> int:
     parser.add_argument(
         "--connections",
         type=connection_levels,
-        default=connection_levels("16,32,64,128,256"),
-        help="the sweep's connection counts, comma-separated (default 16,32,64,128,256)",
+        default=connection_levels("16,32,64,128,256,512"),
+        help="the sweep's connection counts, comma-separated (default 16,32,64,128,256,512)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side (default 3)")
 

@@ -32,3 +32,29 @@ def test_remembered_segments_give_the_same_words_and_the_memory_is_bounded(
     assert tokens(sentence) == first  # answered from memory (cleared when full) alike
     assert 0 < len(text._WORDS) <= 5
     assert tokens("？ ！，") == [] and text._WORDS.get("?") == ""  # (full-width folded by NFKC)
+
+
+def test_normalisation_equals_full_nfkc_on_mixed_scripts() -> None:
+    """The full-width fast path folds exactly as NFKC does, over the characters where they could
+    differ: the full-width block and its neighbours (｟ U+FF5F is not folded to ASCII), half-width
+    katakana, combining accents after folded letters, ligatures, circled numbers, Hangul jamo."""
+    import random
+    import unicodedata
+
+    alphabet = (
+        [chr(c) for c in range(0xFF00, 0xFF70)]
+        + ["\u3000", "\u3002", "\u3001", " ", "\t"]
+        + [chr(c) for c in range(0x0300, 0x0310)]
+        + ["ﬁ", "ﬀ", "①", "㈱", "㎏", "ᄀ", "ᅡ", "é", "e", "A", "z", "1", "?"]
+        + list("保單理賠進度查詢臺灣人壽保險")
+    )
+    rng = random.Random(20261206)
+    for _ in range(5000):
+        sample = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        assert text._nfkc(sample) == unicodedata.normalize("NFKC", sample), repr(sample)
+
+
+def test_words_of_normalised_text_are_its_tokens() -> None:
+    sentence = "保單理賠進度如何？ ＡＳＡＰ！"
+    assert text.words(normalise(sentence), for_search=True) == tokens(sentence, for_search=True)
+    assert text.words(normalise(sentence)) == tokens(sentence) == ["保单", "理赔", "进度", "如何", "asap"]

@@ -17,7 +17,7 @@ from helpdesk_shared.chassis.logging import correlation_id_var
 from helpdesk_shared.contracts.enums import ComplaintChange, TicketKind, TicketStatus
 from helpdesk_shared.contracts.envelope import EventPayload
 from helpdesk_shared.contracts.intake import ComplaintUpdated, TicketCreated
-from helpdesk_shared.text import tokens
+from helpdesk_shared.text import normalise, words
 from intake_service.domain.privacy import redact_contacts
 from intake_service.domain.urgency import detect_urgent
 from intake_service.schemas import TicketCreate
@@ -46,9 +46,10 @@ class TicketDraft:
         body = self.body
         if self.idempotency_key is not None:
             self.fingerprint = request_fingerprint(body)
-        self.urgent_detected = detect_urgent(body.subject, body.description)
+        text = normalise(f"{body.subject} {body.description}")
+        self.urgent_detected = detect_urgent(text)
         # Normalised, segmented words: full-text search that works for Chinese.
-        self.search_tokens = " ".join(tokens(f"{body.subject} {body.description}", for_search=True))
+        self.search_tokens = " ".join(words(text, for_search=True))
 
 
 def ticket_number(prefix: str, sequence_value: int) -> str:

@@ -31,8 +31,25 @@ def _t2s() -> opencc.OpenCC:
 
 def normalise(text: str) -> str:
     """NFKC, Traditional → Simplified, lower case, single spaces."""
-    folded = unicodedata.normalize("NFKC", text)
-    return _WHITESPACE.sub(" ", _t2s().convert(folded)).strip().lower()
+    return _WHITESPACE.sub(" ", _t2s().convert(_nfkc(text))).strip().lower()
+
+
+# Nearly every Chinese text has full-width punctuation (，？！：) or the ideographic space, and any
+# of them fails CPython's NFKC quick check, sending `normalize` through the whole algorithm
+# (~13 µs for a ticket's subject and description). Their NFKC forms are plain ASCII, so folding
+# them by table first leaves most texts already in NFKC, which the quick check confirms in well
+# under a microsecond; anything else still gets the full NFKC, and the result is the same.
+_FULL_WIDTH = re.compile("[\u3000\uff01-\uff5e]")
+_HALF_WIDTH = {chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)} | {"\u3000": " "}
+
+
+def _half_width(match: re.Match[str]) -> str:
+    return _HALF_WIDTH[match.group()]
+
+
+def _nfkc(text: str) -> str:
+    folded = _FULL_WIDTH.sub(_half_width, text)
+    return folded if unicodedata.is_normalized("NFKC", folded) else unicodedata.normalize("NFKC", folded)
 
 
 def warm_up() -> None:
@@ -43,8 +60,12 @@ def warm_up() -> None:
 
 
 def tokens(text: str, *, for_search: bool = False) -> list[str]:
-    """Segment normalised text into words; `for_search` adds the shorter words inside long ones."""
-    normalised = normalise(text)
+    """Normalise and segment text into words; `for_search` adds the shorter words inside long ones."""
+    return words(normalise(text), for_search=for_search)
+
+
+def words(normalised: str, *, for_search: bool = False) -> list[str]:
+    """`tokens` of text that `normalise` already folded (for callers that need both)."""
     cut = rjieba.cut_for_search(normalised) if for_search else rjieba.cut(normalised)
     words = []
     for piece in cut:

@@ -38,7 +38,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 
-from helpdesk_shared.text import normalise, tokens
+from helpdesk_shared.text import normalise, words
 
 FORMAT_VERSION = "tfidf-word-char-linearsvc/1"
 """Written into every serialised model; `load` refuses anything else."""
@@ -91,8 +91,8 @@ class ModelInfo:
 
 
 def word_terms(normalised: str) -> list[str]:
-    """jieba words of already normalised text (normalising again is idempotent and cheap)."""
-    return tokens(normalised)
+    """jieba words of already normalised text."""
+    return words(normalised)
 
 
 def char_terms(normalised: str, low: int = 1, high: int = 2) -> list[str]:
