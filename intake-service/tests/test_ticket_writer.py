@@ -123,6 +123,38 @@ async def test_a_returning_customer_keeps_their_row_unless_their_details_changed
     assert after.version != before.version
 
 
+async def test_created_events_carry_the_stored_number_and_customer_id(intake: ServiceHarness) -> None:
+    """The statement fills in what only the database knows: the number, and the id of a customer
+    it already had (the writer's stand-in for them is another id) — also in a batch of several."""
+    customer = {"external_id": f"event-{uuid.uuid4()}", "name": "王先生"}
+    first = await intake.client.post("/v1/tickets", json=body(customer=customer), headers=CHANNEL)
+    subjects = ["(pending)", '"(pending)" 保費', "保費扣款失敗", "number", "客戶編號"]
+    batch = await asyncio.gather(
+        *(
+            intake.client.post("/v1/tickets", json=body(subject=s, customer=customer), headers=CHANNEL)
+            for s in subjects
+        )
+    )
+    responses = [first, *batch]
+    tickets = {r.json()["id"]: r.json() for r in responses}
+    async with intake.uow() as uow:
+        rows = (
+            await uow.session.execute(
+                select(OUTBOX.c.key, OUTBOX.c.payload).where(
+                    OUTBOX.c.key.in_(list(tickets)), OUTBOX.c.event_type == "helpdesk.ticket.created.v1"
+                )
+            )
+        ).all()
+    assert len(rows) == len(tickets) == 6
+    customer_id = first.json()["customer_id"]
+    for key, payload in rows:
+        data = payload["data"]
+        assert data["number"] == tickets[key]["number"]
+        assert data["customer_id"] == tickets[key]["customer_id"] == customer_id
+        assert data["subject"] == tickets[key]["subject"]
+    assert {payload["data"]["subject"] for _, payload in rows} == set(subjects)
+
+
 async def test_one_ticket_that_cannot_be_stored_does_not_fail_its_batch(intake: ServiceHarness) -> None:
     existing = (await intake.client.post("/v1/tickets", json=body(), headers=CHANNEL)).json()
     writer = writer_of(intake)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -103,13 +104,14 @@ _ATTACHMENT_TYPES = {
     "storage_key": "text",
     "created_at": "timestamptz",
 }
+# An event's payload travels apart from these columns, in a text array (see `_STORE_BATCH`).
 _EVENT_TYPES = {
     "event_id": "uuid",
     "ticket_id": "uuid",
     "event_type": "text",
-    "payload": "jsonb",
     "headers": "jsonb",
-    "patch": "boolean",
+    "number_placeholder": "text",  # set on `ticket.created`: the payload's stand-ins to replace
+    "customer_placeholder": "text",
 }
 
 
@@ -125,7 +127,7 @@ def _recordset(types: dict[str, str], param: int, alias: str) -> str:
 
 
 _DRAFT_TYPES = {**_TICKET_TYPES, **_DRAFT_EXTRA}
-_P_DRAFTS, _P_CUSTOMERS, _P_ATTACHMENTS, _P_EVENTS, _P_PREFIX, _P_TOPIC = range(1, 7)
+_P_DRAFTS, _P_CUSTOMERS, _P_ATTACHMENTS, _P_EVENTS, _P_PREFIX, _P_TOPIC, _P_PAYLOADS = range(1, 8)
 
 _TICKET_VALUES = {
     **{c: f"n.{c}" for c in _TICKET_COLUMNS},
@@ -199,21 +201,27 @@ timeline_entry AS (
     SELECT id, 'created', created_at, caller, timeline_data FROM accepted ORDER BY ord
 ),
 event AS (
+    -- The payloads come as a text array beside the events' JSON document, not inside it: nested
+    -- in the document, each ~1 KB envelope was lexed twice (as part of the document, then into
+    -- jsonb). `ticket.created` carries stand-ins for the ticket's number and customer id,
+    -- replaced here as JSON strings before the one conversion to jsonb.
     INSERT INTO outbox (event_id, topic, key, event_type, payload, headers)
     SELECT e.event_id, ${_P_TOPIC}, e.ticket_id::text, e.event_type,
-        CASE WHEN e.patch THEN jsonb_set(
-            jsonb_set(e.payload, '{{data,number}}', to_jsonb(t.number)),
-            '{{data,customer_id}}', to_jsonb(t.customer_id::text))
-        ELSE e.payload END,
+        CASE WHEN e.number_placeholder IS NULL THEN p.payload ELSE replace(replace(p.payload,
+            to_json(e.number_placeholder)::text, to_json(t.number)::text),
+            to_json(e.customer_placeholder)::text, to_json(t.customer_id::text)::text)
+        END::jsonb,
         e.headers
     FROM {_recordset(_EVENT_TYPES, _P_EVENTS, "e")}
+    JOIN unnest(${_P_PAYLOADS}::text[]) WITH ORDINALITY AS p(payload, position) ON p.position = e.ord + 1
     JOIN ticket t ON t.id = e.ticket_id
     ORDER BY e.ord
 )
 SELECT id, number, customer_id FROM ticket
 """
-# Placeholders in rows and events until the statement knows the real values.
-_NUMBER_PLACEHOLDER = "(pending)"
+# Placeholders in rows and events until the statement knows the real values. The payload's is
+# replaced as text, so it is one no customer text can contain by chance (a random token).
+_NUMBER_PLACEHOLDER = f"(pending-{secrets.token_hex(10)})"  # within the contract's 32 characters
 
 
 async def _session_unchanged(_: asyncpg.Connection) -> None:
@@ -376,14 +384,16 @@ class TicketWriter:
             for d in drafts
             for a in d.body.attachments
         ]
+        events, payloads = self._events(drafts, customer_ids)
         stored = await conn.fetch(
             _STORE_BATCH,
             _json(rows),
             _json(customers),
             _json(attachments),
-            _json(self._events(drafts, customer_ids)),
+            _json(events),
             self._number_prefix,
             self._topic,
+            payloads,
         )
         results: dict[uuid.UUID, TicketOut | None] = dict.fromkeys((d.id for d in drafts), KEY_ALREADY_USED)
         by_id = {d.id: d for d in drafts}
@@ -394,29 +404,33 @@ class TicketWriter:
 
     def _events(
         self, drafts: Sequence[TicketDraft], customer_ids: dict[uuid.UUID, uuid.UUID]
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The drafts' events as outbox columns, and their payloads (in the same order)."""
         out: list[dict[str, Any]] = []
+        payloads: list[str] = []
         for draft in drafts:
-            events = created_events(draft, number=_NUMBER_PLACEHOLDER, customer_id=customer_ids[draft.id])
-            for payload in events:
+            customer_id = customer_ids[draft.id]
+            for payload in created_events(draft, number=_NUMBER_PLACEHOLDER, customer_id=customer_id):
                 envelope = EventEnvelope.wrap(
                     payload, source=self._source, subject=str(draft.id), correlationid=draft.correlation_id
                 )
+                created = isinstance(payload, TicketCreated)
                 out.append(
                     {
                         "event_id": envelope.id,
                         "ticket_id": draft.id,
                         "event_type": envelope.type,
-                        # The envelope serialised once, straight to JSON (what `outbox_message`
-                        # stores as its payload, without the detour through a dict).
-                        "payload": orjson.Fragment(envelope.__pydantic_serializer__.to_json(envelope)),
                         "headers": event_headers(envelope),
                         # The ticket's number and customer id are filled in by the statement.
-                        "patch": isinstance(payload, TicketCreated),
+                        "number_placeholder": _NUMBER_PLACEHOLDER if created else None,
+                        "customer_placeholder": str(customer_id) if created else None,
                         "ord": len(out),
                     }
                 )
-        return out
+                # The envelope serialised once, straight to JSON (what `outbox_message` stores as
+                # its payload, without the detour through a dict).
+                payloads.append(envelope.__pydantic_serializer__.to_json(envelope).decode())
+        return out, payloads
 
 
 def _json(rows: list[dict[str, Any]]) -> str:
