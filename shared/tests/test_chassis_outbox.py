@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate
 from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sessionmaker
-from helpdesk_shared.chassis.outbox import _RELAY_LOCK_KEY, OutboxRelay
+from helpdesk_shared.chassis.outbox import _LOCK_AND_SELECT_PENDING, _RELAY_LOCK_KEY, OutboxRelay
 from helpdesk_shared.chassis.settings import ServiceSettings
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts import TicketCreated, parse_event
@@ -251,6 +251,45 @@ async def test_a_pass_holds_the_relay_lock_with_no_transaction_open_and_gives_it
     # Held by the pass while it waited for the broker, but no transaction open meanwhile.
     assert holders_while_sending == [["idle"]]
     assert (await outbox_rows(sessions, topic))[0].published_at is not None
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+async def test_a_pass_converts_only_the_rows_it_sends_however_long_the_backlog(
+    sessions: Sessions, new_topic: Any
+) -> None:
+    """Catching up after a broker outage: each pass reads and converts its batch's payloads, not the
+    whole backlog's. Index scans are off, as when the planner's statistics predate the backlog and
+    it sorts the pending rows instead of reading them in index order."""
+    topic = new_topic("outbox")
+    async with UnitOfWork(sessions, source=SOURCE, topic=topic) as uow:
+        for i in range(300):
+            ticket = uuid.uuid4()
+            uow.publish(created(ticket, f"HD-{i}"), subject=str(ticket))
+        await uow.commit()
+    engine = sessions.kw["bind"]
+    async with engine.connect() as connection:
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        await driver.execute("SET enable_indexscan = off")
+        try:
+            explained = await driver.fetchval(
+                "EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) " + _LOCK_AND_SELECT_PENDING, _RELAY_LOCK_KEY, 10
+            )
+        finally:
+            await driver.execute("RESET enable_indexscan; SELECT pg_advisory_unlock_all()")
+    # (SQLAlchemy's asyncpg connections decode json themselves)
+    [plan] = orjson.loads(explained) if isinstance(explained, str) else explained
+    converting = [
+        node
+        for node in plan_nodes(plan["Plan"])
+        if any("payload)::text" in output for output in node.get("Output", []))
+    ]
+    assert converting, "the plan converts the payloads somewhere"
+    assert all(node["Actual Rows"] * node["Actual Loops"] <= 10 for node in converting), converting
 
 
 async def test_relay_against_an_unreachable_broker_keeps_rows_and_records_the_failure(

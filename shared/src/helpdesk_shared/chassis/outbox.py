@@ -64,13 +64,17 @@ _PENDING = OUTBOX.c.published_at.is_(None) & OUTBOX.c.parked_at.is_(None)
 # with the pending rows and given back by the statement that marks them. Its first statement: the
 # lock and the pending rows in one round trip — always one row, `held` telling whether this pass
 # has the lock (another replica may be mid-pass), the row's other columns NULL if nothing is pending.
+# The pass's rows are chosen by seq alone and only then read and converted to text: selected in one
+# step, every pending row's payload was converted before the sort and the limit whenever the
+# planner sorted (as it does when its statistics predate a backlog), so a relay catching up after
+# a broker outage paid for the whole backlog on every pass.
 _LOCK_AND_SELECT_PENDING = (
     "WITH relay AS (SELECT pg_try_advisory_lock($1) AS held) "
     "SELECT relay.held, o.seq, o.topic, o.key, o.event_type, o.payload, o.headers "
     "FROM relay LEFT JOIN LATERAL ("
-    "SELECT seq, topic, key, event_type, payload::text AS payload, headers::text AS headers "
-    f"FROM {OUTBOX.name} WHERE relay.held AND published_at IS NULL AND parked_at IS NULL "
-    "ORDER BY seq LIMIT $2) o ON true"
+    "SELECT e.seq, e.topic, e.key, e.event_type, e.payload::text AS payload, e.headers::text AS headers "
+    f"FROM (SELECT seq FROM {OUTBOX.name} WHERE relay.held AND published_at IS NULL AND parked_at IS NULL "
+    f"ORDER BY seq LIMIT $2) pending JOIN {OUTBOX.name} e ON e.seq = pending.seq ORDER BY e.seq) o ON true"
 )
 _PARK = f"UPDATE {OUTBOX.name} SET parked_at = now(), attempts = attempts + 1, last_error = $2 WHERE seq = $1"
 
