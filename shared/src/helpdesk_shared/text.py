@@ -67,14 +67,14 @@ def tokens(text: str, *, for_search: bool = False) -> list[str]:
 def words(normalised: str, *, for_search: bool = False) -> list[str]:
     """`tokens` of text that `normalise` already folded (for callers that need both)."""
     cut = rjieba.cut_for_search(normalised) if for_search else rjieba.cut(normalised)
-    words = []
+    found = []
     for piece in cut:
         word = _WORDS.get(piece)
         if word is None:
             word = _word(piece)
         if word:
-            words.append(word)
-    return words
+            found.append(word)
+    return found
 
 
 # Segments seen before → the word they make ("" for spaces and punctuation): the same few
