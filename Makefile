@@ -7,6 +7,7 @@ TOOLS := .local/tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 PYTEST_ARGS ?=
 ROUTING_BENCH_ARGS ?=
+INTAKE_BENCH_ARGS ?=
 
 .PHONY: help install run test lint contracts contracts-check token bench clean
 
@@ -16,6 +17,7 @@ help:
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      benchmarks (reports in bench/results/)"
 	@echo "                ROUTING_BENCH_ARGS=\"--rate 100 --duration 10\": a shorter routing latency run"
+	@echo "                INTAKE_BENCH_ARGS=\"--connections 32,256 --seconds 6\": a shorter intake sweep"
 	@echo "make contracts  regenerate JSON Schemas and the AsyncAPI document from the event models"
 	@echo "make token ROLE=<role> [SUB=<user id>]   print a dev bearer token (last line)"
 
@@ -44,7 +46,7 @@ contracts-check: install
 	$(UV) run --frozen python -m helpdesk_shared.contracts.generate --check
 
 bench: install
-	$(UV) run --frozen python bench/intake_bench.py
+	$(UV) run --frozen python bench/intake_bench.py $(INTAKE_BENCH_ARGS)
 	@if [ -f bench/classifier_bench.py ]; then $(UV) run --frozen python bench/classifier_bench.py; fi
 	$(UV) run --frozen python bench/routing_bench.py $(ROUTING_BENCH_ARGS)
 	@echo "reports in bench/results/"
