@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpdesk_runtime.procs import free_port, start_process, wait_for_port
@@ -49,39 +50,25 @@ from helpdesk_shared.contracts.topics import ALL_TOPICS
 sys.path.insert(0, str(Path(__file__).parent))
 from loadgen import LoadResult, http_post, run_load
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-
-def _stat_fields(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name (Linux)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(process: psutil.Process) -> float:
     """User + system CPU time the process has used so far."""
-    try:
-        fields = _stat_fields(pid)
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
-def postgres_cpu_seconds(data_dir: Path) -> float:
-    """CPU time of the benchmark's PostgreSQL so far: its postmaster (first line of postmaster.pid),
-    its live children, and its children that have exited (counted in the postmaster's cutime and
-    cstime once reaped) — backends and autovacuum workers come and go during a round."""
-    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    fields = _stat_fields(postmaster)
-    total = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                child = _stat_fields(int(proc.name))
-            except (OSError, IndexError, ValueError):
-                continue
-            if int(child[1]) == postmaster:  # ppid
-                total += int(child[11]) + int(child[12])
-    return total / CLOCK_TICKS
+def postgres_cpu_seconds(postmaster: psutil.Process) -> float:
+    """CPU time of the benchmark's PostgreSQL so far: its postmaster, its live children, and its
+    children that have exited (in the postmaster's children times once reaped) — backends and
+    autovacuum workers come and go during a round."""
+    times = postmaster.cpu_times()
+    total = float(times.user + times.system + times.children_user + times.children_system)
+    for child in postmaster.children():
+        try:
+            total += cpu_seconds(child)
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def batch_totals(base_url: str) -> tuple[float, float]:
@@ -100,14 +87,20 @@ def batch_totals(base_url: str) -> tuple[float, float]:
 
 
 def measured_load(
-    port: int, build: Callable[[int], bytes], app_pid: int, pg_data: Path, *, connections: int, seconds: float
+    port: int,
+    build: Callable[[int], bytes],
+    app: psutil.Process,
+    postmaster: psutil.Process,
+    *,
+    connections: int,
+    seconds: float,
 ) -> LoadResult:
     """Run one round of load and attach CPU milliseconds per request of the app and of PostgreSQL
     over the measured seconds (not the warm-up)."""
     at_start: dict[str, float] = {}
 
     def measuring() -> None:
-        at_start.update(app=cpu_seconds(app_pid), postgres=postgres_cpu_seconds(pg_data))
+        at_start.update(app=cpu_seconds(app), postgres=postgres_cpu_seconds(postmaster))
 
     result = asyncio.run(
         run_load(
@@ -122,8 +115,8 @@ def measured_load(
     )
     done = max(result.requests, 1)
     result.cpu_ms_per_request = {
-        "app": (cpu_seconds(app_pid) - at_start["app"]) * 1000 / done,
-        "postgres": (postgres_cpu_seconds(pg_data) - at_start["postgres"]) * 1000 / done,
+        "app": (cpu_seconds(app) - at_start["app"]) * 1000 / done,
+        "postgres": (postgres_cpu_seconds(postmaster) - at_start["postgres"]) * 1000 / done,
     }
     return result
 
@@ -329,10 +322,16 @@ def main() -> int:
             stack.wait_ready(names=["intake"], timeout=60)
             token = mint_token(secret=DEV_JWT_SECRET, subject="bench-channel", roles=["channel"])
             assert infra.postgres is not None, "the benchmark runs its own PostgreSQL"
-            pg_data = infra.postgres.data_dir
+            # The postmaster's pid is the first line of its postmaster.pid.
+            postmaster_pid = (infra.postgres.data_dir / "postmaster.pid").read_text().split()[0]
+            postmaster = psutil.Process(int(postmaster_pid))
             sides = {
-                "yardstick": (yard_port, yardstick_request, yardstick.pid),
-                "intake": (stack.ports["intake"], intake_request(token), stack.processes["intake"].pid),
+                "yardstick": (yard_port, yardstick_request, psutil.Process(yardstick.pid)),
+                "intake": (
+                    stack.ports["intake"],
+                    intake_request(token),
+                    psutil.Process(stack.processes["intake"].pid),
+                ),
             }
             rounds: dict[int, dict[str, list[LoadResult]]] = {
                 level: {"yardstick": [], "intake": []} for level in args.connections
@@ -343,12 +342,13 @@ def main() -> int:
                 order = ["yardstick", "intake"] if number % 2 == 0 else ["intake", "yardstick"]
                 for level in args.connections:
                     for side in order:
-                        port, build, pid = sides[side]
-                        before = batch_totals(stack.url("intake"))
-                        rounds[level][side].append(
-                            measured_load(port, build, pid, pg_data, connections=level, seconds=seconds)
+                        port, build, process = sides[side]
+                        before = batch_totals(stack.url("intake")) if side == "intake" else None
+                        measured = measured_load(
+                            port, build, process, postmaster, connections=level, seconds=seconds
                         )
-                        if side == "intake":
+                        rounds[level][side].append(measured)
+                        if before is not None:
                             after = batch_totals(stack.url("intake"))
                             batches[level][0] += after[0] - before[0]
                             batches[level][1] += after[1] - before[1]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import unicodedata
+
 import pytest
 
 from helpdesk_shared import text
@@ -38,9 +41,6 @@ def test_normalisation_equals_full_nfkc_on_mixed_scripts() -> None:
     """The full-width fast path folds exactly as NFKC does, over the characters where they could
     differ: the full-width block and its neighbours (｟ U+FF5F is not folded to ASCII), half-width
     katakana, combining accents after folded letters, ligatures, circled numbers, Hangul jamo."""
-    import random
-    import unicodedata
-
     alphabet = (
         [chr(c) for c in range(0xFF00, 0xFF70)]
         + ["\u3000", "\u3002", "\u3001", " ", "\t"]
