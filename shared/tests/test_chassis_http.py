@@ -233,7 +233,7 @@ def test_native_opentelemetry_is_off_unless_asked_for(
 
 
 @pytest.mark.parametrize("freeze", [True, False])
-async def test_a_started_service_exempts_what_it_loaded_from_full_collections(
+async def test_a_started_service_exempts_what_it_loaded_and_sets_its_young_collection_threshold(
     freeze: bool, database: str, infra: Infra
 ) -> None:
     settings = ServiceSettings(
@@ -242,17 +242,23 @@ async def test_a_started_service_exempts_what_it_loaded_from_full_collections(
         service_name=SERVICE,
         environment="test",
         gc_freeze=freeze,
+        gc_young_threshold=12_345,
     )
     app = create_service_app(ServiceDefinition(name=SERVICE, settings=settings, routers=[router]))
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     loaded = _SelfReferencing()
     try:
         async with app.router.lifespan_context(app):
             await asyncio.sleep(0)  # the background tasks begin (stopping them unbegun warns)
             tracked = any(candidate is loaded for candidate in gc.get_objects())
+            running = gc.get_threshold()
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     assert tracked is not freeze
+    # The young generation's threshold is the service's; the older generations' are kept.
+    assert running == ((12_345, *thresholds[1:]) if freeze else thresholds)
 
 
 class _SelfReferencing:

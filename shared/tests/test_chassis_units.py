@@ -356,3 +356,10 @@ def test_freezing_collects_garbage_first_and_exempts_what_survives() -> None:
     finally:
         gc.unfreeze()
     assert _tracked(live)
+
+
+@pytest.mark.parametrize("threshold", [0, -1, 1_000_001])
+def test_a_young_collection_threshold_out_of_range_is_refused(threshold: int) -> None:
+    # 0 would switch the collector off: cycles would never be freed.
+    with pytest.raises(ValidationError, match="HELPDESK_GC_YOUNG_THRESHOLD"):
+        ServiceSettings(database_url="postgresql+asyncpg://x/y", HELPDESK_GC_YOUNG_THRESHOLD=threshold)

@@ -154,6 +154,13 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
+def collect_young_every(threshold: int) -> None:
+    """Run the collector's youngest generation once tracked objects grew by `threshold` (the older
+    generations keep their thresholds, counted in young passes)."""
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(threshold, middle, old)
+
+
 def create_service_app(definition: ServiceDefinition) -> FastAPI:
     settings = definition.settings
     configure_logging(definition.name, settings.log_level)
@@ -165,6 +172,7 @@ def create_service_app(definition: ServiceDefinition) -> FastAPI:
         await runtime.start()
         if settings.gc_freeze:
             freeze_long_lived()
+            collect_young_every(settings.gc_young_threshold)
         log.info("service_started", topics=list(definition.consumes))
         try:
             yield
