@@ -58,3 +58,12 @@ def test_words_of_normalised_text_are_its_tokens() -> None:
     sentence = "保單理賠進度如何？ ＡＳＡＰ！"
     assert text.words(normalise(sentence), for_search=True) == tokens(sentence, for_search=True)
     assert text.words(normalise(sentence)) == tokens(sentence) == ["保单", "理赔", "进度", "如何", "asap"]
+
+
+def test_every_run_of_whitespace_becomes_one_space_and_the_ends_none() -> None:
+    """Every character Python counts as whitespace (line and paragraph separators, the ASCII
+    information separators, NBSP, …), alone or in a run, as the `\\s+` collapse it replaced."""
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert len(spaces) > 20
+    for space in spaces:
+        assert normalise(f"{space}保單{space}{space}\t理賠 {space}") == "保单 理赔", hex(ord(space))
