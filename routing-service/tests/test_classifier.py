@@ -8,11 +8,16 @@ from functools import partial
 
 import numpy as np
 import pytest
+from routing_factories import ticket_created
 from scipy.sparse import hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
+from helpdesk_shared import text as shared_text
 from helpdesk_shared.text import normalise
+from routing_service import classification
+from routing_service.domain import classifier as classifier_module
+from routing_service.domain import difficulty
 from routing_service.domain.classifier import (
     FORMAT_VERSION,
     ModelFormatError,
@@ -23,6 +28,7 @@ from routing_service.domain.classifier import (
     train,
     word_terms,
 )
+from routing_service.domain.difficulty import Rule
 
 PHRASES = {
     "auto-insurance": [
@@ -140,3 +146,27 @@ def test_two_domains_and_a_singleton_domain_still_train() -> None:
     assert singleton.info.cv_accuracy is None  # one example: nothing to hold out for calibration
     assert len(singleton.classes) == 3
     assert singleton.predict("車險保費").domain == "auto-insurance"
+
+
+def test_a_run_folds_each_ticket_text_once_for_the_rules_and_the_model(
+    model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tickets = [
+        ticket_created(subject=s, description="").data for s in ("汽車保險怎麼續保", "壽險保單", "理賠")
+    ]
+    rules = (Rule(name="claims", pattern="理賠", domain="claims"),)
+    run = classification.Classifier(classification.ClassifierConfig(version=7, rules=rules), model)
+    alone = [run.decide(ticket) for ticket in tickets]
+    folded: list[str] = []
+
+    def counting(text: str) -> str:
+        folded.append(text)
+        return normalise(text)
+
+    for module in (shared_text, classifier_module, difficulty):
+        monkeypatch.setattr(module, "normalise", counting)
+    together = run.decide_many(tickets)
+    # The same decisions as one by one (the run's scores are computed together: equal to rounding).
+    assert [(d.domain, d.source, v) for d, v in together] == [(d.domain, d.source, v) for d, v in alone]
+    assert [d.domain for d, _ in together] == ["auto-insurance", "life-insurance", "claims"]
+    assert sorted(folded) == sorted(classification.ticket_text(t) for t in tickets)

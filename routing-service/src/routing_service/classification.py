@@ -351,11 +351,16 @@ class Classifier:
     def decide_many(self, tickets: Sequence[TicketCreated]) -> list[tuple[Decision, int | None]]:
         """`decide` for each ticket of a run; the model scores the texts no rule decided together."""
         texts = [ticket_text(t) for t in tickets]
-        outcomes = [apply_rules(self.config.rules, text) for text in texts]
+        # Folded once for the rules and the model alike.
+        normalised = [shared_text.normalise(text) for text in texts]
+        outcomes = [
+            apply_rules(self.config.rules, text, normalised=folded)
+            for text, folded in zip(texts, normalised, strict=True)
+        ]
         predictions: list[Prediction | None] = [None] * len(tickets)
         if self.model is not None:
             undecided = [i for i, outcome in enumerate(outcomes) if outcome.domain is None]
-            scored = self.model.predict_many([texts[i] for i in undecided], top=TOP_DOMAINS)
+            scored = self.model.predict_normalised([normalised[i] for i in undecided], top=TOP_DOMAINS)
             for i, scores in zip(undecided, scored, strict=True):
                 predictions[i] = scores
         results = []

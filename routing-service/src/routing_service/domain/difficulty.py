@@ -131,9 +131,12 @@ def rule_matches(rule: Rule, text: str, normalised: str) -> bool:
     return any(keyword in normalised for keyword in _keywords(rule.pattern))
 
 
-def apply_rules(rules: Sequence[Rule], text: str) -> RuleOutcome:
-    """Evaluate `rules` in order: the first domain and first category win, any urgent rule counts."""
-    normalised = normalise(text)
+def apply_rules(rules: Sequence[Rule], text: str, normalised: str | None = None) -> RuleOutcome:
+    """Evaluate `rules` in order: the first domain and first category win, any urgent rule counts.
+
+    `normalised`: `normalise(text)`, when the caller has it already."""
+    if normalised is None:
+        normalised = normalise(text)
     domain = category = urgent_by = None
     matched: list[str] = []
     for rule in rules:
