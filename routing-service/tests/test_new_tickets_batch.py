@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,10 +24,12 @@ from routing_factories import (
     team_with_lead,
     ticket_created,
 )
+from sqlalchemy import delete, func, select, update
 
 from helpdesk_runtime.testing import ServiceHarness
 from helpdesk_shared.contracts import EventEnvelope, TicketKind
 from routing_service.domain.assignment import Candidate
+from routing_service.models import Agent, Assignment, RoutedTicket, SlaTimer
 from routing_service.repository import NewAssignment, RoutingRepository
 
 CREATED = "helpdesk.ticket.created.v1"
@@ -215,3 +217,103 @@ async def test_a_runs_assignments_are_stored_with_their_slots_taken_or_not_at_al
         assert not await repo.assign_and_take_many([assignment(3, roomy), assignment(4, tight)], now)
     assert [await load_of(routing, a) for a in (roomy, tight)] == [2, 1]
     assert [await owner_of(routing, t) for t in tickets[3:]] == [None, None]
+
+
+async def test_a_run_whose_tickets_all_found_a_specialist_is_stored_by_one_statement(
+    routing: ServiceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agents = await isolated_team(routing, 2, 2)
+
+    async def not_expected(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the run should be stored by remember_assign_and_take alone")
+
+    for step in ("remember_and_start_clocks", "remember_many", "assign_and_take_many", "take_capacity_many"):
+        monkeypatch.setattr(RoutingRepository, step, not_expected)
+    run = [ticket_created() for _ in range(3)]
+    before = fallbacks()
+
+    await route_run(routing, run)
+
+    assert fallbacks() == before
+    assert sorted([await load_of(routing, a) for a in agents]) == [1, 2]
+    for event in run:
+        ticket_id = event.data.ticket_id
+        assert await owner_of(routing, ticket_id) in agents
+        assert len(await published(routing, str(ticket_id), ASSIGNED)) == 1
+        async with routing.uow() as uow:
+            remembered = await uow.session.scalar(
+                select(RoutedTicket.ticket_id).where(RoutedTicket.ticket_id == ticket_id)
+            )
+            clocks = (
+                await uow.session.scalars(select(SlaTimer.target).where(SlaTimer.ticket_id == ticket_id))
+            ).all()
+        assert remembered == ticket_id
+        assert sorted(clocks) == ["first_response", "resolution"]
+
+
+async def test_a_run_with_a_ticket_routed_meanwhile_takes_no_slot_for_it(
+    routing: ServiceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agents = await isolated_team(routing, 5)
+    earlier = ticket_created()
+    await consume(routing, earlier)  # routed by another delivery after the run's first read:
+    real = RoutingRepository.routed_and_available
+
+    async def stale(
+        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID]
+    ) -> tuple[set[uuid.UUID], list[Candidate]]:
+        routed, specialists = await real(self, ticket_ids)
+        return routed - {earlier.data.ticket_id}, specialists
+
+    monkeypatch.setattr(RoutingRepository, "routed_and_available", stale)
+    replayed = EventEnvelope.wrap(earlier.data, source="/helpdesk/intake", subject=earlier.subject)
+    fresh = ticket_created()
+
+    await route_run(routing, [replayed, fresh])
+
+    assert await load_of(routing, agents[0]) == 2  # one slot each, none for the replay
+    assert await owner_of(routing, fresh.data.ticket_id) == agents[0]
+    for event in (earlier, fresh):
+        assert len(await published(routing, str(event.data.ticket_id), ASSIGNED)) == 1
+
+
+async def test_a_run_with_clocks_started_before_routed_tickets_is_routed_one_by_one(
+    routing: ServiceHarness,
+) -> None:
+    (agent,) = await isolated_team(routing, 5)
+    old = ticket_created()
+    await consume(routing, old)
+    async with routing.uow() as uow:  # as routed before `routed_tickets` and since handed back
+        await uow.session.execute(delete(RoutedTicket).where(RoutedTicket.ticket_id == old.data.ticket_id))
+        await uow.session.execute(delete(Assignment).where(Assignment.ticket_id == old.data.ticket_id))
+        await uow.session.execute(update(Agent).where(Agent.id == uuid.UUID(agent)).values(active_tickets=0))
+        await uow.session.execute(
+            update(SlaTimer)
+            .where(SlaTimer.ticket_id == old.data.ticket_id)
+            .values(due_at=SlaTimer.due_at + timedelta(minutes=7), warned_at=func.now())  # a clock that moved
+        )
+        await uow.commit()
+        kept = dict(
+            (
+                await uow.session.execute(
+                    select(SlaTimer.target, SlaTimer.due_at).where(SlaTimer.ticket_id == old.data.ticket_id)
+                )
+            ).all()
+        )
+    replayed = EventEnvelope.wrap(old.data, source="/helpdesk/intake", subject=old.subject)
+    fresh = ticket_created()
+    before = fallbacks()
+
+    await route_run(routing, [replayed, fresh])
+
+    assert fallbacks() == before + 1
+    assert await load_of(routing, agent) == 2
+    assert await owner_of(routing, old.data.ticket_id) == agent
+    assert await owner_of(routing, fresh.data.ticket_id) == agent
+    async with routing.uow() as uow:
+        clocks = (
+            await uow.session.execute(
+                select(SlaTimer.target, SlaTimer.due_at).where(SlaTimer.ticket_id == old.data.ticket_id)
+            )
+        ).all()
+    assert dict(clocks) == kept  # the clocks that moved keep what they have (not re-planned)

@@ -8,19 +8,23 @@ with a handful of plain-SQL statements for the whole run:
 
 1. one query finds the tickets routed before (replays) and reads the online specialists with a
    free slot (the run's snapshot of them);
-2. each ticket is classified and its SLA clocks planned in memory (the configuration snapshot);
-   one statement remembers the tickets and starts the clocks of those remembered now;
-3. ordinary tickets are given, in event order, to the best free specialist of the snapshot —
-   the same ranking as `domain.assignment.order_candidates`, each choice counted before the
-   next — and are stored with their slots taken by ONE statement (a conditional update of the
-   agents), the last before the commit (the agents' rows are what concurrent runs wait for): if
-   any chosen agent filled up or went away meanwhile (another replica, a presence change), the
-   update says so and the whole run fails, to be routed again by the consumer — once more as a
-   run (the race's winner has committed by then), then one ticket at a time, re-checking every
+2. each ticket is classified and its SLA clocks planned in memory (the configuration snapshot),
+   and the ordinary tickets are given, in event order, to the best free specialist of the
+   snapshot — the same ranking as `domain.assignment.order_candidates`, each choice counted
+   before the next;
+3. when every ticket found a specialist (the common case), ONE statement remembers the tickets,
+   starts their clocks, stores the assignments and the events and takes the slots (a conditional
+   update of the agents — the rows concurrent runs wait for — so they are locked for that round
+   trip and the commit only). If any chosen agent filled up or went away meanwhile (another
+   replica, a presence change), or another delivery routed one of the tickets meanwhile, the
+   statement says so and the whole run fails, to be routed again by the consumer — once more as
+   a run (the race's winner has committed by then), then one ticket at a time, re-checking every
    slot;
-4. difficult tickets (their lead) and tickets nobody could take (the queue) take the one-ticket
-   path's own steps; clocks that already existed (a replay from before `routed_tickets`) send the
-   whole run back to the one-ticket path, which re-plans them.
+4. otherwise the tickets are remembered and their clocks started first; difficult tickets (their
+   lead) and tickets nobody could take (the queue) take the one-ticket path's own steps, and the
+   specialists' assignments are stored with their slots taken as in 3. Clocks that already
+   existed (a replay from before `routed_tickets`) send the whole run back to the one-ticket
+   path, which re-plans them.
 
 The events are those of the one-ticket path, in the same order for each ticket:
 ``ticket.classified`` (when informative), then ``ticket.assigned`` or ``ticket.queued``.
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from helpdesk_shared.chassis.consumer import RetryRun
 from helpdesk_shared.chassis.uow import UnitOfWork
@@ -48,6 +52,11 @@ class CapacityRace(RetryRun):
     """A chosen agent filled up or went away while the run was being decided (another run took
     the slot first): the consumer applies the run once more — with a snapshot that includes the
     winner's commit — and routes it one by one if that fails too."""
+
+
+class RoutedMeanwhile(RetryRun):
+    """Another delivery of some of the run's tickets routed them after the run's first read (it
+    waited for that delivery's commit): the consumer applies the run once more, without them."""
 
 
 class ClocksExisted(RuntimeError):
@@ -86,34 +95,29 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
         )
         for r in decided
     }
-    remembered, started = await repo.remember_and_start_clocks(
-        [
-            NewRouting(
-                ticket_id=r.ticket.ticket_id,
-                domain=r.decision.domain,
-                language=r.ticket.language,
-                text=classification.ticket_text(r.ticket),
-                priority=r.priority,
-                difficult=r.decision.difficult,
-                waiting_since=r.ticket.created_at,
+    routings = [_routing(r) for r in decided]
+    clock_rows = [row for planned in clocks.values() if planned is not None for row in planned[0]]
+    if not any(r.decision.difficult for r in decided):
+        choices, left = _choose(decided, specialists, now)
+        if not left:  # the common case: every ticket to a specialist of the snapshot, one statement
+            _publish_classified(uow, decided, clocks, now)
+            stored = await repo.remember_assign_and_take(
+                routings, clock_rows, _publish_assigned(uow, choices, now), now, events=uow.events_insert
             )
-            for r in decided
-        ],
-        [row for planned in clocks.values() if planned is not None for row in planned[0]],
-        now,
-    )
+            if not stored.slots_taken:
+                raise CapacityRace("an agent chosen for this run filled up or went away meanwhile")
+            if stored.remembered < len(decided):
+                raise RoutedMeanwhile("another delivery routed some of these tickets meanwhile")
+            if stored.clocks < len(clock_rows):
+                raise ClocksExisted("some clocks of these tickets already existed")
+            return
+    remembered, started = await repo.remember_and_start_clocks(routings, clock_rows, now)
     routed = [r for r in decided if r.ticket.ticket_id in remembered]
     if started < sum(len(p[0]) for t, p in clocks.items() if p is not None and t in remembered):
         raise ClocksExisted("some clocks of these tickets already existed")
-    for item in routed:
-        if item.decision.informative:
-            planned = clocks[item.ticket.ticket_id]
-            event = classification.classified_event(
-                item.ticket, item.decision, item.version, now, planned[1] if planned else None
-            )
-            uow.publish(event, subject=str(item.ticket.ticket_id))
-    ordinary = [r for r in routed if not r.decision.difficult]
-    assignments, left = _assign_ordinary(uow, ordinary, specialists, now)
+    _publish_classified(uow, routed, clocks, now)
+    choices, left = _choose([r for r in routed if not r.decision.difficult], specialists, now)
+    assignments = _publish_assigned(uow, choices, now)
     one_by_one = [r for r in routed if r.decision.difficult or r.ticket.ticket_id in left]
     if one_by_one:  # they read the agents' load from the database: take these slots first
         await _assign_and_take(repo, assignments, now)
@@ -139,6 +143,33 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
         await uow.write_events()
 
 
+def _routing(item: _Routed) -> NewRouting:
+    return NewRouting(
+        ticket_id=item.ticket.ticket_id,
+        domain=item.decision.domain,
+        language=item.ticket.language,
+        text=classification.ticket_text(item.ticket),
+        priority=item.priority,
+        difficult=item.decision.difficult,
+        waiting_since=item.ticket.created_at,
+    )
+
+
+def _publish_classified(
+    uow: UnitOfWork,
+    routed: list[_Routed],
+    clocks: dict[uuid.UUID, tuple[list[dict[str, Any]], sla.StartedTimers] | None],
+    now: datetime,
+) -> None:
+    for item in routed:
+        if item.decision.informative:
+            planned = clocks[item.ticket.ticket_id]
+            event = classification.classified_event(
+                item.ticket, item.decision, item.version, now, planned[1] if planned else None
+            )
+            uow.publish(event, subject=str(item.ticket.ticket_id))
+
+
 async def _assign_and_take(
     repo: RoutingRepository, assignments: list[NewAssignment], now: datetime, *, uow: UnitOfWork | None = None
 ) -> None:
@@ -147,19 +178,21 @@ async def _assign_and_take(
         raise CapacityRace("an agent chosen for this run filled up or went away meanwhile")
 
 
-def _assign_ordinary(
-    uow: UnitOfWork,
-    ordinary: list[_Routed],
-    specialists: list[Candidate],
-    now: datetime,
-) -> tuple[list[NewAssignment], set[uuid.UUID]]:
-    """Give each ordinary ticket to the best free specialist of the run's snapshot (publishing its
-    `ticket.assigned`); returns the assignments, to be stored with their slots taken
-    (`RoutingRepository.assign_and_take_many`), and the tickets nobody could take."""
+class _Choice(NamedTuple):
+    item: _Routed
+    candidate: Candidate
+    reason: str
+
+
+def _choose(
+    ordinary: list[_Routed], specialists: list[Candidate], now: datetime
+) -> tuple[list[_Choice], set[uuid.UUID]]:
+    """The best free specialist of the run's snapshot for each ordinary ticket, in event order,
+    each choice counted before the next; and the tickets nobody could take."""
     if not ordinary:
         return [], set()
     pool = CandidatePool(specialists)
-    assignments: list[NewAssignment] = []
+    choices: list[_Choice] = []
     left: set[uuid.UUID] = set()
     for item in ordinary:
         domain, language = item.decision.domain, item.ticket.language
@@ -168,17 +201,28 @@ def _assign_ordinary(
             left.add(item.ticket.ticket_id)
             continue
         candidate, match = best
-        reason = assignment_reason(match, domain, language)
-        assignments.append(NewAssignment(item.ticket.ticket_id, candidate.agent_id, reason, domain, language))
+        choices.append(_Choice(item, candidate, assignment_reason(match, domain, language)))
+    return choices, left
+
+
+def _publish_assigned(uow: UnitOfWork, choices: list[_Choice], now: datetime) -> list[NewAssignment]:
+    """Publish each choice's `ticket.assigned`; the assignments, to be stored with their slots
+    taken (`RoutingRepository.assign_and_take_many` or `remember_assign_and_take`)."""
+    assignments: list[NewAssignment] = []
+    for item, candidate, reason in choices:
+        ticket_id = item.ticket.ticket_id
+        assignments.append(
+            NewAssignment(ticket_id, candidate.agent_id, reason, item.decision.domain, item.ticket.language)
+        )
         uow.publish(
             TicketAssigned(
-                ticket_id=item.ticket.ticket_id,
+                ticket_id=ticket_id,
                 agent_id=candidate.agent_id,
                 team_id=candidate.team_id,
                 assigned_at=now,
                 reason=reason,
                 difficult=False,
             ),
-            subject=str(item.ticket.ticket_id),
+            subject=str(ticket_id),
         )
-    return assignments, left
+    return assignments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -131,6 +132,17 @@ class NewRouting(NamedTuple):
     waiting_since: datetime
 
 
+class RunStored(NamedTuple):
+    """What `RoutingRepository.remember_assign_and_take` stored."""
+
+    slots_taken: bool
+    """Every chosen agent's slots taken (none filled up or went away meanwhile)."""
+    remembered: int
+    """Tickets remembered now (fewer than given: another delivery routed some meanwhile)."""
+    clocks: int
+    """Clocks started now (fewer than given: some existed, a replay from before `routed_tickets`)."""
+
+
 class NewAssignment(NamedTuple):
     ticket_id: uuid.UUID
     agent_id: uuid.UUID
@@ -179,38 +191,72 @@ _ROUTED_AND_AVAILABLE = (
 # The agents' rows are locked in id order first: concurrent runs then queue for them instead of
 # deadlocking (an UPDATE ... FROM locks in whatever order its join produces the rows).
 # Parameters: $1 agent ids (sorted), $2 slots of each, $3 the time, $4 the presence they must have.
-_LOCK_AND_TAKE_SLOTS = (
-    "locked AS MATERIALIZED (SELECT id FROM agents WHERE id = ANY($1::uuid[]) "
-    "ORDER BY id FOR NO KEY UPDATE) "
+_LOCKED = (
+    "locked AS MATERIALIZED (SELECT id FROM agents WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE) "
+)
+_TAKE_SLOTS = (
     "UPDATE agents AS a SET active_tickets = a.active_tickets + t.slots, last_assigned_at = $3 "
     "FROM locked, unnest($1::uuid[], $2::integer[]) AS t(agent_id, slots) "
     "WHERE a.id = locked.id AND a.id = t.agent_id AND a.presence = $4 "
     "AND a.active_tickets + t.slots <= a.max_concurrent "
     "RETURNING a.id"
 )
+_LOCK_AND_TAKE_SLOTS = _LOCKED + _TAKE_SLOTS
 _TAKE_CAPACITY_MANY = f"WITH {_LOCK_AND_TAKE_SLOTS}"
+
+
 # A run's assignments and the slots they take, in one statement (one round trip fewer per run) —
 # with the run's events too when given (`assign_and_take_many` adds them as a CTE between the two,
 # their parameters from $10 on).
-_ASSIGNED = (
-    "assigned AS (INSERT INTO assignments (ticket_id, agent_id, reason, assigned_at, domain, language) "
-    "SELECT a.ticket_id, a.agent_id, a.reason, $3, a.domain, a.language "
-    "FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[]) "
-    "AS a(ticket_id, agent_id, reason, domain, language)), "
-)
+def _assigned(where: str = "") -> str:
+    """The CTE storing a run's assignments ($3 the time, $5–$9 their columns), filtered by ``where``."""
+    return (
+        "assigned AS (INSERT INTO assignments (ticket_id, agent_id, reason, assigned_at, domain, language) "
+        "SELECT a.ticket_id, a.agent_id, a.reason, $3, a.domain, a.language "
+        "FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[]) "
+        f"AS a(ticket_id, agent_id, reason, domain, language){where}), "
+    )
+
+
+_ASSIGNED = _assigned()
 _ASSIGN_AND_TAKE_MANY = f"WITH {_ASSIGNED}{_LOCK_AND_TAKE_SLOTS}"
 _FIRST_EVENTS_PARAMETER = 10
 # Remember a run's tickets and start the clocks of those remembered now, in one statement; a row
 # per ticket remembered now, each with the number of clocks started.
-_REMEMBER_AND_START_CLOCKS = (
-    f"WITH remembered AS ({_REMEMBER_MANY}), "
+_REMEMBERED_AND_CLOCKS = (
+    f"remembered AS ({_REMEMBER_MANY}), "
     "clocks AS (INSERT INTO sla_timers (ticket_id, target, policy_id, calendar_id, priority, started_at, "
     "due_at, warn_at, escalated) SELECT c.*, false FROM unnest($9::uuid[], $10::text[], $11::uuid[], "
     "$12::text[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[]) "
     "AS c(ticket_id, target, policy_id, calendar_id, priority, started_at, due_at, warn_at) "
     "WHERE c.ticket_id IN (SELECT ticket_id FROM remembered) ON CONFLICT DO NOTHING RETURNING ticket_id) "
+)
+_REMEMBER_AND_START_CLOCKS = (
+    f"WITH {_REMEMBERED_AND_CLOCKS}"
     "SELECT r.ticket_id, (SELECT count(*) FROM clocks) AS clocks FROM remembered r"
 )
+
+
+def _shifted(sql: str, by: int) -> str:
+    """``sql`` with its parameter placeholders renumbered ($1 -> $(1 + by)), to be combined."""
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + by}", sql)
+
+
+# A run whose tickets all went to specialists of its snapshot — the common case — in ONE statement
+# after its first read: remembered, clocks started, assignments stored, events stored, slots taken.
+# Parameters: $1–$9 as `_ASSIGN_AND_TAKE_MANY` (the assignments restricted to tickets remembered
+# now), $10–$25 as `_REMEMBER_AND_START_CLOCKS`, the events' from $26. One row: how many agents'
+# slots were taken, tickets remembered and clocks started — the caller rolls back if any falls short.
+_REMEMBER_ASSIGN_AND_TAKE = (
+    f"WITH {_shifted(_REMEMBERED_AND_CLOCKS, 9)}, "
+    + _assigned(" WHERE a.ticket_id IN (SELECT ticket_id FROM remembered)")
+    + "{events}"
+    + _LOCKED
+    + f", taken AS ({_TAKE_SLOTS}) "
+    "SELECT (SELECT count(*) FROM taken) AS taken, (SELECT count(*) FROM remembered) AS remembered, "
+    "(SELECT count(*) FROM clocks) AS clocks"
+)
+_REMEMBER_ASSIGN_FIRST_EVENTS_PARAMETER = 26
 _CLOCK_COLUMNS = (
     "ticket_id",
     "target",
@@ -430,6 +476,43 @@ class RoutingRepository:
             *event_parameters,
         )
         return len(taken) == len(ids)
+
+    async def remember_assign_and_take(
+        self,
+        rows: Sequence[NewRouting],
+        clocks: Sequence[dict[str, Any]],
+        assignments: Sequence[NewAssignment],
+        now: datetime,
+        *,
+        events: Callable[..., tuple[str, list[list[Any]]] | None],
+    ) -> RunStored:
+        """`remember_and_start_clocks`, then `assign_and_take_many` (assignments of tickets
+        remembered now only) with the unit of work's pending events — one statement. The caller
+        rolls back unless every agent's slots were taken, every ticket remembered now and every
+        clock new (`RunStored`)."""
+        slots = collections.Counter(a.agent_id for a in assignments)
+        ids = sorted(slots)
+        insert = events(first_parameter=_REMEMBER_ASSIGN_FIRST_EVENTS_PARAMETER)
+        events_cte, event_parameters = (f"events AS ({insert[0]}), ", insert[1]) if insert else ("", [])
+        driver = await self._driver()
+        row = await driver.fetchrow(
+            _REMEMBER_ASSIGN_AND_TAKE.replace("{events}", events_cte),
+            ids,
+            [slots[i] for i in ids],
+            now,
+            AgentPresence.ONLINE.value,
+            [a.ticket_id for a in assignments],
+            [a.agent_id for a in assignments],
+            [a.reason[:200] for a in assignments],
+            [a.domain for a in assignments],
+            [a.language for a in assignments],
+            *_routing_columns(rows, now),
+            *([clock[c] for clock in clocks] for c in _CLOCK_COLUMNS),
+            *event_parameters,
+        )
+        return RunStored(
+            slots_taken=row["taken"] == len(ids), remembered=row["remembered"], clocks=row["clocks"]
+        )
 
     async def assignment(self, ticket_id: uuid.UUID) -> Assignment | None:
         return await self.session.get(Assignment, ticket_id)
