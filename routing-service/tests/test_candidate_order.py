@@ -96,7 +96,7 @@ def test_the_pool_answers_each_ticket_with_the_first_of_the_whole_order() -> Non
                 load=rng.randint(0, 4),
                 capacity=rng.randint(1, 4),
                 skills={d: rng.randint(1, 5) for d in rng.sample(domains[:3], rng.randint(0, 2))},
-                languages=tuple(rng.sample(["zh", "en", "ja"], rng.randint(1, 2))),
+                languages=tuple(rng.sample(["zh", "en", "ja", "zh-Hant", "EN_us"], rng.randint(1, 2))),
                 waited=rng.randint(0, 3),  # ties on purpose
             )
             for _ in range(rng.randint(0, 12))

@@ -107,6 +107,7 @@ class CandidatePool:
         # to the earlier agent, as in `order_candidates`' stable sort.
         self._current = {c.agent_id: c for c in candidates}
         self._tiers: dict[tuple[str | None, str | None], _Tier] = {}
+        self._spoken: dict[frozenset[str], frozenset[str]] = {}
 
     def take(
         self, *, domain: str | None, language: str | None, now: datetime
@@ -142,11 +143,19 @@ class CandidatePool:
             (rank(c), position, c)
             for position, c in enumerate(self._current.values())
             if c.active_tickets < c.max_concurrent
-            and (domain is None or c.level(domain) > 0)
-            and (language is None or c.speaks(language))
+            and (domain is None or c.skills.get(domain, 0) > 0)  # `level`, without a call per agent
+            and (language is None or language in self._primaries(c.languages))
         ]
         heapq.heapify(heap)
         return heap, rank
+
+    def _primaries(self, languages: frozenset[str]) -> frozenset[str]:
+        """The primary subtags of a set of languages (`Candidate.speaks` for each agent and tier
+        was most of a tier's cost; the specialists share a handful of language sets)."""
+        primaries = self._spoken.get(languages)
+        if primaries is None:
+            primaries = self._spoken[languages] = frozenset(primary_language(own) for own in languages)
+        return primaries
 
     def _chosen(self, candidate: Candidate, now: datetime) -> Candidate:
         self._current[candidate.agent_id] = dataclasses.replace(
