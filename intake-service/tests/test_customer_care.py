@@ -226,6 +226,9 @@ async def test_complaint_case_file_lifecycle(intake: ServiceHarness) -> None:
         headers=LEAD,
         json={"result": "已賠付並致歉", "root_cause": "文件遺失", "corrective_action": "改用電子收件"},
     )
+    unarchivable = await intake.client.patch(
+        f"/v1/tickets/{ticket['id']}/complaint", headers=LEAD, json={"plan": "改", "archived": None}
+    )
     archived = await intake.client.patch(
         f"/v1/tickets/{ticket['id']}/complaint", headers=LEAD, json={"archived": True}
     )
@@ -235,6 +238,8 @@ async def test_complaint_case_file_lifecycle(intake: ServiceHarness) -> None:
 
     assert [r.status_code for r in (plan, note, result, archived)] == [200, 200, 200, 200]
     assert plan.json()["responsible_person_id"] == person
+    assert unarchivable.status_code == 422  # null is not an answer to "archived?" (was a 500)
+    assert [e["field"] for e in unarchivable.json()["errors"]] == ["body.archived"]
     assert archived.json()["archived"] is True
     assert late.status_code == 409
     timeline = (await intake.client.get(f"/v1/tickets/{ticket['id']}/timeline", headers=LEAD)).json()

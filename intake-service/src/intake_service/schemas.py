@@ -245,7 +245,15 @@ class ComplaintCaseUpdate(BaseModel):
     )
     root_cause: str | None = Field(default=None, max_length=4_000)
     corrective_action: str | None = Field(default=None, max_length=4_000)
-    archived: bool | None = None
+    archived: bool | None = Field(default=None, description="true archives the case file (then read-only)")
+
+    @field_validator("archived")
+    @classmethod
+    def _archived_is_true_or_false(cls, value: bool | None) -> bool:
+        # Unlike the texts, which null clears, a case file is archived or not: null is no answer.
+        if value is None:
+            raise ValueError("archived is true or false (leave it out to keep it as it is)")
+        return value
 
 
 class ComplaintNote(BaseModel):
