@@ -52,6 +52,25 @@ async def nul_text(uow: UoW) -> None:
     await uow.session.execute(text("SELECT CAST(:value AS text)"), {"value": "a\x00b"})
 
 
+@router.post("/raw-nul-text")
+async def raw_nul_text(uow: UoW) -> None:
+    # The same on a hot path's plain SQL (the asyncpg connection under the unit of work).
+    driver = await uow.driver_connection()
+    await driver.fetch("SELECT $1::text", "a\x00b")
+
+
+@router.post("/raw-deadlock")
+async def raw_deadlock(uow: UoW) -> None:
+    driver = await uow.driver_connection()
+    await driver.execute("DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '40P01'; END $$")
+
+
+@router.post("/raw-duplicate")
+async def raw_duplicate(uow: UoW) -> None:
+    driver = await uow.driver_connection()
+    await driver.execute("DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '23505'; END $$")
+
+
 @router.get("/database-down")
 async def database_down() -> None:
     engine = create_engine(
@@ -200,18 +219,26 @@ async def test_readyz_is_503_when_kafka_cannot_be_reached(database: str) -> None
     assert healthz.status_code == 200
 
 
-async def test_a_deadlock_is_a_503_to_retry_not_a_500(client: httpx.AsyncClient) -> None:
-    response = await client.post("/chassis/deadlock")
+@pytest.mark.parametrize("path", ["/chassis/deadlock", "/chassis/raw-deadlock"])
+async def test_a_deadlock_is_a_503_to_retry_not_a_500(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.post(path)
     assert response.status_code == 503
     assert response.json()["type"] == PROBLEM_BASE + "concurrent-update"
     assert response.headers["retry-after"] == "1"
 
 
-async def test_a_value_the_database_refuses_is_a_422_not_a_500(client: httpx.AsyncClient) -> None:
-    response = await client.post("/chassis/nul-text")
+@pytest.mark.parametrize("path", ["/chassis/nul-text", "/chassis/raw-nul-text"])
+async def test_a_value_the_database_refuses_is_a_422_not_a_500(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.post(path)
     assert response.status_code == 422
     assert response.json()["type"] == PROBLEM_BASE + "invalid-data"
     assert "a\x00b" not in response.text  # the refused value is not echoed
+
+
+async def test_a_conflict_on_a_hot_paths_plain_sql_is_a_409_not_a_500(client: httpx.AsyncClient) -> None:
+    response = await client.post("/chassis/raw-duplicate")
+    assert response.status_code == 409
+    assert response.json()["type"] == PROBLEM_BASE + "conflict"
 
 
 async def test_an_unreachable_database_is_a_503(client: httpx.AsyncClient) -> None:

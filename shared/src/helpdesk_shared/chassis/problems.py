@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -229,6 +230,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(DBAPIError, _database_handler)
+    # Hot paths run plain SQL on the asyncpg connection: its errors are not wrapped by SQLAlchemy.
+    app.add_exception_handler(asyncpg.IntegrityConstraintViolationError, _integrity_handler)
+    app.add_exception_handler(asyncpg.PostgresError, _database_handler)
     app.add_exception_handler(ConnectionError, _database_handler)
     app.add_exception_handler(Exception, unexpected_error_response)
 
