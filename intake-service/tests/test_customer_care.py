@@ -253,3 +253,25 @@ async def test_complaint_case_file_lifecycle(intake: ServiceHarness) -> None:
     ).status_code == 409
     agent_edit = await intake.client.patch(f"/v1/tickets/{ticket['id']}/complaint", headers=AGENT, json={})
     assert agent_edit.status_code == 403
+
+
+async def test_text_postgresql_cannot_store_is_a_422_naming_the_field(intake: ServiceHarness) -> None:
+    # U+0000: PostgreSQL refuses it in text and JSON; a complaint note with one was a 500.
+    ticket = await create(intake, kind="complaint", subject="投訴", description="太慢")
+    tickets = f"/v1/tickets/{ticket['id']}"
+    attempts = {
+        "body.body": await intake.client.post(
+            f"{tickets}/messages", headers=CHANNEL, json={"body": "補\x00充"}
+        ),
+        "body.note": await intake.client.post(
+            f"{tickets}/complaint/notes", headers=LEAD, json={"note": "已\x00聯繫"}
+        ),
+        "body.plan": await intake.client.patch(
+            f"{tickets}/complaint", headers=LEAD, json={"plan": "計\x00劃"}
+        ),
+    }
+    for field, response in attempts.items():
+        assert response.status_code == 422, (field, response.text)
+        assert [e["field"] for e in response.json()["errors"]] == [field]
+    timeline = (await intake.client.get(f"{tickets}/timeline", headers=LEAD)).json()
+    assert [i["kind"] for i in timeline if i["kind"] in ("message", "complaint")] == []  # nothing stored

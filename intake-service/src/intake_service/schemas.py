@@ -125,7 +125,7 @@ class TicketOut(BaseModel):
     updated_at: datetime
 
 
-class MessageCreate(BaseModel):
+class MessageCreate(_StorableText):
     model_config = ConfigDict(extra="forbid")
 
     body: str = Field(min_length=1, max_length=20_000)
@@ -150,7 +150,7 @@ class MessageOut(BaseModel):
     created_at: datetime
 
 
-class ResolveRequest(BaseModel):
+class ResolveRequest(_StorableText):
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = Field(default=None, max_length=4_000, description="Internal resolution note")
@@ -216,7 +216,7 @@ class SurveyLink(BaseModel):
     expires_at: datetime
 
 
-class RatingCreate(BaseModel):
+class RatingCreate(_StorableText):
     model_config = ConfigDict(extra="forbid")
 
     token: str = Field(min_length=10, max_length=2000, description="From the survey link")
@@ -231,7 +231,7 @@ class RatingOut(BaseModel):
     rated_at: datetime
 
 
-class ComplaintCaseUpdate(BaseModel):
+class ComplaintCaseUpdate(_StorableText):
     """Only the fields present change."""
 
     model_config = ConfigDict(extra="forbid")
@@ -256,7 +256,7 @@ class ComplaintCaseUpdate(BaseModel):
         return value
 
 
-class ComplaintNote(BaseModel):
+class ComplaintNote(_StorableText):
     model_config = ConfigDict(extra="forbid")
 
     note: str = Field(min_length=1, max_length=4_000)
