@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from intake_service import inbound_email
 from intake_service.models import InboundEmail
 
 CHANNEL = auth_headers("channel", sub="mail-gateway")
@@ -164,3 +165,27 @@ async def test_wrong_media_type_and_missing_token_are_problems(intake: ServiceHa
     assert anonymous.status_code == 401
     assert garbage.status_code == 422
     assert garbage.json()["type"].endswith("/unreadable-email")
+
+
+async def test_a_parser_failure_keeps_the_message_and_answers_422(
+    intake: ServiceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(raw: bytes, **options: object) -> None:
+        raise UnicodeEncodeError("ascii", "\ufffd", 0, 1, "a parser bug")
+
+    monkeypatch.setattr(inbound_email, "parse_email", broken)
+    raw = mail("保單", "內容", message_id=f"m-{uuid.uuid4()}@x")
+
+    response = await intake.client.post("/v1/channels/email/inbound", content=raw, headers=RFC822)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["type"].endswith("/unreadable-email")
+    async with intake.uow() as uow:
+        kept = (
+            await uow.session.execute(
+                select(InboundEmail.raw, InboundEmail.outcome).where(
+                    InboundEmail.id == uuid.UUID(response.json()["inbound_id"])
+                )
+            )
+        ).one()
+    assert kept == (raw, "rejected")

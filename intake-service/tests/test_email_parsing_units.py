@@ -499,6 +499,15 @@ def test_malformed_but_email_parses_with_warnings() -> None:
     assert len(parsed.warnings) >= 2
 
 
+def test_a_header_block_ended_by_8bit_text_keeps_the_bytes() -> None:
+    # A line that is not a header ends the header block; raw GBK in it (你好) was a 500: the
+    # parser's copy of the rest came back with U+FFFD, which cannot be turned back into bytes.
+    parsed = parse_email(b"From: a@example.com\r\nSubject: hi\r\n\xc4\xe3\xba\xc3 ok\r\n\r\nbody\r\n")
+    assert parsed.subject == "hi"
+    assert parsed.text_body == "你好 ok\n\nbody"
+    assert "message: header block ended by a line that is not a header" in parsed.warnings
+
+
 def _multipart(parts: list[str], boundary: str = "B") -> str:
     return "".join(f"--{boundary}\r\n{part}\r\n" for part in parts) + f"--{boundary}--\r\n"
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from helpdesk_shared.chassis.logging import get_logger
 from helpdesk_shared.chassis.problems import InvalidInput
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import Channel, TicketKind, TicketStatus
@@ -53,6 +54,9 @@ _MESSAGE_ID_LOCK_SPACE = 0x454D4C49
 
 class UnreadableEmail(InvalidInput):
     slug, title = "unreadable-email", "The message could not be read as an email"
+
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,12 @@ async def receive(uow: UnitOfWork, raw: bytes, *, number_prefix: str, max_bytes:
         inbound_id = await archive_unreadable(uow, raw, str(exc))
         raise UnreadableEmail(
             f"{exc}; the message was kept for inspection", inbound_id=str(inbound_id)
+        ) from exc
+    except Exception as exc:  # a parser bug: the message is still kept and answered, never a 500
+        log.error("email_parser_failed", error=type(exc).__name__, exc_info=exc)
+        inbound_id = await archive_unreadable(uow, raw, f"the parser failed ({type(exc).__name__})")
+        raise UnreadableEmail(
+            "The message could not be read; it was kept for inspection", inbound_id=str(inbound_id)
         ) from exc
     message_id = normalize_message_id(parsed.message_id) if parsed.message_id else None
     if (earlier := await _known_delivery(uow, message_id)) is not None:

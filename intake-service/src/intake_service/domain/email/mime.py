@@ -73,7 +73,9 @@ def _load_part(data: bytes, ctx: _Ctx, *, default_type: str = "text/plain", wher
             ctx.warn(f"{where}: unreadable header block")
         else:
             items = list(message.raw_items())
-            leftover = message.get_payload()
+            # The rest as the parser holds it: every byte, non-ASCII ones surrogate-escaped.
+            # (`get_payload()` turns those into U+FFFD, which has no way back to the bytes.)
+            leftover = vars(message).get("_payload")
             if isinstance(leftover, str) and leftover.strip():
                 ctx.warn(f"{where}: header block ended by a line that is not a header")
                 body = leftover.encode("ascii", "surrogateescape") + b"\n" + body
