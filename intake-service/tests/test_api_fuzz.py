@@ -65,8 +65,4 @@ async def _fuzz(intake: ServiceHarness) -> None:
         skip_paths={"/v1/channels/email/inbound"},
     )
 
-    assert not report.errors, "\n".join(map(str, report.errors))
-    assert report.sent > 300, report.statuses  # every operation, most of them many times
-    assert report.answered(200, 300) > 30, (
-        report.statuses
-    )  # many reached the use cases (the rest: 409s of the state machine, 422s)
+    report.check(at_least_sent=300, at_least_succeeded=30)  # the rest: 409s of the state machine, 422s

@@ -74,6 +74,4 @@ async def _fuzz(routing: ServiceHarness) -> None:
         skip_paths={"/v1/routing/training-examples"},
     )
 
-    assert not report.errors, "\n".join(map(str, report.errors))
-    assert report.sent > 300, report.statuses  # every operation, most of them many times
-    assert report.answered(200, 300) > 100, report.statuses  # many reached the use cases
+    report.check(at_least_sent=300, at_least_succeeded=100)

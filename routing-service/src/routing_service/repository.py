@@ -283,6 +283,26 @@ def _routing_columns(rows: Sequence[NewRouting], now: datetime) -> list[Any]:
     ]
 
 
+def _assignment_parameters(
+    assignments: Sequence[NewAssignment], now: datetime
+) -> tuple[list[uuid.UUID], list[Any]]:
+    """The chosen agents (sorted) and the parameters $1–$9 of `_ASSIGN_AND_TAKE_MANY`: those agents
+    and the slots each takes, the time, the presence they must have, one array per assignment column."""
+    slots = collections.Counter(a.agent_id for a in assignments)
+    ids = sorted(slots)
+    return ids, [
+        ids,
+        [slots[i] for i in ids],
+        now,
+        AgentPresence.ONLINE.value,
+        [a.ticket_id for a in assignments],
+        [a.agent_id for a in assignments],
+        [a.reason[:200] for a in assignments],
+        [a.domain for a in assignments],
+        [a.language for a in assignments],
+    ]
+
+
 class RoutingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -453,8 +473,7 @@ class RoutingRepository:
         """Store the assignments and claim their agents' slots, as `take_capacity_many` does, in one
         statement — with the unit of work's pending events when ``events`` is its `events_insert`;
         False — the caller must roll back — if an agent filled up or went away."""
-        slots = collections.Counter(a.agent_id for a in assignments)
-        ids = sorted(slots)
+        ids, parameters = _assignment_parameters(assignments, now)
         insert = events(first_parameter=_FIRST_EVENTS_PARAMETER) if events is not None else None
         statement, event_parameters = (
             (f"WITH {_ASSIGNED}events AS ({insert[0]}), {_LOCK_AND_TAKE_SLOTS}", insert[1])
@@ -462,19 +481,7 @@ class RoutingRepository:
             else (_ASSIGN_AND_TAKE_MANY, [])
         )
         driver = await self._driver()
-        taken = await driver.fetch(
-            statement,
-            ids,
-            [slots[i] for i in ids],
-            now,
-            AgentPresence.ONLINE.value,
-            [a.ticket_id for a in assignments],
-            [a.agent_id for a in assignments],
-            [a.reason[:200] for a in assignments],
-            [a.domain for a in assignments],
-            [a.language for a in assignments],
-            *event_parameters,
-        )
+        taken = await driver.fetch(statement, *parameters, *event_parameters)
         return len(taken) == len(ids)
 
     async def remember_assign_and_take(
@@ -490,22 +497,13 @@ class RoutingRepository:
         remembered now only) with the unit of work's pending events — one statement. The caller
         rolls back unless every agent's slots were taken, every ticket remembered now and every
         clock new (`RunStored`)."""
-        slots = collections.Counter(a.agent_id for a in assignments)
-        ids = sorted(slots)
+        ids, parameters = _assignment_parameters(assignments, now)
         insert = events(first_parameter=_REMEMBER_ASSIGN_FIRST_EVENTS_PARAMETER)
         events_cte, event_parameters = (f"events AS ({insert[0]}), ", insert[1]) if insert else ("", [])
         driver = await self._driver()
         row = await driver.fetchrow(
             _REMEMBER_ASSIGN_AND_TAKE.replace("{events}", events_cte),
-            ids,
-            [slots[i] for i in ids],
-            now,
-            AgentPresence.ONLINE.value,
-            [a.ticket_id for a in assignments],
-            [a.agent_id for a in assignments],
-            [a.reason[:200] for a in assignments],
-            [a.domain for a in assignments],
-            [a.language for a in assignments],
+            *parameters,
             *_routing_columns(rows, now),
             *([clock[c] for clock in clocks] for c in _CLOCK_COLUMNS),
             *event_parameters,

@@ -79,6 +79,13 @@ class FuzzReport:
     def answered(self, low: int, high: int) -> int:
         return sum(n for status, n in self.statuses.items() if low <= status < high)
 
+    def check(self, *, at_least_sent: int, at_least_succeeded: int) -> None:
+        """No server error; and enough requests sent, enough of them succeeding (2xx), for the
+        run to say something — a wrong token or ids would leave only 401s or 404s."""
+        assert not self.errors, "\n".join(map(str, self.errors))
+        assert self.sent >= at_least_sent, self.statuses
+        assert self.answered(200, 300) >= at_least_succeeded, self.statuses
+
 
 async def fuzz(
     client: httpx.AsyncClient,
