@@ -15,7 +15,7 @@ Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_
 
 class _StorableText(BaseModel):
     """A body whose text PostgreSQL can store: U+0000 is refused by validation (a 422 naming the
-    field) instead of failing the ticket writer's batch — and its neighbours' — at the database."""
+    field) instead of failing at the database — for a new ticket, the writer's whole batch."""
 
     @field_validator("*", mode="after")
     @classmethod
