@@ -526,6 +526,16 @@ async def test_a_batched_handler_gets_runs_in_order_once_each_in_one_transaction
     assert set(await inbox(sessions, rig.group)) == {e.id for e in events}
     assert consumed(rig, "processed") == 30
     assert consumed(rig, "duplicate") == 1
+    # Where a run's time goes: its wait for a group transaction, the transaction, its age.
+    labels = {"service": rig.settings.service_name, "type": CREATED}
+    groups = REGISTRY.get_sample_value("helpdesk_event_group_seconds_count", labels) or 0
+    waits = REGISTRY.get_sample_value("helpdesk_event_group_wait_seconds_count", labels) or 0
+    assert groups >= len(rig.batches) and waits >= groups  # every run waited, one or more per group
+    assert (REGISTRY.get_sample_value("helpdesk_event_group_seconds_sum", labels) or 0) > 0
+    ages = {"service": rig.settings.service_name, "topic": rig.topic}
+    assert (REGISTRY.get_sample_value("helpdesk_event_age_seconds_count", ages) or 0) >= 1
+    # Sent before the consumer started: the oldest record is older than no time at all.
+    assert (REGISTRY.get_sample_value("helpdesk_event_age_seconds_sum", ages) or 0) > 0
 
 
 async def test_a_failing_run_is_rolled_back_and_applied_again_one_event_at_a_time(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -493,3 +495,47 @@ async def test_commit_wake_ups_are_paced_only_when_an_interval_is_set(interval: 
     wakeup.clear()
     await asyncio.sleep(interval * 2)
     assert wakeup.is_set() is (interval > 0)  # … which comes once the interval is up
+
+
+async def test_the_delay_from_a_commit_to_the_relay_pass_is_measured(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any
+) -> None:
+    topic = new_topic("outbox")
+    settings = ServiceSettings(
+        database_url=db[0],
+        kafka_bootstrap_servers=infra.kafka_bootstrap,
+        service_name=f"relay-delay-{uuid.uuid4().hex[:6]}",
+        environment="test",
+        outbox_sweep_seconds=60,  # only a commit's wake-up starts a pass in this test
+    )
+    relay = OutboxRelay(settings, sessions)
+
+    def delays() -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "helpdesk_outbox_relay_delay_seconds_count", {"service": settings.service_name}
+            )
+            or 0.0
+        )
+
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.1)  # the relay waits for a wake-up
+        async with UnitOfWork(sessions, source=SOURCE, topic=topic, on_commit=relay.wake) as uow:
+            ticket = uuid.uuid4()
+            uow.publish(created(ticket, "HD-delay"), subject=str(ticket))
+            await uow.commit()
+        for _ in range(200):
+            if all(r.published_at is not None for r in await outbox_rows(sessions, topic)):
+                break
+            await asyncio.sleep(0.05)
+        assert all(r.published_at is not None for r in await outbox_rows(sessions, topic))
+        assert delays() == 1  # one commit, one pass after it
+        relay.wake()  # a wake-up with nothing new still counts once, and only once
+        await asyncio.sleep(0.2)
+        assert delays() == 2
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await relay.stop()

@@ -47,10 +47,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -82,6 +83,24 @@ EVENT_BATCH_SIZE = Histogram(
     "Events of a batched type applied in one transaction",
     ["service", "type"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+EVENT_GROUP_WAIT = Histogram(
+    "helpdesk_event_group_wait_seconds",
+    "How long a run of a batched type waited for a group transaction to take it",
+    ["service", "type"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+EVENT_GROUP_SECONDS = Histogram(
+    "helpdesk_event_group_seconds",
+    "How long a group transaction of a batched type took (its runs' handling and the commit)",
+    ["service", "type"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+EVENT_AGE = Histogram(
+    "helpdesk_event_age_seconds",
+    "Age of the oldest record (since its Kafka timestamp) of each batch a partition worker takes up",
+    ["service", "topic"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 EVENT_BATCH_FALLBACKS = Counter(
     "helpdesk_event_batch_fallbacks_total",
@@ -131,13 +150,18 @@ class _Decoded:
     envelope: EventEnvelope[Any]
 
 
+class _WaitingRun(NamedTuple):
+    run: list[_Decoded]
+    applied: asyncio.Future[bool]
+    since: float
+    """When it was handed over (`time.monotonic`)."""
+
+
 @dataclass
 class _RunGroup:
     """Runs of one batched type (and topic) waiting to be applied together, and their writers."""
 
-    waiting: collections.deque[tuple[list[_Decoded], asyncio.Future[bool]]] = field(
-        default_factory=collections.deque
-    )
+    waiting: collections.deque[_WaitingRun] = field(default_factory=collections.deque)
     writers: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -329,7 +353,7 @@ class EventConsumer:
         waiting in other partitions; if that fails, this run one event at a time instead."""
         group = self._groups.setdefault((run[0].envelope.type, _topic(run[0])), _RunGroup())
         applied: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        group.waiting.append((run, applied))
+        group.waiting.append(_WaitingRun(run, applied, time.monotonic()))
         if len(group.writers) < _GROUP_WRITERS:
             writer = asyncio.create_task(self._write_group(handler, group), name="consumer-group")
             group.writers.add(writer)  # leaves them itself, as it stops (see `_write_group`)
@@ -351,19 +375,25 @@ class EventConsumer:
 
     async def _write_group(self, handler: Batched, group: _RunGroup) -> None:
         """Apply the waiting runs, a group per transaction, until none is left."""
-        members: list[tuple[list[_Decoded], asyncio.Future[bool]]] = []
+        members: list[_WaitingRun] = []
         try:
             while group.waiting:
                 members, events = [], 0
                 while group.waiting and (
-                    not members or events + len(group.waiting[0][0]) <= self.tuning.max_batch
+                    not members or events + len(group.waiting[0].run) <= self.tuning.max_batch
                 ):
                     members.append(group.waiting.popleft())
-                    events += len(members[-1][0])
-                ok = await self._apply_run(handler, [d for run, _ in members for d in run])
-                for _, applied in members:
-                    if not applied.done():  # its worker may have been cancelled meanwhile
-                        applied.set_result(ok)
+                    events += len(members[-1].run)
+                started = time.monotonic()
+                event_type = members[0].run[0].envelope.type
+                waited = EVENT_GROUP_WAIT.labels(self._service, event_type)
+                for member in members:
+                    waited.observe(started - member.since)
+                ok = await self._apply_run(handler, [d for member in members for d in member.run])
+                EVENT_GROUP_SECONDS.labels(self._service, event_type).observe(time.monotonic() - started)
+                for member in members:
+                    if not member.applied.done():  # its worker may have been cancelled meanwhile
+                        member.applied.set_result(ok)
         finally:  # cancelled (shutdown): whoever still waits falls back or is cancelled too
             # Out of the writers in the very step that found nothing left to apply. A done-callback
             # would run only after the workers just released: a run one of them handed over
@@ -371,9 +401,9 @@ class EventConsumer:
             # writer cancelled before it ever ran is left in a group the session then drops.)
             if (this_writer := asyncio.current_task()) is not None:
                 group.writers.discard(this_writer)
-            for _, applied in [*members, *group.waiting]:
-                if not applied.done():
-                    applied.set_result(False)
+            for member in [*members, *group.waiting]:
+                if not member.applied.done():
+                    member.applied.set_result(False)
 
     async def _apply_run(self, handler: Batched, run: list[_Decoded]) -> bool:
         """One transaction: the inbox claim of every event, the handler for the fresh ones, the
@@ -603,6 +633,10 @@ class _Run:
                     # batched type in one transaction, anything else one event at a time.
                     taken = min(len(part.pending), self._tuning.max_batch)
                     records = [part.pending.popleft() for _ in range(taken)]
+                    # The oldest record's age as its handling starts: broker, fetch and the wait
+                    # behind this partition's previous records (clocks of other hosts permitting).
+                    age = time.time() - records[0].timestamp / 1000
+                    EVENT_AGE.labels(self._owner._service, part.tp.topic).observe(max(0.0, age))
                     await self._owner.handle_records(records)
                 part.done = records[-1].offset + 1
                 self._to_commit.set()

@@ -41,6 +41,13 @@ OUTBOX_BACKLOG = Gauge("helpdesk_outbox_backlog", "Outbox rows not yet acknowled
 OUTBOX_PUBLISHED = Counter(
     "helpdesk_outbox_published_total", "Outbox rows acknowledged by Kafka", ["service"]
 )
+OUTBOX_RELAY_DELAY = Histogram(
+    "helpdesk_outbox_relay_delay_seconds",
+    "From a commit that wrote events to the start of the relay pass that publishes them (a pass in "
+    "progress, or the wake-up interval, is waited for)",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 OUTBOX_ERRORS = Counter("helpdesk_outbox_publish_errors_total", "Failed outbox relay passes", ["service"])
 OUTBOX_PARKED = Counter(
     "helpdesk_outbox_parked_total",

@@ -42,6 +42,7 @@ from helpdesk_shared.chassis.metrics import (
     OUTBOX_ERRORS,
     OUTBOX_PARKED,
     OUTBOX_PUBLISHED,
+    OUTBOX_RELAY_DELAY,
 )
 from helpdesk_shared.chassis.settings import ServiceSettings
 
@@ -194,6 +195,7 @@ class OutboxRelay:
         self._service = settings.service_name
         self._wakeup = asyncio.Event()
         self._woken_at = float("-inf")
+        self._committed_at: float | None = None
         self._wake_due = False
         self._producer: AIOKafkaProducer | None = None
         self._last_cleanup = 0.0
@@ -207,6 +209,8 @@ class OutboxRelay:
     def wake(self) -> None:
         """A commit wrote events: publish them now — or, if the last wake-up was less than
         ``outbox_wake_interval_seconds`` ago, once that interval is up (one pass for them all)."""
+        if self._committed_at is None:  # the first commit the next pass will publish
+            self._committed_at = time.monotonic()
         interval = self._settings.outbox_wake_interval_seconds
         if interval <= 0:
             self._wakeup.set()
@@ -232,6 +236,9 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)
             self._wakeup.clear()
+            if self._committed_at is not None:
+                OUTBOX_RELAY_DELAY.labels(self._service).observe(time.monotonic() - self._committed_at)
+                self._committed_at = None
             try:
                 while await self.publish_pending() >= self._settings.outbox_batch_size:
                     pass
