@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from helpdesk_shared.contracts.enums import Channel, CloseReason, Priority, TicketKind, TicketStatus
 
@@ -245,7 +246,10 @@ class ComplaintCaseUpdate(_StorableText):
     )
     root_cause: str | None = Field(default=None, max_length=4_000)
     corrective_action: str | None = Field(default=None, max_length=4_000)
-    archived: bool | None = Field(default=None, description="true archives the case file (then read-only)")
+    # The schema says boolean (null is refused below); None only stands for "not sent".
+    archived: bool | SkipJsonSchema[None] = Field(
+        default=None, description="true archives the case file (then read-only)"
+    )
 
     @field_validator("archived")
     @classmethod
