@@ -91,7 +91,7 @@ async def fuzz(
     client: httpx.AsyncClient,
     *,
     headers: Mapping[str, str],
-    path_parameters: Mapping[str, str] = {},
+    path_parameters: Mapping[str, str] | None = None,
     examples: int = 25,
     skip_paths: Iterable[str] = (),
 ) -> FuzzReport:
@@ -107,7 +107,7 @@ async def fuzz(
         if operation.path in skipped:
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            for case in _cases(operation, mode, examples, path_parameters):
+            for case in _cases(operation, mode, examples, path_parameters or {}):
                 request = case.as_transport_kwargs(base_url=str(client.base_url), headers=dict(headers))
                 response = await client.request(
                     request["method"],
