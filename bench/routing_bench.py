@@ -54,6 +54,7 @@ import httpx
 import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from helpdesk_runtime.kafka import DEFAULT_JVM_OPTIONS, FAST_START_JVM_OPTIONS
 from helpdesk_runtime.procs import free_port
@@ -72,6 +73,8 @@ TARGETS_MS = {"p50": 30.0, "p99": 150.0}
 SLOTS_PER_AGENT = 200  # the API's maximum max_concurrent
 STALL_SECONDS = 30.0  # no decision at all for this long while some are missing: routing is stuck
 ASSIGNED, QUEUED = TicketAssigned.cloudevent_type(), TicketQueued.cloudevent_type()
+CREATED = TicketCreated.cloudevent_type()
+INTAKE_TOPIC = SERVICE_TOPIC["intake"]
 _DECISION_TYPES = (ASSIGNED.encode(), QUEUED.encode())
 PRIORITIES = [Priority.NORMAL] * 6 + [Priority.LOW, Priority.HIGH, Priority.HIGH, Priority.URGENT]
 FALLBACK_QUESTIONS = [
@@ -185,6 +188,8 @@ class Run:
     stalled: bool = False
     cpu: dict[str, float] = field(default_factory=dict)
     """Where the CPUs went while the load ran (see `CpuMeter`)."""
+    stages: dict[str, Any] = field(default_factory=dict)
+    """Routing's own histograms of its stages during the run (see `stage_breakdown`)."""
 
 
 class CpuMeter:
@@ -208,12 +213,94 @@ class CpuMeter:
             routing = math.nan
         machine = psutil.cpu_times()
         busy = sum(machine) - machine.idle - sum(self._machine) + self._machine.idle
+        # Time the hypervisor gave this machine's CPUs to someone else (counted in `busy` too): on a
+        # shared host, what makes two runs of the same code differ.
+        stolen = getattr(machine, "steal", 0.0) - getattr(self._machine, "steal", 0.0)
         return {
             "seconds": round(elapsed, 2),
             "routing_cores": round(routing / elapsed, 2),
             "routing_cpu_seconds": round(routing, 2),
             "machine_busy_cores": round(busy / elapsed, 2),
+            "machine_stolen_cores": round(stolen / elapsed, 2),
         }
+
+
+# Routing's own histograms of where an event's time goes (helpdesk_shared.chassis), read from every
+# replica's /metrics before and after the load: what the stages took during the run.
+STAGES = {
+    "event_age": (
+        "helpdesk_event_age_seconds",
+        "the oldest fetched record's age as its partition worker takes it up",
+    ),
+    "group_wait": ("helpdesk_event_group_wait_seconds", "a run's wait for a group transaction"),
+    "group_transaction": ("helpdesk_event_group_seconds", "the group transaction (handling and commit)"),
+    "relay_delay": ("helpdesk_outbox_relay_delay_seconds", "a commit to the relay pass that publishes it"),
+    "run_size": ("helpdesk_event_batch_size", "events per group transaction"),
+}
+
+
+@dataclass
+class Histogram:
+    buckets: collections.defaultdict[float, float] = field(
+        default_factory=lambda: collections.defaultdict(float)
+    )
+    """Cumulative counts by upper bound (``le``, +Inf included)."""
+    total: float = 0.0
+
+
+def read_stages(urls: list[str]) -> dict[str, Histogram]:
+    """The stage histograms of the routing replicas at ``urls``, added up."""
+    return parse_stages([httpx.get(f"{url}/metrics", timeout=10).text for url in urls])
+
+
+def parse_stages(expositions: list[str]) -> dict[str, Histogram]:
+    """The stage histograms of Prometheus text expositions (ticket.created's on the intake topic
+    only, where the metric has a type or a topic), added up."""
+    stages = {name: Histogram() for name in STAGES}
+    stage_of = {metric: name for name, (metric, _) in STAGES.items()}
+    for text in expositions:
+        for family in text_string_to_metric_families(text):
+            if (stage := stage_of.get(family.name)) is None:
+                continue
+            for sample in family.samples:
+                labels = sample.labels
+                if labels.get("type", CREATED) != CREATED or not labels.get("topic", INTAKE_TOPIC).endswith(
+                    INTAKE_TOPIC
+                ):
+                    continue
+                if sample.name.endswith("_bucket"):
+                    stages[stage].buckets[float(labels["le"])] += sample.value
+                elif sample.name.endswith("_sum"):
+                    stages[stage].total += sample.value
+    return stages
+
+
+def stage_breakdown(before: dict[str, Histogram], after: dict[str, Histogram]) -> dict[str, Any]:
+    """Mean and median (interpolated within its bucket) of each stage during the run: the
+    difference of the readings before and after it."""
+    out: dict[str, Any] = {}
+    for name, (metric, meaning) in STAGES.items():
+        was, now = before[name], after[name]
+        buckets = sorted((le, n - was.buckets[le]) for le, n in now.buckets.items())
+        count = buckets[-1][1] if buckets else 0.0
+        median = None
+        lower_le, lower_n = 0.0, 0.0
+        for le, n in buckets:
+            if count and n >= count / 2:
+                share = (count / 2 - lower_n) / (n - lower_n)
+                median = lower_le + share * (le - lower_le) if math.isfinite(le) else lower_le
+                break
+            lower_le, lower_n = le, n
+        scale = 1 if name == "run_size" else 1000  # seconds → ms
+        out[name] = {
+            "metric": metric,
+            "meaning": meaning,
+            "unit": "events" if name == "run_size" else "ms",
+            "observations": int(count),
+            "mean": round((now.total - was.total) / count * scale, 2) if count else None,
+            "median": round(median * scale, 2) if median is not None else None,
+        }
+    return out
 
 
 def _processes(count: int) -> str:
@@ -413,6 +500,7 @@ def report(run: Run, setup: Setup, args: argparse.Namespace, infra_note: dict[st
             else None,
             "routing_cores": run.cpu.get("routing_cores"),
             "machine_busy_cores": run.cpu.get("machine_busy_cores"),
+            "machine_stolen_cores": run.cpu.get("machine_stolen_cores"),
             "waited_after_last_publish_s": round(run.drain_seconds, 2),
             "drain_timeout_s": args.drain_timeout,
         },
@@ -430,6 +518,7 @@ def report(run: Run, setup: Setup, args: argparse.Namespace, infra_note: dict[st
             "assigned_made_to_relayed": leg(lambda d: d.made_at, lambda d: d.relayed_at),
             "assigned_relayed_to_read": leg(lambda d: d.relayed_at, lambda d: d.read_at),
         },
+        "routing_stages": run.stages,
         "per_10s_any_decision": buckets,
         "targets": checks,
         "undecided_at_cut_off": undecided,
@@ -443,6 +532,11 @@ def _ms(value: float | None, stats: dict[str, Any], cut_off_s: float) -> str:
     if value is not None:
         return f"{value:,.1f} ms"
     return f"> {cut_off_s:g} s" if stats["undecided"] else "—"
+
+
+def _stage_value(stage: dict[str, Any], key: str) -> str:
+    value = stage[key]
+    return "—" if value is None else f"{value:,.1f} {stage['unit']}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -503,11 +597,23 @@ def markdown(result: dict[str, Any]) -> str:
         f"CPU while the load ran: routing {load_['routing_cores']} cores "
         f"({load_['routing_cpu_ms_per_decision']} ms per decision, everything in the process: consumer, "
         f"classification, SQL, outbox relay), the whole machine {load_['machine_busy_cores']} of "
-        f"{result['machine']['cpus']} (PostgreSQL, Kafka and this load generator included)."
+        f"{result['machine']['cpus']} (PostgreSQL, Kafka and this load generator included; "
+        f"{load_['machine_stolen_cores']} of it stolen by the hypervisor)."
         + (
             f" Routing settings: {', '.join(f'{k}={v}' for k, v in result['routing_settings'].items())}."
             if result["routing_settings"]
             else ""
+        ),
+        "",
+        "Inside routing, from its own metrics over the run (`ticket.created` on the intake topic; medians "
+        "interpolated within the histograms' buckets):",
+        "",
+        "| stage | metric | observations | median | mean |",
+        "|---|---|---:|---:|---:|",
+        *(
+            f"| {stage['meaning']} | `{stage['metric']}` | {stage['observations']:,} | "
+            f"{_stage_value(stage, 'median')} | {_stage_value(stage, 'mean')} |"
+            for stage in result["routing_stages"].values()
         ),
         "",
         "| published during (s) | decided | undecided | p50 | p99 | max |",
@@ -621,9 +727,12 @@ def main() -> int:
                 f"publishing {args.rate:g} ticket.created/s for {args.warmup:g} + {args.duration:g} s …",
                 flush=True,
             )
+            urls = [replica.url("routing") for replica in stacks]
+            stages_before = read_stages(urls)
             meter = CpuMeter([replica.processes["routing"].pid for replica in stacks])
             run = asyncio.run(load(infra.kafka_bootstrap, prefix, setup, args))
             run.cpu = meter.stop()
+            run.stages = stage_breakdown(stages_before, read_stages(urls))
             routing_alive = all(replica.processes["routing"].is_running() for replica in stacks)
         finally:
             for replica in stacks:
@@ -648,6 +757,7 @@ def main() -> int:
     print(
         f"routing CPU {load_['routing_cores']} cores, {load_['routing_cpu_ms_per_decision']} ms per decision"
         f" · machine {load_['machine_busy_cores']} of {result['machine']['cpus']} cores busy"
+        f" ({load_['machine_stolen_cores']} stolen)"
     )
     for name, check in result["targets"].items():
         verdict = "PASS" if check["pass"] else "MISS"
