@@ -31,6 +31,7 @@ from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts import EventEnvelope, TicketClosed, TicketCreated
 
 CREATED = "helpdesk.ticket.created.v1"
+CLOSED = TicketClosed.cloudevent_type()
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -86,6 +87,7 @@ def make_rig(
     group: str | None = None,
     before_commit: Hook | None = None,
     batched: bool = False,
+    closed_too: bool = False,
     **overrides: Any,
 ) -> Rig:
     settings = ServiceSettings(
@@ -120,16 +122,29 @@ def make_rig(
                 text("INSERT INTO chassis_effects (consumer, event_id, number) VALUES (:c, :e, :n)"),
                 {"c": settings.consumer_group, "e": envelope.id, "n": envelope.data.number},
             )
+        if before_commit is not None:
+            for envelope in envelopes:
+                await before_commit(envelope)
         if any(e.data.subject == "boom" for e in envelopes):
             raise RuntimeError("the run exploded")
         if any(e.data.subject == "race" for e in envelopes) and len(batches) == 1:
             raise RetryRun("lost a race the first time")
 
+    async def on_closed(envelope: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        calls.append(f"closed {envelope.subject}")
+        await uow.session.execute(
+            text("INSERT INTO chassis_effects (consumer, event_id, number) VALUES (:c, :e, :n)"),
+            {"c": settings.consumer_group, "e": envelope.id, "n": f"closed {envelope.subject}"},
+        )
+
+    handlers: dict[str, Any] = {CREATED: Batched(one=on_created, many=on_many) if batched else on_created}
+    if closed_too:
+        handlers[CLOSED] = on_closed
     consumer = EventConsumer(
         settings=settings,
         topics=[topic],
         dead_letter_topic=dlq,
-        handlers={CREATED: Batched(one=on_created, many=on_many) if batched else on_created},
+        handlers=handlers,
         uow_factory=lambda: UnitOfWork(sessions, source=settings.source, topic=f"{topic}.unused"),
     )
     return Rig(settings, consumer, topic, dlq, calls, batches)
@@ -153,8 +168,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
         await asyncio.sleep(0.05)
 
 
-def created(number: str, subject: str = "fine") -> EventEnvelope[Any]:
-    ticket = uuid.uuid4()
+def created(number: str, subject: str = "fine", *, ticket: uuid.UUID | None = None) -> EventEnvelope[Any]:
+    ticket = ticket or uuid.uuid4()
     payload = TicketCreated(
         ticket_id=ticket,
         number=number,
@@ -646,3 +661,92 @@ async def test_a_run_handed_over_as_the_last_writer_finishes_is_still_applied(
 
     assert rig.batches == [["R-1", "R-2"], ["R-3"]]
     assert await effects(sessions, rig.group) == ["R-1", "R-2", "R-3"]
+
+
+def closed(ticket: uuid.UUID) -> EventEnvelope[Any]:
+    payload = TicketClosed(
+        ticket_id=ticket, reason="manual", previous_status="resolved", closed_at=datetime.now(UTC)
+    )
+    return EventEnvelope.wrap(payload, source="/helpdesk/test", subject=str(ticket))
+
+
+@dataclass
+class Stall:
+    """A `before_commit` hook holding the transaction of the event numbered ``number`` until released."""
+
+    number: str
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, envelope: EventEnvelope[Any]) -> None:
+        if envelope.data.number == self.number:
+            self.reached.set()
+            await self.release.wait()
+
+
+async def test_a_partition_goes_on_with_other_tickets_while_a_run_waits_for_its_commit(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    stall = Stall("K-stuck")
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), batched=True, before_commit=stall)
+    async with running(rig.consumer):
+        await send_to(producer, rig.topic, 0, created("K-stuck"))
+        await asyncio.wait_for(stall.reached.wait(), 15)
+        await send_to(producer, rig.topic, 0, created("K-other"))
+
+        async def other_applied() -> bool:
+            return await effects(sessions, rig.group) == ["K-other"]
+
+        await eventually(other_applied)  # while K-stuck's transaction is still open
+        # The committed offset stops before the run still in flight: a crash now redelivers it.
+        assert 0 not in await committed_offsets(infra, rig.group, rig.topic)
+        stall.release.set()
+
+        async def both_committed() -> bool:
+            return (await committed_offsets(infra, rig.group, rig.topic)).get(0) == 2
+
+        await eventually(both_committed)
+    assert sorted(await effects(sessions, rig.group)) == ["K-other", "K-stuck"]
+
+
+@pytest.mark.parametrize("waiting", ["the same ticket's run", "another type's event"])
+async def test_what_must_keep_its_order_waits_for_the_run_in_flight(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any, waiting: str
+) -> None:
+    """Per key, the events are applied in their order: a run with a ticket of a run in flight waits
+    for its commit; an event of a type that is not batched waits for every run in flight."""
+    stall = Stall("K-stuck")
+    rig = make_rig(
+        infra,
+        sessions,
+        new_topic("consume", partitions=2),
+        new_topic("dlq"),
+        batched=True,
+        closed_too=True,
+        before_commit=stall,
+    )
+    ticket = uuid.uuid4()
+    follower, applied_as = (
+        (created("K-same", ticket=ticket), "K-same")  # a redelivery, say
+        if waiting == "the same ticket's run"
+        else (closed(other := uuid.uuid4()), f"closed {other}")
+    )
+    async with running(rig.consumer):
+        await send_to(producer, rig.topic, 0, created("K-stuck", ticket=ticket))
+        await asyncio.wait_for(stall.reached.wait(), 15)
+        await send_to(producer, rig.topic, 0, follower)
+        await send_to(producer, rig.topic, 1, created("K-sentinel"))  # sent last, on a free partition
+
+        async def sentinel_applied() -> bool:
+            return await effects(sessions, rig.group) == ["K-sentinel"]
+
+        await eventually(sentinel_applied)
+        await asyncio.sleep(0.3)  # time enough for partition 0's follower, had it not waited
+        assert await effects(sessions, rig.group) == ["K-sentinel"]
+        stall.release.set()
+
+        async def all_applied() -> bool:
+            return len(await effects(sessions, rig.group)) == 3
+
+        await eventually(all_applied)
+    assert sorted(await effects(sessions, rig.group)) == sorted(["K-sentinel", "K-stuck", applied_as])

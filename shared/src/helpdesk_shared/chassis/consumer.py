@@ -9,16 +9,23 @@ in the same transaction that records the failure in the inbox), carrying the
 error, and the partition moves on.
 
 **Concurrency.** Each assigned partition has a worker task of its own that
-handles the partition's records one after the other, in offset order, so the
-events of one key (one partition) are applied in the order they were
-published, while different partitions are handled side by side (at most
-``consumer_concurrency`` at once): a slow event, a handler's retries or a
-waiting row lock hold up only their own partition. The poll loop only fetches
-and hands records to the workers, pausing a partition whose worker is more than
-a poll's worth behind. A committer task commits, per partition, the offset
-after the last record whose transaction has committed, at most every 200 ms
-under load (a crash redelivers what the last commit did not cover; the inbox
-skips it). On a rebalance the workers finish the records in hand, their offsets
+takes the partition's records up in offset order, so the events of one key (a
+ticket's) are applied in the order they were published, while different
+partitions are handled side by side (at most ``consumer_concurrency`` at once):
+a slow event, a handler's retries or a waiting row lock hold up only their own
+partition. A run of a `Batched` type is handed over to its group transaction
+(below) and the worker goes on with the records behind it — up to
+``_RUNS_IN_FLIGHT`` runs of the partition waiting for their commits — unless
+they share a key with a run in flight, which they then wait for; an event of
+any other type waits for every run in flight. So one ticket's events keep their
+order while different tickets of a partition commit in whatever order their
+transactions do (as they would on different partitions), and a partition under
+load is not held up by each commit in turn. The poll loop only fetches and hands
+records to the workers, pausing a partition whose worker is more than a poll's
+worth behind. A committer task commits, per partition, the offset after the
+last record before the first run not yet committed, at most every 200 ms under
+load (a crash redelivers what the last commit did not cover; the inbox skips
+it). On a rebalance the workers finish the records in hand, their offsets
 are committed, and the records they had not started are fetched again by
 whoever owns the partition next (the inbox makes any overlap harmless).
 
@@ -36,10 +43,9 @@ partitions at once are applied together: the first run to arrive starts a transa
 that arrive meanwhile wait for it and then go together in the next one (up to
 ``consumer_max_batch`` events each). So a transaction's fixed cost — connection, BEGIN, inbox
 claim, the handler's statements, COMMIT — is paid once per group, not once per partition, and
-concurrent runs of one type no longer wait on each other's row locks. Each partition's events stay
-in their order (its runs are applied whole and in turn), and its worker still moves on only after
-its run committed. If a group's transaction fails, every run in it is handled again one event at a
-time by its own partition's worker, as above.
+concurrent runs of one type no longer wait on each other's row locks. Each ticket's events stay in
+their order (a run is applied whole, after the runs in flight that share a key with it). If a
+group's transaction fails, every run in it is handled again one event at a time, as above.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -77,6 +84,9 @@ _COMMIT_INTERVAL_SECONDS = 0.2
 # Group transactions of one type in flight at once: while one waits on the database, the next
 # group is being decided (one at a time leaves the event loop idle during every round trip).
 _GROUP_WRITERS = 2
+# Runs of a partition handed over to their group transactions and not yet committed, at most: the
+# worker goes on with the records that arrived meanwhile instead of waiting for each commit.
+_RUNS_IN_FLIGHT = 4
 
 EVENT_BATCH_SIZE = Histogram(
     "helpdesk_event_batch_size",
@@ -238,6 +248,23 @@ class _Partition:
     committed: int | None = None
     stopping: bool = False
     paused: bool = False
+    handed_over: collections.deque[_HandedOver] = field(default_factory=collections.deque)
+    """What the worker went on from, in offset order: runs waiting for their transaction, and
+    records handled meanwhile (their offsets are committable only after the runs before them)."""
+
+
+@dataclass(frozen=True)
+class _HandedOver:
+    end: int
+    """The offset after its last record."""
+    task: asyncio.Task[None] | None = None
+    """The run's handling; None for records already handled."""
+    keys: frozenset[bytes] | None = None
+    """The run's record keys; None when some record has none (it waits for every run before it)."""
+
+    @property
+    def in_flight(self) -> bool:
+        return self.task is not None and not self.task.done()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -308,10 +335,19 @@ class EventConsumer:
                     await consumer.stop()
 
     async def handle_records(self, records: list[ConsumerRecord[Any, Any]]) -> None:
-        """Handle consecutive records of one partition in order — dispatch, dedupe, retry,
-        dead-letter: runs of a `Batched` type together (see the module docstring; even a run of
-        one, its path being the lighter one), anything else one by one."""
-        decoded = [d for record in records if (d := await self._decode(record)) is not None]
+        """Handle consecutive records of one partition in order, each run to its commit —
+        dispatch, dedupe, retry, dead-letter: runs of a `Batched` type together (see the module
+        docstring; even a run of one, its path being the lighter one), anything else one by one."""
+        for handler, run in self.runs(await self.decode_all(records)):
+            await self.handle_run(handler, run)
+
+    async def decode_all(self, records: list[ConsumerRecord[Any, Any]]) -> list[_Decoded]:
+        """The records' events this consumer handles (poison ones dead-lettered, others' skipped)."""
+        return [d for record in records if (d := await self._decode(record)) is not None]
+
+    def runs(self, decoded: list[_Decoded]) -> Iterator[tuple[Handler, list[_Decoded]]]:
+        """The events in order, as runs of consecutive events of one `Batched` type (up to
+        ``max_batch``) and single events of any other."""
         start = 0
         while start < len(decoded):
             first = decoded[start]
@@ -321,12 +357,16 @@ class EventConsumer:
                 limit = min(len(decoded), start + self.tuning.max_batch)
                 while end < limit and decoded[end].envelope.type == first.envelope.type:
                     end += 1
-                await self._handle_batch(handler, decoded[start:end])
-            else:
-                await self.handle_event(
-                    first.envelope, topic=_topic(first), raw=first.raw, record=first.record
-                )
+            yield handler, decoded[start:end]
             start = end
+
+    async def handle_run(self, handler: Handler, run: list[_Decoded]) -> None:
+        """One of `runs`, to its commit."""
+        if isinstance(handler, Batched):
+            await self._handle_batch(handler, run)
+        else:
+            first = run[0]
+            await self.handle_event(first.envelope, topic=_topic(first), raw=first.raw, record=first.record)
 
     async def _decode(self, record: ConsumerRecord[Any, Any]) -> _Decoded | None:
         """The record's event; None when it is another service's concern or was dead-lettered."""
@@ -556,6 +596,19 @@ class EventConsumer:
         log.error("event_dead_lettered", topic=original_topic, error=repr(error)[:500])
 
 
+def _keys(run: list[_Decoded]) -> frozenset[bytes] | None:
+    """The keys of a run's records; None when one has none (ordered after everything)."""
+    keys = [d.record.key if d.record is not None else None for d in run]
+    return None if None in keys else frozenset(k for k in keys if k is not None)
+
+
+def _end(run: list[_Decoded]) -> int:
+    """The offset after a run's last record."""
+    last = run[-1].record
+    assert last is not None, "runs taken up by a partition worker are records"
+    return int(last.offset) + 1
+
+
 def _topic(decoded: _Decoded) -> str:
     return decoded.record.topic if decoded.record is not None else ""
 
@@ -621,29 +674,92 @@ class _Run:
 
     async def _work(self, part: _Partition) -> None:
         with self._failure_ends_session():
-            while not part.stopping:
-                if not part.pending:
-                    part.wake.clear()
-                    await part.wake.wait()
-                    continue
-                async with self._slots:
-                    if part.stopping:
-                        break
-                    # Whatever has arrived, up to a batch: `handle_records` applies runs of a
-                    # batched type in one transaction, anything else one event at a time.
-                    taken = min(len(part.pending), self._tuning.max_batch)
-                    records = [part.pending.popleft() for _ in range(taken)]
-                    # The oldest record's age as its handling starts: broker, fetch and the wait
-                    # behind this partition's previous records (clocks of other hosts permitting).
-                    age = time.time() - records[0].timestamp / 1000
-                    EVENT_AGE.labels(self._owner._service, part.tp.topic).observe(max(0.0, age))
-                    await self._owner.handle_records(records)
-                part.done = records[-1].offset + 1
-                self._to_commit.set()
-                if part.paused and len(part.pending) <= self._tuning.max_poll_records // 2:
-                    part.paused = False
-                    if part.tp in self._consumer.assignment():
-                        self._consumer.resume(part.tp)
+            try:
+                while not part.stopping:
+                    if not part.pending:
+                        part.wake.clear()
+                        await part.wake.wait()
+                        continue
+                    async with self._slots:
+                        if part.stopping:
+                            break
+                        # Whatever has arrived, up to a batch: runs of a batched type are handed over
+                        # to their group transactions, anything else handled one event at a time.
+                        taken = min(len(part.pending), self._tuning.max_batch)
+                        records = [part.pending.popleft() for _ in range(taken)]
+                        # The oldest record's age as its handling starts: broker, fetch and the wait
+                        # behind this partition's previous records (clocks of other hosts permitting).
+                        age = time.time() - records[0].timestamp / 1000
+                        EVENT_AGE.labels(self._owner._service, part.tp.topic).observe(max(0.0, age))
+                        await self._take_up(part, records)
+                    if part.paused and len(part.pending) <= self._tuning.max_poll_records // 2:
+                        part.paused = False
+                        if part.tp in self._consumer.assignment():
+                            self._consumer.resume(part.tp)
+            except asyncio.CancelledError:
+                for handed in part.handed_over:
+                    if handed.task is not None:
+                        handed.task.cancel()
+                raise
+            finally:  # the partition's worker ends with the runs it handed over
+                await asyncio.gather(
+                    *(h.task for h in part.handed_over if h.task is not None), return_exceptions=True
+                )
+                self._settle(part)
+
+    async def _take_up(self, part: _Partition, records: list[ConsumerRecord[Any, Any]]) -> None:
+        """Hand the records' runs of batched types over to their group transactions and handle the
+        other events; a run waits for the runs in flight that share a key with it (and for room),
+        any other event for every run in flight: each key's events are applied in their order."""
+        owner = self._owner
+        for handler, run in owner.runs(await owner.decode_all(records)):
+            if isinstance(handler, Batched):
+                keys = _keys(run)
+                await self._wait_for_runs(part, keys)
+                task = asyncio.create_task(self._apply_handed_over(handler, run), name="consumer-run")
+                part.handed_over.append(_HandedOver(_end(run), task, keys))
+                task.add_done_callback(functools.partial(self._settled_run, part))
+            else:
+                await self._wait_for_runs(part, None, room=False)
+                await owner.handle_run(handler, run)
+        part.handed_over.append(_HandedOver(records[-1].offset + 1))
+        self._settle(part)
+
+    async def _wait_for_runs(
+        self, part: _Partition, keys: frozenset[bytes] | None, *, room: bool = True
+    ) -> None:
+        """Until no run in flight shares a key with ``keys`` (None: until none is in flight) and,
+        with ``room``, fewer than `_RUNS_IN_FLIGHT` are."""
+        while True:
+            flying = [h for h in part.handed_over if h.in_flight]
+            blocking = [h for h in flying if keys is None or h.keys is None or h.keys & keys]
+            if not blocking and room and len(flying) >= _RUNS_IN_FLIGHT:
+                blocking = flying
+            if not blocking:
+                return
+            await asyncio.wait(
+                [h.task for h in blocking if h.task is not None], return_when=asyncio.FIRST_COMPLETED
+            )
+
+    def _settled_run(self, part: _Partition, _: asyncio.Task[None]) -> None:
+        self._settle(part)
+
+    async def _apply_handed_over(self, handler: Batched, run: list[_Decoded]) -> None:
+        with self._failure_ends_session():
+            await self._owner.handle_run(handler, run)
+
+    def _settle(self, part: _Partition) -> None:
+        """Move the partition's committable offset past what is handled, up to the first run still
+        in flight (or one that failed: the session ends and its records are fetched again)."""
+        moved = False
+        while part.handed_over and not part.handed_over[0].in_flight:
+            task = part.handed_over[0].task
+            if task is not None and (task.cancelled() or task.exception() is not None):
+                break
+            part.done = part.handed_over.popleft().end
+            moved = True
+        if moved:
+            self._to_commit.set()
 
     async def _commit_loop(self) -> None:
         with self._failure_ends_session():
