@@ -750,3 +750,42 @@ async def test_what_must_keep_its_order_waits_for_the_run_in_flight(
 
         await eventually(all_applied)
     assert sorted(await effects(sessions, rig.group)) == sorted(["K-sentinel", "K-stuck", applied_as])
+
+
+async def test_a_partition_hands_over_at_most_its_share_of_runs(
+    infra: Infra,
+    sessions: Sessions,
+    producer: AIOKafkaProducer,
+    new_topic: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every run slot of the partition in flight, the next run waits for one to commit even
+    when it shares no ticket with them."""
+    monkeypatch.setattr(consumer_module, "_RUNS_IN_FLIGHT", 1)
+    stall = Stall("K-stuck")
+    rig = make_rig(
+        infra,
+        sessions,
+        new_topic("consume", partitions=2),
+        new_topic("dlq"),
+        batched=True,
+        before_commit=stall,
+    )
+    async with running(rig.consumer):
+        await send_to(producer, rig.topic, 0, created("K-stuck"))
+        await asyncio.wait_for(stall.reached.wait(), 15)
+        await send_to(producer, rig.topic, 0, created("K-other"))
+        await send_to(producer, rig.topic, 1, created("K-sentinel"))
+
+        async def sentinel_applied() -> bool:
+            return await effects(sessions, rig.group) == ["K-sentinel"]
+
+        await eventually(sentinel_applied)
+        await asyncio.sleep(0.3)  # time enough for K-other, had it not waited
+        assert await effects(sessions, rig.group) == ["K-sentinel"]
+        stall.release.set()
+
+        async def all_applied() -> bool:
+            return len(await effects(sessions, rig.group)) == 3
+
+        await eventually(all_applied)
