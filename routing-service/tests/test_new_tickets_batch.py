@@ -28,6 +28,7 @@ from sqlalchemy import delete, func, select, update
 
 from helpdesk_runtime.testing import ServiceHarness
 from helpdesk_shared.contracts import EventEnvelope, TicketKind
+from routing_service import classification, new_tickets
 from routing_service.domain.assignment import Candidate
 from routing_service.models import Agent, Assignment, RoutedTicket, SlaTimer
 from routing_service.repository import NewAssignment, RoutingRepository
@@ -317,3 +318,20 @@ async def test_a_run_with_clocks_started_before_routed_tickets_is_routed_one_by_
             )
         ).all()
     assert dict(clocks) == kept  # the clocks that moved keep what they have (not re-planned)
+
+
+async def test_a_classifier_failure_leaves_the_runs_read_answered_and_the_connection_usable(
+    routing: ServiceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's first read travels while the tickets are classified: if classifying fails, the
+    read is still awaited, so the error is the classifier's and the connection is free again."""
+    await isolated_team(routing, 1)
+
+    def broken(self: Any, tickets: Any) -> Any:
+        raise RuntimeError("the classifier broke")
+
+    monkeypatch.setattr(classification.Classifier, "decide_many", broken)
+    async with routing.uow() as uow:
+        with pytest.raises(RuntimeError, match="the classifier broke"):
+            await new_tickets.route_new_tickets(uow, [ticket_created().data])
+        assert await uow.session.scalar(select(func.count()).select_from(Agent)) >= 1  # not mid-read

@@ -32,6 +32,7 @@ The events are those of the one-ticket path, in the same order for each ticket:
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -80,15 +81,24 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
     Does not commit (the consumer commits the run with its inbox rows)."""
     repo = RoutingRepository(uow.session)
     unique = list({t.ticket_id: t for t in reversed(tickets)}.values())[::-1]  # first copy wins
-    routed_before, specialists = await repo.routed_and_available([t.ticket_id for t in unique])
-    fresh = [t for t in unique if t.ticket_id not in routed_before]
-    if not fresh:
+    # The classifier first (a query only when its snapshot is due for a reload); then the run's
+    # first read is sent, and PostgreSQL answers it while the tickets are classified here (a
+    # ticket routed before — a replay, rare — is classified for nothing).
+    classifier = await classification.current_classifier(uow.session)
+    reading = asyncio.ensure_future(repo.routed_and_available([t.ticket_id for t in unique]))
+    await asyncio.sleep(0)  # the read goes out
+    try:
+        decisions = classifier.decide_many(unique)
+    finally:  # the connection is the read's until it is answered, whatever happened here
+        routed_before, specialists = await reading
+    decided = [
+        _Routed(t, *d) for t, d in zip(unique, decisions, strict=True) if t.ticket_id not in routed_before
+    ]
+    if not decided:
         return
     # Stamped after reading the specialists: a run that found them full (another run filled them
     # meanwhile) queues its tickets at a time after that run's assignments, never before.
     now = datetime.now(UTC)
-    classifier = await classification.current_classifier(uow.session)
-    decided = [_Routed(t, *d) for t, d in zip(fresh, classifier.decide_many(fresh), strict=True)]
     clocks = {  # planned in memory (the configuration snapshot), started with the remembering
         r.ticket.ticket_id: await sla.plan_timers(
             uow, r.ticket, difficult=r.decision.difficult, priority=r.priority
