@@ -709,12 +709,22 @@ async def test_a_partition_goes_on_with_other_tickets_while_a_run_waits_for_its_
     assert sorted(await effects(sessions, rig.group)) == ["K-other", "K-stuck"]
 
 
-@pytest.mark.parametrize("waiting", ["the same ticket's run", "another type's event"])
-async def test_what_must_keep_its_order_waits_for_the_run_in_flight(
-    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any, waiting: str
+@pytest.mark.parametrize(
+    "waiting", ["the same ticket's run", "another type's event", "another ticket's run, no room left"]
+)
+async def test_what_must_keep_its_order_or_finds_no_room_waits_for_the_run_in_flight(
+    infra: Infra,
+    sessions: Sessions,
+    producer: AIOKafkaProducer,
+    new_topic: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    waiting: str,
 ) -> None:
     """Per key, the events are applied in their order: a run with a ticket of a run in flight waits
-    for its commit; an event of a type that is not batched waits for every run in flight."""
+    for its commit; an event of a type that is not batched waits for every run in flight. And with
+    every run slot of the partition in flight, even another ticket's run waits for one to commit."""
+    if waiting == "another ticket's run, no room left":
+        monkeypatch.setattr(consumer_module, "_RUNS_IN_FLIGHT", 1)
     stall = Stall("K-stuck")
     rig = make_rig(
         infra,
@@ -725,12 +735,12 @@ async def test_what_must_keep_its_order_waits_for_the_run_in_flight(
         closed_too=True,
         before_commit=stall,
     )
-    ticket = uuid.uuid4()
-    follower, applied_as = (
-        (created("K-same", ticket=ticket), "K-same")  # a redelivery, say
-        if waiting == "the same ticket's run"
-        else (closed(other := uuid.uuid4()), f"closed {other}")
-    )
+    ticket, other = uuid.uuid4(), uuid.uuid4()
+    follower, applied_as = {
+        "the same ticket's run": (created("K-same", ticket=ticket), "K-same"),  # a redelivery, say
+        "another type's event": (closed(other), f"closed {other}"),
+        "another ticket's run, no room left": (created("K-other", ticket=other), "K-other"),
+    }[waiting]
     async with running(rig.consumer):
         await send_to(producer, rig.topic, 0, created("K-stuck", ticket=ticket))
         await asyncio.wait_for(stall.reached.wait(), 15)
@@ -750,42 +760,3 @@ async def test_what_must_keep_its_order_waits_for_the_run_in_flight(
 
         await eventually(all_applied)
     assert sorted(await effects(sessions, rig.group)) == sorted(["K-sentinel", "K-stuck", applied_as])
-
-
-async def test_a_partition_hands_over_at_most_its_share_of_runs(
-    infra: Infra,
-    sessions: Sessions,
-    producer: AIOKafkaProducer,
-    new_topic: Any,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With every run slot of the partition in flight, the next run waits for one to commit even
-    when it shares no ticket with them."""
-    monkeypatch.setattr(consumer_module, "_RUNS_IN_FLIGHT", 1)
-    stall = Stall("K-stuck")
-    rig = make_rig(
-        infra,
-        sessions,
-        new_topic("consume", partitions=2),
-        new_topic("dlq"),
-        batched=True,
-        before_commit=stall,
-    )
-    async with running(rig.consumer):
-        await send_to(producer, rig.topic, 0, created("K-stuck"))
-        await asyncio.wait_for(stall.reached.wait(), 15)
-        await send_to(producer, rig.topic, 0, created("K-other"))
-        await send_to(producer, rig.topic, 1, created("K-sentinel"))
-
-        async def sentinel_applied() -> bool:
-            return await effects(sessions, rig.group) == ["K-sentinel"]
-
-        await eventually(sentinel_applied)
-        await asyncio.sleep(0.3)  # time enough for K-other, had it not waited
-        assert await effects(sessions, rig.group) == ["K-sentinel"]
-        stall.release.set()
-
-        async def all_applied() -> bool:
-            return len(await effects(sessions, rig.group)) == 3
-
-        await eventually(all_applied)
