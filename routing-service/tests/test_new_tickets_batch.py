@@ -30,6 +30,7 @@ from helpdesk_runtime.testing import ServiceHarness
 from helpdesk_shared.contracts import EventEnvelope, TicketKind
 from routing_service import classification, new_tickets
 from routing_service.domain.assignment import Candidate
+from routing_service.domain.difficulty import Decision
 from routing_service.models import Agent, Assignment, RoutedTicket, SlaTimer
 from routing_service.repository import NewAssignment, RoutingRepository
 
@@ -335,3 +336,33 @@ async def test_a_classifier_failure_leaves_the_runs_read_answered_and_the_connec
         with pytest.raises(RuntimeError, match="the classifier broke"):
             await new_tickets.route_new_tickets(uow, [ticket_created().data])
         assert await uow.session.scalar(select(func.count()).select_from(Agent)) >= 1  # not mid-read
+
+
+def test_a_run_leaves_the_agents_a_run_in_flight_is_storing_to_others() -> None:
+    """Concurrent runs of this process avoid each other's agents while they are equally good: a
+    run counts the slots another run is storing (which would otherwise make it wait for that
+    run's row locks), and forgets them once stored — or failed."""
+    first, second = (
+        Candidate(uuid.uuid4(), 0, 5, None, skills={"auto-insurance": 3}, languages=frozenset({"zh"}))
+        for _ in range(2)
+    )
+    decision = Decision(
+        domain="auto-insurance", confidence=0.9, domains=[], category=None, urgent=False, difficult=False
+    )
+
+    def choose() -> list[Any]:
+        run = [new_tickets._Routed(ticket_created().data, decision, None)]
+        choices, left = new_tickets._choose(run, [first, second], datetime.now(UTC))
+        assert not left
+        return choices
+
+    (choice,) = choose()
+    assert choice.candidate is first  # equal ranks: the snapshot's order
+    storing = [NewAssignment(uuid.uuid4(), first.agent_id, choice.reason, "auto-insurance", None)]
+    with new_tickets._being_taken(storing):
+        assert choose()[0].candidate is second
+    assert choose()[0].candidate is first  # stored: the next snapshot counts it
+    with pytest.raises(RuntimeError), new_tickets._being_taken(storing):
+        raise RuntimeError("the statement failed")
+    assert choose()[0].candidate is first
+    assert not new_tickets._BEING_TAKEN
