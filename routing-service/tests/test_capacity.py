@@ -271,7 +271,12 @@ async def queue_while_the_slot_frees(routing: ServiceHarness) -> tuple[uuid.UUID
     now = datetime.now(UTC)
     async with routing.uow() as queueing:
         repo = RoutingRepository(queueing.session)
-        assert not await repo.take_capacity(uuid.UUID(agent), now)  # full: `late` is queued
+        # Found full by a read, not by a failed `take_capacity`: that may lock the agent's row (its
+        # locking CTE runs or not, as the plan goes), and the resolution awaited below, inside this
+        # transaction, would then wait for this transaction for ever — a hang, every test after it
+        # too (their agents' updates wait for the same lock).
+        load = await queueing.session.scalar(select(Agent.active_tickets).where(Agent.id == uuid.UUID(agent)))
+        assert load == 1  # full: `late` is queued
         await repo.enqueue(late.data.ticket_id, Priority.NORMAL, now, waiting_since=now)
         await handle(routing, resolved(holder.data.ticket_id))  # frees the slot, drains: no entry seen
         await queueing.commit()
