@@ -7,11 +7,11 @@ together (`helpdesk_shared.chassis.consumer.Batched`) and this module makes the 
 with a handful of plain-SQL statements for the whole run:
 
 1. one query finds the tickets routed before (replays) and reads the online specialists with a
-   free slot (the run's snapshot of them);
-2. each ticket is classified and its SLA clocks planned in memory (the configuration snapshot),
-   and the ordinary tickets are given, in event order, to the best free specialist of the
-   snapshot — the same ranking as `domain.assignment.order_candidates`, each choice counted
-   before the next;
+   free slot (the run's snapshot of them) — the tickets are classified while it travels;
+2. each ticket's SLA clocks are planned in memory (the configuration snapshot), and the ordinary
+   tickets are given, in event order, to the best free specialist of the snapshot — the same
+   ranking as `domain.assignment.order_candidates`, each choice counted before the next, and the
+   slots this process's concurrent runs are storing counted too (`_BEING_TAKEN`);
 3. when every ticket found a specialist (the common case), ONE statement remembers the tickets,
    starts their clocks, stores the assignments and the events and takes the slots (a conditional
    update of the agents — the rows concurrent runs wait for — so they are locked for that round
