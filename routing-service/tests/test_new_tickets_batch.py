@@ -122,6 +122,17 @@ async def test_a_run_skips_tickets_routed_before_and_copies_within_it(routing: S
     assert len(await published(routing, str(earlier.data.ticket_id), ASSIGNED)) == 1
 
 
+async def test_a_run_decides_a_ticket_delivered_twice_in_its_first_place(routing: ServiceHarness) -> None:
+    (agent,) = await isolated_team(routing, 1)
+    first, second = ticket_created(), ticket_created()
+    again = EventEnvelope.wrap(first.data, source="/helpdesk/intake", subject=first.subject)
+
+    await route_run(routing, [first, second, again])
+
+    assert await owner_of(routing, first.data.ticket_id) == agent  # before the second ticket
+    assert await is_queued(routing, second.data.ticket_id)
+
+
 async def test_difficult_tickets_of_a_run_go_to_the_lead_the_rest_to_specialists(
     routing: ServiceHarness,
 ) -> None:

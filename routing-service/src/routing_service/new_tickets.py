@@ -84,7 +84,10 @@ async def route_new_tickets(uow: UnitOfWork, tickets: list[TicketCreated]) -> No
 
     Does not commit (the consumer commits the run with its inbox rows)."""
     repo = RoutingRepository(uow.session)
-    unique = list({t.ticket_id: t for t in reversed(tickets)}.values())[::-1]  # first copy wins
+    first_copies: dict[uuid.UUID, TicketCreated] = {}
+    for ticket in tickets:  # a ticket's first copy, in its place: the run is decided in event order
+        first_copies.setdefault(ticket.ticket_id, ticket)
+    unique = list(first_copies.values())
     # The classifier first (a query only when its snapshot is due for a reload); then the run's
     # first read is sent, and PostgreSQL answers it while the tickets are classified here (a
     # ticket routed before — a replay, rare — is classified for nothing).
