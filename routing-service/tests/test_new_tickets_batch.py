@@ -24,9 +24,11 @@ from routing_factories import (
     team_with_lead,
     ticket_created,
 )
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from helpdesk_runtime.testing import ServiceHarness
+from helpdesk_shared.chassis.consumer import InboxClaim
+from helpdesk_shared.chassis.db import INBOX
 from helpdesk_shared.contracts import EventEnvelope, TicketKind
 from routing_service import classification, new_tickets
 from routing_service.domain.assignment import Candidate
@@ -62,6 +64,11 @@ async def route_run(routing: ServiceHarness, events: list[EventEnvelope[Any]]) -
     consumer = routing.runtime.consumer
     assert consumer is not None
     await consumer.handle_records(records(events))
+
+
+def consumed(outcome: str) -> float:
+    labels = {"service": "routing", "type": CREATED, "outcome": outcome}
+    return REGISTRY.get_sample_value("helpdesk_events_consumed_total", labels) or 0.0
 
 
 def fallbacks() -> float:
@@ -133,6 +140,38 @@ async def test_a_run_decides_a_ticket_delivered_twice_in_its_first_place(routing
     assert await is_queued(routing, second.data.ticket_id)
 
 
+async def test_a_run_claims_its_inbox_rows_with_its_first_read_and_skips_events_claimed_before(
+    routing: ServiceHarness,
+) -> None:
+    """The run's first read inserts its inbox rows: an event whose row was already there (a
+    redelivery) is not routed again, even if nothing else tells that its ticket was handled."""
+    (agent,) = await isolated_team(routing, 10)
+    handled, fresh = ticket_created(), ticket_created()
+    consumer = routing.runtime.consumer
+    assert consumer is not None
+    async with routing.uow() as uow:  # as if a delivery had handled it (whatever it did since)
+        await uow.session.execute(
+            insert(INBOX).values(
+                consumer=consumer._group, event_id=handled.id, event_type=CREATED, topic="helpdesk.intake"
+            )
+        )
+        await uow.commit()
+    duplicates = consumed("duplicate")
+
+    await route_run(routing, [handled, fresh])
+
+    assert consumed("duplicate") == duplicates + 1
+    assert await owner_of(routing, fresh.data.ticket_id) == agent
+    assert await owner_of(routing, handled.data.ticket_id) is None
+    assert await published(routing, str(handled.data.ticket_id), ASSIGNED) == []
+    assert await load_of(routing, agent) == 1
+    async with routing.uow() as uow:
+        claimed = await uow.session.scalar(
+            select(func.count()).select_from(INBOX).where(INBOX.c.event_id == fresh.id)
+        )
+    assert claimed == 1
+
+
 async def test_difficult_tickets_of_a_run_go_to_the_lead_the_rest_to_specialists(
     routing: ServiceHarness,
 ) -> None:
@@ -160,14 +199,14 @@ async def test_a_run_that_lost_a_race_for_capacity_is_routed_again_one_by_one(
     real = RoutingRepository.routed_and_available
 
     async def stale(
-        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID]
-    ) -> tuple[set[uuid.UUID], list[Candidate]]:
+        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID], claim: InboxClaim | None = None
+    ) -> tuple[set[uuid.UUID], list[Candidate], set[uuid.UUID]]:
         # What a run would see had the last slot been taken just after it read the agents.
-        routed, specialists = await real(self, ticket_ids)
+        routed, specialists, claimed = await real(self, ticket_ids, claim)
         free = Candidate(
             uuid.UUID(agent), 0, 1, None, skills={"auto-insurance": 3}, languages=frozenset({"zh"})
         )
-        return routed, [free, *specialists]
+        return routed, [free, *specialists], claimed
 
     monkeypatch.setattr(RoutingRepository, "routed_and_available", stale)
     first, second = ticket_created(), ticket_created()
@@ -198,7 +237,7 @@ async def test_a_runs_snapshot_has_each_specialists_profile_as_last_edited(routi
     )
     assert response.status_code == 200, response.text
     async with routing.uow() as uow:
-        _, snapshot = await RoutingRepository(uow.session).routed_and_available([])
+        _, snapshot, _ = await RoutingRepository(uow.session).routed_and_available([])
     by_id = {str(c.agent_id): c for c in snapshot}
     assert set(by_id) == {unchanged, edited}
     assert by_id[unchanged].skills == {"auto-insurance": 3}
@@ -273,10 +312,10 @@ async def test_a_run_with_a_ticket_routed_meanwhile_takes_no_slot_for_it(
     real = RoutingRepository.routed_and_available
 
     async def stale(
-        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID]
-    ) -> tuple[set[uuid.UUID], list[Candidate]]:
-        routed, specialists = await real(self, ticket_ids)
-        return routed - {earlier.data.ticket_id}, specialists
+        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID], claim: InboxClaim | None = None
+    ) -> tuple[set[uuid.UUID], list[Candidate], set[uuid.UUID]]:
+        routed, specialists, claimed = await real(self, ticket_ids, claim)
+        return routed - {earlier.data.ticket_id}, specialists, claimed
 
     monkeypatch.setattr(RoutingRepository, "routed_and_available", stale)
     replayed = EventEnvelope.wrap(earlier.data, source="/helpdesk/intake", subject=earlier.subject)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate
 from helpdesk_shared.chassis import consumer as consumer_module
-from helpdesk_shared.chassis.consumer import Batched, ConsumerTuning, EventConsumer, RetryRun
+from helpdesk_shared.chassis.consumer import Batched, ConsumerTuning, EventConsumer, InboxClaim, RetryRun
 from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sessionmaker
 from helpdesk_shared.chassis.outbox import OutboxRelay
 from helpdesk_shared.chassis.settings import ServiceSettings
@@ -87,6 +87,7 @@ def make_rig(
     group: str | None = None,
     before_commit: Hook | None = None,
     batched: bool = False,
+    claiming: bool = False,
     closed_too: bool = False,
     **overrides: Any,
 ) -> Rig:
@@ -130,6 +131,21 @@ def make_rig(
         if any(e.data.subject == "race" for e in envelopes) and len(batches) == 1:
             raise RetryRun("lost a race the first time")
 
+    async def on_claiming(
+        envelopes: list[EventEnvelope[Any]], uow: UnitOfWork, claim: InboxClaim
+    ) -> set[uuid.UUID]:
+        # The claim sent with the handler's own first statement, as routing's new tickets do.
+        driver = await uow.driver_connection()
+        rows = await driver.fetch(f"WITH {InboxClaim.cte(1)} SELECT event_id FROM claimed", *claim.parameters)
+        claimed = {row[0] for row in rows}
+        first_copies: dict[uuid.UUID, EventEnvelope[Any]] = {}
+        for envelope in envelopes:
+            if envelope.id in claimed:
+                first_copies.setdefault(envelope.id, envelope)
+        fresh = list(first_copies.values())
+        await on_many(fresh, uow)
+        return claimed
+
     async def on_closed(envelope: EventEnvelope[Any], uow: UnitOfWork) -> None:
         calls.append(f"closed {envelope.subject}")
         await uow.session.execute(
@@ -137,7 +153,13 @@ def make_rig(
             {"c": settings.consumer_group, "e": envelope.id, "n": f"closed {envelope.subject}"},
         )
 
-    handlers: dict[str, Any] = {CREATED: Batched(one=on_created, many=on_many) if batched else on_created}
+    handlers: dict[str, Any] = {CREATED: on_created}
+    if batched:
+        handlers[CREATED] = (
+            Batched(one=on_created, claiming=on_claiming)
+            if claiming
+            else Batched(one=on_created, many=on_many)
+        )
     if closed_too:
         handlers[CLOSED] = on_closed
     consumer = EventConsumer(
@@ -449,6 +471,23 @@ class TunedSettings(ServiceSettings):
     consumer_fetch_max_wait_ms: int = 500
 
 
+def test_a_batched_handler_applies_runs_one_way() -> None:
+    async def one(envelope: EventEnvelope[Any], uow: UnitOfWork) -> None: ...
+
+    async def many(envelopes: list[EventEnvelope[Any]], uow: UnitOfWork) -> None: ...
+
+    async def claiming(
+        envelopes: list[EventEnvelope[Any]], uow: UnitOfWork, claim: InboxClaim
+    ) -> set[uuid.UUID]:
+        return set()
+
+    for neither_or_both in ({}, {"many": many, "claiming": claiming}):
+        with pytest.raises(TypeError, match="either many or claiming"):
+            Batched(one=one, **neither_or_both)  # type: ignore[arg-type]
+    assert Batched(one=one, many=many).claiming is None
+    assert Batched(one=one, claiming=claiming).many is None
+
+
 def test_the_tuning_is_read_from_the_settings_that_declare_it() -> None:
     plain = ServiceSettings(database_url="postgresql://unused/unused")
     assert ConsumerTuning.from_settings(plain) == ConsumerTuning()
@@ -518,10 +557,11 @@ def batch_fallbacks(rig: Rig) -> float:
     return value or 0.0
 
 
+@pytest.mark.parametrize("claiming", [False, True], ids=["claimed-first", "claimed-by-the-handler"])
 async def test_a_batched_handler_gets_runs_in_order_once_each_in_one_transaction(
-    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any, claiming: bool
 ) -> None:
-    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), batched=True)
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), batched=True, claiming=claiming)
     events = [created(f"R-{n:02}") for n in range(30)]
     # Everything is waiting before the consumer starts, with one event delivered twice.
     for event in [*events[:10], events[3], *events[10:]]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from helpdesk_shared.chassis.consumer import Batched, Handler
+from helpdesk_shared.chassis.consumer import Batched, Handler, InboxClaim
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.intake import (
@@ -26,9 +27,12 @@ async def on_ticket_created(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
     await service.route_new_ticket(uow, event.data)
 
 
-async def on_tickets_created(events: list[EventEnvelope[Any]], uow: UnitOfWork) -> None:
-    """A run of new tickets of one partition, routed in one transaction (see `new_tickets`)."""
-    await new_tickets.route_new_tickets(uow, [event.data for event in events])
+async def on_tickets_created(
+    events: list[EventEnvelope[Any]], uow: UnitOfWork, claim: InboxClaim
+) -> set[uuid.UUID]:
+    """A run of new tickets of one partition, routed in one transaction whose first read also
+    claims their inbox rows (see `new_tickets`)."""
+    return await new_tickets.route_new_tickets(uow, [event.data for event in events], claim)
 
 
 async def on_ticket_resolved(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
@@ -61,7 +65,7 @@ async def on_answer_submitted(event: EventEnvelope[Any], uow: UnitOfWork) -> Non
 
 
 HANDLERS: dict[str, Handler] = {
-    TicketCreated.cloudevent_type(): Batched(one=on_ticket_created, many=on_tickets_created),
+    TicketCreated.cloudevent_type(): Batched(one=on_ticket_created, claiming=on_tickets_created),
     TicketResolved.cloudevent_type(): on_ticket_resolved,
     TicketClosed.cloudevent_type(): on_ticket_closed,
     TicketReopened.cloudevent_type(): on_ticket_reopened,

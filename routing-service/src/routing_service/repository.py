@@ -14,6 +14,7 @@ from sqlalchemy import Integer, Row, delete, exists, func, not_, or_, select, up
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from helpdesk_shared.chassis.consumer import InboxClaim
 from helpdesk_shared.chassis.db import driver_connection
 from helpdesk_shared.chassis.pagination import PageParams, keyset_page
 from helpdesk_shared.contracts.enums import AgentPresence, Priority, SlaTarget
@@ -181,13 +182,24 @@ def _available_specialists(presence: str, roles: str) -> str:
 
 
 _AVAILABLE_SPECIALISTS = _available_specialists("$1", "$2")
-# A run's first read, in one round trip: which of its tickets were routed before, and the
-# available specialists; at least one row — with no specialist free, their columns are NULL.
-_ROUTED_AND_AVAILABLE = (
-    f"WITH routed AS MATERIALIZED (SELECT array({_ROUTED_AMONG}) AS ids) "
-    f"SELECT routed.ids AS routed_ids, s.* FROM routed "
-    f"LEFT JOIN LATERAL ({_available_specialists('$2', '$3')}) s ON true"
-)
+
+
+def _routed_and_available(*, claiming: bool) -> str:
+    """A run's first read, in one round trip: which of its tickets were routed before, and the
+    available specialists; at least one row — with no specialist free, their columns are NULL.
+    ``claiming``: the run's inbox rows are inserted by it too ($4–$7, `InboxClaim`), the events
+    claimed now in ``claimed_ids``."""
+    claim = f"{InboxClaim.cte(4)}, " if claiming else ""
+    claimed = "array(SELECT event_id FROM claimed)" if claiming else "NULL::uuid[]"
+    return (
+        f"WITH {claim}routed AS MATERIALIZED (SELECT array({_ROUTED_AMONG}) AS ids) "
+        f"SELECT {claimed} AS claimed_ids, routed.ids AS routed_ids, s.* FROM routed "
+        f"LEFT JOIN LATERAL ({_available_specialists('$2', '$3')}) s ON true"
+    )
+
+
+_ROUTED_AND_AVAILABLE = _routed_and_available(claiming=False)
+_CLAIM_ROUTED_AND_AVAILABLE = _routed_and_available(claiming=True)
 # The agents' rows are locked in id order first: concurrent runs then queue for them instead of
 # deadlocking (an UPDATE ... FROM locks in whatever order its join produces the rows).
 # Parameters: $1 agent ids (sorted), $2 slots of each, $3 the time, $4 the presence they must have.
@@ -644,15 +656,20 @@ class RoutingRepository:
         return {row[0] for row in await driver.fetch(_ROUTED_AMONG, list(ticket_ids))}
 
     async def routed_and_available(
-        self, ticket_ids: Sequence[uuid.UUID]
-    ) -> tuple[set[uuid.UUID], list[Candidate]]:
-        """`routed_among` and `available_specialists` in one round trip (a run's first read)."""
+        self, ticket_ids: Sequence[uuid.UUID], claim: InboxClaim | None = None
+    ) -> tuple[set[uuid.UUID], list[Candidate], set[uuid.UUID]]:
+        """`routed_among` and `available_specialists` in one round trip (a run's first read) —
+        with the run's inbox ``claim`` too, if given: the third item is the events it claimed now
+        (without a claim, empty)."""
         driver = await self._driver()
-        rows = await driver.fetch(
-            _ROUTED_AND_AVAILABLE, list(ticket_ids), AgentPresence.ONLINE.value, sorted(SPECIALIST_ROLES)
-        )
+        arguments = [list(ticket_ids), AgentPresence.ONLINE.value, sorted(SPECIALIST_ROLES)]
+        if claim is None:
+            rows = await driver.fetch(_ROUTED_AND_AVAILABLE, *arguments)
+        else:
+            rows = await driver.fetch(_CLAIM_ROUTED_AND_AVAILABLE, *arguments, *claim.parameters)
         routed = set(rows[0]["routed_ids"])
-        return routed, _snapshot_candidates([row for row in rows if row["id"] is not None])
+        claimed = set(rows[0]["claimed_ids"] or ())
+        return routed, _snapshot_candidates([row for row in rows if row["id"] is not None]), claimed
 
     async def remember_and_start_clocks(
         self, rows: Sequence[NewRouting], clocks: Sequence[dict[str, Any]], now: datetime
