@@ -30,7 +30,7 @@ from helpdesk_runtime.testing import ServiceHarness
 from helpdesk_shared.chassis.consumer import InboxClaim
 from helpdesk_shared.chassis.db import INBOX
 from helpdesk_shared.contracts import EventEnvelope, TicketKind
-from routing_service import classification, new_tickets
+from routing_service import classification, new_tickets, repository
 from routing_service.domain.assignment import Candidate
 from routing_service.domain.difficulty import Decision
 from routing_service.models import Agent, Assignment, RoutedTicket, SlaTimer
@@ -170,6 +170,30 @@ async def test_a_run_claims_its_inbox_rows_with_its_first_read_and_skips_events_
             select(func.count()).select_from(INBOX).where(INBOX.c.event_id == fresh.id)
         )
     assert claimed == 1
+
+
+async def test_a_runs_first_read_carries_its_ticket_and_event_ids_once_not_in_every_specialists_row(
+    routing: ServiceHarness,
+) -> None:
+    # asyncpg decodes every row's arrays: repeated in each of a few hundred specialists' rows, a
+    # run's ids cost more CPU than the round trip the claim saves.
+    await isolated_team(routing, 3, 3)
+    event = ticket_created()
+    claim = InboxClaim("routing-test", "helpdesk.intake", [event.id], [CREATED])
+    async with routing.uow() as uow:
+        driver = await uow.driver_connection()
+        rows = await driver.fetch(
+            repository._CLAIM_ROUTED_AND_AVAILABLE,
+            [event.data.ticket_id],
+            "online",
+            ["specialist"],
+            *claim.parameters,
+        )
+    (first,) = [row for row in rows if row["id"] is None]
+    assert first["claimed_ids"] == [event.id] and first["routed_ids"] == []
+    specialists = [row for row in rows if row["id"] is not None]
+    assert len(specialists) >= 2
+    assert all(row["claimed_ids"] is None and row["routed_ids"] is None for row in specialists)
 
 
 async def test_difficult_tickets_of_a_run_go_to_the_lead_the_rest_to_specialists(

@@ -185,16 +185,19 @@ _AVAILABLE_SPECIALISTS = _available_specialists("$1", "$2")
 
 
 def _routed_and_available(*, claiming: bool) -> str:
-    """A run's first read, in one round trip: which of its tickets were routed before, and the
-    available specialists; at least one row — with no specialist free, their columns are NULL.
-    ``claiming``: the run's inbox rows are inserted by it too ($4–$7, `InboxClaim`), the events
-    claimed now in ``claimed_ids``."""
+    """A run's first read, in one round trip: a first row (``id`` NULL) with the run's tickets
+    that were routed before, then a row per available specialist. ``claiming``: the run's inbox
+    rows are inserted by it too ($4–$7, `InboxClaim`), the events claimed now in the first row's
+    ``claimed_ids``. (The arrays only in the first row: repeated in every specialist's row, they
+    were decoded a couple of hundred times per run.)"""
     claim = f"{InboxClaim.cte(4)}, " if claiming else ""
     claimed = "array(SELECT event_id FROM claimed)" if claiming else "NULL::uuid[]"
     return (
-        f"WITH {claim}routed AS MATERIALIZED (SELECT array({_ROUTED_AMONG}) AS ids) "
-        f"SELECT {claimed} AS claimed_ids, routed.ids AS routed_ids, s.* FROM routed "
-        f"LEFT JOIN LATERAL ({_available_specialists('$2', '$3')}) s ON true"
+        f"WITH {claim}routed AS (SELECT array({_ROUTED_AMONG}) AS ids) "
+        f"SELECT {claimed} AS claimed_ids, routed.ids AS routed_ids, NULL::uuid AS id, "
+        "NULL::integer AS active_tickets, NULL::integer AS max_concurrent, "
+        "NULL::timestamptz AS last_assigned_at, NULL::text AS profile, NULL::uuid AS team_id FROM routed "
+        f"UNION ALL SELECT NULL, NULL, s.* FROM ({_available_specialists('$2', '$3')}) s"
     )
 
 
@@ -667,9 +670,9 @@ class RoutingRepository:
             rows = await driver.fetch(_ROUTED_AND_AVAILABLE, *arguments)
         else:
             rows = await driver.fetch(_CLAIM_ROUTED_AND_AVAILABLE, *arguments, *claim.parameters)
-        routed = set(rows[0]["routed_ids"])
-        claimed = set(rows[0]["claimed_ids"] or ())
-        return routed, _snapshot_candidates([row for row in rows if row["id"] is not None]), claimed
+        first = next(row for row in rows if row["id"] is None)
+        specialists = _snapshot_candidates([row for row in rows if row["id"] is not None])
+        return set(first["routed_ids"]), specialists, set(first["claimed_ids"] or ())
 
     async def remember_and_start_clocks(
         self, rows: Sequence[NewRouting], clocks: Sequence[dict[str, Any]], now: datetime
