@@ -124,7 +124,7 @@ def test_snapshot_candidates_are_built_from_their_rows_and_reused_while_unchange
         "id": agent,
         "active_tickets": 2,
         "max_concurrent": 5,
-        "last_assigned_at": T0,
+        "last_assigned_epoch": T0.timestamp(),
         "profile": orjson.dumps([["車險", "壽險"], {"壽險": 5, "stale": 1}, ["zh", "en"]]).decode(),
         "team_id": team,
     }
@@ -132,8 +132,10 @@ def test_snapshot_candidates_are_built_from_their_rows_and_reused_while_unchange
     skills, languages = {"車險": 3, "壽險": 5}, frozenset({"zh", "en"})
     assert first == [Candidate(agent, 2, 5, T0, skills=skills, languages=languages, team_id=team)]
     assert _snapshot_candidates([dict(row)])[0] is first[0]  # unchanged: the same candidate
-    later = T0 + timedelta(seconds=1)
-    busier = _snapshot_candidates([row | {"active_tickets": 3, "last_assigned_at": later}])
+    later = T0 + timedelta(seconds=1, microseconds=123_457)  # back from epoch seconds to the µs
+    busier = _snapshot_candidates([row | {"active_tickets": 3, "last_assigned_epoch": later.timestamp()}])
     assert busier[0].active_tickets == 3 and busier[0].last_assigned_at == later
+    never = _snapshot_candidates([row | {"last_assigned_epoch": None}])
+    assert never[0].last_assigned_at is None
     regraded = _snapshot_candidates([row | {"profile": '[["車險"], null, ["zh"]]'}])
     assert regraded[0].skills == {"車險": 3} and regraded[0].languages == frozenset({"zh"})

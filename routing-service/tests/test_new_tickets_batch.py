@@ -269,6 +269,25 @@ async def test_a_runs_snapshot_has_each_specialists_profile_as_last_edited(routi
     assert by_id[edited].languages == frozenset({"en", "zh-Hant"})
 
 
+async def test_a_runs_snapshot_has_when_each_specialist_was_last_assigned_to_the_microsecond(
+    routing: ServiceHarness,
+) -> None:
+    # Read as epoch seconds (cheaper to decode than a timestamp): the round robin's order must
+    # survive the trip.
+    never, assigned = await isolated_team(routing, 3, 3)
+    at = datetime(2026, 12, 6, 10, 15, 30, 987_654, tzinfo=UTC)
+    async with routing.uow() as uow:
+        await uow.session.execute(
+            update(Agent).where(Agent.id == uuid.UUID(assigned)).values(last_assigned_at=at)
+        )
+        await uow.commit()
+    async with routing.uow() as uow:
+        _, snapshot, _ = await RoutingRepository(uow.session).routed_and_available([])
+    by_id = {str(c.agent_id): c for c in snapshot}
+    assert by_id[assigned].last_assigned_at == at
+    assert by_id[never].last_assigned_at is None
+
+
 async def test_a_runs_assignments_are_stored_with_their_slots_taken_or_not_at_all(
     routing: ServiceHarness,
 ) -> None:
