@@ -50,23 +50,22 @@ _CANDIDATE_COLUMNS = (
 
 
 def _candidate(row: Mapping[Any, Any]) -> Candidate:
-    """A candidate from the columns of `_CANDIDATE_COLUMNS` / `_AVAILABLE_SPECIALISTS` (an ORM
-    row's ``_mapping`` or an asyncpg record)."""
-    return _built(row, row["domains"], row["skill_levels"], row["languages"])
-
-
-def _built(
-    row: Mapping[Any, Any], domains: list[str], levels: dict[str, int] | None, languages: list[str]
-) -> Candidate:
+    """A candidate from the columns of `_CANDIDATE_COLUMNS` (an ORM row's ``_mapping``)."""
     return Candidate(
         row["id"],
         row["active_tickets"],
         row["max_concurrent"],
         row["last_assigned_at"],
-        skills=effective_levels(domains, levels or {}),
-        languages=frozenset(languages),
+        *_skills(row["domains"], row["skill_levels"], row["languages"]),
         team_id=row["team_id"],
     )
+
+
+def _skills(
+    domains: list[str], levels: dict[str, int] | None, languages: list[str]
+) -> tuple[dict[str, int], frozenset[str]]:
+    """A candidate's skills (every held domain with its level) and languages."""
+    return effective_levels(domains, levels or {}), frozenset(languages)
 
 
 # The candidates of recent snapshots by everything they are built from: between two runs most
@@ -101,17 +100,11 @@ def _snapshot_candidates(rows: Sequence[Mapping[str, Any]]) -> list[Candidate]:
                 row["active_tickets"],
                 row["max_concurrent"],
                 datetime.fromtimestamp(epoch, UTC) if epoch is not None else None,
-                *_profile(row["profile"]),
+                *_skills(*orjson.loads(row["profile"])),
                 team_id=row["team_id"],
             )
         snapshot.append(candidate)
     return snapshot
-
-
-def _profile(profile: str) -> tuple[dict[str, int], frozenset[str]]:
-    """A `profile` column's skills (every held domain with its level) and languages."""
-    domains, levels, languages = orjson.loads(profile)
-    return effective_levels(domains, levels or {}), frozenset(languages)
 
 
 class Lead(NamedTuple):
