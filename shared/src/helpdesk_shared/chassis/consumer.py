@@ -521,9 +521,10 @@ class EventConsumer:
                 driver = await uow.driver_connection()
                 claimed = {row[0] for row in await driver.fetch(_CLAIM_MANY, *claim.parameters)}
             fresh: list[EventEnvelope[Any]] = []
+            unseen = set(claimed)  # the handler's set is left as it returned it
             for envelope in envelopes:
-                if envelope.id in claimed:
-                    claimed.discard(envelope.id)  # a copy later in the run is a duplicate
+                if envelope.id in unseen:
+                    unseen.discard(envelope.id)  # a copy later in the run is a duplicate
                     fresh.append(envelope)
             if fresh:
                 if handler.many is not None:
