@@ -47,6 +47,10 @@ def make_service(infra: Infra) -> MakeService:
         url = infra.create_database(f"unit_{name}{label}")
         topic_prefix = ensure_prefixed_topics(infra, f"t{infra.run_id}{name}{label}.")
         await migrate(url, f"{name}_service")
+        # The tests read the events a service wrote from its outbox, so published rows are kept
+        # (the inspection mode ops may turn on; the chassis's and the e2e tests run the default,
+        # which deletes a row once published).
+        overrides = {"outbox_retention_hours": 24, **overrides}
         settings = settings_cls(
             database_url=url,
             kafka_bootstrap_servers=infra.kafka_bootstrap,

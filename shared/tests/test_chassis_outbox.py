@@ -51,9 +51,13 @@ async def sessions(db: tuple[str, Sessions]) -> AsyncIterator[Sessions]:
         await session.execute(delete(OUTBOX).where(OUTBOX.c.published_at.is_(None)))
 
 
-def settings_for(url: str, bootstrap: str) -> ServiceSettings:
+def settings_for(url: str, bootstrap: str, **overrides: Any) -> ServiceSettings:
     return ServiceSettings(
-        database_url=url, kafka_bootstrap_servers=bootstrap, service_name="chassis-test", environment="test"
+        database_url=url,
+        kafka_bootstrap_servers=bootstrap,
+        service_name="chassis-test",
+        environment="test",
+        **overrides,
     )
 
 
@@ -157,8 +161,14 @@ async def test_events_can_travel_in_a_statement_of_the_use_case(sessions: Sessio
     assert woken == [True]
 
 
-async def test_relay_publishes_cloudevents_in_key_order_and_marks_them(
-    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any, read_topic: Any
+@pytest.mark.parametrize("retention_hours", [0, 24])
+async def test_relay_publishes_cloudevents_in_key_order_and_forgets_or_marks_them(
+    db: tuple[str, Sessions],
+    sessions: Sessions,
+    infra: Infra,
+    new_topic: Any,
+    read_topic: Any,
+    retention_hours: float,
 ) -> None:
     topic = new_topic("outbox", partitions=3)
     keys = [uuid.uuid4(), uuid.uuid4()]
@@ -168,11 +178,17 @@ async def test_relay_publishes_cloudevents_in_key_order_and_marks_them(
             for key in keys:
                 published.append(uow.publish(created(key, f"HD-{key.hex[:4]}-{batch}"), subject=str(key)))
             await uow.commit()
-    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
+    relay = OutboxRelay(
+        settings_for(db[0], infra.kafka_bootstrap, outbox_retention_hours=retention_hours), sessions
+    )
     try:
         assert await relay.publish_pending() == 6
         rows = await outbox_rows(sessions, topic)
-        assert all(r.published_at is not None for r in rows)
+        if retention_hours:  # kept for inspection, marked
+            assert [r.event_id for r in rows] == [e.id for e in published]
+            assert all(r.published_at is not None for r in rows)
+        else:  # the default: a published row is deleted
+            assert rows == []
         assert await relay.publish_pending() == 0
     finally:
         await relay.stop()
@@ -212,7 +228,7 @@ async def test_a_relay_publishes_nothing_while_another_replica_holds_the_relay_l
         assert await relay.publish_pending() == 1  # the lock is free again
     finally:
         await relay.stop()
-    assert (await outbox_rows(sessions, topic))[0].published_at is not None
+    assert await outbox_rows(sessions, topic) == []
 
 
 async def relay_lock_holders(maker: Sessions) -> list[str]:
@@ -252,7 +268,7 @@ async def test_a_pass_holds_the_relay_lock_with_no_transaction_open_and_gives_it
         await relay.stop()
     # Held by the pass while it waited for the broker, but no transaction open meanwhile.
     assert holders_while_sending == [["idle"]]
-    assert (await outbox_rows(sessions, topic))[0].published_at is not None
+    assert await outbox_rows(sessions, topic) == []
 
 
 def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -341,8 +357,8 @@ async def test_a_row_the_broker_can_never_accept_is_parked_and_does_not_block_th
     relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
     try:
         assert await relay.publish_pending() == 3
-        before, big, after = await outbox_rows(sessions, topic)
-        assert before.published_at is not None and after.published_at is not None
+        [big] = await outbox_rows(sessions, topic)  # the two others were published
+        assert big.event_type == "test.big"
         assert big.published_at is None and big.parked_at is not None
         assert big.attempts == 1 and "MessageSizeTooLarge" in big.last_error
         assert await relay.publish_pending() == 0  # parked rows are not retried
@@ -381,8 +397,8 @@ async def test_a_batch_the_broker_refuses_is_sent_again_record_by_record_to_park
         assert await relay.publish_pending() == 3
     finally:
         await relay.stop()
-    before, big, after = await outbox_rows(sessions, topic)
-    assert before.published_at is not None and after.published_at is not None
+    [big] = await outbox_rows(sessions, topic)  # the two others were published
+    assert big.event_type == "test.big"
     assert big.published_at is None and big.parked_at is not None
     assert "MessageSizeTooLarge" in big.last_error
     numbers = [parse_event(r.value).data.number for r in await read_topic(topic, 2)]
@@ -413,7 +429,7 @@ async def test_after_a_refused_batch_its_partition_s_rows_are_resent_in_order(
         assert await relay.publish_pending() == count
     finally:
         await relay.stop()
-    assert all(row.published_at is not None for row in await outbox_rows(sessions, topic))
+    assert await outbox_rows(sessions, topic) == []
     records = await read_topic(topic, count)
     assert [orjson.loads(r.value)["n"] for r in sorted(records, key=lambda r: r.offset)] == list(range(count))
 
@@ -479,6 +495,24 @@ async def test_housekeeping_forgets_inbox_rows_older_than_the_retention(
     assert kept == [recent]
 
 
+async def test_housekeeping_deletes_published_rows_kept_longer_than_their_retention(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any
+) -> None:
+    topic = new_topic("outbox-retention")
+    for number in ("HD-OLD", "HD-RECENT", "HD-PENDING"):
+        await commit_one_event(sessions, topic, number)
+    old, recent, pending = await outbox_rows(sessions, topic)
+    async with sessions() as session, session.begin():
+        for row, age in ((old, timedelta(hours=3)), (recent, timedelta(hours=1))):
+            published_at = datetime.now(UTC) - age
+            await session.execute(
+                update(OUTBOX).where(OUTBOX.c.seq == row.seq).values(published_at=published_at)
+            )
+    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap, outbox_retention_hours=2), sessions)
+    await relay._housekeeping()
+    assert [r.seq for r in await outbox_rows(sessions, topic)] == [recent.seq, pending.seq]
+
+
 @pytest.mark.parametrize("interval", [0.0, 0.05])
 async def test_commit_wake_ups_are_paced_only_when_an_interval_is_set(interval: float) -> None:
     settings = ServiceSettings(
@@ -526,10 +560,10 @@ async def test_the_delay_from_a_commit_to_the_relay_pass_is_measured(
             uow.publish(created(ticket, "HD-delay"), subject=str(ticket))
             await uow.commit()
         for _ in range(200):
-            if all(r.published_at is not None for r in await outbox_rows(sessions, topic)):
+            if not await outbox_rows(sessions, topic):
                 break
             await asyncio.sleep(0.05)
-        assert all(r.published_at is not None for r in await outbox_rows(sessions, topic))
+        assert await outbox_rows(sessions, topic) == []
         assert delays() == 1  # one commit, one pass after it
         relay.wake()  # a wake-up with nothing new still counts once, and only once
         for _ in range(100):  # its pass starts as soon as the relay's loop gets to run
