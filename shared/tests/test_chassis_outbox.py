@@ -200,6 +200,8 @@ async def test_relay_publishes_cloudevents_in_key_order_and_forgets_or_marks_the
         event = parse_event(record.value)
         sent = by_id[event.id]
         assert event == sent
+        # The very text the service wrote: PostgreSQL keeps it as it came, not re-printed.
+        assert record.value == orjson.dumps(sent.model_dump(mode="json"))
         assert event.specversion == "1.0"
         assert event.source == SOURCE
         assert record.key == sent.subject.encode()

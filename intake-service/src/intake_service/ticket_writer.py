@@ -109,7 +109,7 @@ _EVENT_TYPES = {
     "event_id": "uuid",
     "ticket_id": "uuid",
     "event_type": "text",
-    "headers": "jsonb",
+    "headers": "json",
     "number_placeholder": "text",  # set on `ticket.created`: the payload's stand-ins to replace
     "customer_placeholder": "text",
 }
@@ -204,13 +204,13 @@ event AS (
     -- The payloads come as a text array beside the events' JSON document, not inside it: nested
     -- in the document, each ~1 KB envelope was lexed twice (as part of the document, then into
     -- jsonb). `ticket.created` carries stand-ins for the ticket's number and customer id,
-    -- replaced here as JSON strings before the one conversion to jsonb.
+    -- replaced here as JSON strings before the text is checked as JSON.
     INSERT INTO outbox (event_id, topic, key, event_type, payload, headers)
     SELECT e.event_id, ${_P_TOPIC}, e.ticket_id::text, e.event_type,
         CASE WHEN e.number_placeholder IS NULL THEN p.payload ELSE replace(replace(p.payload,
             to_json(e.number_placeholder)::text, to_json(t.number)::text),
             to_json(e.customer_placeholder)::text, to_json(t.customer_id::text)::text)
-        END::jsonb,
+        END::json,
         e.headers
     FROM {_recordset(_EVENT_TYPES, _P_EVENTS, "e")}
     JOIN unnest(${_P_PAYLOADS}::text[]) WITH ORDINALITY AS p(payload, position) ON p.position = e.ord + 1

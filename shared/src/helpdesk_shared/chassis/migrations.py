@@ -121,3 +121,21 @@ def messaging_tables_v2_upgrade() -> None:
 def messaging_tables_v2_downgrade() -> None:
     op.drop_index("ix_inbox_processed_at", table_name="inbox")
     op.drop_column("outbox", "parked_at")
+
+
+def _outbox_json_columns(type_: str) -> None:
+    op.execute(
+        f"ALTER TABLE outbox ALTER COLUMN payload TYPE {type_} USING payload::{type_}, "
+        f"ALTER COLUMN headers DROP DEFAULT, "
+        f"ALTER COLUMN headers TYPE {type_} USING headers::{type_}, "
+        f"ALTER COLUMN headers SET DEFAULT '{{}}'::{type_}"
+    )
+
+
+def messaging_tables_v3_upgrade() -> None:
+    """Revision 3 of the messaging tables: the outbox keeps events as `json` text, not `jsonb`."""
+    _outbox_json_columns("json")
+
+
+def messaging_tables_v3_downgrade() -> None:
+    _outbox_json_columns("jsonb")

@@ -78,7 +78,8 @@ class UnitOfWork:
         payload: dict[str, Any],
         headers: dict[str, str],
     ) -> None:
-        # Serialized now (orjson: datetimes, UUIDs), stored as JSONB by one statement at commit.
+        # Serialized now (orjson: datetimes, UUIDs), stored as this very JSON text by one statement at
+        # commit — the text the relay publishes.
         self._pending.append(
             {
                 "event_id": event_id,
@@ -136,7 +137,7 @@ _EVENT_COLUMNS = ("event_id", "topic", "key", "event_type", "payload", "headers"
 # Its six parameters' placeholders are filled in by `events_insert`.
 _INSERT_EVENTS = (
     f"INSERT INTO {OUTBOX.name} (event_id, topic, key, event_type, payload, headers) "
-    "SELECT e.event_id, e.topic, e.key, e.event_type, CAST(e.payload AS jsonb), CAST(e.headers AS jsonb) "
+    "SELECT e.event_id, e.topic, e.key, e.event_type, CAST(e.payload AS json), CAST(e.headers AS json) "
     "FROM unnest({}::uuid[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[]) WITH ORDINALITY "
     "AS e(event_id, topic, key, event_type, payload, headers, position) ORDER BY e.position"
 )
