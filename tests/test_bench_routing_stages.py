@@ -1,4 +1,4 @@
-"""The routing benchmark's breakdown of routing's own stage histograms (bench/routing_bench.py)."""
+"""The routing benchmark's pacing and its breakdown of routing's stage histograms (bench/routing_bench.py)."""
 
 from __future__ import annotations
 
@@ -76,3 +76,13 @@ def test_replicas_add_up_and_only_the_intake_topic_counts(bench: ModuleType) -> 
     age = bench.stage_breakdown(before, after)["event_age"]
     assert age["observations"] == 2
     assert age["mean"] == pytest.approx(30.0)
+
+
+def test_tickets_are_handed_over_at_their_own_times_or_together_at_the_start_of_their_burst(
+    bench: ModuleType,
+) -> None:
+    at_own_times = [bench.handover_offset(n, rate=500, burst_ms=0) for n in range(12)]
+    assert at_own_times == pytest.approx([n * 0.002 for n in range(12)])
+    in_bursts = [bench.handover_offset(n, rate=500, burst_ms=10) for n in range(12)]
+    # Five tickets are due within each 10 ms at 500/s: the rate holds, in bursts of five.
+    assert in_bursts == pytest.approx([0.0] * 5 + [0.01] * 5 + [0.02] * 2)
