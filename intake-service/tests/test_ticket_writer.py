@@ -123,6 +123,27 @@ async def test_a_returning_customer_keeps_their_row_unless_their_details_changed
     assert after.version != before.version
 
 
+async def test_a_returning_customers_ticket_is_not_held_up_by_a_change_to_their_row_in_progress(
+    intake: ServiceHarness,
+) -> None:
+    """Only customers whose details change are locked by a batch: a ticket of a returning customer
+    is stored while another transaction (an erasure, an edit) is changing their row."""
+    external_id = f"busy-{uuid.uuid4()}"
+    customer = {"external_id": external_id, "name": "王先生"}
+    first = await intake.client.post("/v1/tickets", json=body(customer=customer), headers=CHANNEL)
+    assert first.status_code == 201
+    async with intake.uow() as uow:  # never committed: rolled back on the way out
+        await uow.session.execute(
+            sa_text("UPDATE customers SET phone = '+886 912 345 678' WHERE external_id = :x"),
+            {"x": external_id},
+        )
+        again = await asyncio.wait_for(
+            intake.client.post("/v1/tickets", json=body(customer=customer), headers=CHANNEL), 10.0
+        )
+    assert again.status_code == 201
+    assert again.json()["customer_id"] == first.json()["customer_id"]
+
+
 async def test_created_events_carry_the_stored_number_and_customer_id(intake: ServiceHarness) -> None:
     """The statement fills in what only the database knows: the number, and the id of a customer
     it already had (the writer's stand-in for them is another id) — also in a batch of several."""

@@ -164,12 +164,20 @@ customer AS (
     SELECT c.id, c.external_id, c.name, c.email, c.phone
     FROM {_recordset(_CUSTOMER_TYPES, _P_CUSTOMERS, "c")}
     WHERE c.id IN (SELECT customer_id FROM accepted)
+    -- A returning customer with the same details is not upserted at all: the upsert would lock
+    -- their row until the batch commits (even to change nothing), holding up any other batch with
+    -- a ticket of theirs and waiting for any transaction changing the row. Their tickets take the
+    -- id from the snapshot; the foreign key's check then takes only a key-share lock.
+    AND NOT EXISTS (SELECT 1 FROM customers k WHERE k.external_id = c.external_id
+        AND (k.name, k.email, k.phone) IS NOT DISTINCT FROM (
+            coalesce(c.name, k.name), coalesce(c.email, k.email), coalesce(c.phone, k.phone)))
     ORDER BY c.external_id
     ON CONFLICT (external_id) DO UPDATE SET
         name = coalesce(excluded.name, customers.name),
         email = coalesce(excluded.email, customers.email),
         phone = coalesce(excluded.phone, customers.phone)
-    -- A returning customer usually sends the same details: no new row version to write then.
+    -- Reached by new customers and changed details only: a row that has these details by now
+    -- (a batch committed after this statement's snapshot stored them) gets no new version.
     WHERE (customers.name, customers.email, customers.phone) IS DISTINCT FROM (
         coalesce(excluded.name, customers.name),
         coalesce(excluded.email, customers.email),
