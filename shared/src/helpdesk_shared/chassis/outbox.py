@@ -80,7 +80,7 @@ _LOCK_AND_SELECT_PENDING = (
 _PARK = f"UPDATE {OUTBOX.name} SET parked_at = now(), attempts = attempts + 1, last_error = $2 WHERE seq = $1"
 
 
-def _mark_published_and_unlock(seqs: Sequence[int], *, keep: bool) -> str:
+def _delete_or_mark_published_and_unlock(seqs: Sequence[int], *, keep: bool) -> str:
     """A pass's last round trip: forget the published rows (or, with ``keep``, mark them) and
     commit, then give the lock back — a script (the simple query protocol runs several statements in
     one round trip), so the seqs are inlined (integers from the database). The lock is given back
@@ -299,7 +299,9 @@ class OutboxRelay:
                         if (error := rejected.get(row["seq"])) is not None:
                             await self._park(driver, row, error)
                     await driver.execute(
-                        _mark_published_and_unlock(published, keep=self._settings.outbox_retention_hours > 0)
+                        _delete_or_mark_published_and_unlock(
+                            published, keep=self._settings.outbox_retention_hours > 0
+                        )
                     )
                 except BaseException:
                     # Whether the lock is still held is unknown: the connection is closed rather
