@@ -172,6 +172,16 @@ async def test_a_run_claims_its_inbox_rows_with_its_first_read_and_skips_events_
     assert claimed == 1
 
 
+def claim_of(events: Sequence[EventEnvelope[Any]]) -> InboxClaim:
+    """The inbox claim the consumer would make for a run of ``events``."""
+    return InboxClaim("routing-test", "helpdesk.intake", [e.id for e in events], [e.type for e in events])
+
+
+def no_events() -> InboxClaim:
+    """A first read's claim of nothing: for tests that only read the snapshot."""
+    return claim_of([])
+
+
 async def test_a_runs_first_read_carries_its_ticket_and_event_ids_once_not_in_every_specialists_row(
     routing: ServiceHarness,
 ) -> None:
@@ -179,7 +189,7 @@ async def test_a_runs_first_read_carries_its_ticket_and_event_ids_once_not_in_ev
     # run's ids cost more CPU than the round trip the claim saves.
     await isolated_team(routing, 3, 3)
     event = ticket_created()
-    claim = InboxClaim("routing-test", "helpdesk.intake", [event.id], [CREATED])
+    claim = claim_of([event])
     async with routing.uow() as uow:
         driver = await uow.driver_connection()
         rows = await driver.fetch(
@@ -223,7 +233,7 @@ async def test_a_run_that_lost_a_race_for_capacity_is_routed_again_one_by_one(
     real = RoutingRepository.routed_and_available
 
     async def stale(
-        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID], claim: InboxClaim | None = None
+        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID], claim: InboxClaim
     ) -> tuple[set[uuid.UUID], list[Candidate], set[uuid.UUID]]:
         # What a run would see had the last slot been taken just after it read the agents.
         routed, specialists, claimed = await real(self, ticket_ids, claim)
@@ -261,7 +271,7 @@ async def test_a_runs_snapshot_has_each_specialists_profile_as_last_edited(routi
     )
     assert response.status_code == 200, response.text
     async with routing.uow() as uow:
-        _, snapshot, _ = await RoutingRepository(uow.session).routed_and_available([])
+        _, snapshot, _ = await RoutingRepository(uow.session).routed_and_available([], no_events())
     by_id = {str(c.agent_id): c for c in snapshot}
     assert set(by_id) == {unchanged, edited}
     assert by_id[unchanged].skills == {"auto-insurance": 3}
@@ -282,7 +292,7 @@ async def test_a_runs_snapshot_has_when_each_specialist_was_last_assigned_to_the
         )
         await uow.commit()
     async with routing.uow() as uow:
-        _, snapshot, _ = await RoutingRepository(uow.session).routed_and_available([])
+        _, snapshot, _ = await RoutingRepository(uow.session).routed_and_available([], no_events())
     by_id = {str(c.agent_id): c for c in snapshot}
     assert by_id[assigned].last_assigned_at == at
     assert by_id[never].last_assigned_at is None
@@ -355,7 +365,7 @@ async def test_a_run_with_a_ticket_routed_meanwhile_takes_no_slot_for_it(
     real = RoutingRepository.routed_and_available
 
     async def stale(
-        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID], claim: InboxClaim | None = None
+        self: RoutingRepository, ticket_ids: Sequence[uuid.UUID], claim: InboxClaim
     ) -> tuple[set[uuid.UUID], list[Candidate], set[uuid.UUID]]:
         routed, specialists, claimed = await real(self, ticket_ids, claim)
         return routed - {earlier.data.ticket_id}, specialists, claimed
@@ -427,7 +437,8 @@ async def test_a_classifier_failure_leaves_the_runs_read_answered_and_the_connec
     monkeypatch.setattr(classification.Classifier, "decide_many", broken)
     async with routing.uow() as uow:
         with pytest.raises(RuntimeError, match="the classifier broke"):
-            await new_tickets.route_new_tickets(uow, [ticket_created().data])
+            event = ticket_created()
+            await new_tickets.route_new_tickets(uow, [event.data], claim_of([event]))
         assert await uow.session.scalar(select(func.count()).select_from(Agent)) >= 1  # not mid-read
 
 

@@ -81,14 +81,13 @@ class _Routed(NamedTuple):
 
 
 async def route_new_tickets(
-    uow: UnitOfWork, tickets: list[TicketCreated], claim: InboxClaim | None = None
+    uow: UnitOfWork, tickets: list[TicketCreated], claim: InboxClaim
 ) -> set[uuid.UUID]:
     """Route ``tickets`` (in event order) as `service.route_new_ticket` would, one after the other.
 
-    With the run's inbox ``claim`` (``claim.event_ids[i]`` is the event of ``tickets[i]``), the
-    first read inserts the inbox rows too — one round trip fewer per run — and only the tickets
-    whose events were claimed now are routed; returns those events' ids (without a claim, none:
-    the caller claimed them). Does not commit (the consumer commits the run with its inbox rows)."""
+    The first read inserts the run's inbox rows (``claim``: ``claim.event_ids[i]`` is the event of
+    ``tickets[i]``) — one round trip fewer per run — and only the tickets whose events were claimed
+    now are routed; returns those events' ids. Does not commit (the consumer commits the run)."""
     repo = RoutingRepository(uow.session)
     first_copies: dict[uuid.UUID, TicketCreated] = {}
     for ticket in tickets:  # a ticket's first copy, in its place: the run is decided in event order
@@ -104,9 +103,9 @@ async def route_new_tickets(
         decisions = classifier.decide_many(unique)
     finally:  # the connection is the read's until it is answered, whatever happened here
         routed_before, specialists, claimed = await reading
-    if claim is not None:  # a ticket none of whose events was claimed now was handled before
-        claimed_tickets = {t.ticket_id for t, e in zip(tickets, claim.event_ids, strict=True) if e in claimed}
-        routed_before |= {t.ticket_id for t in unique} - claimed_tickets
+    # A ticket none of whose events was claimed now was handled before.
+    claimed_tickets = {t.ticket_id for t, e in zip(tickets, claim.event_ids, strict=True) if e in claimed}
+    routed_before |= first_copies.keys() - claimed_tickets
     decided = [
         _Routed(t, *d) for t, d in zip(unique, decisions, strict=True) if t.ticket_id not in routed_before
     ]

@@ -195,25 +195,17 @@ def _available_specialists(presence: str, roles: str) -> str:
 _AVAILABLE_SPECIALISTS = _available_specialists("$1", "$2")
 
 
-def _routed_and_available(*, claiming: bool) -> str:
-    """A run's first read, in one round trip: a first row (``id`` NULL) with the run's tickets
-    that were routed before, then a row per available specialist. ``claiming``: the run's inbox
-    rows are inserted by it too ($4–$7, `InboxClaim`), the events claimed now in the first row's
-    ``claimed_ids``. (The arrays only in the first row: repeated in every specialist's row, they
-    were decoded a couple of hundred times per run.)"""
-    claim = f"{InboxClaim.cte(4)}, " if claiming else ""
-    claimed = "array(SELECT event_id FROM claimed)" if claiming else "NULL::uuid[]"
-    return (
-        f"WITH {claim}routed AS (SELECT array({_ROUTED_AMONG}) AS ids) "
-        f"SELECT {claimed} AS claimed_ids, routed.ids AS routed_ids, NULL::uuid AS id, "
-        "NULL::integer AS active_tickets, NULL::integer AS max_concurrent, "
-        "NULL::float8 AS last_assigned_epoch, NULL::text AS profile, NULL::uuid AS team_id FROM routed "
-        f"UNION ALL SELECT NULL, NULL, s.* FROM ({_available_specialists('$2', '$3')}) s"
-    )
-
-
-_ROUTED_AND_AVAILABLE = _routed_and_available(claiming=False)
-_CLAIM_ROUTED_AND_AVAILABLE = _routed_and_available(claiming=True)
+# A run's first read, in one round trip: it claims the run's inbox rows ($4–$7, `InboxClaim`),
+# then a first row (``id`` NULL) has the events claimed now and the run's tickets that were routed
+# before, and a row follows per available specialist. (The arrays only in the first row: repeated in
+# every specialist's row, they were decoded a couple of hundred times per run.)
+_CLAIM_ROUTED_AND_AVAILABLE = (
+    f"WITH {InboxClaim.cte(4)}, routed AS (SELECT array({_ROUTED_AMONG}) AS ids) "
+    "SELECT array(SELECT event_id FROM claimed) AS claimed_ids, routed.ids AS routed_ids, NULL::uuid AS id, "
+    "NULL::integer AS active_tickets, NULL::integer AS max_concurrent, "
+    "NULL::float8 AS last_assigned_epoch, NULL::text AS profile, NULL::uuid AS team_id FROM routed "
+    f"UNION ALL SELECT NULL, NULL, s.* FROM ({_available_specialists('$2', '$3')}) s"
+)
 # The agents' rows are locked in id order first: concurrent runs then queue for them instead of
 # deadlocking (an UPDATE ... FROM locks in whatever order its join produces the rows).
 # Parameters: $1 agent ids (sorted), $2 slots of each, $3 the time, $4 the presence they must have.
@@ -670,20 +662,22 @@ class RoutingRepository:
         return {row[0] for row in await driver.fetch(_ROUTED_AMONG, list(ticket_ids))}
 
     async def routed_and_available(
-        self, ticket_ids: Sequence[uuid.UUID], claim: InboxClaim | None = None
+        self, ticket_ids: Sequence[uuid.UUID], claim: InboxClaim
     ) -> tuple[set[uuid.UUID], list[Candidate], set[uuid.UUID]]:
-        """`routed_among` and `available_specialists` in one round trip (a run's first read) —
-        with the run's inbox ``claim`` too, if given: the third item is the events it claimed now
-        (without a claim, empty)."""
+        """A run's first read, in one round trip: the run's inbox ``claim``, `routed_among` and
+        `available_specialists` — the tickets routed before, the snapshot of specialists and the
+        events claimed now."""
         driver = await self._driver()
-        arguments = [list(ticket_ids), AgentPresence.ONLINE.value, sorted(SPECIALIST_ROLES)]
-        if claim is None:
-            rows = await driver.fetch(_ROUTED_AND_AVAILABLE, *arguments)
-        else:
-            rows = await driver.fetch(_CLAIM_ROUTED_AND_AVAILABLE, *arguments, *claim.parameters)
+        rows = await driver.fetch(
+            _CLAIM_ROUTED_AND_AVAILABLE,
+            list(ticket_ids),
+            AgentPresence.ONLINE.value,
+            sorted(SPECIALIST_ROLES),
+            *claim.parameters,
+        )
         first = next(row for row in rows if row["id"] is None)
         specialists = _snapshot_candidates([row for row in rows if row["id"] is not None])
-        return set(first["routed_ids"]), specialists, set(first["claimed_ids"] or ())
+        return set(first["routed_ids"]), specialists, set(first["claimed_ids"])
 
     async def remember_and_start_clocks(
         self, rows: Sequence[NewRouting], clocks: Sequence[dict[str, Any]], now: datetime
