@@ -51,21 +51,29 @@ _CANDIDATE_COLUMNS = (
 
 def _candidate(row: Mapping[Any, Any]) -> Candidate:
     """A candidate from the columns of `_CANDIDATE_COLUMNS` (an ORM row's ``_mapping``)."""
+    return _built_candidate(
+        row, row["last_assigned_at"], row["domains"], row["skill_levels"], row["languages"]
+    )
+
+
+def _built_candidate(
+    row: Mapping[str, Any],
+    last_assigned_at: datetime | None,
+    domains: list[str],
+    levels: dict[str, int] | None,
+    languages: list[str],
+) -> Candidate:
+    """A candidate from a row's id, load, capacity and team, when it was last assigned, and its
+    domains (each held one with its level) and languages."""
     return Candidate(
         row["id"],
         row["active_tickets"],
         row["max_concurrent"],
-        row["last_assigned_at"],
-        *_skills(row["domains"], row["skill_levels"], row["languages"]),
+        last_assigned_at,
+        skills=effective_levels(domains, levels or {}),
+        languages=frozenset(languages),
         team_id=row["team_id"],
     )
-
-
-def _skills(
-    domains: list[str], levels: dict[str, int] | None, languages: list[str]
-) -> tuple[dict[str, int], frozenset[str]]:
-    """A candidate's skills (every held domain with its level) and languages."""
-    return effective_levels(domains, levels or {}), frozenset(languages)
 
 
 # The candidates of recent snapshots by everything they are built from: between two runs most
@@ -95,14 +103,8 @@ def _snapshot_candidates(rows: Sequence[Mapping[str, Any]]) -> list[Candidate]:
         candidate = known.get(key)
         if candidate is None:
             epoch = row["last_assigned_epoch"]
-            candidate = known[key] = Candidate(
-                row["id"],
-                row["active_tickets"],
-                row["max_concurrent"],
-                datetime.fromtimestamp(epoch, UTC) if epoch is not None else None,
-                *_skills(*orjson.loads(row["profile"])),
-                team_id=row["team_id"],
-            )
+            last_assigned_at = datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+            candidate = known[key] = _built_candidate(row, last_assigned_at, *orjson.loads(row["profile"]))
         snapshot.append(candidate)
     return snapshot
 
