@@ -707,8 +707,8 @@ def main() -> int:
     routing_env = dict(item.split("=", 1) for item in args.routing_env if "=" in item)
     if len(routing_env) != len(args.routing_env):
         parser.error("--routing-env takes NAME=VALUE")
-    if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
-        parser.error("--rate and --duration must be positive, --warmup not negative")
+    if args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.burst_ms < 0:
+        parser.error("--rate and --duration must be positive, --warmup and --burst-ms not negative")
     if not 1 <= args.replicas <= EVENT_TOPIC_PARTITIONS:
         parser.error(f"--replicas must be between 1 and {EVENT_TOPIC_PARTITIONS} (the partitions)")
     tickets = args.rate * (args.warmup + args.duration)
