@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from typing import Any
 
 from intake_factories import assign, queue
 from sqlalchemy import func, select
+from sqlalchemy import text as sa_text
+from sqlalchemy.dialects import postgresql
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
+from helpdesk_shared.chassis.pagination import PageParams
 from intake_service.models import Customer, Ticket
+from intake_service.repository import TicketFilters, TicketRepository
 
 CHANNEL = auth_headers("channel", sub="web-portal")
 LEAD = auth_headers("lead")
@@ -263,3 +268,36 @@ async def test_filters_and_chinese_search(intake: ServiceHarness) -> None:
     assert bad_range.status_code == 422
     bad_kind = await intake.client.get("/v1/tickets", headers=LEAD, params={"kind": "rant"})
     assert bad_kind.json()["errors"][0]["field"] == "query.kind"
+
+
+async def test_search_needs_all_the_words_and_is_served_by_the_search_index(intake: ServiceHarness) -> None:
+    marker = uuid.uuid4().hex[:8]
+    blob = secrets.token_hex(1600)  # a pasted file: one 3,200-character "word", too long to index
+    posted = await intake.client.post(
+        "/v1/tickets",
+        headers=CHANNEL,
+        json=body(subject=f"附件打不開 {marker}", description=f"客服給我的檔案內容是 {blob} 請幫忙"),
+    )
+    assert posted.status_code == 201, posted.text
+    pasted = posted.json()
+    other = (
+        await intake.client.post("/v1/tickets", headers=CHANNEL, json=body(subject=f"附件 {marker}"))
+    ).json()
+
+    async def found(q: str) -> set[str]:
+        page = (await intake.client.get("/v1/tickets", headers=LEAD, params={"q": q, "limit": 200})).json()
+        return {t["id"] for t in page["items"]}
+
+    assert await found(marker) == {pasted["id"], other["id"]}
+    assert await found(f"{marker} 檔案") == {pasted["id"]}  # every word of the query, not any
+
+    query = TicketRepository.page_query(
+        PageParams(limit=50, cursor=None), TicketFilters(search_terms=(marker,))
+    )
+    sql = query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    async with intake.uow() as uow:
+        # A handful of test rows would be read in order; forbidding that shows the index is usable.
+        await uow.session.execute(sa_text("SET LOCAL enable_seqscan = off"))
+        await uow.session.execute(sa_text("SET LOCAL enable_indexscan = off"))
+        plan = "\n".join((await uow.session.execute(sa_text(f"EXPLAIN {sql}"))).scalars())
+    assert "ix_tickets_search" in plan, plan

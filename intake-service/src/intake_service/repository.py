@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import Select, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,6 +62,10 @@ class TicketRepository:
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def page(self, params: PageParams, filters: TicketFilters) -> Sequence[Ticket]:
+        return (await self.session.execute(self.page_query(params, filters))).scalars().all()
+
+    @staticmethod
+    def page_query(params: PageParams, filters: TicketFilters) -> Select[Ticket]:
         stmt = select(Ticket)
         for column, value in (
             (Ticket.status, filters.status),
@@ -82,16 +86,16 @@ class TicketRepository:
             query = func.plainto_tsquery(
                 literal_column("'simple'::regconfig"), " ".join(filters.search_terms)
             )
+            # The search index's own expression: the planner uses an expression index for it alone.
             vector = func.to_tsvector(literal_column("'simple'::regconfig"), Ticket.search_tokens)
             stmt = stmt.where(vector.op("@@")(query))
-        stmt = keyset_page(
+        return keyset_page(
             stmt,
             created_col=Ticket.created_at,
             id_col=Ticket.id,
             params=params,
             descending=filters.newest_first,
         )
-        return (await self.session.execute(stmt)).scalars().all()
 
     async def add_timeline(
         self, ticket_id: uuid.UUID, kind: str, *, at: datetime, actor: str | None, **data: Any
