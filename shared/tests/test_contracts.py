@@ -30,6 +30,7 @@ from helpdesk_shared.contracts import (
     TicketCreated,
     TicketQueued,
     UnknownEventType,
+    envelope_json,
     generate,
     parse_event,
     payload_model,
@@ -38,6 +39,7 @@ from helpdesk_shared.contracts import (
     source_for,
     topic_for_event_type,
 )
+from helpdesk_shared.contracts import envelope as envelope_module
 
 # Every event type named in ARCHITECTURE.md §2, by the service that publishes it.
 ARCHITECTURE_EVENTS: dict[str, list[str]] = {
@@ -258,6 +260,39 @@ def test_envelope_round_trip_through_parse_event(ce_type: str, full: bool) -> No
         assert parsed.data == payload
         assert parsed.model_dump() == envelope.model_dump()
     assert parse_event(raw).to_json_bytes() == raw
+
+
+@pytest.mark.parametrize("microsecond", [0, 123_456], ids=["whole-second", "fraction"])
+@pytest.mark.parametrize("full", [False, True], ids=["required-only", "all-fields"])
+@pytest.mark.parametrize("ce_type", ALL_TYPES)
+def test_envelope_json_is_the_text_the_envelope_model_serializes(
+    ce_type: str, full: bool, microsecond: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime(2026, 12, 6, 9, 30, 15, microsecond, tzinfo=UTC)
+    monkeypatch.setattr(envelope_module, "utcnow", lambda: now)
+    payload = build_sample(payload_model(ce_type), full=full)
+    event = envelope_json(payload, source=source_for(producer_of(ce_type)), correlationid="req-1")
+
+    parsed = parse_event(event.json)
+    assert (parsed.id, parsed.type, parsed.time) == (event.id, ce_type, now)
+    assert (parsed.subject, parsed.correlationid, parsed.data) == (payload.aggregate_id(), "req-1", payload)
+    assert parsed.to_json_bytes().decode() == event.json  # byte for byte
+
+
+def test_envelope_json_holds_the_envelopes_fields_to_the_models_limits() -> None:
+    payload = build_sample(TicketCreated, full=False)
+    for wrong in (
+        {"source": ""},
+        {"source": "s" * 201},
+        {"source": "/x", "subject": "s" * 201},
+        {"source": "/x", "correlationid": "c" * 201},
+    ):
+        with pytest.raises(ValueError):
+            EventEnvelope.wrap(payload, **wrong)
+        with pytest.raises(ValueError):
+            envelope_json(payload, **wrong)
+    longest = envelope_json(payload, source="s" * 200, subject="t" * 200, correlationid="c" * 200)
+    assert parse_event(longest.json).subject == "t" * 200
 
 
 def _raw_event(**changes: Any) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from helpdesk_shared.chassis.db import STATEMENT_LIFETIME_SECONDS
 from helpdesk_shared.chassis.problems import Conflict, DomainError, InvalidInput
 from helpdesk_shared.chassis.uow import event_headers
 from helpdesk_shared.contracts.enums import TicketStatus
-from helpdesk_shared.contracts.envelope import EventEnvelope
+from helpdesk_shared.contracts.envelope import envelope_json
 from helpdesk_shared.contracts.intake import TicketCreated
 from intake_service.models import TICKET_NUMBER_SEQ
 from intake_service.new_ticket import TicketDraft, created_events, created_timeline_data, ticket_row
@@ -421,25 +421,25 @@ class TicketWriter:
         for draft in drafts:
             customer_id = customer_ids[draft.id]
             for payload in created_events(draft, number=_NUMBER_PLACEHOLDER, customer_id=customer_id):
-                envelope = EventEnvelope.wrap(
+                # The envelope straight to its JSON text (what `outbox_message` stores as its payload,
+                # without building the envelope model first).
+                event = envelope_json(
                     payload, source=self._source, subject=str(draft.id), correlationid=draft.correlation_id
                 )
                 created = isinstance(payload, TicketCreated)
                 out.append(
                     {
-                        "event_id": envelope.id,
+                        "event_id": event.id,
                         "ticket_id": draft.id,
-                        "event_type": envelope.type,
-                        "headers": event_headers(envelope),
+                        "event_type": event.type,
+                        "headers": event_headers(event.type, event.id, draft.correlation_id),
                         # The ticket's number and customer id are filled in by the statement.
                         "number_placeholder": _NUMBER_PLACEHOLDER if created else None,
                         "customer_placeholder": str(customer_id) if created else None,
                         "ord": len(out),
                     }
                 )
-                # The envelope serialised once, straight to JSON (what `outbox_message` stores as
-                # its payload, without the detour through a dict).
-                payloads.append(envelope.__pydantic_serializer__.to_json(envelope).decode())
+                payloads.append(event.json)
         return out, payloads
 
 

@@ -151,14 +151,10 @@ def outbox_message(envelope: EventEnvelope[Any], *, topic: str) -> dict[str, Any
         "event_id": envelope.id,
         "event_type": envelope.type,
         "payload": envelope.model_dump(mode="json"),
-        "headers": event_headers(envelope),
+        "headers": event_headers(envelope.type, envelope.id, envelope.correlationid),
     }
 
 
-def event_headers(envelope: EventEnvelope[Any]) -> dict[str, str]:
+def event_headers(event_type: str, event_id: uuid.UUID, correlationid: str | None) -> dict[str, str]:
     """The Kafka headers of an event: CloudEvents type and id, the correlation id."""
-    return {
-        "ce_type": envelope.type,
-        "ce_id": str(envelope.id),
-        "correlationid": envelope.correlationid or "",
-    }
+    return {"ce_type": event_type, "ce_id": str(event_id), "correlationid": correlationid or ""}

@@ -33,7 +33,9 @@ from .envelope import (
     ContractModel,
     EventEnvelope,
     EventPayload,
+    NewEvent,
     RawEnvelope,
+    envelope_json,
 )
 from .intake import (
     ComplaintUpdated,
@@ -117,6 +119,7 @@ __all__ = [
     "KbArticlePublished",
     "KbGapReported",
     "MessageAuthor",
+    "NewEvent",
     "Priority",
     "RawEnvelope",
     "ReviewChecklist",
@@ -141,6 +144,7 @@ __all__ = [
     "TicketStatus",
     "TicketTransferred",
     "UnknownEventType",
+    "envelope_json",
     "envelope_model",
     "parse_event",
     "payload_model",

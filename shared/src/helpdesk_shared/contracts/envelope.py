@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 EVENT_TYPE_PREFIX = "helpdesk."
@@ -140,3 +141,56 @@ def envelope_model(model: type[EventPayload]) -> type[EventEnvelope[Any]]:
     if envelope is None:
         envelope = _ENVELOPES[model] = EventEnvelope[model]  # type: ignore[valid-type]
     return envelope
+
+
+class NewEvent(NamedTuple):
+    """An event serialized by `envelope_json`: its id and type, and the envelope as JSON text."""
+
+    id: uuid.UUID
+    type: str
+    json: str
+
+
+def _length_limits(field: str) -> tuple[int, int]:
+    """The envelope field's (min_length, max_length), as its model declares them."""
+    metadata = EventEnvelope.model_fields[field].metadata
+    least = next((m.min_length for m in metadata if getattr(m, "min_length", None) is not None), 0)
+    most = next(m.max_length for m in metadata if getattr(m, "max_length", None) is not None)
+    return least, most
+
+
+_CHECKED_FIELDS = {name: _length_limits(name) for name in ("source", "subject", "correlationid")}
+
+
+def envelope_json(
+    payload: EventPayload, *, source: str, subject: str | None = None, correlationid: str | None = None
+) -> NewEvent:
+    """`EventEnvelope.wrap(payload, …)` serialized — the same JSON text — without building the envelope.
+
+    For the hottest writer (intake stores an event with every new ticket): validating an envelope
+    model only to serialize it cost about twice the payload's own serialization. The payload is a
+    validated model, serialized by its own serializer as the envelope does; the envelope's own
+    fields are a new id, now, the payload's type and the caller's values, held to the model's
+    limits here (a `ValueError`, as from `wrap`)."""
+    subject = subject if subject is not None else payload.aggregate_id()
+    for name, value in (("source", source), ("subject", subject), ("correlationid", correlationid)):
+        least, most = _CHECKED_FIELDS[name]
+        if value is not None and not least <= len(value) <= most:
+            raise ValueError(f"envelope {name} must be {least}-{most} characters, not {len(value)}")
+    event_id, event_type = new_event_id(), payload.cloudevent_type()
+    head = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": source,
+            "type": event_type,
+            "subject": subject,
+            "time": utcnow(),
+            "datacontenttype": "application/json",
+            "correlationid": correlationid,
+            "traceparent": None,
+        },
+        option=orjson.OPT_UTC_Z,
+    )
+    data = payload.__pydantic_serializer__.to_json(payload)
+    return NewEvent(event_id, event_type, (head[:-1] + b',"data":' + data + b"}").decode())
