@@ -15,9 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message, Receive, Scope, Send
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
-from helpdesk_shared.chassis.uow import outbox_message
-from helpdesk_shared.contracts.envelope import EventEnvelope
-from helpdesk_shared.contracts.intake import TicketCreated
 from intake_service.api.fast_intake import FastTicketIntake
 
 CHANNEL = auth_headers("channel", sub="fast-lane-portal")
@@ -216,24 +213,3 @@ async def test_a_request_the_lane_declines_reaches_the_app_whole() -> None:
     chunks.append({"type": "http.request", "body": b"", "more_body": False})
     await lane(other, receive, send)
     assert recorder.bodies[-1] == b""
-
-
-def test_the_writer_stores_what_outbox_message_would() -> None:
-    envelope = EventEnvelope.wrap(
-        TicketCreated(
-            ticket_id=uuid.uuid4(),
-            number="HD-000001",
-            channel="web",
-            kind="question",
-            subject="s",
-            description="d",
-            priority="normal",
-            urgent_detected=False,
-            customer_id=uuid.uuid4(),
-            created_at="2024-05-01T12:00:00Z",
-        ),
-        source="/helpdesk/intake",
-        correlationid="corr-1",
-    )
-    message = outbox_message(envelope, topic="t")
-    assert orjson.loads(envelope.__pydantic_serializer__.to_json(envelope)) == message["payload"]

@@ -421,8 +421,7 @@ class TicketWriter:
         for draft in drafts:
             customer_id = customer_ids[draft.id]
             for payload in created_events(draft, number=_NUMBER_PLACEHOLDER, customer_id=customer_id):
-                # The envelope straight to its JSON text (what `outbox_message` stores as its payload,
-                # without building the envelope model first).
+                # The envelope as its JSON text, as `UnitOfWork.publish` stores an event.
                 event = envelope_json(
                     payload, source=self._source, subject=str(draft.id), correlationid=draft.correlation_id
                 )

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from helpdesk_shared.chassis.db import OUTBOX, driver_connection
 from helpdesk_shared.chassis.logging import correlation_id_var
-from helpdesk_shared.contracts.envelope import EventEnvelope, EventPayload
+from helpdesk_shared.contracts.envelope import EventPayload, NewEvent, envelope_json
 
 
 class UnitOfWork:
@@ -60,13 +60,19 @@ class UnitOfWork:
         finally:
             await session.close()
 
-    def publish(self, payload: EventPayload, *, subject: str) -> EventEnvelope[Any]:
+    def publish(self, payload: EventPayload, *, subject: str) -> NewEvent:
         """Queue an event for this service's topic; it is stored on `commit()`."""
-        envelope = EventEnvelope.wrap(
-            payload, source=self._source, subject=subject, correlationid=correlation_id_var.get()
+        correlationid = correlation_id_var.get()
+        event = envelope_json(payload, source=self._source, subject=subject, correlationid=correlationid)
+        self.add_outbox_message(
+            topic=self._topic,
+            key=subject,
+            event_id=event.id,
+            event_type=event.type,
+            payload=event.json,
+            headers=event_headers(event.type, event.id, correlationid),
         )
-        self.add_outbox_message(**outbox_message(envelope, topic=self._topic))
-        return envelope
+        return event
 
     def add_outbox_message(
         self,
@@ -75,9 +81,10 @@ class UnitOfWork:
         key: str | None,
         event_id: uuid.UUID,
         event_type: str,
-        payload: dict[str, Any],
+        payload: str | dict[str, Any],
         headers: dict[str, str],
     ) -> None:
+        """Queue a message for ``topic``: ``payload`` is its JSON text, or a value to serialize."""
         # Serialized now (orjson: datetimes, UUIDs), stored as this very JSON text by one statement at
         # commit — the text the relay publishes.
         self._pending.append(
@@ -86,7 +93,9 @@ class UnitOfWork:
                 "topic": topic,
                 "key": key,
                 "event_type": event_type,
-                "payload": orjson.dumps(payload, default=str).decode(),
+                "payload": payload
+                if isinstance(payload, str)
+                else orjson.dumps(payload, default=str).decode(),
                 "headers": orjson.dumps(headers).decode(),
             }
         )
@@ -141,18 +150,6 @@ _INSERT_EVENTS = (
     "FROM unnest({}::uuid[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[]) WITH ORDINALITY "
     "AS e(event_id, topic, key, event_type, payload, headers, position) ORDER BY e.position"
 )
-
-
-def outbox_message(envelope: EventEnvelope[Any], *, topic: str) -> dict[str, Any]:
-    """The outbox columns of an event: keyed by its subject, CloudEvents headers for consumers."""
-    return {
-        "topic": topic,
-        "key": envelope.subject,
-        "event_id": envelope.id,
-        "event_type": envelope.type,
-        "payload": envelope.model_dump(mode="json"),
-        "headers": event_headers(envelope.type, envelope.id, envelope.correlationid),
-    }
 
 
 def event_headers(event_type: str, event_id: uuid.UUID, correlationid: str | None) -> dict[str, str]:
