@@ -7,37 +7,18 @@ import uuid
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.stack import Stack
 from helpdesk_runtime.testing import auth_headers
 from helpdesk_shared.contracts.topics import SERVICE_TOPIC
 
-from .test_e2e_ticket_flow import eventually
+from .test_e2e_ticket_flow import eventually, every_record
 
 pytestmark = pytest.mark.e2e
 
 CHANNEL = auth_headers("channel")
 LEAD = auth_headers("lead")
-
-
-async def every_event(bootstrap: str, topics: list[str]) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        values: list[bytes] = []
-        while batch := await consumer.getmany(timeout_ms=1500):
-            values.extend(record.value for records in batch.values() for record in records)
-        return values
-    finally:
-        await consumer.stop()
 
 
 def test_no_email_or_phone_in_any_event_or_log(stack: Stack, infra: Infra) -> None:
@@ -67,7 +48,7 @@ def test_no_email_or_phone_in_any_event_or_log(stack: Stack, infra: Infra) -> No
         intake.post(f"/v1/tickets/{ticket['id']}/messages", headers=CHANNEL, json={"body": "謝謝"})
 
     topics = [stack.topic_prefix + t for t in SERVICE_TOPIC.values()]
-    events = asyncio.run(every_event(infra.kafka_bootstrap, topics))
+    events = [r.value for r in asyncio.run(every_record(infra.kafka_bootstrap, topics))]
     assert any(ticket["id"].encode() in e for e in events), "the flow's events were not found"
     leaks = [e for e in events if any(c in e for c in (email.encode(), phone.encode(), "周先生".encode()))]
     assert leaks == [], "an event carries the customer's email, phone or name"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -9,11 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.seed import DEMO_AGENTS, LEAD_ID
 from helpdesk_runtime.stack import SERVICES, Stack
 from helpdesk_runtime.testing import auth_headers
+from helpdesk_shared.contracts import parse_event
+from helpdesk_shared.contracts.topics import SERVICE_TOPIC
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +49,25 @@ def eventually(check: Callable[[], Any], *, within: float, interval: float = 0.0
         time.sleep(interval)
 
 
+async def every_record(bootstrap: str, topics: list[str]) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on ``topics`` so far."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        while batch := await consumer.getmany(timeout_ms=1500):
+            found.extend(record for records in batch.values() for record in records)
+        return found
+    finally:
+        await consumer.stop()
+
+
 def test_posted_ticket_is_assigned_within_five_seconds(stack: Stack) -> None:
     with httpx.Client(base_url=stack.url("intake"), timeout=5) as intake:
         created = intake.post("/v1/tickets", json=new_ticket(), headers=CHANNEL)
@@ -58,6 +82,28 @@ def test_posted_ticket_is_assigned_within_five_seconds(stack: Stack) -> None:
         shown = eventually(assigned, within=5.0)
     assert shown["status"] == "assigned"
     assert shown["assignee_id"] in {str(a.id) for a in DEMO_AGENTS}
+
+
+def test_a_requests_correlation_id_travels_with_every_event_it_caused(stack: Stack, infra: Infra) -> None:
+    correlation_id = f"portal-{uuid.uuid4().hex[:12]}"
+    with httpx.Client(base_url=stack.url("intake"), timeout=5) as intake:
+        created = intake.post(
+            "/v1/tickets", json=new_ticket(), headers={**CHANNEL, "X-Correlation-ID": correlation_id}
+        )
+        ticket = created.json()
+        eventually(
+            lambda: intake.get(f"/v1/tickets/{ticket['id']}", headers=CHANNEL).json()["assignee_id"], within=5
+        )
+
+    topics = [stack.topic_prefix + t for t in SERVICE_TOPIC.values()]
+    records = [
+        r for r in asyncio.run(every_record(infra.kafka_bootstrap, topics)) if r.key == ticket["id"].encode()
+    ]
+    types = {parse_event(r.value).type for r in records}
+    assert {"helpdesk.ticket.created.v1", "helpdesk.ticket.assigned.v1"} <= types  # intake's, then routing's
+    for record in records:
+        assert dict(record.headers)["correlationid"] == correlation_id.encode()
+        assert parse_event(record.value).correlationid == correlation_id
 
 
 def test_every_service_consumes_what_it_needs(stack: Stack) -> None:

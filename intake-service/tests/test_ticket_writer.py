@@ -8,12 +8,14 @@ import uuid
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import func, select
 from sqlalchemy import text as sa_text
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
 from helpdesk_shared.chassis.problems import InvalidInput
+from helpdesk_shared.contracts import parse_event
 from intake_service.models import ComplaintCase, Customer, Ticket, TimelineEntry
 from intake_service.new_ticket import TicketDraft
 from intake_service.schemas import TicketCreate
@@ -174,6 +176,33 @@ async def test_created_events_carry_the_stored_number_and_customer_id(intake: Se
         assert data["customer_id"] == tickets[key]["customer_id"] == customer_id
         assert data["subject"] == tickets[key]["subject"]
     assert {payload["data"]["subject"] for _, payload in rows} == set(subjects)
+
+
+async def test_a_new_tickets_event_carries_the_requests_correlation_id(intake: ServiceHarness) -> None:
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    by_request = await intake.client.post(
+        "/v1/tickets", json=body(), headers={**CHANNEL, "X-Request-ID": request_id}
+    )
+    by_caller = await intake.client.post(
+        "/v1/tickets", json=body(), headers={**CHANNEL, "X-Request-ID": "r", "X-Correlation-ID": "portal-42"}
+    )
+    for response, correlation_id in ((by_request, request_id), (by_caller, "portal-42")):
+        ticket_id = response.json()["id"]
+        async with intake.uow() as uow:
+            stored = (
+                await uow.session.execute(
+                    select(OUTBOX.c.event_id, OUTBOX.c.headers, OUTBOX.c.payload).where(
+                        OUTBOX.c.key == ticket_id
+                    )
+                )
+            ).one()
+        event = parse_event(orjson.dumps(stored.payload))
+        assert (event.id, event.subject, event.correlationid) == (stored.event_id, ticket_id, correlation_id)
+        assert stored.headers == {
+            "ce_type": event.type,
+            "ce_id": str(event.id),
+            "correlationid": correlation_id,
+        }
 
 
 async def test_one_ticket_that_cannot_be_stored_does_not_fail_its_batch(intake: ServiceHarness) -> None:

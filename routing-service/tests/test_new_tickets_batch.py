@@ -28,7 +28,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from helpdesk_runtime.testing import ServiceHarness
 from helpdesk_shared.chassis.consumer import InboxClaim
-from helpdesk_shared.chassis.db import INBOX
+from helpdesk_shared.chassis.db import INBOX, OUTBOX
 from helpdesk_shared.contracts import EventEnvelope, TicketKind
 from routing_service import classification, new_tickets, repository
 from routing_service.domain.assignment import Candidate
@@ -223,6 +223,36 @@ async def test_difficult_tickets_of_a_run_go_to_the_lead_the_rest_to_specialists
     assert assigned["difficult"] is True
     [classified] = await published(routing, str(complaint.data.ticket_id), "helpdesk.ticket.classified.v1")
     assert classified["difficult"] is True and classified["first_response_due_at"] is not None
+
+
+async def test_each_tickets_events_carry_its_own_events_correlation_id(routing: ServiceHarness) -> None:
+    domain = f"batch-{uuid.uuid4().hex[:8]}"
+    keyword = await domain_rule(routing, domain)
+    await team_with_lead(routing, domain)
+    question = ticket_created(subject=f"{keyword} 請問").model_copy(update={"correlationid": "portal-1"})
+    complaint = ticket_created(kind=TicketKind.COMPLAINT, subject=f"{keyword} 投訴").model_copy(
+        update={"correlationid": "portal-2"}  # difficult: routed on its own inside the run
+    )
+    anonymous = ticket_created(subject=f"{keyword} 諮詢")  # no correlation id: its event's id
+
+    await route_run(routing, [question, complaint, anonymous])
+
+    for event, correlation_id in (
+        (question, "portal-1"),
+        (complaint, "portal-2"),
+        (anonymous, str(anonymous.id)),
+    ):
+        async with routing.uow() as uow:
+            rows = (
+                await uow.session.execute(
+                    select(OUTBOX.c.event_type, OUTBOX.c.headers, OUTBOX.c.payload).where(
+                        OUTBOX.c.key == str(event.data.ticket_id)
+                    )
+                )
+            ).all()
+        assert ASSIGNED in {r.event_type for r in rows}
+        for row in rows:
+            assert row.headers["correlationid"] == row.payload["correlationid"] == correlation_id, row
 
 
 async def test_a_run_that_lost_a_race_for_capacity_is_routed_again_one_by_one(
@@ -455,7 +485,7 @@ def test_a_run_leaves_the_agents_a_run_in_flight_is_storing_to_others() -> None:
     )
 
     def choose() -> list[Any]:
-        run = [new_tickets._Routed(ticket_created().data, decision, None)]
+        run = [new_tickets._Routed(ticket_created().data, decision, None, None)]
         choices, left = new_tickets._choose(run, [first, second], datetime.now(UTC))
         assert not left
         return choices

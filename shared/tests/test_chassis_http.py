@@ -19,6 +19,7 @@ from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate, run_service
 from helpdesk_shared.chassis.app import ServiceDefinition, UoW, create_service_app
 from helpdesk_shared.chassis.db import create_engine
+from helpdesk_shared.chassis.logging import correlation_id_var
 from helpdesk_shared.chassis.problems import PROBLEM_BASE, PROBLEM_JSON, Conflict
 from helpdesk_shared.chassis.settings import ServiceSettings
 
@@ -33,6 +34,11 @@ async def get_item(item_id: int) -> dict[str, int]:
     if item_id == 409:
         raise Conflict("Item 409 is locked by another agent", holder="agent-7")
     return {"id": item_id}
+
+
+@router.get("/correlation")
+async def correlation() -> dict[str, str | None]:
+    return {"correlation_id": correlation_id_var.get()}
 
 
 @router.get("/crash")
@@ -119,6 +125,20 @@ async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> N
     generated = [(await client.get("/chassis/items/1")).headers["x-request-id"] for _ in range(2)]
     assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in generated)
     assert generated[0] != generated[1]
+
+
+async def test_a_request_runs_under_the_callers_correlation_id_or_its_own_request_id(
+    client: httpx.AsyncClient,
+) -> None:
+    async def seen(**headers: str) -> tuple[str | None, str]:
+        response = await client.get("/chassis/correlation", headers=headers)
+        return response.json()["correlation_id"], response.headers["x-request-id"]
+
+    assert await seen(**{"X-Correlation-ID": "corr-7", "X-Request-ID": "req-7"}) == ("corr-7", "req-7")
+    assert await seen(**{"X-Request-ID": "req-8"}) == ("req-8", "req-8")
+    correlation_id, request_id = await seen()
+    assert correlation_id == request_id  # generated
+    assert correlation_id_var.get() is None  # not left behind
 
 
 async def test_a_domain_error_is_a_problem_document(client: httpx.AsyncClient) -> None:

@@ -31,8 +31,14 @@ async def on_tickets_created(
     events: list[EventEnvelope[Any]], uow: UnitOfWork, claim: InboxClaim
 ) -> set[uuid.UUID]:
     """A run of new tickets of one partition, routed in one transaction whose first read also
-    claims their inbox rows (see `new_tickets`)."""
-    return await new_tickets.route_new_tickets(uow, [event.data for event in events], claim)
+    claims their inbox rows (see `new_tickets`). Each ticket's events carry its event's correlation
+    id, as the consumer gives it to an event handled alone."""
+    return await new_tickets.route_new_tickets(
+        uow,
+        [event.data for event in events],
+        claim,
+        [event.correlationid or str(event.id) for event in events],
+    )
 
 
 async def on_ticket_resolved(event: EventEnvelope[Any], uow: UnitOfWork) -> None:

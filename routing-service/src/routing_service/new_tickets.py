@@ -38,11 +38,12 @@ import collections
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from helpdesk_shared.chassis.consumer import InboxClaim, RetryRun
+from helpdesk_shared.chassis.logging import correlated
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketCreated
@@ -74,6 +75,8 @@ class _Routed(NamedTuple):
     decision: Decision
     version: int | None
     """The classifier version when the model decided."""
+    correlation_id: str | None
+    """Of the event that brought the ticket: its events carry it on."""
 
     @property
     def priority(self) -> Priority:
@@ -81,17 +84,25 @@ class _Routed(NamedTuple):
 
 
 async def route_new_tickets(
-    uow: UnitOfWork, tickets: list[TicketCreated], claim: InboxClaim
+    uow: UnitOfWork,
+    tickets: list[TicketCreated],
+    claim: InboxClaim,
+    correlations: Sequence[str | None] | None = None,
 ) -> set[uuid.UUID]:
     """Route ``tickets`` (in event order) as `service.route_new_ticket` would, one after the other.
 
     The first read inserts the run's inbox rows (``claim``: ``claim.event_ids[i]`` is the event of
     ``tickets[i]``) — one round trip fewer per run — and only the tickets whose events were claimed
-    now are routed; returns those events' ids. Does not commit (the consumer commits the run)."""
+    now are routed; returns those events' ids. A ticket's events carry the correlation id of its
+    event (``correlations[i]``), as they would if it were handled alone. Does not commit (the
+    consumer commits the run)."""
     repo = RoutingRepository(uow.session)
     first_copies: dict[uuid.UUID, TicketCreated] = {}
-    for ticket in tickets:  # a ticket's first copy, in its place: the run is decided in event order
+    correlation_of: dict[uuid.UUID, str | None] = {}
+    for ticket, correlation_id in zip(tickets, correlations or [None] * len(tickets), strict=True):
+        # A ticket's first copy, in its place: the run is decided in event order.
         first_copies.setdefault(ticket.ticket_id, ticket)
+        correlation_of.setdefault(ticket.ticket_id, correlation_id)
     unique = list(first_copies.values())
     # The classifier first (a query only when its snapshot is due for a reload); then the run's
     # first read is sent, and PostgreSQL answers it while the tickets are classified here (a
@@ -107,7 +118,9 @@ async def route_new_tickets(
     claimed_tickets = {t.ticket_id for t, e in zip(tickets, claim.event_ids, strict=True) if e in claimed}
     routed_before |= first_copies.keys() - claimed_tickets
     decided = [
-        _Routed(t, *d) for t, d in zip(unique, decisions, strict=True) if t.ticket_id not in routed_before
+        _Routed(t, *d, correlation_of[t.ticket_id])
+        for t, d in zip(unique, decisions, strict=True)
+        if t.ticket_id not in routed_before
     ]
     if not decided:
         return claimed
@@ -150,17 +163,18 @@ async def route_new_tickets(
         await _assign_and_take(repo, assignments, now)
         assignments = []
     for item in one_by_one:
-        await assign_or_queue(
-            uow,
-            repo,
-            item.ticket.ticket_id,
-            domain=item.decision.domain,
-            language=item.ticket.language,
-            difficult=item.decision.difficult,
-            priority=item.priority,
-            waiting_since=item.ticket.created_at,
-            now=now,
-        )
+        with correlated(item.correlation_id):
+            await assign_or_queue(
+                uow,
+                repo,
+                item.ticket.ticket_id,
+                domain=item.decision.domain,
+                language=item.ticket.language,
+                difficult=item.decision.difficult,
+                priority=item.priority,
+                waiting_since=item.ticket.created_at,
+                now=now,
+            )
     # The agents' rows are what concurrent runs (other partitions, replicas) wait for: their
     # update is the last statement before the commit, so they are locked for one round trip —
     # the one that also stores the run's events.
@@ -195,7 +209,7 @@ def _publish_classified(
             event = classification.classified_event(
                 item.ticket, item.decision, item.version, now, planned[1] if planned else None
             )
-            uow.publish(event, subject=str(item.ticket.ticket_id))
+            uow.publish(event, subject=str(item.ticket.ticket_id), correlationid=item.correlation_id)
 
 
 async def _assign_and_take(
@@ -284,5 +298,6 @@ def _publish_assigned(uow: UnitOfWork, choices: list[_Choice], now: datetime) ->
                 difficult=False,
             ),
             subject=str(ticket_id),
+            correlationid=item.correlation_id,
         )
     return assignments

@@ -22,7 +22,7 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from helpdesk_shared.chassis.logging import request_id_var
+from helpdesk_shared.chassis.logging import correlation_id_var, request_id_var
 from helpdesk_shared.chassis.problems import unexpected_error_response
 
 HTTP_REQUESTS = Counter(
@@ -81,14 +81,18 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = None
+        request_id = correlation_id = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
-                break
+                request_id = request_id or value.decode("latin-1")[:128]
+            elif name == b"x-correlation-id":
+                correlation_id = correlation_id or value.decode("latin-1")[:128]
         if not request_id:
             request_id = secrets.token_hex(16)  # as opaque as uuid4().hex, a quarter of its cost
         token = request_id_var.set(request_id)
+        # The events this request causes carry its correlation id (the caller's, else the request's
+        # id), and so do the events of every service that handles them: one id across the system.
+        correlation_token = correlation_id_var.set(correlation_id or request_id)
         status = 500
         response_started = False
         started = time.perf_counter()
@@ -113,6 +117,7 @@ class RequestContextMiddleware:
             await response(scope, receive, send_wrapper)
         finally:
             request_id_var.reset(token)
+            correlation_id_var.reset(correlation_token)
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]

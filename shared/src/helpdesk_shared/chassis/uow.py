@@ -60,9 +60,11 @@ class UnitOfWork:
         finally:
             await session.close()
 
-    def publish(self, payload: EventPayload, *, subject: str) -> NewEvent:
-        """Queue an event for this service's topic; it is stored on `commit()`."""
-        correlationid = correlation_id_var.get()
+    def publish(self, payload: EventPayload, *, subject: str, correlationid: str | None = None) -> NewEvent:
+        """Queue an event for this service's topic; it is stored on `commit()`. It carries
+        ``correlationid``, by default the one the unit of work runs under (the request's, or the
+        event's being handled)."""
+        correlationid = correlationid or correlation_id_var.get()
         event = envelope_json(payload, source=self._source, subject=subject, correlationid=correlationid)
         self.add_outbox_message(
             topic=self._topic,
