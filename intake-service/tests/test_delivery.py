@@ -102,7 +102,9 @@ async def delivering(
         yield harness
 
 
-async def publish_answer(intake: ServiceHarness, ticket_id: str, body: str, version: int = 1) -> None:
+async def publish_answer(
+    intake: ServiceHarness, ticket_id: str, body: str, version: int = 1, correlationid: str | None = None
+) -> None:
     consumer = intake.runtime.consumer
     assert consumer is not None
     event = EventEnvelope.wrap(
@@ -117,6 +119,7 @@ async def publish_answer(intake: ServiceHarness, ticket_id: str, body: str, vers
         ),
         source="/helpdesk/review",
         subject=ticket_id,
+        correlationid=correlationid,
     )
     await consumer.handle_event(event, topic="helpdesk.review")
 
@@ -195,10 +198,21 @@ async def test_webhook_is_signed_and_retried_until_accepted(delivering: ServiceH
     ).json()
     await assign(delivering, ticket["id"])
 
-    await publish_answer(delivering, ticket["id"], "請先清除快取後重新登入。")
+    await publish_answer(delivering, ticket["id"], "請先清除快取後重新登入。", correlationid="review-77")
     events = await until(lambda: _count_at_least(delivering, ticket["id"], 1))
 
     assert events[0]["attempts"] == 3
+    # The answer's correlation id goes on with it: to the integration and on the delivered event.
+    assert FlakyReceiver.posts[-1][0]["X-Correlation-ID"] == "review-77"
+    async with delivering.uow() as uow:
+        delivered = (
+            await uow.session.execute(
+                select(OUTBOX.c.headers, OUTBOX.c.payload).where(
+                    OUTBOX.c.key == ticket["id"], OUTBOX.c.event_type == "helpdesk.ticket.answer_delivered.v1"
+                )
+            )
+        ).one()
+    assert delivered.headers["correlationid"] == delivered.payload["correlationid"] == "review-77"
     headers, body = FlakyReceiver.posts[-1]
     timestamp, signature = (part.split("=", 1)[1] for part in headers["X-Helpdesk-Signature"].split(","))
     expected = hmac.new(WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()

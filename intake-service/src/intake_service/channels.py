@@ -20,6 +20,7 @@ from typing import Protocol
 import httpx
 import orjson
 
+from helpdesk_shared.chassis.logging import correlation_id_var
 from helpdesk_shared.contracts.enums import Channel
 from intake_service.settings import IntakeSettings
 
@@ -134,6 +135,8 @@ class WebhookSender:
                     "Content-Type": "application/json",
                     SIGNATURE_HEADER: signature,
                     "Idempotency-Key": str(answer.delivery_id),
+                    # The id the answer's events and logs carry, for the integration's own.
+                    **({"X-Correlation-ID": cid} if (cid := correlation_id_var.get()) else {}),
                 },
             )
         except httpx.HTTPError as exc:

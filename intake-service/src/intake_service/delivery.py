@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy import exists, select
 
 from helpdesk_shared.chassis.app import ServiceRuntime
-from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.logging import correlated, correlation_id_var, get_logger
 from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import Channel, MessageAuthor, TicketStatus
 from helpdesk_shared.contracts.intake import TicketAnswerDelivered
@@ -73,6 +73,7 @@ async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, ma
             status="pending",
             attempts=0,
             next_attempt_at=now,
+            correlation_id=correlation_id_var.get(),
         )
     )
     await repo.add_timeline(
@@ -190,14 +191,15 @@ async def deliver_due(uow_factory: UnitOfWorkFactory, sender: AnswerSender, sett
         ).all()
         for delivery in due:
             delivery.attempts += 1
-            try:
-                await sender.send(await _outbound(uow, delivery))
-            except DeliveryError as error:
-                await _failed(uow, delivery, error, datetime.now(UTC), settings)
-            except Exception as exc:  # an adapter bug still counts as an attempt, never loops hot
-                await _failed(uow, delivery, DeliveryError(repr(exc)), datetime.now(UTC), settings)
-            else:
-                await _delivered(uow, delivery, datetime.now(UTC))
+            with correlated(delivery.correlation_id):
+                try:
+                    await sender.send(await _outbound(uow, delivery))
+                except DeliveryError as error:
+                    await _failed(uow, delivery, error, datetime.now(UTC), settings)
+                except Exception as exc:  # an adapter bug still counts as an attempt, never loops hot
+                    await _failed(uow, delivery, DeliveryError(repr(exc)), datetime.now(UTC), settings)
+                else:
+                    await _delivered(uow, delivery, datetime.now(UTC))
         await uow.commit()
     return len(due)
 

@@ -218,6 +218,8 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Of the `answer.published` event: the delivery, its log lines and its events carry it on.
+    correlation_id: Mapped[str | None] = mapped_column(String(200))
 
 
 class InboundEmail(Base):
