@@ -71,7 +71,7 @@ from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from helpdesk_shared.chassis.db import INBOX
-from helpdesk_shared.chassis.logging import correlation_id_var, get_logger
+from helpdesk_shared.chassis.logging import correlated, get_logger
 from helpdesk_shared.chassis.metrics import CONSUMER_LAG, EVENTS_CONSUMED
 from helpdesk_shared.chassis.settings import ServiceSettings
 from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
@@ -170,6 +170,12 @@ class RetryRun(Exception):
     the run is applied once more as a whole before falling back to one event at a time."""
 
 
+def correlation_of(envelope: EventEnvelope[Any]) -> str:
+    """The correlation id an event is handled under, and the events its handling publishes carry:
+    the event's own, else its id (an event without one starts a chain)."""
+    return envelope.correlationid or str(envelope.id)
+
+
 @dataclass(frozen=True)
 class Batched:
     """A handler that can also apply a run of consecutive events of its type in one transaction.
@@ -181,6 +187,9 @@ class Batched:
     ``claiming``, given instead of ``many``, saves the run a round trip: it gets every event of
     the run and their `InboxClaim`, sends the claim's CTE with its first statement, applies only
     the events claimed now (in order, a copy of an event once) and returns their ids.
+
+    A run is not handled under one correlation id: the handler publishes each event's consequences
+    under that event's (`correlation_of`).
     """
 
     one: Handler
@@ -542,8 +551,7 @@ class EventConsumer:
     ) -> bool:
         """Apply one event exactly once; returns False when it was a duplicate."""
         handler = self._handlers[envelope.type]
-        token = correlation_id_var.set(envelope.correlationid or str(envelope.id))
-        try:
+        with correlated(correlation_of(envelope)):
             attempts = self._settings.consumer_max_attempts
             for attempt in range(1, attempts + 1):
                 try:
@@ -567,8 +575,6 @@ class EventConsumer:
                         return True
                     await asyncio.sleep(self._settings.consumer_retry_backoff_seconds * 2 ** (attempt - 1))
             return True
-        finally:
-            correlation_id_var.reset(token)
 
     async def _apply(self, handler: Handler, envelope: EventEnvelope[Any], topic: str) -> bool:
         async with self._uow_factory() as uow:
