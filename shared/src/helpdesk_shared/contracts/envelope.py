@@ -167,11 +167,11 @@ def envelope_json(
 ) -> NewEvent:
     """`EventEnvelope.wrap(payload, …)` serialized — the same JSON text — without building the envelope.
 
-    For the hottest writer (intake stores an event with every new ticket): validating an envelope
-    model only to serialize it cost about twice the payload's own serialization. The payload is a
-    validated model, serialized by its own serializer as the envelope does; the envelope's own
-    fields are a new id, now, the payload's type and the caller's values, held to the model's
-    limits here (a `ValueError`, as from `wrap`)."""
+    How every event is written to an outbox (`UnitOfWork.publish`, intake's ticket writer): building
+    and validating an envelope model only to serialize it cost three times the payload's own
+    serialization. The payload is a validated model, serialized by its own serializer as the
+    envelope does; the envelope's own fields are a new id, now, the payload's type and the caller's
+    values, held to the model's limits here (a `ValueError`, as from `wrap`)."""
     subject = subject if subject is not None else payload.aggregate_id()
     for name, value in (("source", source), ("subject", subject), ("correlationid", correlationid)):
         least, most = _CHECKED_FIELDS[name]
