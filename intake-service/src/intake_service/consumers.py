@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpdesk_shared.chassis.consumer import Handler
+from helpdesk_shared.chassis.consumer import Batched, Handler, correlation_of
+from helpdesk_shared.chassis.logging import correlated
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.review import AnswerApproved, AnswerPublished, AnswerRejected, AnswerSubmitted
@@ -24,8 +25,18 @@ def handlers(settings: IntakeSettings) -> dict[str, Handler]:
     async def on_ticket_assigned(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_assignment(uow, event.data)
 
+    async def on_tickets_assigned(events: list[EventEnvelope[Any]], uow: UnitOfWork) -> None:
+        for event in events:
+            with correlated(correlation_of(event)):
+                await workflow.apply_assignment(uow, event.data, commit=False)
+
     async def on_ticket_queued(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_queued(uow, event.data)
+
+    async def on_tickets_queued(events: list[EventEnvelope[Any]], uow: UnitOfWork) -> None:
+        for event in events:
+            with correlated(correlation_of(event)):
+                await workflow.apply_queued(uow, event.data, commit=False)
 
     async def on_ticket_transferred(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_transfer(uow, event.data)
@@ -46,8 +57,10 @@ def handlers(settings: IntakeSettings) -> dict[str, Handler]:
         await delivery.record_published_answer(uow, event.data, mail_domain=settings.mail_domain)
 
     return {
-        TicketAssigned.cloudevent_type(): on_ticket_assigned,
-        TicketQueued.cloudevent_type(): on_ticket_queued,
+        # Routing decides every new ticket: under load its decisions come in runs, each applied in
+        # one transaction (one inbox claim and one commit for the run, not for every event).
+        TicketAssigned.cloudevent_type(): Batched(one=on_ticket_assigned, many=on_tickets_assigned),
+        TicketQueued.cloudevent_type(): Batched(one=on_ticket_queued, many=on_tickets_queued),
         TicketTransferred.cloudevent_type(): on_ticket_transferred,
         TicketCollaboratorsChanged.cloudevent_type(): on_ticket_collaborators_changed,
         AnswerSubmitted.cloudevent_type(): on_answer_submitted,

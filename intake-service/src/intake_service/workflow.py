@@ -79,8 +79,9 @@ def _require_owner_or_lead(ticket: Ticket, principal: Principal) -> None:
         raise Forbidden("Only the ticket's assignee or a lead may do this")
 
 
-async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
-    """Mirror routing's decision: the ticket shows its assignee, team and status."""
+async def apply_assignment(uow: UnitOfWork, event: TicketAssigned, *, commit: bool = True) -> None:
+    """Mirror routing's decision: the ticket shows its assignee, team and status (committed
+    unless ``commit`` is False: a run of them is applied in one transaction)."""
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
     repo = TicketRepository(uow.session)
     previous_status = TicketStatus(ticket.status)
@@ -106,11 +107,13 @@ async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
             actor="routing",
             **{"from": previous_status, "to": ticket.status},
         )
-    await uow.commit()
+    if commit:
+        await uow.commit()
 
 
-async def apply_queued(uow: UnitOfWork, event: TicketQueued) -> None:
-    """Mirror routing's queue: nobody holds the ticket now (an untouched one goes back to `new`)."""
+async def apply_queued(uow: UnitOfWork, event: TicketQueued, *, commit: bool = True) -> None:
+    """Mirror routing's queue: nobody holds the ticket now (an untouched one goes back to `new`);
+    committed unless ``commit`` is False."""
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
     repo = TicketRepository(uow.session)
     previous_status = TicketStatus(ticket.status)
@@ -131,7 +134,8 @@ async def apply_queued(uow: UnitOfWork, event: TicketQueued) -> None:
             actor="routing",
             **{"from": previous_status, "to": ticket.status},
         )
-    await uow.commit()
+    if commit:
+        await uow.commit()
 
 
 async def apply_transfer(uow: UnitOfWork, event: TicketTransferred) -> None:
