@@ -12,7 +12,7 @@ from intake_factories import post_ticket
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from helpdesk_runtime.testing import ServiceHarness, auth_headers, partition_records
 from helpdesk_shared.contracts import EventEnvelope, TicketAssigned, TicketQueued
 from helpdesk_shared.contracts.enums import Priority
 from intake_service.models import TimelineEntry
@@ -27,23 +27,7 @@ def routing_event(payload: TicketAssigned | TicketQueued, correlationid: str) ->
 
 
 def records(events: list[EventEnvelope[Any]]) -> list[ConsumerRecord[Any, Any]]:
-    """The events as one partition's consecutive Kafka records."""
-    return [
-        ConsumerRecord(
-            topic="helpdesk.routing",
-            partition=0,
-            offset=n,
-            timestamp=0,
-            timestamp_type=0,
-            key=e.subject.encode() if e.subject else None,
-            value=e.to_json_bytes(),
-            checksum=None,
-            serialized_key_size=0,
-            serialized_value_size=0,
-            headers=(),
-        )
-        for n, e in enumerate(events)
-    ]
+    return partition_records(events, "helpdesk.routing")
 
 
 def batches_of(event_type: str) -> float:

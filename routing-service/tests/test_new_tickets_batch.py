@@ -26,7 +26,7 @@ from routing_factories import (
 )
 from sqlalchemy import delete, func, insert, select, update
 
-from helpdesk_runtime.testing import ServiceHarness
+from helpdesk_runtime.testing import ServiceHarness, partition_records
 from helpdesk_shared.chassis.consumer import InboxClaim
 from helpdesk_shared.chassis.db import INBOX, OUTBOX
 from helpdesk_shared.contracts import EventEnvelope, TicketKind
@@ -41,23 +41,7 @@ ASSIGNED, QUEUED = "helpdesk.ticket.assigned.v1", "helpdesk.ticket.queued.v1"
 
 
 def records(events: list[EventEnvelope[Any]]) -> list[ConsumerRecord[Any, Any]]:
-    """The events as one partition's consecutive Kafka records."""
-    return [
-        ConsumerRecord(
-            topic="helpdesk.intake",
-            partition=0,
-            offset=n,
-            timestamp=0,
-            timestamp_type=0,
-            key=e.subject.encode() if e.subject else None,
-            value=e.to_json_bytes(),
-            checksum=None,
-            serialized_key_size=0,
-            serialized_value_size=0,
-            headers=(),
-        )
-        for n, e in enumerate(events)
-    ]
+    return partition_records(events, "helpdesk.intake")
 
 
 async def route_run(routing: ServiceHarness, events: list[EventEnvelope[Any]]) -> None:

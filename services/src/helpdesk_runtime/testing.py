@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
 from helpdesk_shared.chassis.app import ServiceRuntime
@@ -21,11 +22,32 @@ from helpdesk_shared.chassis.auth import mint_token
 from helpdesk_shared.chassis.migrations import upgrade_database
 from helpdesk_shared.chassis.settings import DEV_JWT_SECRET, ServiceSettings
 from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.envelope import EventEnvelope
 
 
 def auth_headers(*roles: str, sub: str | None = None, secret: str = DEV_JWT_SECRET) -> dict[str, str]:
     token = mint_token(secret=secret, subject=sub or str(uuid.uuid4()), roles=roles)
     return {"Authorization": f"Bearer {token}"}
+
+
+def partition_records(events: list[EventEnvelope[Any]], topic: str) -> list[ConsumerRecord[Any, Any]]:
+    """The events as one partition's consecutive Kafka records (for `EventConsumer.handle_records`)."""
+    return [
+        ConsumerRecord(
+            topic=topic,
+            partition=0,
+            offset=n,
+            timestamp=0,
+            timestamp_type=0,
+            key=e.subject.encode() if e.subject else None,
+            value=e.to_json_bytes(),
+            checksum=None,
+            serialized_key_size=0,
+            serialized_value_size=0,
+            headers=(),
+        )
+        for n, e in enumerate(events)
+    ]
 
 
 async def migrate(url: str, package: str) -> None:
