@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from helpdesk_shared.chassis.consumer import Batched, Handler, correlation_of
@@ -21,23 +22,24 @@ from intake_service.settings import IntakeSettings
 CONSUMES = ["helpdesk.routing", "helpdesk.review"]
 
 
+def _mirrored_in_runs(apply: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Batched:
+    """A handler of one of routing's decisions: alone, applied and committed; under load a run of
+    them waiting in a partition applied in one transaction (one inbox claim and one commit for
+    the run), each event under its own correlation id."""
+
+    async def one(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        await apply(uow, event.data)
+        await uow.commit()
+
+    async def many(events: list[EventEnvelope[Any]], uow: UnitOfWork) -> None:
+        for event in events:
+            with correlated(correlation_of(event)):
+                await apply(uow, event.data)
+
+    return Batched(one=one, many=many)
+
+
 def handlers(settings: IntakeSettings) -> dict[str, Handler]:
-    async def on_ticket_assigned(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
-        await workflow.apply_assignment(uow, event.data)
-
-    async def on_tickets_assigned(events: list[EventEnvelope[Any]], uow: UnitOfWork) -> None:
-        for event in events:
-            with correlated(correlation_of(event)):
-                await workflow.apply_assignment(uow, event.data, commit=False)
-
-    async def on_ticket_queued(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
-        await workflow.apply_queued(uow, event.data)
-
-    async def on_tickets_queued(events: list[EventEnvelope[Any]], uow: UnitOfWork) -> None:
-        for event in events:
-            with correlated(correlation_of(event)):
-                await workflow.apply_queued(uow, event.data, commit=False)
-
     async def on_ticket_transferred(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_transfer(uow, event.data)
 
@@ -57,10 +59,9 @@ def handlers(settings: IntakeSettings) -> dict[str, Handler]:
         await delivery.record_published_answer(uow, event.data, mail_domain=settings.mail_domain)
 
     return {
-        # Routing decides every new ticket: under load its decisions come in runs, each applied in
-        # one transaction (one inbox claim and one commit for the run, not for every event).
-        TicketAssigned.cloudevent_type(): Batched(one=on_ticket_assigned, many=on_tickets_assigned),
-        TicketQueued.cloudevent_type(): Batched(one=on_ticket_queued, many=on_tickets_queued),
+        # Routing decides every new ticket: under load its decisions come in runs.
+        TicketAssigned.cloudevent_type(): _mirrored_in_runs(workflow.apply_assignment),
+        TicketQueued.cloudevent_type(): _mirrored_in_runs(workflow.apply_queued),
         TicketTransferred.cloudevent_type(): on_ticket_transferred,
         TicketCollaboratorsChanged.cloudevent_type(): on_ticket_collaborators_changed,
         AnswerSubmitted.cloudevent_type(): on_answer_submitted,

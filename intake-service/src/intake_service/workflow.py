@@ -79,9 +79,9 @@ def _require_owner_or_lead(ticket: Ticket, principal: Principal) -> None:
         raise Forbidden("Only the ticket's assignee or a lead may do this")
 
 
-async def apply_assignment(uow: UnitOfWork, event: TicketAssigned, *, commit: bool = True) -> None:
-    """Mirror routing's decision: the ticket shows its assignee, team and status (committed
-    unless ``commit`` is False: a run of them is applied in one transaction)."""
+async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
+    """Mirror routing's decision: the ticket shows its assignee, team and status. Does not commit:
+    the consumer applies a run of them in one transaction."""
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
     repo = TicketRepository(uow.session)
     previous_status = TicketStatus(ticket.status)
@@ -107,13 +107,11 @@ async def apply_assignment(uow: UnitOfWork, event: TicketAssigned, *, commit: bo
             actor="routing",
             **{"from": previous_status, "to": ticket.status},
         )
-    if commit:
-        await uow.commit()
 
 
-async def apply_queued(uow: UnitOfWork, event: TicketQueued, *, commit: bool = True) -> None:
-    """Mirror routing's queue: nobody holds the ticket now (an untouched one goes back to `new`);
-    committed unless ``commit`` is False."""
+async def apply_queued(uow: UnitOfWork, event: TicketQueued) -> None:
+    """Mirror routing's queue: nobody holds the ticket now (an untouched one goes back to `new`).
+    Does not commit, as `apply_assignment`."""
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
     repo = TicketRepository(uow.session)
     previous_status = TicketStatus(ticket.status)
@@ -134,8 +132,6 @@ async def apply_queued(uow: UnitOfWork, event: TicketQueued, *, commit: bool = T
             actor="routing",
             **{"from": previous_status, "to": ticket.status},
         )
-    if commit:
-        await uow.commit()
 
 
 async def apply_transfer(uow: UnitOfWork, event: TicketTransferred) -> None:
