@@ -452,7 +452,7 @@ async def test_a_classifier_failure_leaves_the_runs_read_answered_and_the_connec
     async with routing.uow() as uow:
         with pytest.raises(RuntimeError, match="the classifier broke"):
             event = ticket_created()
-            await new_tickets.route_new_tickets(uow, [event.data], claim_of([event]))
+            await new_tickets.route_new_tickets(uow, [event], claim_of([event]))
         assert await uow.session.scalar(select(func.count()).select_from(Agent)) >= 1  # not mid-read
 
 
@@ -469,7 +469,7 @@ def test_a_run_leaves_the_agents_a_run_in_flight_is_storing_to_others() -> None:
     )
 
     def choose() -> list[Any]:
-        run = [new_tickets._Routed(ticket_created().data, decision, None, None)]
+        run = [new_tickets._Routed(ticket_created().data, decision, None, "c")]
         choices, left = new_tickets._choose(run, [first, second], datetime.now(UTC))
         assert not left
         return choices

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from helpdesk_shared.chassis.consumer import Batched, Handler, InboxClaim, correlation_of
+from helpdesk_shared.chassis.consumer import Batched, Handler, InboxClaim
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.intake import (
@@ -31,14 +31,8 @@ async def on_tickets_created(
     events: list[EventEnvelope[Any]], uow: UnitOfWork, claim: InboxClaim
 ) -> set[uuid.UUID]:
     """A run of new tickets of one partition, routed in one transaction whose first read also
-    claims their inbox rows (see `new_tickets`). Each ticket's events carry its event's correlation
-    id, as they would if it were handled alone."""
-    return await new_tickets.route_new_tickets(
-        uow,
-        [event.data for event in events],
-        claim,
-        [correlation_of(event) for event in events],
-    )
+    claims their inbox rows (see `new_tickets`)."""
+    return await new_tickets.route_new_tickets(uow, events, claim)
 
 
 async def on_ticket_resolved(event: EventEnvelope[Any], uow: UnitOfWork) -> None:

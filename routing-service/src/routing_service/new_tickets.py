@@ -38,14 +38,15 @@ import collections
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from helpdesk_shared.chassis.consumer import InboxClaim, RetryRun
+from helpdesk_shared.chassis.consumer import InboxClaim, RetryRun, correlation_of
 from helpdesk_shared.chassis.logging import correlated
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import Priority
+from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.intake import TicketCreated
 from helpdesk_shared.contracts.routing import TicketAssigned
 from routing_service import classification, sla
@@ -75,7 +76,7 @@ class _Routed(NamedTuple):
     decision: Decision
     version: int | None
     """The classifier version when the model decided."""
-    correlation_id: str | None
+    correlation_id: str
     """Of the event that brought the ticket: its events carry it on."""
 
     @property
@@ -84,25 +85,23 @@ class _Routed(NamedTuple):
 
 
 async def route_new_tickets(
-    uow: UnitOfWork,
-    tickets: list[TicketCreated],
-    claim: InboxClaim,
-    correlations: Sequence[str | None] | None = None,
+    uow: UnitOfWork, events: list[EventEnvelope[Any]], claim: InboxClaim
 ) -> set[uuid.UUID]:
-    """Route ``tickets`` (in event order) as `service.route_new_ticket` would, one after the other.
+    """Route the tickets of ``events`` (in event order) as `service.route_new_ticket` would, one
+    after the other.
 
-    The first read inserts the run's inbox rows (``claim``: ``claim.event_ids[i]`` is the event of
-    ``tickets[i]``) — one round trip fewer per run — and only the tickets whose events were claimed
+    The first read inserts the run's inbox rows (``claim``: ``claim.event_ids[i]`` is the id of
+    ``events[i]``) — one round trip fewer per run — and only the tickets whose events were claimed
     now are routed; returns those events' ids. A ticket's events carry the correlation id of its
-    event (``correlations[i]``), as they would if it were handled alone. Does not commit (the
-    consumer commits the run)."""
+    event, as they would if it were handled alone. Does not commit (the consumer commits the run)."""
     repo = RoutingRepository(uow.session)
+    tickets: list[TicketCreated] = [event.data for event in events]
     first_copies: dict[uuid.UUID, TicketCreated] = {}
-    correlation_of: dict[uuid.UUID, str | None] = {}
-    for ticket, correlation_id in zip(tickets, correlations or [None] * len(tickets), strict=True):
+    correlation_ids: dict[uuid.UUID, str] = {}
+    for event, ticket in zip(events, tickets, strict=True):
         # A ticket's first copy, in its place: the run is decided in event order.
         first_copies.setdefault(ticket.ticket_id, ticket)
-        correlation_of.setdefault(ticket.ticket_id, correlation_id)
+        correlation_ids.setdefault(ticket.ticket_id, correlation_of(event))
     unique = list(first_copies.values())
     # The classifier first (a query only when its snapshot is due for a reload); then the run's
     # first read is sent, and PostgreSQL answers it while the tickets are classified here (a
@@ -118,7 +117,7 @@ async def route_new_tickets(
     claimed_tickets = {t.ticket_id for t, e in zip(tickets, claim.event_ids, strict=True) if e in claimed}
     routed_before |= first_copies.keys() - claimed_tickets
     decided = [
-        _Routed(t, *d, correlation_of[t.ticket_id])
+        _Routed(t, *d, correlation_ids[t.ticket_id])
         for t, d in zip(unique, decisions, strict=True)
         if t.ticket_id not in routed_before
     ]
