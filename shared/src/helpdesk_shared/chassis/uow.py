@@ -66,13 +66,13 @@ class UnitOfWork:
         event's being handled)."""
         correlationid = correlationid or correlation_id_var.get()
         event = envelope_json(payload, source=self._source, subject=subject, correlationid=correlationid)
-        self.add_outbox_message(
-            topic=self._topic,
-            key=subject,
-            event_id=event.id,
-            event_type=event.type,
-            payload=event.json,
-            headers=event_headers(event.type, event.id, correlationid),
+        self._queue(
+            self._topic,
+            subject,
+            event.id,
+            event.type,
+            event.json,
+            event_headers(event.type, event.id, correlationid),
         )
         return event
 
@@ -83,21 +83,31 @@ class UnitOfWork:
         key: str | None,
         event_id: uuid.UUID,
         event_type: str,
-        payload: str | dict[str, Any],
+        payload: dict[str, Any],
         headers: dict[str, str],
     ) -> None:
-        """Queue a message for ``topic``: ``payload`` is its JSON text, or a value to serialize."""
-        # Serialized now (orjson: datetimes, UUIDs), stored as this very JSON text by one statement at
-        # commit — the text the relay publishes.
+        """Queue a message that is not one of this service's events (a dead letter, say) for ``topic``."""
+        # Serialized now (orjson: datetimes, UUIDs), stored as this very JSON text.
+        self._queue(topic, key, event_id, event_type, orjson.dumps(payload, default=str).decode(), headers)
+
+    def _queue(
+        self,
+        topic: str,
+        key: str | None,
+        event_id: uuid.UUID,
+        event_type: str,
+        payload_json: str,
+        headers: dict[str, str],
+    ) -> None:
+        """A row for the outbox: stored by one statement at commit, its JSON text the very text the
+        relay publishes."""
         self._pending.append(
             {
                 "event_id": event_id,
                 "topic": topic,
                 "key": key,
                 "event_type": event_type,
-                "payload": payload
-                if isinstance(payload, str)
-                else orjson.dumps(payload, default=str).decode(),
+                "payload": payload_json,
                 "headers": orjson.dumps(headers).decode(),
             }
         )
