@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import logging
 import random
 import time
 import uuid
@@ -13,14 +14,18 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
+import uvicorn
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from helpdesk_shared.chassis import app as chassis_app
 from helpdesk_shared.chassis.app import freeze_long_lived
 from helpdesk_shared.chassis.auth import Principal, TokenVerifier, mint_token, require_roles
 from helpdesk_shared.chassis.db import asyncpg_url
+from helpdesk_shared.chassis.logging import configure_logging
 from helpdesk_shared.chassis.outbox import key_partition
 from helpdesk_shared.chassis.pagination import (
     InvalidCursor,
@@ -363,3 +368,19 @@ def test_a_young_collection_threshold_out_of_range_is_refused(threshold: int) ->
     # 0 would switch the collector off: cycles would never be freed.
     with pytest.raises(ValidationError, match="HELPDESK_GC_YOUNG_THRESHOLD"):
         ServiceSettings(database_url="postgresql+asyncpg://x/y", HELPDESK_GC_YOUNG_THRESHOLD=threshold)
+
+
+def test_uvicorn_builds_no_access_log_line_for_a_service() -> None:
+    # uvicorn formats each response's access-log line (client address, path) whenever its access
+    # logger has a handler anywhere up the tree; the services never log those lines.
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("not called")
+
+    config = uvicorn.Config(app=app, log_level="info")
+    assert HttpToolsProtocol(config=config, server_state=ServerState(), app_state={}).access_log
+
+    configure_logging("svc", "INFO")
+
+    assert not HttpToolsProtocol(config=config, server_state=ServerState(), app_state={}).access_log
+    # uvicorn's own messages still reach the service's JSON log.
+    assert logging.getLogger("uvicorn.error").hasHandlers()

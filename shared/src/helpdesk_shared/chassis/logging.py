@@ -72,12 +72,17 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
-    for noisy in ("aiokafka", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # No access log: its lines carry neither request nor correlation id, and uvicorn builds each
+    # one (client address, quoted path) whenever its logger has a handler anywhere up the tree,
+    # even at a level that drops it. Detached, as `--no-access-log` leaves it, it costs nothing.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> Any:
