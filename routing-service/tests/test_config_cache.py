@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 from routing_factories import delivered, ticket_created
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
@@ -35,9 +35,9 @@ CN = cn_default()
 
 
 def fake_session(url: str) -> AsyncSession:
-    engine = SimpleNamespace(url=SimpleNamespace(render_as_string=lambda hide_password: url))
-    engine.engine = engine
-    return cast(AsyncSession, SimpleNamespace(get_bind=lambda: engine))
+    """A session bound to an engine of ``url`` (never connected: the cache only names it)."""
+    engine = create_async_engine(url)
+    return cast(AsyncSession, SimpleNamespace(get_bind=lambda: engine.sync_engine))
 
 
 async def test_a_snapshot_is_kept_for_its_time_to_live_per_database() -> None:
@@ -48,9 +48,9 @@ async def test_a_snapshot_is_kept_for_its_time_to_live_per_database() -> None:
         return len(loads)
 
     cache: ConfigCache[int] = ConfigCache("test", load)
-    one, two = fake_session("postgresql://one"), fake_session("postgresql://two")
-    config_cache.set_ttl("postgresql://one", 0.2)
-    config_cache.set_ttl("postgresql://two", 60)
+    one, two = fake_session("postgresql+asyncpg://one"), fake_session("postgresql+asyncpg://two")
+    config_cache.set_ttl("postgresql+asyncpg://one", 0.2)
+    config_cache.set_ttl("postgresql+asyncpg://two", 60)
     assert [await cache.get(one), await cache.get(one), await cache.get(two), await cache.get(two)] == [
         1,
         1,
@@ -62,8 +62,17 @@ async def test_a_snapshot_is_kept_for_its_time_to_live_per_database() -> None:
     assert await cache.get(two) == 2  # not yet
     cache.invalidate(two)
     assert await cache.get(two) == 4
-    config_cache.set_ttl("postgresql://one", 0)
+    config_cache.set_ttl("postgresql+asyncpg://one", 0)
     assert [await cache.get(one), await cache.get(one)] == [5, 6]  # 0: read every time
+
+
+def test_a_database_is_named_by_its_url_without_the_password() -> None:
+    engine = create_async_engine("postgresql+asyncpg://helpdesk:s3cret@127.0.0.1:5432/routing")
+    other = create_async_engine("postgresql+asyncpg://helpdesk:s3cret@127.0.0.1:5432/routing_b")
+    key = config_cache.engine_key(engine)
+    assert key == "postgresql+asyncpg://helpdesk:***@127.0.0.1:5432/routing"
+    assert config_cache.engine_key(engine.sync_engine) == key == config_cache.engine_key(engine)
+    assert config_cache.engine_key(other) != key
 
 
 async def test_a_reload_racing_with_an_edit_is_not_kept() -> None:
@@ -79,8 +88,8 @@ async def test_a_reload_racing_with_an_edit_is_not_kept() -> None:
         return value
 
     cache: ConfigCache[str] = ConfigCache("test", load)
-    session = fake_session("postgresql://race")
-    config_cache.set_ttl("postgresql://race", 60)
+    session = fake_session("postgresql+asyncpg://race")
+    config_cache.set_ttl("postgresql+asyncpg://race", 60)
     slow = asyncio.create_task(cache.get(session))
     await started.wait()
     cache.invalidate(session)  # the edit commits while the reload is under way
