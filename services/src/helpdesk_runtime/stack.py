@@ -108,6 +108,7 @@ class Stack:
                 "--port",
                 str(self.ports[name]),
                 "--no-access-log",
+                "--no-proxy-headers",  # nothing reads the client's address: no X-Forwarded-* parsing
                 "--timeout-graceful-shutdown",
                 "5",
             ],
