@@ -74,6 +74,13 @@ async def test_preview_past_the_holiday_data_says_fallback(routing: ServiceHarne
             "invalid-business-time",
         ),
         ({"business_minutes": 10}, "validation-error"),
+        # Python's dates end at years 1 and 9999: local time, the day before or UTC fall outside.
+        ({"start": "9999-12-31T23:59:00Z", "business_minutes": 60}, "invalid-business-time"),
+        ({"start": "0001-01-01T00:00:00Z", "business_minutes": 60}, "invalid-business-time"),
+        ({"start": "0001-01-01T00:00:00+14:00", "working_days": 1}, "invalid-business-time"),
+        # Longer than any policy's target (first response 525,600 minutes, resolution 365 days).
+        ({"start": "2026-09-30T16:00:00+08:00", "business_minutes": 525_601}, "validation-error"),
+        ({"start": "2026-09-30T16:00:00+08:00", "working_days": 366}, "validation-error"),
     ],
 )
 async def test_preview_refuses_bad_input(routing: ServiceHarness, params: dict[str, Any], slug: str) -> None:

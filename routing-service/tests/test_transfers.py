@@ -81,6 +81,11 @@ async def test_anyone_else_gets_403_and_a_reason_is_required(routing: ServiceHar
         headers=auth_headers("agent", sub=owner),
         json={"to_agent_id": other, "reason": ""},
     )
+    blank_reason = await routing.client.post(
+        f"/v1/tickets/{ticket_id}/transfer",
+        headers=auth_headers("agent", sub=owner),
+        json={"to_agent_id": other, "reason": "  \n "},
+    )
     channel = await routing.client.post(
         f"/v1/tickets/{ticket_id}/transfer",
         headers=auth_headers("channel"),
@@ -88,6 +93,8 @@ async def test_anyone_else_gets_403_and_a_reason_is_required(routing: ServiceHar
     )
     assert (stranger.status_code, no_reason.status_code, channel.status_code) == (403, 422, 403)
     assert no_reason.json()["errors"][0]["field"] == "body.reason"
+    assert blank_reason.status_code == 422  # an audit entry needs a reason someone can read
+    assert blank_reason.json()["errors"][0]["field"] == "body.reason"
     async with routing.uow() as uow:
         assert (
             await uow.session.execute(select(Transfer).where(Transfer.ticket_id == ticket_id))

@@ -169,15 +169,20 @@ async def preview_due(
             due = calendar.add_business_time(start, timedelta(minutes=business_minutes))
         else:
             due = calendar.add_working_days(start, working_days or 0)
+        coverage = coverage_between(calendar, start, due)
     except BusinessTimeError as exc:
         raise InvalidBusinessTime(str(exc)) from exc
+    except OverflowError as exc:  # the walk left Python's dates (years 1–9999) in local time or UTC
+        raise InvalidBusinessTime(
+            f"{start.isoformat()} is too close to the first or last date this service can count from"
+        ) from exc
     return DueOut(
         calendar_id=calendar_id,
         start=start.astimezone(UTC),
         business_minutes=business_minutes,
         working_days=working_days,
         due_at=due,
-        coverage=coverage_between(calendar, start, due),
+        coverage=coverage,
     )
 
 

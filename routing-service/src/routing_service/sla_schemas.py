@@ -23,6 +23,11 @@ ClockTime = Annotated[time, PlainSerializer(lambda t: t.strftime("%H:%M"), retur
 MAX_DATES = 1_000
 
 
+# The longest targets a policy may set; the due-time preview computes up to these too.
+MAX_FIRST_RESPONSE_MINUTES = 525_600
+MAX_RESOLUTION_WORKING_DAYS = 365
+
+
 class CalendarFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -96,10 +101,12 @@ class PolicyFields(BaseModel):
         default=100, ge=0, le=1_000_000, description="Lowest wins; ties go to the more specific policy"
     )
     first_response_minutes: int = Field(
-        ge=1, le=525_600, description="First-response target, business minutes"
+        ge=1, le=MAX_FIRST_RESPONSE_MINUTES, description="First-response target, business minutes"
     )
     resolution_working_days: int = Field(
-        ge=1, le=365, description="Resolution target in working days (× the calendar's daily working time)"
+        ge=1,
+        le=MAX_RESOLUTION_WORKING_DAYS,
+        description="Resolution target in working days (× the calendar's daily working time)",
     )
     warning_share: float = Field(default=0.8, gt=0, lt=1, description="sla.warning fires at this share")
     pause_when_waiting_on_customer: bool = Field(

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.problems import Conflict, Forbidden, InvalidInput, NotFound
@@ -31,7 +32,9 @@ class TransferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to_agent_id: uuid.UUID
-    reason: str = Field(min_length=1, max_length=1_000, description="Required: why the ticket moves")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1_000)] = Field(
+        description="Required: why the ticket moves"
+    )
 
 
 class TransferOut(BaseModel):

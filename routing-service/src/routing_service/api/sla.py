@@ -31,6 +31,8 @@ from routing_service.sla_admin import (
     UnknownCalendar,
 )
 from routing_service.sla_schemas import (
+    MAX_FIRST_RESPONSE_MINUTES,
+    MAX_RESOLUTION_WORKING_DAYS,
     CalendarCreate,
     CalendarOut,
     CalendarUpdate,
@@ -49,7 +51,6 @@ CalendarPath = Annotated[str, Path(max_length=64, description='Calendar id, e.g.
 _AUTH = (Unauthorized, Forbidden)
 # A "+" sent unencoded in a query string arrives as a space: "…T16:00:00 08:00" means "+08:00".
 _SPACE_OFFSET = re.compile(r" (\d{2}(?::?\d{2})?)$")
-MAX_PREVIEW_MINUTES = 10 * 366 * 24 * 60
 IN_FORCE = (
     "New tickets get the change at once on the replica that saved it and at most "
     "`ROUTING_CONFIG_CACHE_SECONDS` (2 s by default) later on every other routing replica, which "
@@ -120,9 +121,10 @@ async def preview_due(
             description="ISO 8601 with a UTC offset, e.g. 2026-09-30T16:00:00+08:00 (encode '+' as %2B)",
         ),
     ],
-    business_minutes: Annotated[int | None, Query(ge=0, le=MAX_PREVIEW_MINUTES)] = None,
+    # Up to the longest policy targets: a walk over years of calendar days runs on the event loop.
+    business_minutes: Annotated[int | None, Query(ge=0, le=MAX_FIRST_RESPONSE_MINUTES)] = None,
     working_days: Annotated[
-        int | None, Query(ge=0, le=3660, description="Instead of business_minutes")
+        int | None, Query(ge=0, le=MAX_RESOLUTION_WORKING_DAYS, description="Instead of business_minutes")
     ] = None,
 ) -> DueOut:
     return await sla_admin.preview_due(

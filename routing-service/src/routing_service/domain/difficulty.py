@@ -116,7 +116,8 @@ def validate_pattern(pattern: str, *, is_regex: bool) -> None:
         try:
             _regex(pattern)
             _regex(_simplified(pattern))
-        except re.error as exc:
+        # re raises OverflowError for a repeat count past its limit ("a{4294967296}").
+        except (re.error, OverflowError) as exc:
             raise InvalidPattern(f"Not a valid regular expression: {exc}") from exc
     elif not _keywords(pattern):
         raise InvalidPattern("The pattern has no keywords")
