@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import uuid
 from pathlib import Path
 
@@ -189,3 +190,92 @@ async def test_a_parser_failure_keeps_the_message_and_answers_422(
             )
         ).one()
     assert kept == (raw, "rejected")
+
+
+def raw_mail(*headers: bytes, charset: str = "utf-8", body: bytes = b"hello") -> bytes:
+    """A message from raw header bytes: ids that only decode through the declared charset."""
+    head = b"".join(h + b"\r\n" for h in headers)
+    return (
+        b"From: chen@example.com\r\nTo: support@helpdesk.local\r\nSubject: "
+        + b"id test\r\n"
+        + head
+        + b"Content-Type: text/plain; charset="
+        + charset.encode()
+        + b"\r\n\r\n"
+        + body
+        + b"\r\n"
+    )
+
+
+async def archived(intake: ServiceHarness, inbound_id: object) -> tuple[bytes, str | None, str]:
+    async with intake.uow() as uow:
+        row = (
+            await uow.session.execute(
+                select(InboundEmail.raw, InboundEmail.message_id, InboundEmail.outcome).where(
+                    InboundEmail.id == uuid.UUID(str(inbound_id))
+                )
+            )
+        ).one()
+    return row.raw, row.message_id, row.outcome
+
+
+@pytest.mark.parametrize(
+    ("utf7", "cleaned"), [(b"+2AA-", "\ufffd\ufffd"), (b"+AAA-", "\ufffd")], ids=["surrogate", "nul"]
+)
+async def test_a_message_id_decoding_to_a_surrogate_or_nul_is_created_and_threaded(
+    intake: ServiceHarness, utf7: bytes, cleaned: str
+) -> None:
+    # Through the declared UTF-7, "+2AA-" is a lone surrogate and "+AAA-" a NUL: the database
+    # refused the id (a 503/422 with nothing archived) instead of the message being created.
+    local = f"u7-{uuid.uuid4().hex}".encode()
+    original = b"<" + local + utf7 + b"\xff@x.example>"
+    raw = raw_mail(b"Message-ID: " + original, charset="utf-7")
+
+    created = await post(intake, raw)
+    again = await post(intake, raw)
+    reply = await post(
+        intake,
+        raw_mail(
+            b"Message-ID: <" + local + b"-reply" + utf7 + b"\xff@x.example>",
+            b"In-Reply-To: " + original,
+            b"References: " + original,
+            charset="utf-7",
+            body=b"more",
+        ),
+    )
+
+    assert created["outcome"] == "created"
+    assert (again["ticket_id"], again["reason"]) == (created["ticket_id"], "already received")
+    assert (reply["outcome"], reply["ticket_id"]) == ("threaded", created["ticket_id"])
+    assert await archived(intake, created["inbound_id"]) == (
+        raw,
+        f"{local.decode()}{cleaned}@x.example",
+        "created",
+    )
+
+
+async def test_a_message_id_too_long_for_the_index_is_created_threaded_and_archived(
+    intake: ServiceHarness,
+) -> None:
+    # ~950 CJK characters: under the 998-character column, over PostgreSQL's ~2.7 KB index row
+    # (54000 at commit: a 500 and nothing archived). Such an id is no id, like a missing one.
+    def long_id() -> str:
+        rng = random.Random(uuid.uuid4().int)
+        return "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(950)) + "@x.example"
+
+    raw = mail("很長的編號", "請問保單何時生效", message_id=long_id())
+    created = await post(intake, raw)
+    original_id = f"orig-{uuid.uuid4()}@x.example"
+    original = await post(intake, mail("車險理賠", "請問車險理賠要多久？", message_id=original_id))
+    reply = mail(
+        "Re: 車險理賠",
+        "補充：事故日期是 11/20。",
+        message_id=long_id(),
+        headers=f"In-Reply-To: <{long_id()}>\r\nReferences: <{original_id}> <{long_id()}>\r\n",
+    )
+    threaded = await post(intake, reply)
+
+    assert created["outcome"] == "created"
+    assert await archived(intake, created["inbound_id"]) == (raw, None, "created")
+    assert (threaded["outcome"], threaded["ticket_id"]) == ("threaded", original["ticket_id"])
+    assert await archived(intake, threaded["inbound_id"]) == (reply, None, "threaded")

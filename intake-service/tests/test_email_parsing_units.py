@@ -14,12 +14,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from intake_service.domain.email import (
+    MAX_MESSAGE_ID_LENGTH,
     UnparseableEmail,
     classify,
     classify_with_reason,
     extract_reply,
     html_to_text,
     make_message_id,
+    message_ids_in,
     normalize_message_id,
     parse_email,
     reply_headers,
@@ -294,6 +296,63 @@ def test_outbound_answer_threads_back() -> None:
     )
     assert thread_keys(reply)[0] == normalize_message_id(ours)
     assert "c1@customer.example" in thread_keys(reply)
+
+
+def _storable_id(value: str | None) -> str:
+    assert value is not None
+    assert "\x00" not in value
+    value.encode("utf-8")  # raises on a lone surrogate, as asyncpg does
+    return value
+
+
+@pytest.mark.parametrize(
+    ("utf7", "expected"),
+    [(b"+2AA-", "\ufffd\ufffd@x.example"), (b"+AAA-", "\ufffd@x.example")],
+    ids=["lone-surrogate", "nul"],
+)
+def test_message_ids_decoding_to_a_surrogate_or_nul_are_cleaned(utf7: bytes, expected: str) -> None:
+    # The raw 0xff forces the header through the declared UTF-7, whose replacing decode keeps
+    # U+D800 (+2AA-) or U+0000 (+AAA-), which the database refuses to store or hash.
+    mid = b"<" + utf7 + b"\xff@x.example>"
+    raw = (
+        b"From: a@example.com\r\nSubject: hi\r\nMessage-ID: "
+        + mid
+        + b"\r\nIn-Reply-To: "
+        + mid
+        + b"\r\nReferences: <root@x.example> "
+        + mid
+        + b"\r\nContent-Type: text/plain; charset=utf-7\r\n\r\nhello\r\n"
+    )
+    parsed = parse_email(raw)
+    assert _storable_id(parsed.message_id) == expected
+    assert _storable_id(parsed.in_reply_to) == expected
+    assert [_storable_id(r) for r in parsed.references] == ["root@x.example", expected]
+    assert normalize_message_id("<a\x00b\ud800@x.example>") == "ab\ufffd@x.example"
+    assert message_ids_in("<a\x00@x.example> <ok\udcff@x.example>") == ["a@x.example", "ok\ufffd@x.example"]
+
+
+def test_message_ids_are_bounded_by_utf8_bytes() -> None:
+    # PostgreSQL's btree refuses index rows over ~2.7 KB: 950 CJK characters are under the
+    # 998-character limit but 2.9 KB of UTF-8, which failed the commit (500, nothing archived).
+    long_id = "".join(chr(0x4E00 + (i * 7919) % 0x5200) for i in range(950)) + "@x.example"
+    assert len(long_id) <= MAX_MESSAGE_ID_LENGTH < len(long_id.encode("utf-8"))
+    parsed = parse_email(
+        message(
+            *BASIC,
+            f"Message-ID: <{long_id}>",
+            f"In-Reply-To: <{long_id}>",
+            f"References: <root@x.example> <{long_id}> <last@x.example>",
+        )
+    )
+    assert (parsed.message_id, parsed.in_reply_to) == (None, None)  # as if the header were missing
+    assert parsed.references == ["root@x.example", "last@x.example"]  # dropped one by one
+    fits = "界" * ((MAX_MESSAGE_ID_LENGTH - 2) // 3) + "@x"
+    assert len(fits.encode("utf-8")) <= MAX_MESSAGE_ID_LENGTH
+    assert normalize_message_id(f"<{fits}>") == fits
+    assert normalize_message_id(f"<界{fits}>") is None
+    ascii_id = "a" * (MAX_MESSAGE_ID_LENGTH - 2) + "@x"
+    assert normalize_message_id(f"<{ascii_id}>") == ascii_id  # plain ids: the limit is unchanged
+    assert normalize_message_id(f"<a{ascii_id}>") is None
 
 
 # --- charsets and headers ---------------------------------------------------------------------------

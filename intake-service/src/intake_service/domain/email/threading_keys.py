@@ -21,10 +21,13 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from intake_service.domain.email.context import _clean
+
 if TYPE_CHECKING:
     from intake_service.domain.email.model import ParsedEmail
 
-#: RFC 5322 limits a line to 998 characters; a longer "id" is junk.
+#: RFC 5322 limits a line to 998 octets; a longer "id" is junk. Counted in UTF-8 bytes, so a
+#: non-ASCII (RFC 6532) id also stays far below PostgreSQL's btree index row limit (~2,700 bytes).
 MAX_MESSAGE_ID_LENGTH = 998
 #: How many references are kept from an inbound message, and written on an outbound one.
 MAX_REFERENCES = 100
@@ -41,9 +44,14 @@ _DASHES = "-‐‑‒–—―−"
 
 
 def _clean_id(token: str) -> str:
-    token = _COMMENT.sub("", token)
+    """One id in normal form, or "" when unusable (then it is treated as absent).
+
+    Cleaned like the package's other text: a header decoded through a declared charset can carry
+    a NUL or a lone surrogate, which the database refuses to store or even to hash.
+    """
+    token = _clean(_COMMENT.sub("", token))
     token = _WHITESPACE.sub("", token).strip("<>")
-    if not token or len(token) > MAX_MESSAGE_ID_LENGTH:
+    if not token or len(token.encode("utf-8")) > MAX_MESSAGE_ID_LENGTH:
         return ""
     return token
 
