@@ -6,7 +6,10 @@ import base64
 import uuid
 from typing import Any
 
+from sqlalchemy import select
+
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from intake_service.models import InboundEmail
 
 CHANNEL = auth_headers("channel", sub="mail-gateway")
 AGENT = auth_headers("agent")
@@ -104,3 +107,34 @@ async def test_a_url_attachment_redirects_and_a_channel_key_says_where_it_is(int
     )
     assert unknown.status_code == 404
     assert unknown.json()["type"].endswith("/attachment-not-found")
+
+
+async def test_erasing_the_customer_empties_their_archived_emails(intake: ServiceHarness) -> None:
+    # The raw message names the sender (From: 陳先生 <chen@example.com>): erasure must not leave it.
+    message_id = f"{uuid.uuid4()}@example.com"
+    raw = email_with_attachment(message_id)
+    headers = {**CHANNEL, "Content-Type": "message/rfc822"}
+    created = (await intake.client.post("/v1/channels/email/inbound", content=raw, headers=headers)).json()
+    ticket = (await intake.client.get(f"/v1/tickets/{created['ticket_id']}", headers=AGENT)).json()
+    [attachment] = await attachments(intake, ticket["id"])
+
+    admin = auth_headers("admin")
+    erased = await intake.client.post(f"/v1/customers/{ticket['customer_id']}/erase", headers=admin)
+    assert erased.status_code == 200
+
+    async with intake.uow() as uow:
+        archived = (
+            await uow.session.execute(
+                select(InboundEmail.raw, InboundEmail.size_bytes).where(InboundEmail.message_id == message_id)
+            )
+        ).one()
+    assert (archived.raw, archived.size_bytes) == (b"", len(raw))
+    download = await intake.client.get(
+        f"/v1/tickets/{ticket['id']}/attachments/{attachment['id']}/content", headers=AGENT
+    )
+    assert download.status_code == 404
+    assert "erased" in download.json()["detail"]
+    # The archive row stays: a redelivery of the same message is still recognised, not a new ticket.
+    again = await intake.client.post("/v1/channels/email/inbound", content=raw, headers=headers)
+    assert again.json()["ticket_id"] == ticket["id"]
+    assert (await intake.client.get(f"/v1/tickets/{ticket['id']}", headers=AGENT)).status_code == 200

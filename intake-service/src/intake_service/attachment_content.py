@@ -69,6 +69,8 @@ async def attachment_content(
     )
     if raw is None:
         raise AttachmentNotFound("The email that carried this attachment is no longer archived")
+    if not raw:
+        raise AttachmentNotFound("The email that carried this attachment was erased with the customer's data")
     # Parsing a large message is CPU work: keep it off the event loop.
     parsed = await asyncio.to_thread(parse_email, raw, max_bytes=_MAX_ARCHIVED_BYTES)
     index = int(match["index"])

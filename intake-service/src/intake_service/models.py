@@ -50,6 +50,8 @@ class Ticket(Base):
         Index("ix_tickets_created_at_id", "created_at", "id"),
         Index("ix_tickets_status_created_at", "status", "created_at"),
         Index("ix_tickets_assignee_id", "assignee_id"),
+        # A customer's tickets: export and erasure on request.
+        Index("ix_tickets_customer_id", "customer_id"),
         Index("ix_tickets_channel_created_at", "channel", "created_at"),
         Index("ix_tickets_kind_created_at", "kind", "created_at"),
         Index("ix_tickets_priority_created_at", "priority", "created_at"),

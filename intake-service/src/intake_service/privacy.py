@@ -1,8 +1,9 @@
 """Customer data: masked views, export and erasure on request (保密).
 
-Personal data lives only in intake's `customers` table; events and logs carry the
-customer's id. Erasure blanks the contact data and keeps the tickets, so the team's
-history and metrics survive while the person becomes anonymous.
+Personal data lives only in intake (the `customers` table, and the raw emails the email channel
+archived); events and logs carry the customer's id. Erasure blanks the contact data and the
+customer's archived emails and keeps the tickets, so the team's history and metrics survive
+while the person becomes anonymous.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.problems import NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import Role
 from intake_service.domain.privacy import mask_email, mask_name, mask_phone
-from intake_service.models import Customer, Message, Ticket
+from intake_service.models import Customer, InboundEmail, Message, Ticket
 from intake_service.schemas import CustomerExport, CustomerOut, MessageOut, TicketOut
 
 # Roles that handle contact data themselves: the integration that sent it, leads, admins.
@@ -85,10 +86,19 @@ async def export_customer(uow: UnitOfWork, customer_id: uuid.UUID, principal: Pr
 
 
 async def erase_customer(uow: UnitOfWork, customer_id: uuid.UUID, principal: Principal) -> CustomerOut:
-    """Blank the contact data; the tickets stay, attributed to an anonymous customer."""
+    """Blank the contact data; the tickets stay, attributed to an anonymous customer.
+
+    The raw emails archived for the customer's tickets go too (their headers name the sender):
+    each archive row stays, emptied, so a redelivery of one is still recognised.
+    """
     customer = await _load(uow, customer_id, for_update=True)
     customer.name = customer.email = customer.phone = customer.external_id = None
     customer.erased_at = customer.erased_at or datetime.now(UTC)
+    await uow.session.execute(
+        update(InboundEmail)
+        .where(InboundEmail.ticket_id.in_(select(Ticket.id).where(Ticket.customer_id == customer_id)))
+        .values(raw=b"")
+    )
     out = customer_view(customer, principal)
     await uow.commit()
     return out
