@@ -7,6 +7,7 @@ import gc
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -27,6 +28,8 @@ SERVICE = "chassis-http"
 SECRET_TEXT = "password=hunter2 at db-7.internal"
 
 router = APIRouter(prefix="/chassis")
+# In range for Python, not once converted to UTC; a lone surrogate has no UTF-8 form.
+UNENCODABLE = {"year-one": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))), "surrogate": "a\ud800b"}
 
 
 @router.get("/items/{item_id}")
@@ -63,6 +66,20 @@ async def raw_nul_text(uow: UoW) -> None:
     # The same on a hot path's plain SQL (the asyncpg connection under the unit of work).
     driver = await uow.driver_connection()
     await driver.fetch("SELECT $1::text", "a\x00b")
+
+
+@router.post("/unencodable/{value}")
+async def unencodable(value: str, uow: UoW) -> None:
+    # Values the driver itself cannot send (asyncpg's client-side DataError, which SQLAlchemy
+    # wraps as an InterfaceError — the class it also uses for a lost connection).
+    cast = "timestamptz" if value == "year-one" else "text"
+    await uow.session.execute(text(f"SELECT CAST(:value AS {cast})"), {"value": UNENCODABLE[value]})
+
+
+@router.post("/raw-unencodable/{value}")
+async def raw_unencodable(value: str, uow: UoW) -> None:
+    driver = await uow.driver_connection()
+    await driver.fetch(f"SELECT $1::{'timestamptz' if value == 'year-one' else 'text'}", UNENCODABLE[value])
 
 
 @router.post("/raw-deadlock")
@@ -253,6 +270,17 @@ async def test_a_value_the_database_refuses_is_a_422_not_a_500(client: httpx.Asy
     assert response.status_code == 422
     assert response.json()["type"] == PROBLEM_BASE + "invalid-data"
     assert "a\x00b" not in response.text  # the refused value is not echoed
+
+
+@pytest.mark.parametrize("value", list(UNENCODABLE))
+@pytest.mark.parametrize("path", ["/chassis/unencodable", "/chassis/raw-unencodable"])
+async def test_a_value_the_driver_cannot_send_is_a_422_not_a_503(
+    client: httpx.AsyncClient, path: str, value: str
+) -> None:
+    response = await client.post(f"{path}/{value}")
+    assert response.status_code == 422
+    assert response.json()["type"] == PROBLEM_BASE + "invalid-data"
+    assert "retry-after" not in response.headers
 
 
 async def test_a_conflict_on_a_hot_paths_plain_sql_is_a_409_not_a_500(client: httpx.AsyncClient) -> None:
