@@ -12,7 +12,15 @@ from sqlalchemy import select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
-from intake_service.domain.privacy import mask_email, mask_name, mask_phone, redact_contacts
+from helpdesk_shared.contracts.intake import TicketCreated, TicketMessageReceived, TicketRated
+from intake_service.domain.privacy import (
+    field_max_length,
+    mask_email,
+    mask_name,
+    mask_phone,
+    redact_contacts,
+    redact_to_fit,
+)
 
 CHANNEL = auth_headers("channel")
 LEAD = auth_headers("lead")
@@ -75,6 +83,30 @@ def test_contact_details_in_free_text_are_redacted_but_business_numbers_stay() -
         "台北 [phone]，保單號 P20231234567，訂單 1234567，金額 3000 元"
     )
     assert redact_contacts("call me on 555 0100 thanks", "555 0100") == "call me on [phone] thanks"
+
+
+def test_taiwan_and_hong_kong_phone_formats_are_redacted_but_dates_times_and_amounts_stay() -> None:
+    phones = (
+        "手機 0912-345-678、0912 345 678、+886 912-345-678，市話 02-2345-6789、(02) 2345 6789、"
+        "07-123-4567、049-123-4567，深圳 0755-8888 6666、010 6552 9988，香港 +852 9123 4567、9123 4567"
+    )
+    assert redact_contacts(phones) == (
+        "手機 [phone]、[phone]、[phone]，市話 [phone]、[phone]、"
+        "[phone]、[phone]，深圳 [phone]、[phone]，香港 [phone]、[phone]"
+    )
+    business = (
+        "訂單 AB-2026-1234，保單號 P0912345678，統一編號 12345678，2026-12-06 14:30 到期，"
+        "預算 5000-8000 元，金額 NT$1,200，第 3 期 3000 元，時間 09:30-12:00"
+    )
+    assert redact_contacts(business) == business
+
+
+def test_redacted_text_is_cut_to_the_contract_field_limit() -> None:
+    assert field_max_length(TicketCreated, "subject") == 500
+    assert field_max_length(TicketMessageReceived, "body") == 20_000
+    assert field_max_length(TicketRated, "comment") == 2_000  # an optional field
+    assert redact_to_fit("a@b.c " * 4, 20) == "[email] [email] [ema"
+    assert redact_to_fit("call 123 or 123", 30, "123") == "call [phone] or [phone]"
 
 
 async def test_attachments_are_stored_and_listed(intake: ServiceHarness) -> None:
@@ -162,6 +194,49 @@ async def test_satisfaction_survey_once_per_resolution(intake: ServiceHarness) -
     assert (rated.json()["score"], rated.json()["resolution_count"]) == (5, 1)
     assert again.status_code == 409
     assert (await event_types(intake, ticket["id"]))[-1] == "helpdesk.ticket.rated.v1"
+
+
+async def rated_event(intake: ServiceHarness, comment: str, **customer: str) -> dict[str, Any]:
+    """Rate a resolved ticket of a customer with `customer`'s contacts; the `ticket.rated` event's data."""
+    ticket = await create(intake, customer={"external_id": f"c-{uuid.uuid4()}", **customer})
+    await assign(intake, ticket["id"])
+    await intake.client.post(f"/v1/tickets/{ticket['id']}/resolve", headers=LEAD)
+    link = (await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=AGENT)).json()
+    rated = await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/satisfaction",
+        json={"token": link["token"], "score": 2, "comment": comment},
+    )
+    assert rated.status_code == 201, rated.text
+    async with intake.uow() as uow:
+        data: dict[str, Any] = (
+            await uow.session.execute(
+                select(OUTBOX.c.payload["data"]).where(
+                    OUTBOX.c.key == ticket["id"], OUTBOX.c.event_type == "helpdesk.ticket.rated.v1"
+                )
+            )
+        ).scalar_one()
+    return data
+
+
+async def test_a_rating_comment_leaves_intake_without_the_customers_contact_details(
+    intake: ServiceHarness,
+) -> None:
+    # `555 0100` matches no phone pattern: only the customer's known phone can catch it.
+    data = await rated_event(
+        intake,
+        "請回電 555 0100 或寄 lin.xiaomei@example.com，謝謝",
+        email="lin.xiaomei@example.com",
+        phone="555 0100",
+    )
+    assert data["comment"] == "請回電 [phone] 或寄 [email]，謝謝"
+
+
+async def test_a_rating_comment_that_redaction_lengthens_is_cut_to_the_event_limit(
+    intake: ServiceHarness,
+) -> None:
+    data = await rated_event(intake, "a@b.co " * 285, phone="+86 138 0013 8000")  # 1,995 characters
+    assert len(data["comment"]) == 2_000
+    assert data["comment"].startswith("[email] [email]") and "a@b.co" not in data["comment"]
 
 
 async def test_forged_expired_or_foreign_survey_tokens_are_401(intake: ServiceHarness) -> None:

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from helpdesk_shared.chassis.db import OUTBOX
 from intake_service.app import create_app
 from intake_service.models import EmailThreadId, InboundEmail, Ticket
 from intake_service.settings import IntakeSettings
@@ -170,6 +171,33 @@ async def test_the_most_specific_thread_key_wins(intake: ServiceHarness) -> None
 
     assert a["ticket_id"] != b["ticket_id"]
     assert reply["ticket_id"] == b["ticket_id"]
+
+
+async def test_emails_that_redaction_lengthens_are_cut_to_the_event_limits(intake: ServiceHarness) -> None:
+    # Email bodies are cut to the API's 20,000 characters; `[email]` then made them longer (a 500).
+    text = "a@b.co\r\n" * 2857
+    original = f"long-{uuid.uuid4()}@mail.example.com"
+    created = await post(intake, mail("聯絡方式", text, message_id=original))
+    reply = await post(
+        intake,
+        mail(
+            "Re: 聯絡方式", text, message_id=f"r-{uuid.uuid4()}@x", headers=f"In-Reply-To: <{original}>\r\n"
+        ),
+    )
+
+    assert (created["outcome"], reply["outcome"]) == ("created", "threaded")
+    async with intake.uow() as uow:
+        rows = (
+            await uow.session.execute(
+                select(OUTBOX.c.event_type, OUTBOX.c.payload["data"].label("data"))
+                .where(OUTBOX.c.key == created["ticket_id"])
+                .order_by(OUTBOX.c.seq)
+            )
+        ).all()
+    texts = {r.event_type: r.data.get("description") or r.data.get("body") for r in rows}
+    for event_type in ("helpdesk.ticket.created.v1", "helpdesk.ticket.message_received.v1"):
+        assert texts[event_type].startswith("[email]\n[email]"), event_type
+        assert len(texts[event_type]) == 20_000 and "a@b.co" not in texts[event_type], event_type
 
 
 @pytest.fixture(scope="module")

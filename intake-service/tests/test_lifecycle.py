@@ -183,6 +183,52 @@ async def test_a_customer_reply_after_resolution_reopens_for_the_same_agent(inta
     assert (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()["status"] == "assigned"
 
 
+async def message_received(intake: ServiceHarness, message_id: str) -> dict[str, Any]:
+    """The `ticket.message_received` event's data for one message, as it sits in the outbox."""
+    async with intake.uow() as uow:
+        data: dict[str, Any] = (
+            await uow.session.execute(
+                select(OUTBOX.c.payload["data"]).where(
+                    OUTBOX.c.event_type == "helpdesk.ticket.message_received.v1",
+                    OUTBOX.c.payload["data"]["message_id"].astext == message_id,
+                )
+            )
+        ).scalar_one()
+    return data
+
+
+async def test_a_follow_up_leaves_intake_without_the_customers_contact_details(
+    intake: ServiceHarness,
+) -> None:
+    # `555 0100` matches no phone pattern: only the customer's known phone can catch it.
+    customer = {"external_id": f"c-{uuid.uuid4()}", "email": "lin@example.com", "phone": "555 0100"}
+    ticket = (await intake.client.post("/v1/tickets", json=body(customer=customer), headers=CHANNEL)).json()
+
+    reply = await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/messages",
+        headers=CHANNEL,
+        json={"body": "請打 555 0100 或手機 0912-345-678，市話 02-2345-6789，保單 2026-12-06 14:30 到期"},
+    )
+
+    assert reply.status_code == 201, reply.text
+    assert (await message_received(intake, reply.json()["id"]))["body"] == (
+        "請打 [phone] 或手機 [phone]，市話 [phone]，保單 2026-12-06 14:30 到期"
+    )
+
+
+async def test_a_follow_up_that_redaction_lengthens_is_cut_to_the_event_limit(intake: ServiceHarness) -> None:
+    ticket = (await intake.client.post("/v1/tickets", json=body(), headers=CHANNEL)).json()
+
+    reply = await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/messages", headers=CHANNEL, json={"body": "a@b.co " * 2857}
+    )
+
+    assert reply.status_code == 201, reply.text  # was a 500: the redacted body outgrew the event
+    redacted = (await message_received(intake, reply.json()["id"]))["body"]
+    assert len(redacted) == 20_000
+    assert redacted.startswith("[email] [email]") and "a@b.co" not in redacted
+
+
 async def test_timeline_lists_what_happened_in_order(intake: ServiceHarness) -> None:
     ticket_id, agent_id = await new_assigned_ticket(intake)
     await intake.client.post(f"/v1/tickets/{ticket_id}/messages", headers=CHANNEL, json={"body": "補充資料"})

@@ -206,3 +206,27 @@ async def test_a_nul_character_in_the_text_is_a_422_problem_naming_the_field(int
         assert response.status_code == 422, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
         assert field in {e["field"] for e in response.json()["errors"]}, response.text
+
+
+async def test_text_that_redaction_lengthens_is_cut_to_the_event_limits(intake: ServiceHarness) -> None:
+    # `[email]` / `[phone]` are longer than `a@b.co` or a phone like `123`: text the API accepts
+    # at its limit outgrew the event's field, and the ticket was a 500.
+    body = ticket_body(
+        subject="123" * 100,
+        description="a@b.co " * 2857,
+        customer={"external_id": f"cust-{uuid.uuid4()}", "phone": "123"},
+    )
+
+    response = await intake.client.post("/v1/tickets", json=body, headers=CHANNEL)
+
+    assert response.status_code == 201, response.text
+    ticket_id = response.json()["id"]
+    async with intake.uow() as uow:
+        data = (
+            await uow.session.execute(select(OUTBOX.c.payload["data"]).where(OUTBOX.c.key == ticket_id))
+        ).scalar_one()
+    assert (len(data["subject"]), len(data["description"])) == (500, 20_000)
+    assert data["subject"].startswith("[phone][phone]") and "123" not in data["subject"]
+    assert data["description"].startswith("[email] [email]") and "a@b.co" not in data["description"]
+    stored = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=AGENT)).json()
+    assert stored["subject"] == body["subject"]  # the ticket itself keeps the original

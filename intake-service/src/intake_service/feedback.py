@@ -16,13 +16,16 @@ from helpdesk_shared.chassis.problems import Conflict, Unauthorized
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import TicketStatus
 from helpdesk_shared.contracts.intake import TicketRated
-from intake_service.models import Rating
+from intake_service.domain.privacy import field_max_length, redact_to_fit
+from intake_service.models import Customer, Rating
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.schemas import RatingCreate, RatingOut, SurveyLink
 from intake_service.settings import IntakeSettings
 
 SURVEY_AUDIENCE = "helpdesk-survey"
 _RATEABLE = frozenset({TicketStatus.RESOLVED, TicketStatus.CLOSED})
+# Redaction can lengthen a comment the API accepted at its own limit: the event's copy is cut to this.
+_COMMENT_LIMIT = field_max_length(TicketRated, "comment")
 
 
 class NotRateable(Conflict):
@@ -97,6 +100,11 @@ async def rate(
     )
     if inserted.first() is None:
         raise AlreadyRated(f"Resolution {resolution} of ticket {ticket.number} was already rated")
+    # The comment is free text like any other: it leaves intake without the customer's contacts.
+    comment = body.comment
+    if comment is not None:
+        customer = await uow.session.get_one(Customer, ticket.customer_id)
+        comment = redact_to_fit(comment, _COMMENT_LIMIT, customer.email, customer.phone)
     await TicketRepository(uow.session).add_timeline(
         ticket.id, "rated", at=now, actor="customer", score=body.score, resolution_count=resolution
     )
@@ -104,7 +112,7 @@ async def rate(
         TicketRated(
             ticket_id=ticket.id,
             score=body.score,
-            comment=body.comment,
+            comment=comment,
             agent_id=ticket.assignee_id,
             resolution_count=resolution,
             rated_at=now,

@@ -18,9 +18,13 @@ from helpdesk_shared.contracts.enums import ComplaintChange, TicketKind, TicketS
 from helpdesk_shared.contracts.envelope import EventPayload
 from helpdesk_shared.contracts.intake import ComplaintUpdated, TicketCreated
 from helpdesk_shared.text import normalise, words
-from intake_service.domain.privacy import redact_contacts
+from intake_service.domain.privacy import field_max_length, redact_to_fit
 from intake_service.domain.urgency import detect_urgent
 from intake_service.schemas import TicketCreate
+
+# Redaction can lengthen text the API accepted at its own limit: the event's copies are cut to these.
+_SUBJECT_LIMIT = field_max_length(TicketCreated, "subject")
+_DESCRIPTION_LIMIT = field_max_length(TicketCreated, "description")
 
 
 def request_fingerprint(body: TicketCreate) -> str:
@@ -100,8 +104,8 @@ def created_events(draft: TicketDraft, *, number: str, customer_id: uuid.UUID) -
             number=number,
             channel=body.channel,
             kind=body.kind,
-            subject=redact_contacts(body.subject, email, phone),
-            description=redact_contacts(body.description, email, phone),
+            subject=redact_to_fit(body.subject, _SUBJECT_LIMIT, email, phone),
+            description=redact_to_fit(body.description, _DESCRIPTION_LIMIT, email, phone),
             priority=body.priority,
             urgent_detected=draft.urgent_detected,
             customer_id=customer_id,

@@ -38,8 +38,8 @@ from intake_service.domain.lifecycle import (
     status_after_assignment,
     transition,
 )
-from intake_service.domain.privacy import redact_contacts
-from intake_service.models import Message, Ticket
+from intake_service.domain.privacy import field_max_length, redact_to_fit
+from intake_service.models import Customer, Message, Ticket
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.schemas import (
     CloseRequest,
@@ -53,6 +53,8 @@ from intake_service.schemas import (
 log = get_logger(__name__)
 
 TIMELINE_LIMIT = 1000
+# Redaction can lengthen a body the API accepted at its own limit: the event's copy is cut to this.
+_MESSAGE_BODY_LIMIT = field_max_length(TicketMessageReceived, "body")
 
 
 class IllegalTicketTransition(Conflict):
@@ -326,13 +328,15 @@ async def stage_customer_message(
         author=MessageAuthor.CUSTOMER,
         direction="inbound",
     )
+    # The customer's own email and phone are redacted however they were typed, as in a new ticket.
+    customer = await uow.session.get_one(Customer, ticket.customer_id)
     uow.publish(
         TicketMessageReceived(
             ticket_id=ticket.id,
             message_id=message.id,
             channel=message.channel,
             author=MessageAuthor.CUSTOMER,
-            body=redact_contacts(message.body),
+            body=redact_to_fit(message.body, _MESSAGE_BODY_LIMIT, customer.email, customer.phone),
             attachment_count=len(body.attachments),
             received_at=now,
         ),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from pydantic import BaseModel
+
 _DIGIT = re.compile(r"\d")
 
 
@@ -38,9 +40,18 @@ def mask_name(name: str | None) -> str | None:
 
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-# International numbers, Chinese mobiles (with or without +86) and landlines with an area code.
+# International numbers, and (with or without a country code) mainland, Taiwan and Hong Kong numbers
+# as people write them, grouped by spaces or dashes. A number with a letter, `+` or digit before it
+# is not one (P0912345678 is a policy number); dates (2026-12-06), times and amounts have no
+# leading-0 area code and no 4+4 grouping, so they stay.
 _PHONE = re.compile(
-    r"(?<![A-Za-z0-9+])(?:\+\d{1,3}[\s-]?)?(?:1[3-9]\d(?:[\s-]?\d){8}|0\d{2,3}[\s-]?\d{7,8}|\(\d{2,4}\)\s?\d{3,4}[\s-]?\d{4})(?!\d)"
+    r"(?<![A-Za-z0-9+])(?:\+\d{1,3}[\s-]?)?(?:"
+    r"1[3-9]\d(?:[\s-]?\d){8}"  # mainland mobile: 138 0013 8000
+    r"|09\d{2}[\s-]?\d{3}[\s-]?\d{3}"  # Taiwan mobile: 0912-345-678
+    r"|0\d{1,3}[\s-]?\d{3,4}[\s-]?\d{4}"  # area code + number: 021-62345678, 02-2345-6789, 0755-8888 6666
+    r"|\(\d{2,4}\)\s?\d{3,4}[\s-]?\d{4}"  # (02)2345-6789
+    r"|[2-9]\d{3} \d{4}"  # Hong Kong: 9123 4567 (a space only: 5000-8000 is a range)
+    r")(?!\d)"
     r"|\+\d[\d\s-]{7,}\d"
 )
 
@@ -58,3 +69,21 @@ def redact_contacts(text: str, *known: str | None) -> str:
     if "@" in text:  # the pattern scans every run of word characters (all of a Chinese text) for one
         text = _EMAIL.sub("[email]", text)
     return _PHONE.sub("[phone]", text)
+
+
+def redact_to_fit(text: str, limit: int, *known: str | None) -> str:
+    """`redact_contacts`, cut to `limit` characters (the event field's max_length).
+
+    `[email]` / `[phone]` can be longer than what they replace (`a@b.c`, a phone such as `123`),
+    so text the API accepted at its own limit could outgrow the event's field and fail the request.
+    """
+    return redact_contacts(text, *known)[:limit]
+
+
+def field_max_length(model: type[BaseModel], name: str) -> int:
+    """The max_length a contract declares for one of its text fields, to cut redacted text to."""
+    for constraint in model.model_fields[name].metadata:
+        limit = getattr(constraint, "max_length", None)  # pydantic keeps it as annotated_types.MaxLen
+        if isinstance(limit, int):
+            return limit
+    raise LookupError(f"{model.__name__}.{name} declares no max_length")
