@@ -330,6 +330,20 @@ async def test_complaint_case_file_lifecycle(intake: ServiceHarness) -> None:
     assert agent_edit.status_code == 403
 
 
+async def test_a_complaint_deadline_needs_an_offset(intake: ServiceHarness) -> None:
+    ticket = await create(intake, kind="complaint", subject="投訴", description="太慢")
+    naive = await intake.client.patch(
+        f"/v1/tickets/{ticket['id']}/complaint", headers=LEAD, json={"deadline": "2026-12-31T00:00:00"}
+    )
+    assert naive.status_code == 422, naive.text  # was a 500: complaint.updated needs an offset
+    assert [e["field"] for e in naive.json()["errors"]] == ["body.deadline"]
+    local = await intake.client.patch(
+        f"/v1/tickets/{ticket['id']}/complaint", headers=LEAD, json={"deadline": "2026-12-31T18:00:00+08:00"}
+    )
+    assert local.status_code == 200
+    assert datetime.fromisoformat(local.json()["deadline"]) == datetime(2026, 12, 31, 10, tzinfo=UTC)
+
+
 async def test_text_postgresql_cannot_store_is_a_422_naming_the_field(intake: ServiceHarness) -> None:
     # U+0000: PostgreSQL refuses it in text and JSON; a complaint note with one was a 500.
     ticket = await create(intake, kind="complaint", subject="投訴", description="太慢")

@@ -347,3 +347,31 @@ async def test_search_needs_all_the_words_and_is_served_by_the_search_index(inta
         await uow.session.execute(sa_text("SET LOCAL enable_indexscan = off"))
         plan = "\n".join((await uow.session.execute(sa_text(f"EXPLAIN {sql}"))).scalars())
     assert "ix_tickets_search" in plan, plan
+
+
+async def test_a_created_range_needs_times_with_an_offset(intake: ServiceHarness) -> None:
+    # Without an offset a time is ambiguous (a Shanghai team's 09:00 is not UTC's), and comparing
+    # one with an offset-carrying bound is impossible: a 422 naming it, never a 500.
+    for params in (
+        {"created_from": "2026-01-01T00:00:00", "created_to": "2026-02-01T00:00:00Z"},
+        {"created_to": "2026-02-01T00:00:00"},
+    ):
+        response = await intake.client.get("/v1/tickets", headers=LEAD, params=params)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] in {"query.created_from", "query.created_to"}
+    fine = await intake.client.get(
+        "/v1/tickets", headers=LEAD, params={"created_from": "2026-01-01T00:00:00+08:00"}
+    )
+    assert fine.status_code == 200
+
+
+async def test_resolving_with_an_empty_domain_is_a_422(intake: ServiceHarness) -> None:
+    ticket_id, agent_id = await new_assigned_ticket(intake)
+    agent = auth_headers("agent", sub=str(agent_id))
+    response = await intake.client.post(
+        f"/v1/tickets/{ticket_id}/resolve", headers=agent, json={"domain": ""}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "body.domain"
+    ticket = await intake.client.get(f"/v1/tickets/{ticket_id}", headers=agent)
+    assert ticket.json()["status"] == "assigned"

@@ -6,7 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from helpdesk_shared.contracts.enums import Channel, CloseReason, Priority, TicketKind, TicketStatus
@@ -155,7 +163,9 @@ class ResolveRequest(_StorableText):
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = Field(default=None, max_length=4_000, description="Internal resolution note")
-    domain: str | None = Field(default=None, max_length=100, description="Final domain, if it changed")
+    domain: str | None = Field(
+        default=None, min_length=1, max_length=100, description="Final domain, if it changed"
+    )
     category: str | None = Field(default=None, max_length=200)
 
 
@@ -240,7 +250,7 @@ class ComplaintCaseUpdate(_StorableText):
     responsible_department: str | None = Field(default=None, max_length=200)
     responsible_person_id: uuid.UUID | None = None
     plan: str | None = Field(default=None, max_length=4_000)
-    deadline: datetime | None = None
+    deadline: AwareDatetime | None = Field(default=None, description="With a UTC offset, e.g. +08:00")
     result: str | None = Field(
         default=None, max_length=4_000, description="Result communicated to the customer"
     )

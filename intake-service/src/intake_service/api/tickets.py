@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
 from fastapi.responses import RedirectResponse
+from pydantic import AwareDatetime
 
 from helpdesk_shared.chassis.app import ServiceRuntime, UoW
 from helpdesk_shared.chassis.auth import Principal, require_roles
@@ -41,6 +41,8 @@ from intake_service.ticket_writer import TicketConflict, TicketStoreUnavailable,
 from intake_service.workflow import IllegalTicketTransition, TicketClosedForMessages
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
+# A time without an offset is ambiguous (a Shanghai team's 09:00 is not UTC's 09:00).
+_WITH_OFFSET = "ISO 8601 with a UTC offset, e.g. 2026-12-01T00:00:00+08:00 (encode '+' as %2B)"
 
 ChannelCaller = Annotated[Principal, Depends(require_roles(Role.CHANNEL))]
 TicketReader = Annotated[
@@ -123,8 +125,8 @@ async def list_tickets(
     assignee_id: uuid.UUID | None = None,
     team_id: uuid.UUID | None = None,
     category: Annotated[str | None, Query(max_length=200)] = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    created_from: Annotated[AwareDatetime | None, Query(description=_WITH_OFFSET)] = None,
+    created_to: Annotated[AwareDatetime | None, Query(description=_WITH_OFFSET)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Words in subject or description")] = None,
     sort: Literal["-created_at", "created_at"] = "-created_at",
 ) -> Page[TicketOut]:
