@@ -30,7 +30,7 @@ from intake_service.domain.email import (
     thread_keys,
     ticket_number_in_subject,
 )
-from intake_service.models import EmailThreadId, InboundEmail, Ticket
+from intake_service.models import Customer, EmailThreadId, InboundEmail, Ticket
 from intake_service.repository import TicketRepository
 from intake_service.schemas import (
     MAX_ATTACHMENT_BYTES,
@@ -120,6 +120,7 @@ async def _known_delivery(uow: UnitOfWork, message_id: str | None) -> InboundRes
 async def _thread_target(uow: UnitOfWork, parsed: ParsedEmail, number_prefix: str) -> Ticket | None:
     """The ticket a reply belongs to (locked), or None for a new conversation.
 
+    A ticket number in the subject threads a message only when it comes from the ticket's customer.
     An open ticket wins over a closed one: once a reply to a closed ticket opened a follow-up,
     the customer's next replies still carry the closed ticket's Message-IDs in References and
     must land in the follow-up, not open yet another ticket. Otherwise the most specific key
@@ -138,9 +139,16 @@ async def _thread_target(uow: UnitOfWork, parsed: ParsedEmail, number_prefix: st
             best = min(known, key=lambda row: (row.status == TicketStatus.CLOSED, keys.index(row.message_id)))
             return await TicketRepository(uow.session).get(best.ticket_id, for_update=True)
     number = ticket_number_in_subject(parsed.subject, number_prefix)
-    if number:
+    if number and parsed.from_address:
+        # Numbers are sequential, so anyone can guess one: only the ticket's own customer threads
+        # by it (a reply to one of our Message-IDs, above, needs no such check).
         return (
-            await uow.session.execute(select(Ticket).where(Ticket.number == number).with_for_update())
+            await uow.session.execute(
+                select(Ticket)
+                .join(Customer, Customer.id == Ticket.customer_id)
+                .where(Ticket.number == number, func.lower(Customer.email) == parsed.from_address.lower())
+                .with_for_update(of=Ticket)
+            )
         ).scalar_one_or_none()
     return None
 
