@@ -281,17 +281,21 @@ async def test_a_message_id_too_long_for_the_index_is_created_threaded_and_archi
     assert await archived(intake, threaded["inbound_id"]) == (reply, None, "threaded")
 
 
-async def test_a_ticket_number_in_the_subject_threads_only_the_customers_own_mail(intake: ServiceHarness) -> None:
+async def test_a_ticket_number_in_the_subject_threads_only_the_customers_mail(intake: ServiceHarness) -> None:
     # Ticket numbers are sequential, so anyone can guess one: a stranger's mail naming it must not
     # land in another customer's conversation (a reply to our own Message-ID is proof enough).
     sender = f"owner-{uuid.uuid4().hex[:8]}@example.com"
-    created = await post(intake, mail("理賠進度", "請問進度？", message_id=f"{uuid.uuid4()}@x", sender=sender))
+    created = await post(
+        intake, mail("理賠進度", "請問進度？", message_id=f"{uuid.uuid4()}@x", sender=sender)
+    )
     ticket_id = str(created["ticket_id"])
     number = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()["number"]
 
     stranger = await post(
         intake,
-        mail(f"Re: [{number}] 理賠進度", "我也想知道", message_id=f"{uuid.uuid4()}@x", sender="eve@example.net"),
+        mail(
+            f"Re: [{number}] 理賠進度", "我也想知道", message_id=f"{uuid.uuid4()}@x", sender="eve@example.net"
+        ),
     )
     owner = await post(
         intake,

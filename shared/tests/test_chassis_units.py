@@ -376,11 +376,19 @@ def test_uvicorn_builds_no_access_log_line_for_a_service() -> None:
     async def app(scope: object, receive: object, send: object) -> None:
         raise AssertionError("not called")
 
-    config = uvicorn.Config(app=app, log_level="info")
-    assert HttpToolsProtocol(config=config, server_state=ServerState(), app_state={}).access_log
+    def access_log(config: uvicorn.Config) -> bool:
+        loop = asyncio.new_event_loop()
+        try:
+            protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+            return bool(protocol.access_log)
+        finally:
+            loop.close()
+
+    config = uvicorn.Config(app=app, log_level="info")  # applies uvicorn's own logging set-up
+    assert access_log(config)
 
     configure_logging("svc", "INFO")
 
-    assert not HttpToolsProtocol(config=config, server_state=ServerState(), app_state={}).access_log
+    assert not access_log(config)
     # uvicorn's own messages still reach the service's JSON log.
     assert logging.getLogger("uvicorn.error").hasHandlers()
