@@ -24,6 +24,7 @@ from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
 from helpdesk_shared.contracts import AnswerPublished, EventEnvelope
 from intake_service.app import create_app
+from intake_service.models import Delivery
 from intake_service.settings import IntakeSettings
 
 CHANNEL = auth_headers("channel")
@@ -34,6 +35,12 @@ WEBHOOK_SECRET = "webhook-secret-for-tests-0123456789abcdef"
 class Mailbox:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address.startswith("bounce-"):  # as a real server refuses an unknown mailbox: naming it
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(envelope.content)
@@ -250,3 +257,39 @@ async def test_undeliverable_answers_are_visible_on_the_ticket(delivering: Servi
 async def _count_at_least(intake: ServiceHarness, ticket_id: str, n: int) -> list[dict[str, Any]] | None:
     events = await delivered_events(intake, ticket_id)
     return events if len(events) >= n else None
+
+
+async def test_a_refused_recipient_is_visible_without_their_address(delivering: ServiceHarness) -> None:
+    address = f"bounce-{uuid.uuid4().hex[:8]}@example.com"
+    ticket = (
+        await delivering.client.post(
+            "/v1/tickets",
+            headers=CHANNEL,
+            json={
+                "channel": "email",
+                "kind": "question",
+                "subject": "地址變更",
+                "description": "請更新我的通訊地址",
+                "customer": {"external_id": f"mail-{uuid.uuid4()}", "email": address},
+            },
+        )
+    ).json()
+    await assign(delivering, ticket["id"])
+
+    await publish_answer(delivering, ticket["id"], "已為您更新。")
+
+    async def failure() -> list[dict[str, Any]]:
+        items = (
+            await delivering.client.get(f"/v1/tickets/{ticket['id']}/timeline", headers=auth_headers("agent"))
+        ).json()
+        return [i for i in items if i["kind"] == "delivery_failed"]
+
+    [failed] = await until(failure)
+    # The server's refusal names the mailbox; agents see contact data masked, so the entry must not.
+    assert "recipient refused" in failed["data"]["error"] and "[email]" in failed["data"]["error"]
+    assert address not in str(failed)
+    async with delivering.uow() as uow:
+        stored = await uow.session.scalar(
+            select(Delivery.last_error).where(Delivery.ticket_id == uuid.UUID(ticket["id"]))
+        )
+    assert stored is not None and address not in stored

@@ -33,6 +33,7 @@ from intake_service.channels import (
     new_message_id,
 )
 from intake_service.domain.lifecycle import can_transition
+from intake_service.domain.privacy import redact_contacts
 from intake_service.models import Customer, Delivery, EmailThreadId, Message, Ticket
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.settings import IntakeSettings
@@ -159,7 +160,11 @@ async def _delivered(uow: UnitOfWork, delivery: Delivery, now: datetime) -> None
 async def _failed(
     uow: UnitOfWork, delivery: Delivery, error: DeliveryError, now: datetime, settings: IntakeSettings
 ) -> None:
-    delivery.last_error = str(error)[:2000]
+    # A server's refusal names the mailbox it refused ("<lin@example.com>: User unknown"): kept,
+    # and shown in the timeline to roles that see contact data masked, it must not carry it.
+    ticket = await load_ticket(uow, delivery.ticket_id)
+    customer = await uow.session.get_one(Customer, ticket.customer_id)
+    delivery.last_error = redact_contacts(str(error), customer.email, customer.phone)[:2000]
     if error.permanent or delivery.attempts >= settings.delivery_max_attempts:
         delivery.status = "failed"
         await TicketRepository(uow.session).add_timeline(
