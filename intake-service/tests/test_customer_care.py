@@ -143,6 +143,9 @@ async def test_attachment_limits_are_422_problems_naming_the_field(intake: Servi
 async def test_contact_data_is_masked_for_agents_and_whole_for_leads(intake: ServiceHarness) -> None:
     ticket = await create(intake)
     as_agent = (await intake.client.get(f"/v1/customers/{ticket['customer_id']}", headers=AGENT)).json()
+    # A channel holds what it sent; a channel token must not read every other channel's customers.
+    as_channel = (await intake.client.get(f"/v1/customers/{ticket['customer_id']}", headers=CHANNEL)).json()
+    assert as_channel == as_agent
     as_lead = (await intake.client.get(f"/v1/customers/{ticket['customer_id']}", headers=LEAD)).json()
     assert (as_agent["email"], as_agent["phone"], as_agent["masked"]) == (
         "l**********@example.com",

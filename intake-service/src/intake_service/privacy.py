@@ -21,8 +21,9 @@ from intake_service.domain.privacy import mask_email, mask_name, mask_phone
 from intake_service.models import Customer, InboundEmail, Message, Ticket
 from intake_service.schemas import CustomerExport, CustomerOut, MessageOut, TicketOut
 
-# Roles that handle contact data themselves: the integration that sent it, leads, admins.
-UNMASKED_ROLES = frozenset({Role.CHANNEL, Role.LEAD, Role.ADMIN})
+# Roles that handle contact data themselves: leads and admins. Not channels: an integration
+# already holds what it sent, and one channel's token must not read every other channel's customers.
+UNMASKED_ROLES = frozenset({Role.LEAD, Role.ADMIN})
 
 
 class CustomerNotFound(NotFound):
