@@ -317,12 +317,16 @@ async def test_poison_messages_are_dead_lettered_and_unhandled_types_ignored(
         source="/helpdesk/test",
     )
     unknown = {**orjson.loads(created("C-unknown").to_json_bytes()), "type": "helpdesk.nothing.v9"}
+    # A type no service can have (unhashable: looking it up raised, and the session restarted
+    # on the same record for ever).
+    listed = {**orjson.loads(created("C-listed").to_json_bytes()), "type": ["helpdesk.ticket.created.v1"]}
     sentinel = created("C-sentinel")
     async with running(rig.consumer):
         await send(producer, rig.topic, b"\xff{not json")
         await send(producer, rig.topic, orjson.dumps(invalid))
         await send(producer, rig.topic, closed.to_json_bytes(), closed.subject)
         await send(producer, rig.topic, orjson.dumps(unknown))
+        await send(producer, rig.topic, orjson.dumps(listed))
         await send(producer, rig.topic, sentinel.to_json_bytes(), sentinel.subject)
 
         async def sentinel_applied() -> bool:
@@ -332,7 +336,9 @@ async def test_poison_messages_are_dead_lettered_and_unhandled_types_ignored(
 
     assert rig.calls == ["C-sentinel"]
     assert set(await inbox(sessions, rig.group)) == {sentinel.id}
-    not_json, bad_data = await dlq_rows(sessions, rig.dlq)
+    not_json, bad_data, bad_type = await dlq_rows(sessions, rig.dlq)
+    assert bad_type.payload["original"] == listed
+    assert "type" in bad_type.payload["error"]
     assert not_json.payload["original"] == "\ufffd{not json"
     assert "not JSON" in not_json.payload["error"]
     assert bad_data.payload["original"] == invalid
@@ -344,8 +350,8 @@ async def test_poison_messages_are_dead_lettered_and_unhandled_types_ignored(
         await relay.publish_pending()
     finally:
         await relay.stop()
-    records = await read_topic(rig.dlq, 2)
-    assert [orjson.loads(r.value)["offset"] for r in records] == [0, 1]
+    records = await read_topic(rig.dlq, 3)
+    assert [orjson.loads(r.value)["offset"] for r in records] == [0, 1, 4]
 
 
 async def test_a_new_consumer_in_the_group_resumes_after_the_committed_offsets(

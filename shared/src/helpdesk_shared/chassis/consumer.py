@@ -430,6 +430,11 @@ class EventConsumer:
             await self._dead_letter(record, raw, PoisonMessage("not a JSON object"))
             return None
         event_type = raw.get("type")
+        if not isinstance(event_type, str):  # no service's concern; a list cannot even be looked up
+            await self._dead_letter(
+                record, raw, PoisonMessage(f"the type is not a string: {event_type!r}"[:500])
+            )
+            return None
         if event_type not in self._handlers:
             return None  # another service's concern
         try:
