@@ -24,6 +24,8 @@ from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
 from helpdesk_shared.contracts import AnswerPublished, EventEnvelope
 from intake_service.app import create_app
+from intake_service.channels import OutboundAnswer
+from intake_service.delivery import deliver_due
 from intake_service.models import Delivery
 from intake_service.settings import IntakeSettings
 
@@ -293,3 +295,112 @@ async def test_a_refused_recipient_is_visible_without_their_address(delivering: 
             select(Delivery.last_error).where(Delivery.ticket_id == uuid.UUID(ticket["id"]))
         )
     assert stored is not None and address not in stored
+
+
+# ---- the worker's passes, driven by the test (its own worker polls once an hour) ----------------
+
+
+@pytest.fixture(scope="module")
+async def held(make_service: Any) -> AsyncIterator[ServiceHarness]:
+    async with make_service(
+        "intake", IntakeSettings, create_app, label="delivery-held", delivery_poll_seconds=3600
+    ) as harness:
+        yield harness
+
+
+class Accepting:
+    """A channel that accepts every answer, running `during` (if given) while it does."""
+
+    def __init__(self, during: Any = None, fail_on_call: int | None = None) -> None:
+        self.sent: list[OutboundAnswer] = []
+        self._during, self._fail_on_call = during, fail_on_call
+
+    async def send(self, answer: OutboundAnswer) -> None:
+        if self._fail_on_call == len(self.sent) + 1:
+            raise asyncio.CancelledError  # the service stopping in the middle of a pass
+        if self._during is not None:
+            await self._during()
+        self.sent.append(answer)
+
+
+async def in_progress_ticket(intake: ServiceHarness) -> tuple[str, dict[str, str]]:
+    ticket = (
+        await intake.client.post(
+            "/v1/tickets",
+            headers=CHANNEL,
+            json={
+                "channel": "app",
+                "kind": "question",
+                "subject": "保單借款",
+                "description": "可以借多少？",
+                "customer": {"external_id": f"app-{uuid.uuid4()}"},
+            },
+        )
+    ).json()
+    agent = auth_headers("agent", sub=str(await assign(intake, ticket["id"])))
+    assert (await intake.client.post(f"/v1/tickets/{ticket['id']}/start", headers=agent)).status_code == 200
+    return ticket["id"], agent
+
+
+async def one_pass(intake: ServiceHarness, sender: Accepting) -> int:
+    settings = intake.runtime.settings
+    assert isinstance(settings, IntakeSettings)
+    return await deliver_due(intake.runtime.uow, sender, settings)
+
+
+async def test_a_ticket_closed_while_its_answer_is_sent_stays_closed(held: ServiceHarness) -> None:
+    ticket_id, _ = await in_progress_ticket(held)
+    await publish_answer(held, ticket_id, "最多可借保單價值的八成。")
+
+    async def lead_closes() -> None:
+        closed = await held.client.post(
+            f"/v1/tickets/{ticket_id}/close", headers=LEAD, json={"reason": "manual"}
+        )
+        assert closed.status_code == 200, closed.text
+
+    assert await one_pass(held, Accepting(during=lead_closes)) == 1
+
+    ticket = (await held.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
+    assert ticket["status"] == "closed"  # the worker had read "in_progress" before the send
+    [delivered] = await delivered_events(held, ticket_id)
+    assert delivered["first_response"] is True
+
+
+async def test_two_answers_delivered_in_one_pass_make_one_first_response(held: ServiceHarness) -> None:
+    ticket_id, _ = await in_progress_ticket(held)
+    await publish_answer(held, ticket_id, "第一版。", version=1)
+    await publish_answer(held, ticket_id, "補充說明。", version=2)
+
+    sender = Accepting()
+    assert await one_pass(held, sender) == 2
+
+    assert len(sender.sent) == 2
+    events = await delivered_events(held, ticket_id)
+    assert sorted(e["first_response"] for e in events) == [False, True]
+
+
+async def test_what_a_pass_sent_before_it_was_stopped_stays_sent(held: ServiceHarness) -> None:
+    ticket_id, _ = await in_progress_ticket(held)
+    await publish_answer(held, ticket_id, "第一版。", version=1)
+    await publish_answer(held, ticket_id, "補充說明。", version=2)
+
+    sender = Accepting(fail_on_call=2)
+    with pytest.raises(asyncio.CancelledError):
+        await one_pass(held, sender)
+
+    assert len(sender.sent) == 1
+    async with held.uow() as uow:
+        rows = (
+            await uow.session.execute(
+                select(Delivery.status, Delivery.attempts, Delivery.next_attempt_at)
+                .where(Delivery.ticket_id == uuid.UUID(ticket_id))
+                .order_by(Delivery.answer_version)
+            )
+        ).all()
+    assert [(r.status, r.attempts) for r in rows] == [("delivered", 1), ("pending", 1)]
+    # The interrupted one is not sent again at once (the channel may have taken it): it waits out
+    # its claim, then counts as a failed attempt's retry would.
+    assert rows[1].next_attempt_at > datetime.now(UTC)
+    again = Accepting()
+    assert await one_pass(held, again) == 0
+    assert len(await delivered_events(held, ticket_id)) == 1

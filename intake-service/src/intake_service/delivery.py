@@ -3,8 +3,9 @@
 The handler of `answer.published` stores the outbound message and a pending
 delivery in one transaction (so an approved answer is never lost); the worker
 claims due deliveries with `FOR UPDATE SKIP LOCKED` (safe with several replicas),
-sends them through the ticket's channel and, once the channel accepted, marks the
-ticket answered and emits `ticket.answer_delivered` — the first response for SLAs.
+sends each through the ticket's channel outside any transaction and, once the channel
+accepted, marks the ticket answered and emits `ticket.answer_delivered` — the first
+response for SLAs.
 Failures back off exponentially and stay visible on the ticket's timeline.
 """
 
@@ -42,6 +43,8 @@ log = get_logger(__name__)
 
 BATCH = 10
 MAX_BACKOFF = timedelta(minutes=10)
+# A claimed delivery is not due again for at least this long (or four send timeouts).
+_MIN_CLAIM_SECONDS = 60.0
 
 
 async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, mail_domain: str) -> None:
@@ -183,12 +186,50 @@ async def _failed(
 
 
 async def deliver_due(uow_factory: UnitOfWorkFactory, sender: AnswerSender, settings: IntakeSettings) -> int:
-    """One pass over the deliveries that are due; returns how many were attempted."""
+    """One pass over the deliveries that are due; returns how many were attempted.
+
+    Each delivery is claimed, sent and recorded on its own: no transaction (and no ticket lock)
+    is held while a channel takes its time, and an answer the channel took is recorded at once,
+    so a pass that ends early (the service stopping, a database error) sends nothing twice.
+    """
+    claimed = await _claim_due(uow_factory, settings)
+    for delivery_id, correlation_id in claimed:
+        with correlated(correlation_id):
+            try:
+                async with uow_factory() as uow:
+                    answer = await _outbound(uow, await uow.session.get_one(Delivery, delivery_id))
+                await sender.send(answer)
+            except DeliveryError as error:
+                failure: DeliveryError | None = error
+            except Exception as exc:  # an adapter bug still counts as an attempt, never loops hot
+                failure = DeliveryError(repr(exc))
+            else:
+                failure = None
+            async with uow_factory() as uow:
+                delivery = await uow.session.get_one(Delivery, delivery_id, with_for_update=True)
+                if failure is None:
+                    await _delivered(uow, delivery, datetime.now(UTC))
+                else:
+                    await _failed(uow, delivery, failure, datetime.now(UTC), settings)
+                await uow.commit()
+    return len(claimed)
+
+
+async def _claim_due(
+    uow_factory: UnitOfWorkFactory, settings: IntakeSettings
+) -> list[tuple[uuid.UUID, str | None]]:
+    """Take the due deliveries (`SKIP LOCKED`: one replica each), counting the attempt now.
+
+    Until its outcome is recorded a claimed delivery is not due again for longer than a send may
+    take: if this replica stops mid-send, another sends it once that claim has run out.
+    """
+    now = datetime.now(UTC)
+    claim_until = now + timedelta(seconds=max(_MIN_CLAIM_SECONDS, 4 * settings.delivery_timeout_seconds))
     async with uow_factory() as uow:
         due = (
             await uow.session.scalars(
                 select(Delivery)
-                .where(Delivery.status == "pending", Delivery.next_attempt_at <= datetime.now(UTC))
+                .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
                 .order_by(Delivery.next_attempt_at)
                 .limit(BATCH)
                 .with_for_update(skip_locked=True)
@@ -196,17 +237,10 @@ async def deliver_due(uow_factory: UnitOfWorkFactory, sender: AnswerSender, sett
         ).all()
         for delivery in due:
             delivery.attempts += 1
-            with correlated(delivery.correlation_id):
-                try:
-                    await sender.send(await _outbound(uow, delivery))
-                except DeliveryError as error:
-                    await _failed(uow, delivery, error, datetime.now(UTC), settings)
-                except Exception as exc:  # an adapter bug still counts as an attempt, never loops hot
-                    await _failed(uow, delivery, DeliveryError(repr(exc)), datetime.now(UTC), settings)
-                else:
-                    await _delivered(uow, delivery, datetime.now(UTC))
+            delivery.next_attempt_at = claim_until
+        claimed = [(d.id, d.correlation_id) for d in due]
         await uow.commit()
-    return len(due)
+    return claimed
 
 
 async def delivery_worker(runtime: ServiceRuntime) -> None:
