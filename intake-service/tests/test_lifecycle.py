@@ -375,3 +375,20 @@ async def test_resolving_with_an_empty_domain_is_a_422(intake: ServiceHarness) -
     assert response.json()["errors"][0]["field"] == "body.domain"
     ticket = await intake.client.get(f"/v1/tickets/{ticket_id}", headers=agent)
     assert ticket.json()["status"] == "assigned"
+
+
+async def test_a_ticket_locked_for_a_change_is_read_as_it_is_now(intake: ServiceHarness) -> None:
+    ticket_id = uuid.UUID(
+        (await intake.client.post("/v1/tickets", json=body(), headers=CHANNEL)).json()["id"]
+    )
+    async with intake.uow() as uow:
+        repo = TicketRepository(uow.session)
+        seen = await repo.get(ticket_id)
+        assert seen is not None and seen.status == "new"
+        async with intake.uow() as other:  # a concurrent change, committed meanwhile
+            await other.session.execute(
+                sa_text("UPDATE tickets SET status = 'closed' WHERE id = :id"), {"id": ticket_id}
+            )
+            await other.commit()
+        locked = await repo.get(ticket_id, for_update=True)
+        assert locked is seen and locked.status == "closed"

@@ -58,7 +58,9 @@ class TicketRepository:
     async def get(self, ticket_id: uuid.UUID, *, for_update: bool = False) -> Ticket | None:
         stmt = select(Ticket).where(Ticket.id == ticket_id)
         if for_update:
-            stmt = stmt.with_for_update()
+            # Locked to be changed: decide on the row as it is now, not on a copy this session
+            # loaded before the lock (the ORM keeps an object's attributes unless told otherwise).
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def page(self, params: PageParams, filters: TicketFilters) -> Sequence[Ticket]:
