@@ -40,7 +40,7 @@ from helpdesk_shared.contracts.enums import CloseReason
 from routing_service import sla
 from routing_service.app import create_app
 from routing_service.domain.business_time import cn_default
-from routing_service.models import Agent, QueueEntry, SlaTimer
+from routing_service.models import Agent, Assignment, QueueEntry, SlaTimer
 from routing_service.settings import RoutingSettings
 from routing_service.sla_timers import fire_due
 
@@ -381,6 +381,34 @@ async def test_breach_escalates_to_the_team_lead_with_raised_priority(clocks: Se
     body = await ticket_sla(clocks, ticket_id)
     assert body["priority"] == "urgent"
     assert {t["state"] for t in body["timers"].values()} == {"breached"}
+
+
+async def test_a_breach_of_a_ticket_held_by_a_lead_outside_any_team_names_the_team_they_lead(
+    clocks: ServiceHarness,
+) -> None:
+    # Difficult tickets go to leads, and a lead need not be a member of the team they lead.
+    lead = await clocks.client.post(
+        "/v1/agents", json={"name": "陳組長", "roles": ["lead"], "max_concurrent": 50}, headers=LEAD
+    )
+    assert lead.status_code == 201, lead.text
+    lead_id = lead.json()["id"]
+    team = await clocks.client.post(
+        "/v1/teams", json={"name": f"核保組 {lead_id}", "lead_id": lead_id}, headers=LEAD
+    )
+    assert team.status_code == 201, team.text
+    event = created(MONDAY_9)
+    ticket_id = event.data.ticket_id
+    await handle(clocks, event)
+    async with clocks.uow() as uow:  # held by the lead, as a difficult ticket is
+        await uow.session.execute(
+            update(Assignment).where(Assignment.ticket_id == ticket_id).values(agent_id=uuid.UUID(lead_id))
+        )
+        await uow.commit()
+
+    assert await fire_due(clocks.uow, now=datetime(2026, 3, 3, 9, 45, tzinfo=SH)) == (1, 0, 1)
+    breached, escalated = await events(clocks, ticket_id, SlaBreached, TicketEscalated)
+    assert (breached["agent_id"], breached["team_id"]) == (lead_id, team.json()["id"])
+    assert (escalated["team_id"], escalated["lead_id"]) == (team.json()["id"], lead_id)
 
 
 async def test_breach_moves_a_queued_ticket_up_the_queue(clocks: ServiceHarness) -> None:

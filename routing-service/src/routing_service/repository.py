@@ -26,7 +26,7 @@ from routing_service.domain.assignment import (
 )
 from routing_service.models import Agent, Assignment, QueueEntry, RoutedTicket, SlaTimer, Team
 
-_LED_TEAM = (
+LED_TEAM = (
     select(Team.id)
     .where(Team.lead_id == Agent.id)
     .order_by(Team.created_at, Team.id)
@@ -34,7 +34,7 @@ _LED_TEAM = (
     .correlate(Agent)
     .scalar_subquery()
 )
-_TEAM = func.coalesce(Agent.team_id, _LED_TEAM).label("team_id")
+_TEAM = func.coalesce(Agent.team_id, LED_TEAM).label("team_id")
 """The agent's team; for a lead who is no team's member, the (oldest) team they lead."""
 
 _CANDIDATE_COLUMNS = (

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, time
 from functools import lru_cache
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,7 @@ from routing_service.domain.business_time import BusinessCalendar, Interval
 from routing_service.domain.holidays import HolidaySourceName
 from routing_service.domain.sla import PolicyCriteria
 from routing_service.models import Agent, Assignment, Calendar, SlaPolicy, SlaTimer, Team
+from routing_service.repository import LED_TEAM
 
 StoredHours = dict[str, list[list[str]]]
 _HoursKey = tuple[tuple[int, tuple[tuple[str, str], ...]], ...]
@@ -231,11 +232,13 @@ class SlaRepository:
         self, ticket_id: uuid.UUID
     ) -> tuple[uuid.UUID | None, uuid.UUID | None, uuid.UUID | None]:
         """(assignee, the assignee's team, that team's lead) — what routing knows of who holds a ticket."""
+        # A lead outside any team (difficult tickets go to leads) stands for the team they lead.
+        team_id = func.coalesce(Agent.team_id, LED_TEAM)
         row = (
             await self.session.execute(
-                select(Assignment.agent_id, Agent.team_id, Team.lead_id)
+                select(Assignment.agent_id, team_id.label("team_id"), Team.lead_id)
                 .join(Agent, Agent.id == Assignment.agent_id)
-                .outerjoin(Team, Team.id == Agent.team_id)
+                .outerjoin(Team, Team.id == team_id)
                 .where(Assignment.ticket_id == ticket_id)
             )
         ).first()
