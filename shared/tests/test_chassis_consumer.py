@@ -806,3 +806,31 @@ async def test_what_must_keep_its_order_or_finds_no_room_waits_for_the_run_in_fl
 
         await eventually(all_applied)
     assert sorted(await effects(sessions, rig.group)) == sorted(["K-sentinel", "K-stuck", applied_as])
+
+
+async def test_caught_up_is_set_once_the_backlog_is_handled(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    release = asyncio.Event()
+
+    async def held(envelope: EventEnvelope[Any]) -> None:
+        if envelope.data.number == "L-last":
+            await release.wait()
+
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), before_commit=held)
+    topic = rig.topic
+    for n in range(5):
+        event = created(f"L-{n}")
+        await send(producer, topic, event.to_json_bytes(), event.subject)
+    last = created("L-last")
+    await send(producer, topic, last.to_json_bytes(), last.subject)
+    async with running(rig.consumer):
+
+        async def five_applied() -> bool:
+            return len(await effects(sessions, rig.group)) == 5
+
+        await eventually(five_applied)
+        await asyncio.sleep(1.2)  # more than two polls: the lag has been recorded meanwhile
+        assert not rig.consumer.caught_up.is_set()  # the last record is still being handled
+        release.set()
+        await asyncio.wait_for(rig.consumer.caught_up.wait(), timeout=15)

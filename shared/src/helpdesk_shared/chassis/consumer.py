@@ -299,6 +299,8 @@ class _Partition:
     committed: int | None = None
     stopping: bool = False
     paused: bool = False
+    taking_up: bool = False
+    """The worker is handling records it took from ``pending`` (or handing their runs over)."""
     handed_over: collections.deque[_HandedOver] = field(default_factory=collections.deque)
     """What the worker went on from, in offset order: runs waiting for their transaction, and
     records handled meanwhile (their offsets are committable only after the runs before them)."""
@@ -348,6 +350,9 @@ class EventConsumer:
         self._group = settings.consumer_group or settings.service_name
         self.tuning = ConsumerTuning.from_settings(settings)
         self.assigned = asyncio.Event()
+        # Set the first time every assigned partition was handled to its end: work that must not
+        # act on a backlog's stale picture (routing's SLA clocks after a restart) waits for it.
+        self.caught_up = asyncio.Event()
         self._groups: dict[tuple[str, str], _RunGroup] = {}
 
     async def run(self) -> None:
@@ -744,7 +749,11 @@ class _Run:
                         # behind this partition's previous records (clocks of other hosts permitting).
                         age = time.time() - records[0].timestamp / 1000
                         EVENT_AGE.labels(self._owner._service, part.tp.topic).observe(max(0.0, age))
-                        await self._take_up(part, records)
+                        part.taking_up = True
+                        try:
+                            await self._take_up(part, records)
+                        finally:
+                            part.taking_up = False
                     if part.paused and len(part.pending) <= self._tuning.max_poll_records // 2:
                         part.paused = False
                         if part.tp in self._consumer.assignment():
@@ -883,9 +892,11 @@ class _Run:
     async def _record_lag(self, assignment: set[TopicPartition]) -> None:
         """Records not yet handled: the high watermark minus the next offset to handle."""
         service = self._owner._service
+        behind = not assignment
         for tp in assignment:
             highwater = self._consumer.highwater(tp)
             if highwater is None:
+                behind = True  # not fetched yet: its end is unknown
                 continue
             part = self._partitions.get(tp)
             if part is not None and part.pending:
@@ -895,3 +906,7 @@ class _Run:
             else:
                 position = await self._consumer.position(tp)
             CONSUMER_LAG.labels(service, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+            busy = part is not None and (part.taking_up or any(h.in_flight for h in part.handed_over))
+            behind = behind or highwater > position or busy
+        if not behind:
+            self._owner.caught_up.set()
