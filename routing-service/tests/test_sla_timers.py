@@ -9,12 +9,14 @@ shared routing instance instead, to show that the worker wired into the app fire
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -42,7 +44,7 @@ from routing_service.app import create_app
 from routing_service.domain.business_time import cn_default
 from routing_service.models import Agent, Assignment, QueueEntry, SlaTimer
 from routing_service.settings import RoutingSettings
-from routing_service.sla_timers import fire_due
+from routing_service.sla_timers import fire_due, sla_timer_worker
 
 SH = ZoneInfo("Asia/Shanghai")
 AGENT = auth_headers("agent")
@@ -444,3 +446,39 @@ async def test_the_running_service_fires_due_clocks_by_itself(routing: ServiceHa
         closed_at=datetime.now(UTC),
     )
     await handle(routing, wrap(closed))  # give back whatever it holds in the shared routing instance
+
+
+async def test_after_a_start_clocks_fire_only_once_the_waiting_events_are_handled(
+    clocks: ServiceHarness,
+) -> None:
+    # Answers delivered while routing was away wait in Kafka: their clocks must not breach first.
+    event = created(MONDAY_9)
+    await handle(clocks, event)
+    caught_up = asyncio.Event()
+    settings = RoutingSettings(
+        database_url="postgresql://unused/unused", sla_poll_seconds=0.05, sla_start_wait_seconds=60
+    )
+    runtime = SimpleNamespace(
+        settings=settings, uow=clocks.uow, consumer=SimpleNamespace(caught_up=caught_up)
+    )
+
+    async def breached() -> bool:
+        async with clocks.uow() as uow:
+            fired = await uow.session.scalars(
+                select(SlaTimer.breached_at).where(SlaTimer.ticket_id == event.data.ticket_id)
+            )
+            return any(at is not None for at in fired)
+
+    worker = asyncio.create_task(sla_timer_worker(cast(Any, runtime)))
+    try:
+        await asyncio.sleep(0.5)
+        assert not await breached()  # long past due, but the consumer is still catching up
+        caught_up.set()
+        deadline = time.monotonic() + 10
+        while not await breached():
+            assert time.monotonic() < deadline, "the clock never fired"
+            await asyncio.sleep(0.05)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker

@@ -22,6 +22,13 @@ class RoutingSettings(ServiceSettings):
         "freed while a ticket was being queued for it (a drain sees only committed queue entries)",
     )
     sla_batch_size: int = Field(default=100, ge=1, le=10_000, description="Tickets fired per SLA worker pass")
+    sla_start_wait_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        le=3600,
+        description="At start, how long the SLA worker waits for the consumer to handle the events waiting "
+        "for it before firing anything (clocks those events stop must not breach meanwhile)",
+    )
     config_cache_seconds: float = Field(
         default=2.0,
         ge=0,

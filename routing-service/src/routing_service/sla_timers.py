@@ -153,9 +153,20 @@ async def _breach(
 
 
 async def sla_timer_worker(runtime: ServiceRuntime) -> None:
-    """Background task of the routing service: a pass every ``sla_poll_seconds``, at once while busy."""
+    """Background task of the routing service: a pass every ``sla_poll_seconds``, at once while busy.
+
+    The first pass waits until the consumer has handled the events that were waiting for it
+    (up to ``sla_start_wait_seconds``): after a restart, answers delivered and tickets resolved
+    while routing was away are still in Kafka, and their clocks, running here until those
+    events stop them, would breach and escalate tickets that were answered in time.
+    """
     settings = runtime.settings
     assert isinstance(settings, RoutingSettings)
+    if runtime.consumer is not None:
+        try:
+            await asyncio.wait_for(runtime.consumer.caught_up.wait(), settings.sla_start_wait_seconds)
+        except TimeoutError:
+            log.warning("sla_started_behind", waited_seconds=settings.sla_start_wait_seconds)
     while True:
         try:
             fired = await fire_due(runtime.uow, batch=settings.sla_batch_size)
