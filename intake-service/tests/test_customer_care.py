@@ -21,6 +21,7 @@ from intake_service.domain.privacy import (
     redact_contacts,
     redact_to_fit,
 )
+from intake_service.models import Rating
 
 CHANNEL = auth_headers("channel")
 LEAD = auth_headers("lead")
@@ -197,6 +198,39 @@ async def test_satisfaction_survey_once_per_resolution(intake: ServiceHarness) -
     assert (rated.json()["score"], rated.json()["resolution_count"]) == (5, 1)
     assert again.status_code == 409
     assert (await event_types(intake, ticket["id"]))[-1] == "helpdesk.ticket.rated.v1"
+
+
+async def test_a_rating_credits_the_agent_who_resolved_not_whoever_holds_the_ticket_now(
+    intake: ServiceHarness,
+) -> None:
+    ticket = await create(intake)
+    resolver = await assign(intake, ticket["id"])
+    await intake.client.post(f"/v1/tickets/{ticket['id']}/resolve", headers=LEAD)
+    link = (await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=AGENT)).json()
+    # The customer writes again (reopened) and routing gives the ticket to someone else ...
+    await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/messages", headers=CHANNEL, json={"body": "還有一個問題"}
+    )
+    successor = await assign(intake, ticket["id"])
+    assert successor != resolver
+    # ... before the customer answers the survey about the first resolution.
+    rated = await intake.client.post(
+        f"/v1/tickets/{ticket['id']}/satisfaction", json={"token": link["token"], "score": 4}
+    )
+    assert rated.status_code == 201, rated.text
+    async with intake.uow() as uow:
+        stored = await uow.session.scalar(
+            select(Rating.agent_id).where(Rating.ticket_id == uuid.UUID(ticket["id"]))
+        )
+        data = (
+            await uow.session.execute(
+                select(OUTBOX.c.payload["data"]).where(
+                    OUTBOX.c.key == ticket["id"], OUTBOX.c.event_type == "helpdesk.ticket.rated.v1"
+                )
+            )
+        ).scalar_one()
+    assert stored == resolver
+    assert data["agent_id"] == str(resolver)
 
 
 async def rated_event(intake: ServiceHarness, comment: str, **customer: str) -> dict[str, Any]:

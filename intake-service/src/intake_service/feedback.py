@@ -49,6 +49,9 @@ async def survey_link(uow: UnitOfWork, ticket_id: uuid.UUID, settings: IntakeSet
         {
             "sub": str(ticket.id),
             "res": ticket.resolution_count,
+            # The rating is the resolving agent's, even if the ticket is reopened and moves on
+            # before the customer answers (links exist only while it is resolved or closed).
+            "agt": str(ticket.assignee_id) if ticket.assignee_id is not None else None,
             "aud": SURVEY_AUDIENCE,
             "exp": int(expires.timestamp()),
         },
@@ -62,7 +65,9 @@ async def survey_link(uow: UnitOfWork, ticket_id: uuid.UUID, settings: IntakeSet
     )
 
 
-def _verify(token: str, ticket_id: uuid.UUID, settings: IntakeSettings) -> int:
+def _verify(token: str, ticket_id: uuid.UUID, settings: IntakeSettings) -> tuple[int, uuid.UUID | None, bool]:
+    """The resolution the link rates, the agent who held the ticket then (None: nobody), and
+    whether the link names one at all (links sent before it did leave that to the ticket)."""
     try:
         claims = jwt.decode(
             token,
@@ -76,14 +81,20 @@ def _verify(token: str, ticket_id: uuid.UUID, settings: IntakeSettings) -> int:
     resolution = claims.get("res")
     if claims["sub"] != str(ticket_id) or not isinstance(resolution, int) or resolution < 1:
         raise InvalidSurveyToken("The survey link belongs to another ticket")
-    return resolution
+    agent = claims.get("agt")
+    try:
+        return resolution, uuid.UUID(agent) if agent is not None else None, "agt" in claims
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidSurveyToken("The survey link names no valid agent") from exc
 
 
 async def rate(
     uow: UnitOfWork, ticket_id: uuid.UUID, body: RatingCreate, settings: IntakeSettings
 ) -> RatingOut:
-    resolution = _verify(body.token, ticket_id, settings)
+    resolution, agent_id, names_agent = _verify(body.token, ticket_id, settings)
     ticket = await load_ticket(uow, ticket_id)
+    if not names_agent:
+        agent_id = ticket.assignee_id
     now = datetime.now(UTC)
     inserted = await uow.session.execute(
         pg_insert(Rating)
@@ -92,7 +103,7 @@ async def rate(
             resolution_count=resolution,
             score=body.score,
             comment=body.comment,
-            agent_id=ticket.assignee_id,
+            agent_id=agent_id,
             rated_at=now,
         )
         .on_conflict_do_nothing()
@@ -113,7 +124,7 @@ async def rate(
             ticket_id=ticket.id,
             score=body.score,
             comment=comment,
-            agent_id=ticket.assignee_id,
+            agent_id=agent_id,
             resolution_count=resolution,
             rated_at=now,
         ),
