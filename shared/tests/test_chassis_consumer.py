@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from helpdesk_runtime.pytest_plugin import Infra
@@ -834,3 +836,39 @@ async def test_caught_up_is_set_once_the_backlog_is_handled(
         assert not rig.consumer.caught_up.is_set()  # the last record is still being handled
         release.set()
         await asyncio.wait_for(rig.consumer.caught_up.wait(), timeout=15)
+
+
+@pytest.mark.parametrize(
+    "interruption",
+    [
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        OperationalError("COMMIT", {}, ConnectionError("the database went away")),
+    ],
+    ids=["deadlock", "connection-lost"],
+)
+async def test_an_interrupted_handler_is_retried_until_it_succeeds_never_dead_lettered(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any, interruption: Exception
+) -> None:
+    # A short outage or a deadlock says nothing about the event: dead-lettering it after the
+    # handler's few attempts would lose a ticket for good when the database comes back a bit late.
+    interruptions = 5  # more than the rig's consumer_max_attempts (3)
+
+    async def interrupted(envelope: EventEnvelope[Any]) -> None:
+        nonlocal interruptions
+        if interruptions:
+            interruptions -= 1
+            raise interruption
+
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), before_commit=interrupted)
+    event = created("I-1")
+    async with running(rig.consumer):
+        await send(producer, rig.topic, event.to_json_bytes(), event.subject)
+
+        async def applied() -> bool:
+            return await effects(sessions, rig.group) == ["I-1"]
+
+        await eventually(applied)
+
+    assert rig.calls == ["I-1"] * 6
+    assert await dlq_rows(sessions, rig.dlq) == []
+    assert (await inbox(sessions, rig.group))[event.id].outcome == "processed"

@@ -70,7 +70,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from helpdesk_shared.chassis.db import INBOX
+from helpdesk_shared.chassis.db import INBOX, transient
 from helpdesk_shared.chassis.logging import correlated, get_logger
 from helpdesk_shared.chassis.metrics import CONSUMER_LAG, EVENTS_CONSUMED
 from helpdesk_shared.chassis.settings import ServiceSettings
@@ -158,6 +158,10 @@ class InboxClaim:
 
 
 _CLAIM_MANY = f"WITH {InboxClaim.cte(1)} SELECT event_id FROM claimed"
+
+
+# Retries of an event interrupted by a deadlock or an unavailable database wait at most this long.
+_MAX_INTERRUPTED_BACKOFF = 5.0
 
 
 class PoisonMessage(Exception):
@@ -563,10 +567,26 @@ class EventConsumer:
         handler = self._handlers[envelope.type]
         with correlated(correlation_of(envelope)):
             attempts = self._settings.consumer_max_attempts
-            for attempt in range(1, attempts + 1):
+            attempt = interrupted = 0
+            while True:
                 try:
                     return await self._apply(handler, envelope, topic)
                 except Exception as exc:
+                    if transient(exc):
+                        # A deadlock or the database away says nothing about the event: tried
+                        # again for as long as it takes, never dead-lettered for it (the partition
+                        # waits, and its lag shows it).
+                        interrupted += 1
+                        log.warning(
+                            "event_handler_interrupted",
+                            type=envelope.type,
+                            event_id=str(envelope.id),
+                            interrupted=interrupted,
+                            error=repr(exc),
+                        )
+                        await asyncio.sleep(self._backoff(min(interrupted, 8), cap=_MAX_INTERRUPTED_BACKOFF))
+                        continue
+                    attempt += 1
                     log.warning(
                         "event_handler_failed",
                         type=envelope.type,
@@ -574,7 +594,7 @@ class EventConsumer:
                         attempt=attempt,
                         error=repr(exc),
                     )
-                    if attempt == attempts:
+                    if attempt >= attempts:
                         await self._dead_letter(
                             record,
                             raw or envelope.model_dump(mode="json"),
@@ -583,8 +603,11 @@ class EventConsumer:
                             topic=topic,
                         )
                         return True
-                    await asyncio.sleep(self._settings.consumer_retry_backoff_seconds * 2 ** (attempt - 1))
-            return True
+                    await asyncio.sleep(self._backoff(attempt))
+
+    def _backoff(self, attempt: int, cap: float | None = None) -> float:
+        delay: float = self._settings.consumer_retry_backoff_seconds * 2.0 ** (attempt - 1)
+        return delay if cap is None else min(delay, cap)
 
     async def _apply(self, handler: Handler, envelope: EventEnvelope[Any], topic: str) -> bool:
         async with self._uow_factory() as uow:

@@ -28,6 +28,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSON, UUID
+from sqlalchemy.exc import InterfaceError as DBAPIInterfaceError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -207,3 +209,37 @@ async def driver_connection(session: AsyncSession) -> Any:
         await connection.exec_driver_sql("SELECT 1")
     session.info[_DRIVER_OF_TRANSACTION] = (session.sync_session.get_transaction(), adapted.driver_connection)
     return adapted.driver_connection
+
+
+# ---- which database errors say nothing about the request or event ------------------------------
+
+RETRYABLE_SQLSTATES = {"40001": "serialization failure", "40P01": "deadlock detected"}
+"""A concurrent transaction got in the way: the same work, tried again, can succeed."""
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, raised by asyncpg or wrapped by SQLAlchemy."""
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None), exc):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or went away (not: it refused a value)."""
+    state = sqlstate(exc) or ""
+    if state.startswith("22"):  # a value refused, even by the driver before sending it
+        return False
+    return (
+        isinstance(exc, OperationalError | DBAPIInterfaceError | ConnectionError)
+        or state.startswith("08")  # connection exception
+        or state.startswith("57P")  # the server shutting down or starting up
+    )
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth trying again as it is: a concurrent transaction got in the way, or the database is
+    unavailable for now."""
+    return sqlstate(exc) in RETRYABLE_SQLSTATES or database_unavailable(exc)

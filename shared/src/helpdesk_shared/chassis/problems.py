@@ -15,10 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.exc import InterfaceError as DBAPIInterfaceError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from helpdesk_shared.chassis.db import RETRYABLE_SQLSTATES, database_unavailable, sqlstate
 from helpdesk_shared.chassis.logging import get_logger, request_id_var
 
 PROBLEM_JSON = "application/problem+json"
@@ -170,28 +170,16 @@ async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
 
 # PostgreSQL aborted the transaction because of a concurrent one: the same request, sent
 # again, succeeds. Everything else the database raises is either a conflict (above) or a bug.
-_RETRYABLE_SQLSTATES = {"40001": "serialization failure", "40P01": "deadlock detected"}
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    orig = getattr(exc, "orig", None)
-    for candidate in (orig, getattr(orig, "__cause__", None), exc):
-        state = getattr(candidate, "sqlstate", None)
-        if isinstance(state, str):
-            return state
-    return None
-
-
 async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
-    state = _sqlstate(exc)
-    if state in _RETRYABLE_SQLSTATES:
+    state = sqlstate(exc)
+    if state in RETRYABLE_SQLSTATES:
         log.warning("database_retryable", path=request.url.path, sqlstate=state)
         return problem_response(
             503,
             "concurrent-update",
             "Interrupted by a concurrent change",
             request,
-            detail=f"The database stopped this request ({_RETRYABLE_SQLSTATES[state]}); retry it",
+            detail=f"The database stopped this request ({RETRYABLE_SQLSTATES[state]}); retry it",
             headers={"Retry-After": "1"},
         )
     if (state or "").startswith("22"):  # data exception: a value of the request cannot be stored
@@ -204,9 +192,7 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
             detail=f"The database refused a value of this request (SQLSTATE {state}: e.g. a NUL character "
             "in text, a number out of range); nothing was stored",
         )
-    if isinstance(exc, OperationalError | DBAPIInterfaceError | ConnectionError) or (state or "").startswith(
-        "08"
-    ):
+    if database_unavailable(exc):
         log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
         return problem_response(
             503,
