@@ -3,6 +3,7 @@ offline gives untouched tickets back to the queue and on to whoever is free."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from routing_factories import (
@@ -16,6 +17,7 @@ from routing_factories import (
     published,
     ticket_created,
 )
+from sqlalchemy import text
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 
@@ -140,3 +142,41 @@ async def test_offline_with_nobody_free_leaves_the_tickets_queued(routing: Servi
     # An answer arriving late for a ticket no longer assigned touches nothing and fails nothing.
     assert await consume(routing, answer_submitted(event.data.ticket_id, agent_id))
     assert await is_queued(routing, event.data.ticket_id)
+
+
+async def test_going_offline_waits_for_a_resolution_in_flight_instead_of_deadlocking(
+    routing: ServiceHarness,
+) -> None:
+    # A resolution locks its ticket's assignment, then frees a slot on the agent's row; going
+    # offline locked the agent's row, then the untouched assignments: each waited for the other.
+    (leaving,) = await isolated_team(routing, 3)
+    event = ticket_created()
+    await consume(routing, event)
+    assert await owner_of(routing, event.data.ticket_id) == leaving
+
+    async with routing.uow() as resolving:  # a resolution, half-way
+        await resolving.session.execute(
+            text("SELECT 1 FROM assignments WHERE ticket_id = :t FOR UPDATE"), {"t": event.data.ticket_id}
+        )
+        offline = asyncio.create_task(
+            routing.client.put(
+                f"/v1/agents/{leaving}/presence",
+                headers=auth_headers("agent", sub=leaving),
+                json={"presence": "offline"},
+            )
+        )
+        await asyncio.sleep(0.5)  # going offline is under way and waiting for the assignment
+        await asyncio.wait_for(  # the resolution frees its slot: it must not wait for the agent
+            resolving.session.execute(
+                text("UPDATE agents SET active_tickets = active_tickets - 1 WHERE id = :a"),
+                {"a": uuid.UUID(leaving)},
+            ),
+            timeout=3,
+        )
+        await resolving.session.execute(
+            text("DELETE FROM assignments WHERE ticket_id = :t"), {"t": event.data.ticket_id}
+        )
+        await resolving.commit()
+    response = await asyncio.wait_for(offline, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["returned_ticket_ids"] == []  # resolved meanwhile: nothing to hand back

@@ -58,6 +58,8 @@ async def set_presence(
     if not principal.has_any({Role.LEAD, Role.ADMIN}) and principal.user_id != agent_id:
         raise Forbidden("Agents set their own presence; a lead or an admin may set anyone's")
     repo = RoutingRepository(uow.session)
+    if body.presence == AgentPresence.OFFLINE:  # it hands back assignments: lock them first
+        await repo.lock_assignments_of(agent_id)
     agent = await repo.lock_agent(agent_id)
     if agent is None:
         raise AgentNotFound(f"No agent with id {agent_id}")

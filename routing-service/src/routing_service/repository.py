@@ -370,6 +370,17 @@ class RoutingRepository:
         ).group_by(QueueEntry.domain, QueueEntry.priority)
         return (await self.session.execute(stmt)).all()
 
+    async def lock_assignments_of(self, agent_id: uuid.UUID) -> None:
+        """Lock the agent's assignments (in ticket order) until commit. Taken before the agent's
+        row by whoever changes both, as a resolution, a transfer and a reopen do (assignment,
+        then agent): the other order waits for them while they wait for it."""
+        await self.session.execute(
+            select(Assignment.ticket_id)
+            .where(Assignment.agent_id == agent_id)
+            .order_by(Assignment.ticket_id)
+            .with_for_update()
+        )
+
     async def lock_agent(self, agent_id: uuid.UUID) -> Agent | None:
         """The agent, locked until commit: presence and capacity changes wait for each other, and
         a concurrent `take_capacity` re-checks its conditions against the outcome."""
