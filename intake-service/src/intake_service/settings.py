@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from helpdesk_shared.chassis.settings import ServiceSettings
+
+# Development defaults, public in the source: production refuses to start with them.
+DEV_SURVEY_SECRET = "helpdesk-local-survey-secret-not-for-production"
+DEV_WEBHOOK_SECRET = "helpdesk-local-webhook-secret-not-for-production"
 
 
 class IntakeSettings(ServiceSettings):
@@ -16,7 +20,7 @@ class IntakeSettings(ServiceSettings):
     outbox_wake_interval_seconds: float = Field(default=0.025, ge=0, le=1)
     ticket_number_prefix: str = "HD"
     survey_secret: SecretStr = Field(
-        default=SecretStr("helpdesk-local-survey-secret-not-for-production"),
+        default=SecretStr(DEV_SURVEY_SECRET),
         description="Signs satisfaction-survey links sent to customers",
     )
     survey_ttl_days: int = Field(default=14, ge=1, le=365)
@@ -30,7 +34,7 @@ class IntakeSettings(ServiceSettings):
     smtp_from: str = "support@helpdesk.local"
     mail_domain: str = "helpdesk.local"
     webhook_secret: SecretStr = Field(
-        default=SecretStr("helpdesk-local-webhook-secret-not-for-production"),
+        default=SecretStr(DEV_WEBHOOK_SECRET),
         description="HMAC-SHA256 key of the X-Helpdesk-Signature header on answer webhooks",
     )
     channel_callbacks: dict[str, str] = Field(
@@ -45,3 +49,14 @@ class IntakeSettings(ServiceSettings):
         default=7, ge=0, le=3650, description="Days without a customer reply before closing; 0 disables"
     )
     auto_close_poll_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_development_secrets(self) -> IntakeSettings:
+        if self.environment == "production":
+            for variable, secret, default in (
+                ("INTAKE_SURVEY_SECRET", self.survey_secret, DEV_SURVEY_SECRET),
+                ("INTAKE_WEBHOOK_SECRET", self.webhook_secret, DEV_WEBHOOK_SECRET),
+            ):
+                if secret.get_secret_value() == default:
+                    raise ValueError(f"{variable} must be set to a real secret outside local/test")
+        return self
