@@ -296,7 +296,7 @@ async def test_a_pass_converts_only_the_rows_it_sends_however_long_the_backlog(
         await driver.execute("SET enable_indexscan = off")
         try:
             explained = await driver.fetchval(
-                "EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) " + _LOCK_AND_SELECT_PENDING, _RELAY_LOCK_KEY, 10
+                "EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) " + _LOCK_AND_SELECT_PENDING, _RELAY_LOCK_KEY, 10, []
             )
         finally:
             await driver.execute("RESET enable_indexscan; SELECT pg_advisory_unlock_all()")
@@ -578,3 +578,27 @@ async def test_the_delay_from_a_commit_to_the_relay_pass_is_measured(
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await relay.stop()
+
+
+async def test_a_topic_the_broker_lacks_holds_back_only_its_own_rows(
+    db: tuple[str, Sessions], sessions: Sessions, infra: Infra, new_topic: Any, read_topic: Any
+) -> None:
+    # E.g. a dead-letter topic never created where the broker does not create topics itself: its
+    # rows wait (and say why), the other topics' events go out as usual, pass after pass.
+    missing = f"t{infra.run_id}.chassis.never-created.{uuid.uuid4().hex[:8]}"
+    topic = new_topic("outbox")
+    await commit_one_event(sessions, missing, "HD-stranded")
+    await commit_one_event(sessions, topic, "HD-first")
+    relay = OutboxRelay(settings_for(db[0], infra.kafka_bootstrap), sessions)
+    try:
+        assert await relay.publish_pending() == 2
+        await commit_one_event(sessions, topic, "HD-second")
+        assert await relay.publish_pending() == 1  # the stranded row is not even read again yet
+        [stranded] = await outbox_rows(sessions, missing)
+        assert stranded.published_at is None and stranded.parked_at is None  # kept for when it exists
+        assert stranded.attempts == 1 and missing in stranded.last_error
+        assert await outbox_rows(sessions, topic) == []
+    finally:
+        await relay.stop()
+    numbers = [parse_event(r.value).data.number for r in await read_topic(topic, 2)]
+    assert numbers == ["HD-first", "HD-second"]

@@ -28,6 +28,8 @@ from aiokafka.errors import (
     CorruptRecordException,
     InvalidTimestampError,
     MessageSizeTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
 )
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -59,6 +61,10 @@ _RECORD_ERRORS = (
     InvalidTimestampError,
     orjson.JSONEncodeError,
 )
+# Errors about a whole topic (missing where the broker creates none, or not ours to write): its rows
+# wait and the others go on; the topic is looked at again after this long.
+_TOPIC_ERRORS = (UnknownTopicOrPartitionError, TopicAuthorizationFailedError)
+_TOPIC_RETRY_SECONDS = 5.0
 _PENDING = OUTBOX.c.published_at.is_(None) & OUTBOX.c.parked_at.is_(None)
 # A pass holds the relay lock from its first statement to its last, with no transaction open in
 # between (nothing waits on the broker inside a transaction): the lock is session-level, taken
@@ -75,6 +81,7 @@ _LOCK_AND_SELECT_PENDING = (
     "FROM relay LEFT JOIN LATERAL ("
     "SELECT e.seq, e.topic, e.key, e.event_type, e.payload::text AS payload, e.headers::text AS headers "
     f"FROM (SELECT seq FROM {OUTBOX.name} WHERE relay.held AND published_at IS NULL AND parked_at IS NULL "
+    f"AND topic <> ALL($3::text[]) "
     f"ORDER BY seq LIMIT $2) pending JOIN {OUTBOX.name} e ON e.seq = pending.seq ORDER BY e.seq) o ON true"
 )
 _PARK = f"UPDATE {OUTBOX.name} SET parked_at = now(), attempts = attempts + 1, last_error = $2 WHERE seq = $1"
@@ -194,6 +201,22 @@ def new_producer(settings: ServiceSettings, **overrides: Any) -> AIOKafkaProduce
     return AIOKafkaProducer(**options)
 
 
+async def _partitions_now(producer: AIOKafkaProducer, topic: str) -> set[int]:
+    """The topic's partitions, after at most one metadata request (the producer's own
+    `partitions_for` waits its whole request timeout, 10 s a pass, for a topic that is missing)."""
+    client = producer.client
+    partitions = client.cluster.partitions_for_topic(topic)
+    if partitions is None:
+        client.add_topic(topic)
+        await client.force_metadata_update()
+        partitions = client.cluster.partitions_for_topic(topic)
+    if partitions is None:
+        if topic in client.cluster.unauthorized_topics:
+            raise TopicAuthorizationFailedError(topic)
+        raise UnknownTopicOrPartitionError(topic)
+    return set(partitions)
+
+
 class OutboxRelay:
     def __init__(self, settings: ServiceSettings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._settings = settings
@@ -211,6 +234,7 @@ class OutboxRelay:
         self._last_cleanup = 0.0
         self._last_backlog_refresh = 0.0
         self._producer_lock = asyncio.Lock()
+        self._held_back: dict[str, float] = {}  # topic → when to try it again (monotonic)
 
     @property
     def producer(self) -> AIOKafkaProducer | None:
@@ -280,21 +304,26 @@ class OutboxRelay:
             async with self._engine.connect() as connection:
                 driver: Any = (await connection.get_raw_connection()).driver_connection
                 try:
+                    now = time.monotonic()
+                    self._held_back = {t: until for t, until in self._held_back.items() if until > now}
                     rows = await driver.fetch(
-                        _LOCK_AND_SELECT_PENDING, _RELAY_LOCK_KEY, self._settings.outbox_batch_size
+                        _LOCK_AND_SELECT_PENDING,
+                        _RELAY_LOCK_KEY,
+                        self._settings.outbox_batch_size,
+                        list(self._held_back),
                     )
                     if not rows[0]["held"]:
                         return 0  # another replica is relaying for this database
                     rows = [row for row in rows if row["seq"] is not None]
                     seqs = [r["seq"] for r in rows]
-                    rejected = (
+                    rejected, held = (
                         await asyncio.wait_for(
                             self._send_all(rows), self._settings.outbox_publish_timeout_seconds
                         )
                         if rows
-                        else {}
+                        else ({}, {})
                     )
-                    published = [seq for seq in seqs if seq not in rejected]
+                    published = [seq for seq in seqs if seq not in rejected and seq not in held]
                     for row in rows:
                         if (error := rejected.get(row["seq"])) is not None:
                             await self._park(driver, row, error)
@@ -312,11 +341,15 @@ class OutboxRelay:
             if seqs:
                 await self._record_failure(seqs, exc)
             raise
+        for topic, error in {row["topic"]: held[row["seq"]] for row in rows if row["seq"] in held}.items():
+            log.error("outbox_topic_unavailable", topic=topic, error=repr(error))
+            await self._record_failure([r["seq"] for r in rows if r["topic"] == topic], error)
         OUTBOX_PUBLISHED.labels(self._service).inc(len(published))
         return len(seqs)
 
-    async def _send_all(self, rows: Sequence[Any]) -> dict[int, Exception]:
-        """Send in order and await every ack; returns the rows the broker can never accept.
+    async def _send_all(self, rows: Sequence[Any]) -> tuple[dict[int, Exception], dict[int, Exception]]:
+        """Send in order and await every ack; returns the rows the broker can never accept, and
+        those held back with their topic (missing, or not ours to write: see `_TOPIC_ERRORS`).
 
         Rows go out as record batches built here, one per topic partition and 512 KB (the producer's own
         `send` costs about twice the CPU per record: a future, a partition lookup and an
@@ -326,6 +359,7 @@ class OutboxRelay:
         """
         producer = await self._ensure_producer()
         rejected: dict[int, Exception] = {}
+        unavailable: dict[str, Exception] = {}
         partitions: dict[str, list[int]] = {}
         batches: dict[tuple[str, int], list[_Batch]] = {}  # per topic partition, in row order
         for row in rows:
@@ -335,8 +369,14 @@ class OutboxRelay:
                 rejected[row["seq"]] = exc
                 continue
             topic = row["topic"]
+            if topic in unavailable:
+                continue
             if topic not in partitions:
-                partitions[topic] = sorted(await producer.partitions_for(topic))
+                try:
+                    partitions[topic] = sorted(await _partitions_now(producer, topic))
+                except _TOPIC_ERRORS as exc:
+                    unavailable[topic] = exc
+                    continue
             partition = key_partition(record[0], partitions[topic])
             queue = batches.setdefault((topic, partition), [])
             if not queue or not queue[-1].add(row, record):
@@ -355,12 +395,18 @@ class OutboxRelay:
                 if isinstance(result, _RECORD_ERRORS):
                     resend += batch.rows + [row for later in batches[tp] for row in later.rows]
                     batches[tp].clear()
+                elif isinstance(result, _TOPIC_ERRORS):
+                    unavailable[tp[0]] = result
+                    batches[tp].clear()
                 elif isinstance(result, BaseException):
                     raise result
             batches = {tp: queue for tp, queue in batches.items() if queue}
         if resend:
             rejected.update(await self._send_one_by_one(sorted(resend, key=lambda row: row["seq"])))
-        return rejected
+        until = time.monotonic() + _TOPIC_RETRY_SECONDS
+        self._held_back.update(dict.fromkeys(unavailable, until))
+        held = {row["seq"]: unavailable[row["topic"]] for row in rows if row["topic"] in unavailable}
+        return rejected, held
 
     async def _send_one_by_one(self, rows: Sequence[Any]) -> dict[int, Exception]:
         """Send each row alone, in order; returns those the broker refused.
