@@ -46,6 +46,7 @@ SHARED_ENV = (
     "HELPDESK_JWT_ALGORITHM",
     "HELPDESK_JWT_PUBLIC_KEY",
     "HELPDESK_JWT_ISSUER",
+    "HELPDESK_JWT_AUDIENCE",
     "KAFKA_BOOTSTRAP_SERVERS",
     "HELPDESK_TOPIC_PREFIX",
     "DATABASE_URL",
@@ -123,6 +124,31 @@ def test_a_minted_token_verifies_to_its_principal_and_unknown_roles_are_ignored(
     assert principal == Principal(subject=str(subject), roles=frozenset({Role.AGENT, Role.LEAD}), name="Ann")
     assert principal.user_id == subject
     assert Principal(subject="svc-web", roles=frozenset()).user_id is None
+
+
+def _token_for(audience: str | None) -> str:
+    claims: dict[str, object] = {
+        "sub": "u-1",
+        "roles": ["agent"],
+        "iss": "helpdesk",
+        "exp": int(time.time()) + 60,
+    }
+    if audience is not None:
+        claims["aud"] = audience
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def test_tokens_are_held_to_the_configured_audience() -> None:
+    # Identity providers (Keycloak, Auth0, Entra ID) put an audience in every token: without the
+    # setting each was refused, with it only tokens issued for this API are accepted.
+    helpdesk = verifier(jwt_audience="helpdesk-api")
+    assert helpdesk.verify(_token_for("helpdesk-api")).subject == "u-1"
+    for other in ("billing-api", None):  # another client's token, or one naming no audience
+        with pytest.raises(Unauthorized):
+            helpdesk.verify(_token_for(other))
+    assert verifier().verify(_token_for(None)).subject == "u-1"  # none configured: none expected
+    with pytest.raises(Unauthorized):
+        verifier().verify(_token_for("billing-api"))
 
 
 def test_an_expired_token_is_unauthorized() -> None:

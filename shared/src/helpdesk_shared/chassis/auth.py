@@ -42,6 +42,8 @@ class TokenVerifier:
     def __init__(self, settings: ServiceSettings) -> None:
         self._algorithm = settings.jwt_algorithm
         self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._required = ["sub", "exp", "aud"] if self._audience is not None else ["sub", "exp"]
         self._key: str = (
             settings.jwt_public_key or ""
             if settings.jwt_algorithm == "RS256"
@@ -74,7 +76,8 @@ class TokenVerifier:
                 self._key,
                 algorithms=[self._algorithm],
                 issuer=self._issuer,
-                options={"require": ["sub", "exp"]},
+                audience=self._audience,
+                options={"require": self._required},
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("Token expired") from exc

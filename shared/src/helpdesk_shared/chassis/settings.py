@@ -41,6 +41,11 @@ class ServiceSettings(BaseSettings):
     )
     jwt_public_key: str | None = Field(default=None, validation_alias=_shared("HELPDESK_JWT_PUBLIC_KEY"))
     jwt_issuer: str = Field(default="helpdesk", validation_alias=_shared("HELPDESK_JWT_ISSUER"))
+    jwt_audience: str | None = Field(
+        default=None,
+        validation_alias=_shared("HELPDESK_JWT_AUDIENCE"),
+        description="The `aud` tokens must carry (identity providers set one); unset: tokens must carry none",
+    )
     log_level: str = Field(default="INFO", validation_alias=_shared("HELPDESK_LOG_LEVEL"))
     opentelemetry: bool = Field(
         default=False,
