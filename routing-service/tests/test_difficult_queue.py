@@ -286,3 +286,20 @@ async def test_a_reopened_complaint_waits_for_its_busy_lead(routing: ServiceHarn
     assert await owner_of(routing, complaint.data.ticket_id) == w.lead
     assigned = await published(routing, str(complaint.data.ticket_id), ASSIGNED)
     assert [a["difficult"] for a in assigned] == [True, True]
+
+
+async def test_a_slot_a_reopened_ticket_leaves_goes_to_the_queue_at_once(routing: ServiceHarness) -> None:
+    # Reopened a second time, a ticket goes to the lead; the specialist who held it has a slot
+    # again, and the ticket waiting for one takes it now, not at the next periodic sweep.
+    w = await world(routing, lead_capacity=3, specialists=(1,))
+    [specialist] = w.specialists
+    held, waiting = w.question(), w.question()
+    await consume(routing, held)
+    await consume(routing, waiting)
+    assert await owner_of(routing, held.data.ticket_id) == specialist
+    assert await is_queued(routing, waiting.data.ticket_id)
+
+    await consume(routing, reopened(held.data.ticket_id, specialist, count=2))
+
+    assert await owner_of(routing, held.data.ticket_id) == w.lead
+    assert await owner_of(routing, waiting.data.ticket_id) == specialist

@@ -227,8 +227,9 @@ async def reassign_reopened(uow: UnitOfWork, event: TicketReopened) -> None:
     from the reopening.
     """
     repo = RoutingRepository(uow.session)
+    released = None
     if await repo.assignment(event.ticket_id) is not None:
-        await repo.release_assignment(event.ticket_id)  # reopened while still held: re-decide
+        released = await repo.release_assignment(event.ticket_id)  # reopened while still held: re-decide
     waiting_since = await repo.dequeue(event.ticket_id) or event.reopened_at  # queued: keeps its place
     now = datetime.now(UTC)
     previous = event.previous_agent_id
@@ -277,4 +278,6 @@ async def reassign_reopened(uow: UnitOfWork, event: TicketReopened) -> None:
             difficult=difficult,
             lead=lead,
         )
+    if released is not None:  # its slot, unless it took the ticket back, is free for the queue
+        await drain_queue(uow, repo, now)
     await uow.commit()
