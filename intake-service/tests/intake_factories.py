@@ -16,9 +16,15 @@ CHANNEL = auth_headers("channel", sub="web-portal")
 
 
 async def post_ticket(
-    intake: ServiceHarness, *, subject: str, description: str, kind: str = "question", channel: str = "web"
+    intake: ServiceHarness,
+    *,
+    subject: str,
+    description: str,
+    kind: str = "question",
+    channel: str = "web",
+    customer: dict[str, str] | None = None,
 ) -> str:
-    """A ticket posted by the web channel for a fresh customer; returns its id."""
+    """A ticket posted through the channel API (for a fresh customer unless given); returns its id."""
     response = await intake.client.post(
         "/v1/tickets",
         headers=CHANNEL,
@@ -27,7 +33,7 @@ async def post_ticket(
             "kind": kind,
             "subject": subject,
             "description": description,
-            "customer": {"external_id": f"c-{uuid.uuid4()}"},
+            "customer": customer or {"external_id": f"c-{uuid.uuid4()}"},
         },
     )
     assert response.status_code == 201, response.text

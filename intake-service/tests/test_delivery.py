@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 from aiosmtpd.controller import Controller
-from intake_factories import assign
+from intake_factories import assign, post_ticket
 from sqlalchemy import select
 
 from helpdesk_runtime.procs import free_port
@@ -158,57 +158,40 @@ async def test_email_answers_go_by_smtp_and_thread(
     delivering: ServiceHarness, mailbox: tuple[Mailbox, int]
 ) -> None:
     box, _ = mailbox
-    ticket = (
-        await delivering.client.post(
-            "/v1/tickets",
-            headers=CHANNEL,
-            json={
-                "channel": "email",
-                "kind": "question",
-                "subject": "發票抬頭更改",
-                "description": "請協助更改發票抬頭",
-                "customer": {"email": "wang@example.com"},
-            },
-        )
-    ).json()
-    await assign(delivering, ticket["id"])
+    ticket_id = await post_ticket(
+        delivering,
+        channel="email",
+        subject="發票抬頭更改",
+        description="請協助更改發票抬頭",
+        customer={"email": "wang@example.com"},
+    )
+    await assign(delivering, ticket_id)
     sent_before = len(box.messages)
 
-    await publish_answer(delivering, ticket["id"], "您好，已為您更改發票抬頭。")
-    first = await until(lambda: _count_at_least(delivering, ticket["id"], 1))
-    await publish_answer(delivering, ticket["id"], "補充：新發票已寄出。", version=2)
-    events = await until(lambda: _count_at_least(delivering, ticket["id"], 2))
+    await publish_answer(delivering, ticket_id, "您好，已為您更改發票抬頭。")
+    first = await until(lambda: _count_at_least(delivering, ticket_id, 1))
+    await publish_answer(delivering, ticket_id, "補充：新發票已寄出。", version=2)
+    events = await until(lambda: _count_at_least(delivering, ticket_id, 2))
 
     mails = [message_from_bytes(m, policy=policy.default) for m in box.messages[sent_before:]]
     assert [m["To"] for m in mails] == ["wang@example.com", "wang@example.com"]
-    assert ticket["number"] in mails[0]["Subject"]
+    number = (await delivering.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()["number"]
+    assert number in mails[0]["Subject"]
     assert "已為您更改發票抬頭" in mails[0].get_content()
     assert mails[1]["In-Reply-To"] == mails[0]["Message-ID"]
     assert mails[0]["Message-ID"] in mails[1]["References"]
     assert [e["first_response"] for e in events] == [True, False]
     assert first[0]["channel"] == "email"
-    shown = (await delivering.client.get(f"/v1/tickets/{ticket['id']}", headers=LEAD)).json()
+    shown = (await delivering.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
     assert shown["status"] == "answered"
 
 
 async def test_webhook_is_signed_and_retried_until_accepted(delivering: ServiceHarness) -> None:
-    ticket = (
-        await delivering.client.post(
-            "/v1/tickets",
-            headers=CHANNEL,
-            json={
-                "channel": "app",
-                "kind": "question",
-                "subject": "App 閃退",
-                "description": "更新後一直閃退",
-                "customer": {"external_id": f"app-{uuid.uuid4()}"},
-            },
-        )
-    ).json()
-    await assign(delivering, ticket["id"])
+    ticket_id = await post_ticket(delivering, channel="app", subject="App 閃退", description="更新後一直閃退")
+    await assign(delivering, ticket_id)
 
-    await publish_answer(delivering, ticket["id"], "請先清除快取後重新登入。", correlationid="review-77")
-    events = await until(lambda: _count_at_least(delivering, ticket["id"], 1))
+    await publish_answer(delivering, ticket_id, "請先清除快取後重新登入。", correlationid="review-77")
+    events = await until(lambda: _count_at_least(delivering, ticket_id, 1))
 
     assert events[0]["attempts"] == 3
     # The answer's correlation id goes on with it: to the integration and on the delivered event.
@@ -217,7 +200,7 @@ async def test_webhook_is_signed_and_retried_until_accepted(delivering: ServiceH
         delivered = (
             await uow.session.execute(
                 select(OUTBOX.c.headers, OUTBOX.c.payload).where(
-                    OUTBOX.c.key == ticket["id"], OUTBOX.c.event_type == "helpdesk.ticket.answer_delivered.v1"
+                    OUTBOX.c.key == ticket_id, OUTBOX.c.event_type == "helpdesk.ticket.answer_delivered.v1"
                 )
             )
         ).one()
@@ -230,30 +213,18 @@ async def test_webhook_is_signed_and_retried_until_accepted(delivering: ServiceH
 
 
 async def test_undeliverable_answers_are_visible_on_the_ticket(delivering: ServiceHarness) -> None:
-    ticket = (
-        await delivering.client.post(
-            "/v1/tickets",
-            headers=CHANNEL,
-            json={
-                "channel": "chat",
-                "kind": "question",
-                "subject": "客服在嗎",
-                "description": "想問問題",
-                "customer": {"external_id": f"chat-{uuid.uuid4()}"},
-            },
-        )
-    ).json()
-    await assign(delivering, ticket["id"])
+    ticket_id = await post_ticket(delivering, channel="chat", subject="客服在嗎", description="想問問題")
+    await assign(delivering, ticket_id)
 
-    await publish_answer(delivering, ticket["id"], "在的，請說。")
+    await publish_answer(delivering, ticket_id, "在的，請說。")
 
     async def failure() -> list[dict[str, Any]]:
-        items = (await delivering.client.get(f"/v1/tickets/{ticket['id']}/timeline", headers=LEAD)).json()
+        items = (await delivering.client.get(f"/v1/tickets/{ticket_id}/timeline", headers=LEAD)).json()
         return [i for i in items if i["kind"] == "delivery_failed"]
 
     failed = await until(failure)
     assert "no callback URL" in failed[0]["data"]["error"]
-    assert await delivered_events(delivering, ticket["id"]) == []
+    assert await delivered_events(delivering, ticket_id) == []
 
 
 async def _count_at_least(intake: ServiceHarness, ticket_id: str, n: int) -> list[dict[str, Any]] | None:
@@ -263,26 +234,20 @@ async def _count_at_least(intake: ServiceHarness, ticket_id: str, n: int) -> lis
 
 async def test_a_refused_recipient_is_visible_without_their_address(delivering: ServiceHarness) -> None:
     address = f"bounce-{uuid.uuid4().hex[:8]}@example.com"
-    ticket = (
-        await delivering.client.post(
-            "/v1/tickets",
-            headers=CHANNEL,
-            json={
-                "channel": "email",
-                "kind": "question",
-                "subject": "地址變更",
-                "description": "請更新我的通訊地址",
-                "customer": {"external_id": f"mail-{uuid.uuid4()}", "email": address},
-            },
-        )
-    ).json()
-    await assign(delivering, ticket["id"])
+    ticket_id = await post_ticket(
+        delivering,
+        channel="email",
+        subject="地址變更",
+        description="請更新我的通訊地址",
+        customer={"external_id": f"mail-{uuid.uuid4()}", "email": address},
+    )
+    await assign(delivering, ticket_id)
 
-    await publish_answer(delivering, ticket["id"], "已為您更新。")
+    await publish_answer(delivering, ticket_id, "已為您更新。")
 
     async def failure() -> list[dict[str, Any]]:
         items = (
-            await delivering.client.get(f"/v1/tickets/{ticket['id']}/timeline", headers=auth_headers("agent"))
+            await delivering.client.get(f"/v1/tickets/{ticket_id}/timeline", headers=auth_headers("agent"))
         ).json()
         return [i for i in items if i["kind"] == "delivery_failed"]
 
@@ -292,7 +257,7 @@ async def test_a_refused_recipient_is_visible_without_their_address(delivering: 
     assert address not in str(failed)
     async with delivering.uow() as uow:
         stored = await uow.session.scalar(
-            select(Delivery.last_error).where(Delivery.ticket_id == uuid.UUID(ticket["id"]))
+            select(Delivery.last_error).where(Delivery.ticket_id == uuid.UUID(ticket_id))
         )
     assert stored is not None and address not in stored
 
@@ -324,22 +289,10 @@ class Accepting:
 
 
 async def in_progress_ticket(intake: ServiceHarness) -> tuple[str, dict[str, str]]:
-    ticket = (
-        await intake.client.post(
-            "/v1/tickets",
-            headers=CHANNEL,
-            json={
-                "channel": "app",
-                "kind": "question",
-                "subject": "保單借款",
-                "description": "可以借多少？",
-                "customer": {"external_id": f"app-{uuid.uuid4()}"},
-            },
-        )
-    ).json()
-    agent = auth_headers("agent", sub=str(await assign(intake, ticket["id"])))
-    assert (await intake.client.post(f"/v1/tickets/{ticket['id']}/start", headers=agent)).status_code == 200
-    return ticket["id"], agent
+    ticket_id = await post_ticket(intake, channel="app", subject="保單借款", description="可以借多少？")
+    agent = auth_headers("agent", sub=str(await assign(intake, ticket_id)))
+    assert (await intake.client.post(f"/v1/tickets/{ticket_id}/start", headers=agent)).status_code == 200
+    return ticket_id, agent
 
 
 async def one_pass(intake: ServiceHarness, sender: Accepting) -> int:
