@@ -81,6 +81,17 @@ async def test_nothing_to_classify_with_before_training(make_service) -> None:  
         assert refused.json()["type"].endswith("/not-enough-examples")
 
 
+async def test_examples_without_a_single_word_are_not_enough_to_train(make_service) -> None:  # type: ignore[no-untyped-def]
+    async with make_service("routing", RoutingSettings, create_app, label="clfwordless") as empty:
+        marks = ["？！", "……", "\u200b", "🙂", "。", "!!", "??", "--", "~~", "**", "##", "@@"]
+        lines = [{"text": mark * (i + 1), "domain": ("a", "b")[i % 2]} for i, mark in enumerate(marks)]
+        imported = await post_lines(empty, ndjson(lines))
+        assert imported.status_code == 200, imported.text
+        refused = await empty.client.post("/v1/routing/classifier/retrain", headers=LEAD)
+        assert refused.status_code == 409, refused.text  # was a 500: an empty vocabulary
+        assert refused.json()["type"].endswith("/not-enough-examples")
+
+
 async def test_import_counts_new_and_duplicate_lines(clf: ServiceHarness) -> None:
     tag = uuid.uuid4().hex
     rows = [{"text": f"車險續保 {tag} {i}", "domain": "auto-insurance"} for i in range(3)]

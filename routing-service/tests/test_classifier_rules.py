@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from helpdesk_shared.contracts.enums import Priority, TicketKind
@@ -61,6 +63,8 @@ def test_invalid_patterns_are_refused() -> None:
         ("|||", False),
         ("(unclosed", True),
         ("a{4294967296}", True),  # re raises OverflowError, not re.error, for this one
+        (r"(a)\1", True),  # a back-reference: no linear-time engine matches it
+        ("(?=保單)保", True),  # nor a look-around
         ("x" * 501, False),
     ):
         with pytest.raises(InvalidPattern):
@@ -157,3 +161,26 @@ def test_long_rule_names_are_cut_to_the_reason_limit() -> None:
     (reason,) = decide(rules=outcome, prediction=CONFIDENT, facts=TicketFacts()).reasons
     assert len(reason) == 200
     assert reason.endswith("…")
+
+
+def test_a_regex_rule_matches_in_linear_time() -> None:
+    # With backtracking, (a+)+$ against 40 a's and a "!" never finishes: every replica's event
+    # loop stuck on every ticket. A linear-time engine answers at once.
+    rule = Rule(name="slow", pattern="(a+)+$", is_regex=True, domain="x")
+    validate_pattern(rule.pattern, is_regex=True)
+    text = "a" * 40 + "!"
+    started = time.perf_counter()
+    assert apply_rules([rule], text).domain is None
+    assert time.perf_counter() - started < 1.0
+    assert apply_rules([rule], "a" * 40).domain == "x"
+    assert apply_rules(
+        [Rule(name="ci", pattern="URGENT", is_regex=True, urgent=True)], "urgent please"
+    ).urgent
+
+
+def test_text_with_a_lone_surrogate_is_matched_not_an_error() -> None:
+    # JSON allows "\ud800"; the rules saw it first and OpenCC refused to encode it (a 500).
+    assert (
+        apply_rules([Rule(name="claims", pattern="理賠", domain="claims")], "理賠\ud800").domain == "claims"
+    )
+    validate_pattern("理賠|\ud800", is_regex=False)

@@ -30,8 +30,20 @@ def _t2s() -> opencc.OpenCC:
 
 def normalise(text: str) -> str:
     """NFKC, Traditional → Simplified, lower case, single spaces."""
+    try:
+        converted = _t2s().convert(_nfkc(text))
+    except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): OpenCC works on UTF-8
+        converted = _t2s().convert(_nfkc(encodable(text)))
     # str.split() breaks at runs of exactly what `\s+` matches, in a third of the time.
-    return " ".join(_t2s().convert(_nfkc(text)).split()).lower()
+    return " ".join(converted.split()).lower()
+
+
+def encodable(text: str) -> str:
+    """The text with any lone surrogate (which UTF-8 cannot carry) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # Nearly every Chinese text has full-width punctuation (，？！：) or the ideographic space, and any

@@ -297,8 +297,11 @@ def train(
     low, high = params.char_ngrams
     word_vectorizer = TfidfVectorizer(analyzer=word_terms, sublinear_tf=True)
     char_vectorizer = TfidfVectorizer(analyzer=partial(char_terms, low=low, high=high), sublinear_tf=True)
-    x_words = word_vectorizer.fit_transform(texts)
-    x_chars = char_vectorizer.fit_transform(texts)
+    try:
+        x_words = word_vectorizer.fit_transform(texts)
+        x_chars = char_vectorizer.fit_transform(texts)
+    except ValueError as exc:  # scikit-learn's "empty vocabulary": no example has a single word
+        raise NotEnoughData(f"The examples have no words to learn from ({exc})") from exc
     features = csr_matrix(hstack([x_words, x_chars], format="csr"))
 
     svm = _svm(params).fit(features, y)
