@@ -259,3 +259,23 @@ async def test_requests_in_a_batch_cut_off_by_shutdown_get_a_503_not_silence() -
         await task
     for _, future in batch:
         assert isinstance(future.exception(), TicketStoreUnavailable)
+
+
+async def test_numbers_past_six_digits_keep_every_digit(intake: ServiceHarness) -> None:
+    # lpad() cuts a longer string down: ticket 1,000,000 was numbered HD-100000 like ticket 100,000
+    # before it, and from then on every ticket the API took was a conflict.
+    async with intake.uow() as uow:
+        before = await uow.session.scalar(sa_text("SELECT last_value FROM ticket_number_seq"))
+        await uow.session.execute(sa_text("SELECT setval('ticket_number_seq', 999999)"))
+        await uow.commit()
+    try:
+        numbers = []
+        for _ in range(2):
+            response = await intake.client.post("/v1/tickets", json=body(), headers=CHANNEL)
+            assert response.status_code == 201, response.text
+            numbers.append(response.json()["number"])
+        assert numbers == ["HD-1000000", "HD-1000001"]
+    finally:
+        async with intake.uow() as uow:  # the module's other tests expect six-digit numbers
+            await uow.session.execute(sa_text("SELECT setval('ticket_number_seq', :v)"), {"v": before})
+            await uow.commit()

@@ -131,7 +131,9 @@ _P_DRAFTS, _P_CUSTOMERS, _P_ATTACHMENTS, _P_EVENTS, _P_PREFIX, _P_TOPIC, _P_PAYL
 
 _TICKET_VALUES = {
     **{c: f"n.{c}" for c in _TICKET_COLUMNS},
-    "number": f"${_P_PREFIX} || '-' || lpad(n.number_value::text, 6, '0')",
+    # At least six digits, as `new_ticket.ticket_number` writes them (lpad alone would cut a seventh).
+    "number": f"${_P_PREFIX} || '-' || lpad(n.number_value::text, "
+    "greatest(6, length(n.number_value::text)), '0')",
     "tags": "ARRAY(SELECT jsonb_array_elements_text(n.tags))",
     # An existing customer keeps their id — returned by the upsert when their details changed, else
     # read from the statement's snapshot; a new one gets the id chosen in Python. (A customer
