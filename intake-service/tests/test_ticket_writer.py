@@ -279,3 +279,26 @@ async def test_numbers_past_six_digits_keep_every_digit(intake: ServiceHarness) 
         async with intake.uow() as uow:  # the module's other tests expect six-digit numbers
             await uow.session.execute(sa_text("SELECT setval('ticket_number_seq', :v)"), {"v": before})
             await uow.commit()
+
+
+async def test_a_lone_ticket_that_lost_the_new_customer_race_is_stored_on_a_second_try(
+    intake: ServiceHarness, monkeypatch: Any
+) -> None:
+    # Two batches with the same new customer: the one whose snapshot predates the other's commit
+    # finds the customer neither new nor known, and its foreign key fails. A batch of several
+    # is retried ticket by ticket; a batch of one was answered 409 at once.
+    writer = writer_of(intake)
+    store = writer._store
+    failures = []
+
+    async def loses_the_race_once(conn: Any, drafts: Any) -> Any:
+        if not failures:
+            failures.append(drafts)
+            raise asyncpg.ForeignKeyViolationError('insert or update on table "tickets" violates foreign key')
+        return await store(conn, drafts)
+
+    monkeypatch.setattr(writer, "_store", loses_the_race_once)
+    draft = TicketDraft(body=TicketCreate.model_validate(body()), caller="writer-test")
+    stored = await writer.submit(draft)
+    assert stored is not None and stored.id == draft.id
+    assert len(failures) == 1

@@ -138,7 +138,8 @@ _TICKET_VALUES = {
     # An existing customer keeps their id — returned by the upsert when their details changed, else
     # read from the statement's snapshot; a new one gets the id chosen in Python. (A customer
     # first stored by a concurrent batch that committed after this statement's snapshot, with
-    # the same details, is in neither: the foreign key fails the batch, retried one by one.)
+    # the same details, is in neither: the foreign key fails the batch, retried one by one, and a
+    # ticket alone once more.)
     "customer_id": "coalesce((SELECT c.id FROM customer c WHERE c.external_id = n.customer_external_id), "
     "(SELECT k.id FROM customers k WHERE k.external_id = n.customer_external_id), n.customer_id)",
 }
@@ -338,7 +339,7 @@ class TicketWriter:
                 batch.append(self._queue.get_nowait())
             await self._write(pool, batch)
 
-    async def _write(self, pool: asyncpg.Pool, batch: list[Pending]) -> None:
+    async def _write(self, pool: asyncpg.Pool, batch: list[Pending], *, again: bool = False) -> None:
         try:
             async with pool.acquire() as conn:  # one statement: atomic without BEGIN/COMMIT
                 results = await self._store(conn, [draft for draft, _ in batch])
@@ -353,6 +354,11 @@ class TicketWriter:
             if len(batch) > 1:
                 for pending in batch:
                     await self._write(pool, [pending])
+                return
+            if isinstance(exc, asyncpg.ForeignKeyViolationError) and not again:
+                # A new customer another batch stored after this statement's snapshot (see
+                # `customer_id` above): a second statement sees them.
+                await self._write(pool, batch, again=True)
                 return
             future = batch[0][1]
             if not future.done():
