@@ -230,3 +230,14 @@ async def test_text_that_redaction_lengthens_is_cut_to_the_event_limits(intake: 
     assert data["description"].startswith("[email] [email]") and "a@b.co" not in data["description"]
     stored = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=AGENT)).json()
     assert stored["subject"] == body["subject"]  # the ticket itself keeps the original
+
+
+async def test_a_body_over_a_mebibyte_is_refused_before_it_is_read(intake: ServiceHarness) -> None:
+    # The fast lane read a body of any size before looking at the token: memory, not a 4xx.
+    huge = b'{"channel": "web", "description": "' + b"x" * (1024 * 1024) + b'"}'
+    for headers in ({}, {"Authorization": "Bearer nonsense"}):
+        response = await intake.client.post(
+            "/v1/tickets", content=huge, headers={**headers, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 413, response.text
+        assert response.json()["type"].endswith("/payload-too-large")

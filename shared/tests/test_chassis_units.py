@@ -11,7 +11,9 @@ import time
 import uuid
 import weakref
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import jwt
 import pytest
 import uvicorn
@@ -25,6 +27,7 @@ from helpdesk_shared.chassis import app as chassis_app
 from helpdesk_shared.chassis.app import freeze_long_lived
 from helpdesk_shared.chassis.auth import Principal, TokenVerifier, mint_token, require_roles
 from helpdesk_shared.chassis.db import asyncpg_url
+from helpdesk_shared.chassis.limits import BodyLimitMiddleware
 from helpdesk_shared.chassis.logging import configure_logging
 from helpdesk_shared.chassis.outbox import key_partition
 from helpdesk_shared.chassis.pagination import (
@@ -418,3 +421,35 @@ def test_uvicorn_builds_no_access_log_line_for_a_service() -> None:
     assert not access_log(config)
     # uvicorn's own messages still reach the service's JSON log.
     assert logging.getLogger("uvicorn.error").hasHandlers()
+
+
+# --- request body limit ---------------------------------------------------------------------------
+
+
+async def _echo_size(scope: Any, receive: Any, send: Any) -> None:
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(size).encode()})
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read() -> None:
+    app = BodyLimitMiddleware(_echo_size, max_bytes=1000, larger={"/import": 5000})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.post("/tickets", content=b"x" * 1000)).text == "1000"
+        declared = await client.post("/tickets", content=b"x" * 1001)
+
+        async def streamed() -> Any:
+            for _ in range(3):
+                yield b"x" * 600
+
+        undeclared = await client.post("/tickets", content=streamed())
+        assert (await client.post("/import", content=b"x" * 4000)).text == "4000"
+        too_big_import = await client.post("/import", content=b"x" * 5001)
+    for refused in (declared, undeclared, too_big_import):
+        assert refused.status_code == 413
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"].endswith("/payload-too-large")

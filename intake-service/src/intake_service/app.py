@@ -33,6 +33,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             handlers=handlers(settings),
             background=[writer.run, delivery_worker, auto_close_worker, warm_up_in_background],
             middleware=[Middleware(FastTicketIntake)],
+            larger_bodies={email_channel.INBOUND_PATH: email_channel.MAX_MESSAGE_BYTES},
             consumes=CONSUMES,
             title="Helpdesk intake service",
             description="Every channel in: tickets, customers and their messages.",

@@ -32,6 +32,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             ],
             handlers=HANDLERS,
             consumes=CONSUMES,
+            larger_bodies={classification_api.EXAMPLES_PATH: classification_api.MAX_BODY_BYTES},
             background=[classification.warm_up, sla_timers.sla_timer_worker, capacity.queue_sweeper],
             title="Helpdesk routing service",
             description=(

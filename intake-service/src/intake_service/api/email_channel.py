@@ -16,6 +16,7 @@ from intake_service import inbound_email
 from intake_service.inbound_email import UnreadableEmail
 
 router = APIRouter(prefix="/v1/channels/email", tags=["email channel"])
+INBOUND_PATH = "/v1/channels/email/inbound"  # its body limit is the message's, not the services' 1 MiB
 
 ChannelCaller = Annotated[Principal, Depends(require_roles(Role.CHANNEL))]
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
@@ -37,7 +38,7 @@ class InboundOutcome(BaseModel):
 
 
 @router.post(
-    "/inbound",
+    INBOUND_PATH.removeprefix(router.prefix),
     response_model=InboundOutcome,
     summary="One raw RFC 5322 message: a new ticket, a reply threaded into its ticket, or ignored",
     responses=problem_responses(Unauthorized, Forbidden, NotAnEmail, MessageTooLarge, UnreadableEmail),

@@ -48,6 +48,7 @@ from routing_service.schemas import (
 )
 
 router = APIRouter(prefix="/v1/routing", tags=["classification"])
+EXAMPLES_PATH = "/v1/routing/training-examples"  # a bulk import: its own body limit
 
 Manager = Annotated[Principal, Depends(require_roles(Role.LEAD))]
 Viewer = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.REVIEWER, Role.LEAD))]
@@ -102,7 +103,7 @@ _NDJSON_BODY: dict[str, Any] = {
 
 
 @router.post(
-    "/training-examples",
+    EXAMPLES_PATH.removeprefix(router.prefix),
     response_model=ImportResult,
     openapi_extra=_NDJSON_BODY,
     responses=problem_responses(*_AUTH, InvalidExamples, PayloadTooLarge, UnsupportedMediaType),

@@ -24,6 +24,7 @@ from starlette.middleware import Middleware
 from helpdesk_shared.chassis.auth import TokenVerifier
 from helpdesk_shared.chassis.consumer import EventConsumer, Handler
 from helpdesk_shared.chassis.db import create_engine, create_sessionmaker
+from helpdesk_shared.chassis.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from helpdesk_shared.chassis.logging import configure_logging, get_logger
 from helpdesk_shared.chassis.metrics import RequestContextMiddleware, metrics_payload
 from helpdesk_shared.chassis.outbox import OutboxRelay
@@ -51,6 +52,10 @@ class ServiceDefinition:
     # ASGI middleware run inside the request context (request id, metrics, logs), outermost
     # first: e.g. a hand-written lane for one hot route ahead of FastAPI's routing.
     middleware: Sequence[Middleware] = ()
+    # Request bodies above this are refused with 413 before anything reads them; `larger_bodies`
+    # names the routes (exact paths) that take more, e.g. a raw email or a bulk import.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    larger_bodies: Mapping[str, int] = field(default_factory=dict)
     title: str = ""
     description: str = ""
     version: str = "0.1.0"
@@ -192,6 +197,9 @@ def create_service_app(definition: ServiceDefinition) -> FastAPI:
     install_problem_handlers(app)
     for middleware in reversed(definition.middleware):
         app.user_middleware.insert(0, middleware)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=definition.max_body_bytes, larger=definition.larger_bodies
+    )
     app.add_middleware(RequestContextMiddleware, service=definition.name)
     app.include_router(_ops_router())
     for router in definition.routers:
