@@ -306,3 +306,12 @@ async def test_a_ticket_number_in_the_subject_threads_only_the_customers_mail(in
     assert (owner["outcome"], owner["ticket_id"]) == ("threaded", ticket_id)
     timeline = (await intake.client.get(f"/v1/tickets/{ticket_id}/timeline", headers=LEAD)).json()
     assert "我也想知道" not in str(timeline)
+
+
+async def test_a_message_over_the_limit_is_refused_with_a_413(intake: ServiceHarness) -> None:
+    body = mail("大附件", "x", message_id=f"{uuid.uuid4()}@x") + b"x" * (25 * 1024 * 1024)
+    response = await intake.client.post(
+        "/v1/channels/email/inbound", content=body, headers={**CHANNEL, "Content-Type": "message/rfc822"}
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["type"].endswith("/payload-too-large")

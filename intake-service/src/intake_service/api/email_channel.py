@@ -10,13 +10,14 @@ from pydantic import BaseModel
 
 from helpdesk_shared.chassis.app import UoW
 from helpdesk_shared.chassis.auth import Principal, require_roles
+from helpdesk_shared.chassis.limits import RequestTooLarge
 from helpdesk_shared.chassis.problems import DomainError, Forbidden, Unauthorized, problem_responses
 from helpdesk_shared.contracts.enums import Role
 from intake_service import inbound_email
 from intake_service.inbound_email import UnreadableEmail
 
 router = APIRouter(prefix="/v1/channels/email", tags=["email channel"])
-INBOUND_PATH = "/v1/channels/email/inbound"  # its body limit is the message's, not the services' 1 MiB
+INBOUND_PATH = "/v1/channels/email/inbound"  # its body limit is MAX_MESSAGE_BYTES, not the services' 1 MiB
 
 ChannelCaller = Annotated[Principal, Depends(require_roles(Role.CHANNEL))]
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
@@ -24,10 +25,6 @@ MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
 class NotAnEmail(DomainError):
     status, slug, title = 415, "unsupported-media-type", "Send the raw message as message/rfc822"
-
-
-class MessageTooLarge(DomainError):
-    status, slug, title = 413, "payload-too-large", "The message is larger than the limit"
 
 
 class InboundOutcome(BaseModel):
@@ -41,7 +38,7 @@ class InboundOutcome(BaseModel):
     INBOUND_PATH.removeprefix(router.prefix),
     response_model=InboundOutcome,
     summary="One raw RFC 5322 message: a new ticket, a reply threaded into its ticket, or ignored",
-    responses=problem_responses(Unauthorized, Forbidden, NotAnEmail, MessageTooLarge, UnreadableEmail),
+    responses=problem_responses(Unauthorized, Forbidden, NotAnEmail, RequestTooLarge, UnreadableEmail),
     openapi_extra={
         "requestBody": {"content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}}}
     },
@@ -50,17 +47,11 @@ async def inbound(request: Request, response: Response, uow: UoW, _: ChannelCall
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "message/rfc822":
         raise NotAnEmail(f"Content-Type was {media_type or 'missing'}")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_MESSAGE_BYTES:
-        raise MessageTooLarge(f"At most {MAX_MESSAGE_BYTES} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_MESSAGE_BYTES:
-            raise MessageTooLarge(f"At most {MAX_MESSAGE_BYTES} bytes")
+    # At most MAX_MESSAGE_BYTES: the chassis' body limit for this route (larger_bodies) refuses more.
+    raw = await request.body()
     result = await inbound_email.receive(
         uow,
-        bytes(raw),
+        raw,
         number_prefix=request.app.state.settings.ticket_number_prefix,
         max_bytes=MAX_MESSAGE_BYTES,
     )
