@@ -572,29 +572,23 @@ class EventConsumer:
                 try:
                     return await self._apply(handler, envelope, topic)
                 except Exception as exc:
-                    if transient(exc):
-                        # A deadlock or the database away says nothing about the event: tried
-                        # again for as long as it takes, never dead-lettered for it (the partition
-                        # waits, and its lag shows it).
+                    # A deadlock or the database away says nothing about the event: tried again
+                    # for as long as it takes, never dead-lettered for it (the partition waits, and
+                    # its lag shows it). Any other failure counts towards the dead-letter topic.
+                    interruption = transient(exc)
+                    if interruption:
                         interrupted += 1
-                        log.warning(
-                            "event_handler_interrupted",
-                            type=envelope.type,
-                            event_id=str(envelope.id),
-                            interrupted=interrupted,
-                            error=repr(exc),
-                        )
-                        await asyncio.sleep(self._backoff(min(interrupted, 8), cap=_MAX_INTERRUPTED_BACKOFF))
-                        continue
-                    attempt += 1
+                    else:
+                        attempt += 1
                     log.warning(
-                        "event_handler_failed",
+                        "event_handler_interrupted" if interruption else "event_handler_failed",
                         type=envelope.type,
                         event_id=str(envelope.id),
                         attempt=attempt,
+                        interrupted=interrupted,
                         error=repr(exc),
                     )
-                    if attempt >= attempts:
+                    if not interruption and attempt >= attempts:
                         await self._dead_letter(
                             record,
                             raw or envelope.model_dump(mode="json"),
@@ -603,7 +597,11 @@ class EventConsumer:
                             topic=topic,
                         )
                         return True
-                    await asyncio.sleep(self._backoff(attempt))
+                    await asyncio.sleep(
+                        self._backoff(min(interrupted, 8), cap=_MAX_INTERRUPTED_BACKOFF)
+                        if interruption
+                        else self._backoff(attempt)
+                    )
 
     def _backoff(self, attempt: int, cap: float | None = None) -> float:
         delay: float = self._settings.consumer_retry_backoff_seconds * 2.0 ** (attempt - 1)
