@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from helpdesk_runtime.pytest_plugin import Infra
-from helpdesk_shared.chassis.db import create_engine, create_sessionmaker, driver_connection
+from helpdesk_shared.chassis.db import asyncpg_url, create_engine, create_sessionmaker, driver_connection
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +155,32 @@ async def test_a_statement_is_prepared_again_once_its_lifetime_is_over(url: str)
     finally:
         await engine.dispose()
     assert max(again) > first
+
+
+@pytest.mark.parametrize("mode", ["disable", "prefer"])
+async def test_a_libpq_sslmode_in_the_url_is_understood(url: str, mode: str) -> None:
+    # Managed PostgreSQL providers hand out URLs ending in ?sslmode=…; asyncpg takes no such
+    # argument, so the engine (and the migrations) must not pass it on as one.
+    engine = create_engine(f"{url}?sslmode={mode}", pool_size=1, max_overflow=0)
+    try:
+        assert await backend_pid(engine) > 0
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@db/x?sslmode=require", "postgresql+asyncpg://u:p@db/x?ssl=require"),
+        ("postgres://u@db/x?sslmode=verify-full", "postgresql+asyncpg://u@db/x?ssl=verify-full"),
+        ("postgresql://u@db/x?ssl=require&sslmode=disable", "postgresql+asyncpg://u@db/x?ssl=require"),
+        ("postgresql://u@db/x", "postgresql+asyncpg://u@db/x"),
+    ],
+)
+def test_sslmode_becomes_asyncpgs_ssl_argument(given: str, expected: str) -> None:
+    assert asyncpg_url(given) == expected
+
+
+def test_an_unknown_sslmode_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="sslmode"):
+        asyncpg_url("postgresql://u@db/x?sslmode=sometimes")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from sqlalchemy import (
@@ -88,12 +89,38 @@ def define_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
     return outbox, inbox
 
 
+SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+
+
 def asyncpg_url(url: str) -> str:
-    """Accept plain `postgresql://` URLs (what operators paste) for the asyncpg driver."""
+    """Accept plain `postgresql://` URLs (what operators paste) for the asyncpg driver.
+
+    libpq's ``sslmode`` (in most managed databases' URLs) becomes asyncpg's ``ssl``, which takes
+    the same modes: SQLAlchemy hands the query's parameters to ``asyncpg.connect`` as arguments,
+    and it has no ``sslmode`` one."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    raise ValueError(f"Not a PostgreSQL URL: {url.split('@')[-1]}")
+            url = "postgresql+asyncpg://" + url[len(prefix) :]
+            break
+    else:
+        raise ValueError(f"Not a PostgreSQL URL: {url.split('@')[-1]}")
+    base, question, query = url.partition("?")
+    if not question:
+        return url
+    params = parse_qsl(query, keep_blank_values=True)
+    names = [name for name, _ in params]
+    if "sslmode" not in names:
+        return url
+    mode = dict(params)["sslmode"]
+    if mode not in SSL_MODES:
+        raise ValueError(
+            f"Unknown sslmode {mode!r} in the database URL (one of {', '.join(sorted(SSL_MODES))})"
+        )
+    if "ssl" in names:  # asyncpg's own parameter wins
+        params = [(name, value) for name, value in params if name != "sslmode"]
+    else:
+        params = [("ssl" if name == "sslmode" else name, value) for name, value in params]
+    return f"{base}?{urlencode(params)}"
 
 
 PING_IDLE_AFTER_SECONDS = 1.0
