@@ -453,3 +453,15 @@ async def test_a_body_over_the_limit_is_refused_before_it_is_read() -> None:
         assert refused.status_code == 413
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["type"].endswith("/payload-too-large")
+
+
+def test_the_consumer_group_follows_the_topic_prefix_unless_named() -> None:
+    # Two stacks on one cluster under different prefixes must not share (and rebalance) a group.
+    assert ServiceSettings(database_url=URL, service_name="routing").group_id == "routing"
+    assert ServiceSettings(database_url=URL, service_name="routing", topic_prefix="staging.").group_id == (
+        "staging.routing"
+    )
+    named = ServiceSettings(
+        database_url=URL, service_name="routing", topic_prefix="staging.", consumer_group="g"
+    )
+    assert named.group_id == "g"

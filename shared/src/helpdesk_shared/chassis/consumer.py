@@ -351,7 +351,7 @@ class EventConsumer:
         self._handlers = handlers
         self._uow_factory = uow_factory
         self._service = settings.service_name
-        self._group = settings.consumer_group or settings.service_name
+        self._group = settings.group_id
         self.tuning = ConsumerTuning.from_settings(settings)
         self.assigned = asyncio.Event()
         # Set the first time every assigned partition was handled to its end: work that must not

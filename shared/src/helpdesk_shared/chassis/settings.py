@@ -98,12 +98,21 @@ class ServiceSettings(BaseSettings):
     inbox_retention_days: int = Field(default=14, ge=1)
     consumer_max_attempts: int = 5
     consumer_retry_backoff_seconds: float = 0.2
-    consumer_group: str | None = Field(default=None, description="Defaults to the service name")
+    consumer_group: str | None = Field(
+        default=None, description="Defaults to the topic prefix and the service name (e.g. `staging.routing`)"
+    )
     topic_prefix: str = Field(
         default="",
         validation_alias=_shared("HELPDESK_TOPIC_PREFIX"),
         description="Prepended to every topic name; isolates stacks sharing one cluster",
     )
+
+    @property
+    def group_id(self) -> str:
+        """The service's consumer group. Stacks sharing a cluster under different topic prefixes
+        get groups of their own too: in a shared group each stack's restarts would rebalance the
+        other's consumers."""
+        return self.consumer_group or f"{self.topic_prefix}{self.service_name}"
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> ServiceSettings:
