@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from helpdesk_shared.chassis.settings import ServiceSettings
@@ -10,6 +10,8 @@ from helpdesk_shared.chassis.settings import ServiceSettings
 # Development defaults, public in the source: production refuses to start with them.
 DEV_SURVEY_SECRET = "helpdesk-local-survey-secret-not-for-production"
 DEV_WEBHOOK_SECRET = "helpdesk-local-webhook-secret-not-for-production"
+# Where `make run` serves intake: customers could not open survey links pointing here.
+DEV_SURVEY_BASE_URL = "http://127.0.0.1:8001/v1/tickets"
 
 
 class IntakeSettings(ServiceSettings):
@@ -24,7 +26,11 @@ class IntakeSettings(ServiceSettings):
         description="Signs satisfaction-survey links sent to customers",
     )
     survey_ttl_days: int = Field(default=14, ge=1, le=365)
-    survey_base_url: str = "http://127.0.0.1:8001/v1/tickets"
+    survey_base_url: str = Field(
+        default=DEV_SURVEY_BASE_URL,
+        pattern=r"^https?://[^/?#\s]+[^?#\s]*$",
+        description="Public URL of intake's tickets, before /{id}/satisfaction, in survey links",
+    )
     # Delivery of approved answers: email over SMTP, other channels as signed webhooks.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -50,6 +56,11 @@ class IntakeSettings(ServiceSettings):
     )
     auto_close_poll_seconds: float = Field(default=60.0, gt=0)
 
+    @field_validator("survey_base_url")
+    @classmethod
+    def _without_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")  # links append /{id}/satisfaction
+
     @model_validator(mode="after")
     def _refuse_development_secrets(self) -> IntakeSettings:
         if self.environment == "production":
@@ -59,4 +70,6 @@ class IntakeSettings(ServiceSettings):
             ):
                 if secret.get_secret_value() == default:
                     raise ValueError(f"{variable} must be set to a real secret outside local/test")
+            if self.survey_base_url == DEV_SURVEY_BASE_URL:
+                raise ValueError("INTAKE_SURVEY_BASE_URL must be set to the public address customers open")
         return self
