@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 
+import asyncpg
 import pytest
 from alembic import command
 
@@ -26,3 +27,23 @@ async def test_migrations_match_models_and_downgrade(infra: Infra, service: str)
     assert len(await schema_drift(url, metadata)) >= len(metadata.tables)
     await asyncio.to_thread(upgrade_database, url, package)
     assert await schema_drift(url, metadata) == []
+
+
+async def test_an_index_build_interrupted_halfway_is_built_again(infra: Infra) -> None:
+    # A concurrent index build that fails (a lost connection, a deploy cut short) leaves an invalid
+    # index behind under its name; the migration did not finish, so it runs again on the next start.
+    url = infra.create_database("migrations_interrupted_index")
+    await asyncio.to_thread(upgrade_database, url, "intake_service", "0009")
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("CREATE INDEX ix_tickets_customer_id ON tickets (customer_id)")
+        await connection.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_tickets_customer_id'::regclass"
+        )
+        await asyncio.to_thread(upgrade_database, url, "intake_service", "0010")
+        valid = await connection.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_tickets_customer_id'::regclass"
+        )
+    finally:
+        await connection.close()
+    assert valid is True

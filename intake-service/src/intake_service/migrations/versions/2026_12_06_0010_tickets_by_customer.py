@@ -15,8 +15,10 @@ depends_on = None
 
 def upgrade() -> None:
     # Built concurrently (outside the migration's transaction): a plain build would hold back every
-    # new ticket for as long as it takes to read a large table.
+    # new ticket for as long as it takes to read a large table. A build that failed halfway left an
+    # invalid index under this name, and this migration runs again: that one goes first.
     with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_tickets_customer_id")
         op.create_index("ix_tickets_customer_id", "tickets", ["customer_id"], postgresql_concurrently=True)
 
 
