@@ -18,6 +18,7 @@ from routing_service.domain.business_time import (
     NoWorkingTimeError,
     cn_default,
 )
+from routing_service.domain.holidays import ESTIMATE_UNTIL
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 OFFICE = [(time(9), time(12)), (time(13, 30), time(18))]
@@ -153,29 +154,37 @@ def test_spring_festival_2026(cn: BusinessCalendar) -> None:
     assert cn.working_hours(date(2026, 2, 28)) == tuple(OFFICE)  # the second make-up Saturday
 
 
-def test_year_past_the_holiday_data_falls_back(cn: BusinessCalendar) -> None:
+def test_a_year_past_the_published_schedules_is_estimated_from_the_law(cn: BusinessCalendar) -> None:
     assert cn.source_years == (2004, 2026)
     assert cn.coverage(2026) == "statutory"
-    assert cn.coverage(2031) == "fallback"
+    assert cn.coverage(2031) == "estimated"
     assert cn.is_covered(date(2026, 10, 1))
-    assert not cn.is_covered(date(2031, 10, 1))
-    # Without statutory data 1 October 2031 (a Wednesday) is an ordinary working day …
+    assert cn.is_covered(date(2031, 10, 1))
+    # 1–3 October 2031 (Wednesday to Friday) are the law's days off; the weekend follows …
     assert date(2031, 10, 1).weekday() == 2
-    assert cn.add_business_minutes(sh(2031, 9, 30, 16), 240) == sh(2031, 10, 1, 11)
-    # … weekends still are weekends …
-    assert cn.add_business_minutes(sh(2031, 10, 3, 17), 120) == sh(2031, 10, 6, 10)
-    # … and explicit overrides still apply.
+    assert cn.add_business_minutes(sh(2031, 9, 30, 16), 240) == sh(2031, 10, 6, 11)
+    # … but the schedule's make-up days and extra days off are not known: the published schedule
+    # goes in as the calendar's own overrides, which win day by day.
     golden_week = frozenset(date(2031, 10, day) for day in range(1, 8))
     overridden = dataclasses.replace(cn, holidays=golden_week, workdays=frozenset({date(2031, 10, 11)}))
-    assert overridden.coverage(2031) == "fallback"
+    assert overridden.coverage(2031) == "estimated"
     assert overridden.add_business_minutes(sh(2031, 9, 30, 16), 240) == sh(2031, 10, 8, 11)
     assert overridden.working_hours(date(2031, 10, 11)) == tuple(OFFICE)
 
 
-def test_the_first_uncovered_year_is_already_fallback(cn: BusinessCalendar) -> None:
-    # New Year's Day 2027 is a Friday the library knows nothing about: it counts as working.
-    assert cn.coverage(2027) == "fallback"
-    assert cn.add_business_minutes(sh(2026, 12, 31, 17), 120) == sh(2027, 1, 1, 10)
+def test_a_year_beyond_the_estimates_falls_back_to_the_weekly_hours(cn: BusinessCalendar) -> None:
+    year = ESTIMATE_UNTIL + 1
+    assert cn.coverage(year) == "fallback"
+    assert not cn.is_covered(date(year, 10, 1))
+    # Without holiday data 1 October (a Friday in 2100) is an ordinary working day …
+    assert date(year, 10, 1).weekday() == 4
+    assert cn.add_business_minutes(sh(year, 9, 30, 16), 240) == sh(year, 10, 1, 11)
+    # … weekends still are weekends …
+    assert cn.add_business_minutes(sh(year, 10, 1, 17), 120) == sh(year, 10, 4, 10)
+    # … and explicit overrides still apply.
+    overridden = dataclasses.replace(cn, holidays=frozenset({date(year, 10, 1)}))
+    assert overridden.coverage(year) == "fallback"
+    assert overridden.add_business_minutes(sh(year, 9, 30, 16), 240) == sh(year, 10, 4, 11)
 
 
 def test_custom_calendar_with_holiday_list() -> None:

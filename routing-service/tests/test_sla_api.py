@@ -54,11 +54,20 @@ async def test_preview_in_working_days_and_with_an_unencoded_plus(routing: Servi
     assert response.json()["working_days"] == 1
 
 
-async def test_preview_past_the_holiday_data_says_fallback(routing: ServiceHarness) -> None:
-    # 2031 has no statutory data: weekends only. Friday 17:00 + 120 → Monday 10:00.
-    response = await due(routing, start="2031-03-07T17:00:00+08:00", business_minutes=120)
+async def test_preview_past_the_published_schedules_says_estimated(routing: ServiceHarness) -> None:
+    # 2031's schedule is not published: the law's days off only. Tuesday 30 September 17:00 + 120:
+    # 1–3 October (Wednesday to Friday) and the weekend are off → Monday 6 October 10:00.
+    response = await due(routing, start="2031-09-30T17:00:00+08:00", business_minutes=120)
     assert response.status_code == 200, response.text
-    assert response.json()["due_at"] == "2031-03-10T02:00:00Z"
+    assert response.json()["due_at"] == "2031-10-06T02:00:00Z"
+    assert response.json()["coverage"] == "estimated"
+
+
+async def test_preview_past_any_holiday_data_says_fallback(routing: ServiceHarness) -> None:
+    # 2100 is past the estimates too: weekends only. Friday 17:00 + 120 → Monday 10:00.
+    response = await due(routing, start="2100-03-05T17:00:00+08:00", business_minutes=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["due_at"] == "2100-03-08T02:00:00Z"
     assert response.json()["coverage"] == "fallback"
 
 

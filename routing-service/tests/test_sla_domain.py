@@ -10,6 +10,7 @@ import pytest
 
 from helpdesk_shared.contracts.enums import Channel, Priority, TicketKind
 from routing_service.domain.business_time import cn_default
+from routing_service.domain.holidays import ESTIMATE_UNTIL
 from routing_service.domain.sla import (
     PolicyCriteria,
     SlaFacts,
@@ -158,7 +159,8 @@ def test_coverage_is_the_weakest_over_the_span() -> None:
     last = cn.source_years[1] if cn.source_years else 0
     inside = datetime(last, 6, 1, tzinfo=SH)
     assert coverage_between(cn, inside, inside + timedelta(days=3)) == "statutory"
-    assert coverage_between(cn, inside, datetime(last + 1, 1, 5, tzinfo=SH)) == "fallback"
+    assert coverage_between(cn, inside, datetime(last + 1, 1, 5, tzinfo=SH)) == "estimated"
     assert (
-        coverage_between(cn, datetime(2031, 3, 3, tzinfo=SH), datetime(2031, 3, 4, tzinfo=SH)) == "fallback"
+        coverage_between(cn, datetime(2031, 3, 3, tzinfo=SH), datetime(2031, 3, 4, tzinfo=SH)) == "estimated"
     )
+    assert coverage_between(cn, inside, datetime(ESTIMATE_UNTIL + 1, 1, 5, tzinfo=SH)) == "fallback"

@@ -69,7 +69,8 @@ class CalendarOut(BaseModel):
     holiday_source: str | None
     standard_daily_minutes: int = Field(description="Length of one working day (resolution targets)")
     source_years: tuple[int, int] | None = Field(
-        description="First and last year with statutory holiday data; outside them the calendar falls back"
+        description="First and last year with published holiday schedules; later years are estimated "
+        "from the law, earlier ones fall back to the weekly hours"
     )
     created_at: datetime
     updated_at: datetime
@@ -83,8 +84,10 @@ class DueOut(BaseModel):
     due_at: datetime = Field(description="When the business time has elapsed (UTC)")
     coverage: Coverage = Field(
         description=(
-            "statutory: holiday data covers the whole span; fallback: some year has none, so only weekly "
-            "hours and explicit holidays/workdays were used; none: the calendar has no holiday source"
+            "statutory: published holiday schedules cover the whole span; estimated: some year's schedule "
+            "is not published yet, so its days off are the law's own (no make-up working days); fallback: "
+            "some year has no holiday data, so only weekly hours and explicit holidays/workdays were used; "
+            "none: the calendar has no holiday source"
         )
     )
 

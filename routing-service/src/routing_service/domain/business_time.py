@@ -9,9 +9,10 @@ Definitions used throughout:
   of its own (a weekend made working by an explicit workday or a make-up day) uses the *standard
   hours*: the intervals of the first weekday Monday–Friday that has any (if none of Monday–Friday
   has intervals, the first of Saturday/Sunday that has).
-* **Coverage.** The ``CN`` source has data for a limited range of years. Outside it the calendar
-  falls back to the weekly hours plus the explicit overrides; :meth:`BusinessCalendar.coverage`
-  says which applies, so the API can tell its callers.
+* **Coverage.** The ``CN`` source has the published schedules of a limited range of years. For
+  the years after them it estimates the days off from the law (see ``holidays``); before them, and
+  too far ahead, the calendar falls back to the weekly hours plus the explicit overrides;
+  :meth:`BusinessCalendar.coverage` says which applies, so the API can tell its callers.
 * **Business time is counted in wall-clock minutes.** Every minute displayed on the local clock
   inside a working interval counts once. On a daylight-saving change this means: a working
   interval across the fall-back hour counts its wall-clock length (the second pass through the
@@ -34,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from routing_service.domain.holidays import SOURCES, HolidaySource, HolidaySourceName
 
-Coverage = Literal["statutory", "fallback", "none"]
+Coverage = Literal["statutory", "estimated", "fallback", "none"]
 Interval = tuple[time, time]
 
 CN_DEFAULT_ID = "cn-default"
@@ -249,11 +250,15 @@ class BusinessCalendar:
         return self._hours[day.weekday()] or self._standard
 
     def coverage(self, year: int) -> Coverage:
-        """``statutory``: the holiday source has data for ``year``; ``fallback``: it has not, so only
-        weekly hours and explicit overrides apply; ``none``: the calendar has no holiday source."""
+        """``statutory``: the holiday source has the published schedule of ``year``; ``estimated``:
+        not yet, so the days off are the law's own and the schedule's make-up working days are
+        unknown; ``fallback``: it has nothing, so only weekly hours and explicit overrides apply;
+        ``none``: the calendar has no holiday source."""
         if self._source is None:
             return "none"
-        return "statutory" if self._source.classify(date(year, 7, 1)) is not None else "fallback"
+        if self._source.classify(date(year, 7, 1)) is None:
+            return "fallback"
+        return "estimated" if self._source.estimates(year) else "statutory"
 
     def is_covered(self, day: date) -> bool:
         """Whether the holiday source has statutory data for ``day``."""

@@ -147,11 +147,15 @@ def coverage_between(calendar: BusinessCalendar, start: datetime, end: datetime)
     """The weakest holiday-data coverage over the local years from ``start`` to ``end``.
 
     A preview that crosses into a year the holiday source has no data for is a fallback
-    answer even when it started in a covered year.
+    answer even when it started in a covered year (and an estimated one when it crosses into a
+    year whose schedule is not published yet).
     """
     zone = ZoneInfo(calendar.time_zone)
     first, last = sorted((start.astimezone(zone).year, end.astimezone(zone).year))
     verdicts: Sequence[Coverage] = [calendar.coverage(year) for year in range(first, last + 1)]
     if "none" in verdicts:
         return "none"
-    return "fallback" if "fallback" in verdicts else "statutory"
+    for weakest in ("fallback", "estimated"):
+        if weakest in verdicts:
+            return weakest
+    return "statutory"
