@@ -180,11 +180,11 @@ async def test_export_then_erase_keeps_tickets_but_forgets_the_person(intake: Se
 
 async def test_satisfaction_survey_once_per_resolution(intake: ServiceHarness) -> None:
     ticket = await create(intake)
-    early = await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=AGENT)
+    early = await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=CHANNEL)
     assert early.status_code == 409
     await assign(intake, ticket["id"])
     await intake.client.post(f"/v1/tickets/{ticket['id']}/resolve", headers=LEAD)
-    link = (await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=AGENT)).json()
+    link = (await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=CHANNEL)).json()
     assert link["url"].endswith(link["token"])
 
     rated = await intake.client.post(
@@ -206,7 +206,7 @@ async def test_a_rating_credits_the_agent_who_resolved_not_whoever_holds_the_tic
     ticket = await create(intake)
     resolver = await assign(intake, ticket["id"])
     await intake.client.post(f"/v1/tickets/{ticket['id']}/resolve", headers=LEAD)
-    link = (await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=AGENT)).json()
+    link = (await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=CHANNEL)).json()
     # The customer writes again (reopened) and routing gives the ticket to someone else ...
     await intake.client.post(
         f"/v1/tickets/{ticket['id']}/messages", headers=CHANNEL, json={"body": "還有一個問題"}
@@ -238,7 +238,7 @@ async def rated_event(intake: ServiceHarness, comment: str, **customer: str) -> 
     ticket = await create(intake, customer={"external_id": f"c-{uuid.uuid4()}", **customer})
     await assign(intake, ticket["id"])
     await intake.client.post(f"/v1/tickets/{ticket['id']}/resolve", headers=LEAD)
-    link = (await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=AGENT)).json()
+    link = (await intake.client.get(f"/v1/tickets/{ticket['id']}/survey-link", headers=CHANNEL)).json()
     rated = await intake.client.post(
         f"/v1/tickets/{ticket['id']}/satisfaction",
         json={"token": link["token"], "score": 2, "comment": comment},
@@ -281,7 +281,7 @@ async def test_forged_expired_or_foreign_survey_tokens_are_401(intake: ServiceHa
     for t in (ticket, other):
         await assign(intake, t["id"])
         await intake.client.post(f"/v1/tickets/{t['id']}/resolve", headers=LEAD)
-    foreign = (await intake.client.get(f"/v1/tickets/{other['id']}/survey-link", headers=AGENT)).json()[
+    foreign = (await intake.client.get(f"/v1/tickets/{other['id']}/survey-link", headers=CHANNEL)).json()[
         "token"
     ]
     secret = intake.settings.survey_secret.get_secret_value()  # type: ignore[attr-defined]
@@ -341,6 +341,9 @@ async def test_complaint_case_file_lifecycle(intake: ServiceHarness) -> None:
     unarchivable = await intake.client.patch(
         f"/v1/tickets/{ticket['id']}/complaint", headers=LEAD, json={"plan": "改", "archived": None}
     )
+    # A case file is archived once the complaint's ticket is resolved (and a result recorded).
+    await assign(intake, ticket["id"])
+    resolved = await intake.client.post(f"/v1/tickets/{ticket['id']}/resolve", headers=LEAD)
     archived = await intake.client.patch(
         f"/v1/tickets/{ticket['id']}/complaint", headers=LEAD, json={"archived": True}
     )
@@ -348,7 +351,7 @@ async def test_complaint_case_file_lifecycle(intake: ServiceHarness) -> None:
         f"/v1/tickets/{ticket['id']}/complaint/notes", headers=LEAD, json={"note": "補記"}
     )
 
-    assert [r.status_code for r in (plan, note, result, archived)] == [200, 200, 200, 200]
+    assert [r.status_code for r in (plan, note, result, resolved, archived)] == [200] * 5
     assert plan.json()["responsible_person_id"] == person
     assert unarchivable.status_code == 422  # null is not an answer to "archived?" (was a 500)
     assert [e["field"] for e in unarchivable.json()["errors"]] == ["body.archived"]

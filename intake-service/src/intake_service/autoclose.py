@@ -8,6 +8,8 @@ Due means: answered or resolved since before the cut-off (`status_changed_at`), 
 delivered since the cut-off (a later supplementary answer keeps the ticket answered without a
 status change, and restarts the customer's N days), and no customer message since the status
 change (such a message reopens the ticket, so this only guards against a path that forgot to).
+A complaint whose case file is not archived is never due: closed, it would take no more messages
+from the customer while the complaint is still being handled (manual closing refuses it too).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from helpdesk_shared.chassis.logging import get_logger
 from helpdesk_shared.chassis.uow import UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import TicketStatus
 from intake_service import workflow
-from intake_service.models import Delivery, Message, Ticket
+from intake_service.models import ComplaintCase, Delivery, Message, Ticket
 from intake_service.settings import IntakeSettings
 
 log = get_logger(__name__)
@@ -50,6 +52,7 @@ async def close_idle(uow_factory: UnitOfWorkFactory, *, after_days: int, batch: 
                         Message.direction == "inbound",
                         Message.created_at > Ticket.status_changed_at,
                     ),
+                    ~exists().where(ComplaintCase.ticket_id == Ticket.id, ComplaintCase.archived.is_(False)),
                 )
                 .order_by(Ticket.status_changed_at)
                 .limit(batch)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from helpdesk_shared.chassis.problems import Conflict, Unauthorized
@@ -17,7 +19,7 @@ from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import TicketStatus
 from helpdesk_shared.contracts.intake import TicketRated
 from intake_service.domain.privacy import field_max_length, redact_to_fit
-from intake_service.models import Customer, Rating
+from intake_service.models import Customer, Rating, TimelineEntry
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.schemas import RatingCreate, RatingOut, SurveyLink
 from intake_service.settings import IntakeSettings
@@ -40,18 +42,65 @@ class InvalidSurveyToken(Unauthorized):
     slug, title = "invalid-survey-token", "The survey link is invalid or has expired"
 
 
+# The timeline entries that change who holds a ticket (as workflow's apply_* write them).
+_HOLDER_CHANGES = ("assigned", "transferred", "queued")
+
+
+async def _resolving_agent(uow: UnitOfWork, ticket_id: uuid.UUID, resolution: int) -> uuid.UUID | None:
+    """The assignee when resolution `resolution` was made (the `agent_id` its `ticket.resolved`
+    named), or None when nobody held the ticket or the timeline does not show that resolution.
+
+    The ticket's current assignee is not it: after a reopen the ticket moves on, and whoever holds
+    it then may close it without resolving again. The `status_changed` entry of a resolution names
+    who pressed resolve, which can be a lead acting for the assignee, so the holder is replayed
+    from the assignment entries before it.
+    """
+    entries = await uow.session.execute(
+        select(TimelineEntry.kind, TimelineEntry.data)
+        .where(
+            TimelineEntry.ticket_id == ticket_id,
+            or_(
+                TimelineEntry.kind.in_(_HOLDER_CHANGES),
+                and_(
+                    TimelineEntry.kind == "status_changed",
+                    TimelineEntry.data["to"].astext == TicketStatus.RESOLVED.value,
+                ),
+            ),
+        )
+        .order_by(TimelineEntry.seq)
+    )
+    holder: Any = None
+    resolutions = 0
+    for kind, data in entries:
+        if kind == "assigned":
+            holder = data.get("agent_id")
+        elif kind == "transferred":
+            holder = data.get("to_agent_id")
+        elif kind == "queued":
+            holder = None
+        else:
+            resolutions += 1
+            if resolutions == resolution:
+                try:
+                    return uuid.UUID(holder) if holder is not None else None
+                except (TypeError, ValueError):  # not a holder intake wrote; crediting nobody is safer
+                    return None
+    return None
+
+
 async def survey_link(uow: UnitOfWork, ticket_id: uuid.UUID, settings: IntakeSettings) -> SurveyLink:
     ticket = await load_ticket(uow, ticket_id)
     if TicketStatus(ticket.status) not in _RATEABLE or ticket.resolution_count < 1:
         raise NotRateable(f"Ticket {ticket.number} is {ticket.status}; surveys follow a resolution")
     expires = datetime.now(UTC) + timedelta(days=settings.survey_ttl_days)
+    agent = await _resolving_agent(uow, ticket.id, ticket.resolution_count)
     token = jwt.encode(
         {
             "sub": str(ticket.id),
             "res": ticket.resolution_count,
             # The rating is the resolving agent's, even if the ticket is reopened and moves on
-            # before the customer answers (links exist only while it is resolved or closed).
-            "agt": str(ticket.assignee_id) if ticket.assignee_id is not None else None,
+            # before the customer answers; null rather than a guess when that is not known.
+            "agt": str(agent) if agent is not None else None,
             "aud": SURVEY_AUDIENCE,
             "exp": int(expires.timestamp()),
         },
@@ -94,7 +143,7 @@ async def rate(
     resolution, agent_id, names_agent = _verify(body.token, ticket_id, settings)
     ticket = await load_ticket(uow, ticket_id)
     if not names_agent:
-        agent_id = ticket.assignee_id
+        agent_id = await _resolving_agent(uow, ticket.id, resolution)
     now = datetime.now(UTC)
     inserted = await uow.session.execute(
         pg_insert(Rating)

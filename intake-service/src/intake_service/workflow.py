@@ -13,11 +13,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.logging import get_logger
 from helpdesk_shared.chassis.problems import Conflict, Forbidden
 from helpdesk_shared.chassis.uow import UnitOfWork
-from helpdesk_shared.contracts.enums import CloseReason, MessageAuthor, Role, TicketStatus
+from helpdesk_shared.contracts.enums import CloseReason, MessageAuthor, Role, TicketKind, TicketStatus
 from helpdesk_shared.contracts.intake import (
     TicketClosed,
     TicketMessageReceived,
@@ -39,7 +41,7 @@ from intake_service.domain.lifecycle import (
     transition,
 )
 from intake_service.domain.privacy import field_max_length, redact_to_fit
-from intake_service.models import Customer, Message, Ticket
+from intake_service.models import ComplaintCase, Customer, Message, Ticket
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.schemas import (
     CloseRequest,
@@ -55,6 +57,7 @@ log = get_logger(__name__)
 TIMELINE_LIMIT = 1000
 # Redaction can lengthen a body the API accepted at its own limit: the event's copy is cut to this.
 _MESSAGE_BODY_LIMIT = field_max_length(TicketMessageReceived, "body")
+_RESOLUTION_NOTE_LIMIT = field_max_length(TicketResolved, "note")
 
 
 class IllegalTicketTransition(Conflict):
@@ -63,6 +66,10 @@ class IllegalTicketTransition(Conflict):
 
 class TicketClosedForMessages(Conflict):
     slug, title = "ticket-closed", "The ticket is closed"
+
+
+class ComplaintCaseOpen(Conflict):
+    slug, title = "complaint-case-open", "The complaint's case file is not archived"
 
 
 def _change_status(ticket: Ticket, target: TicketStatus) -> TicketStatus:
@@ -402,6 +409,12 @@ async def resolve(
     ticket, _, now = await _move_by_staff(uow, ticket_id, principal, TicketStatus.RESOLVED, note=body.note)
     ticket.resolution_count += 1
     ticket.resolved_at = now
+    # The timeline keeps the note as written for staff; the event, read by every service, goes
+    # without the customer's contacts an agent may have copied into it.
+    note = body.note
+    if note is not None:
+        customer = await uow.session.get_one(Customer, ticket.customer_id)
+        note = redact_to_fit(note, _RESOLUTION_NOTE_LIMIT, customer.email, customer.phone)
     uow.publish(
         TicketResolved(
             ticket_id=ticket.id,
@@ -410,7 +423,7 @@ async def resolve(
             domain=body.domain,
             category=body.category,
             resolution_count=ticket.resolution_count,
-            note=body.note,
+            note=note,
             resolved_at=now,
         ),
         subject=str(ticket.id),
@@ -418,10 +431,28 @@ async def resolve(
     return await _committed(uow, ticket)
 
 
+async def _require_no_open_complaint_case(uow: UnitOfWork, ticket: Ticket) -> None:
+    """A closed ticket takes no more customer messages, so a complaint stays open until its case
+    file is archived (which waits for a result). Complaints from before case files have none."""
+    if ticket.kind != TicketKind.COMPLAINT:
+        return
+    archived = await uow.session.scalar(
+        select(ComplaintCase.archived).where(ComplaintCase.ticket_id == ticket.id)
+    )
+    if archived is False:
+        raise ComplaintCaseOpen(
+            f"Ticket {ticket.number} is a complaint whose case file is not archived: resolve the ticket, "
+            "record the result and archive the case file first",
+        )
+
+
 async def close(uow: UnitOfWork, ticket_id: uuid.UUID, body: CloseRequest, principal: Principal) -> TicketOut:
+    # Who may close and whether the status allows it are answered first; the move is rolled back
+    # with the request if the complaint's case file is still open.
     ticket, previous, now = await _move_by_staff(
         uow, ticket_id, principal, TicketStatus.CLOSED, reason=body.reason
     )
+    await _require_no_open_complaint_case(uow, ticket)
     ticket.closed_at = now
     uow.publish(
         TicketClosed(

@@ -12,7 +12,7 @@ from helpdesk_shared.chassis.auth import Principal, require_roles
 from helpdesk_shared.chassis.problems import Forbidden, Unauthorized, problem_responses
 from helpdesk_shared.contracts.enums import Role
 from intake_service import complaints
-from intake_service.complaints import CaseArchived, NotAComplaint
+from intake_service.complaints import CaseArchived, CaseResultMissing, CaseTicketOpen, NotAComplaint
 from intake_service.repository import TicketNotFound
 from intake_service.schemas import ComplaintCaseOut, ComplaintCaseUpdate, ComplaintNote
 
@@ -32,8 +32,10 @@ async def get_case(ticket_id: uuid.UUID, uow: UoW, _: Staff) -> ComplaintCaseOut
 @router.patch(
     "",
     response_model=ComplaintCaseOut,
-    responses=problem_responses(*_ERRORS, CaseArchived),
+    responses=problem_responses(*_ERRORS, CaseArchived, CaseTicketOpen, CaseResultMissing),
     summary="Responsibility, plan and deadline, result, root cause, archive (leads)",
+    description="Archiving needs the ticket resolved or closed and a result recorded; a complaint's "
+    "ticket is closed only once its case file is archived.",
 )
 async def update_case(
     ticket_id: uuid.UUID, body: ComplaintCaseUpdate, uow: UoW, principal: Lead

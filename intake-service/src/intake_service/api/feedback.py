@@ -18,14 +18,16 @@ from intake_service.schemas import RatingCreate, RatingOut, SurveyLink
 
 router = APIRouter(prefix="/v1/tickets", tags=["satisfaction"])
 
-Sender = Annotated[Principal, Depends(require_roles(Role.CHANNEL, Role.AGENT, Role.LEAD))]
+# The token is the customer's credential: staff who could mint one could rate their own work
+# (CSAT feeds the scorecards), so only the integration that sends it to the customer (and admins).
+Sender = Annotated[Principal, Depends(require_roles(Role.CHANNEL))]
 
 
 @router.get(
     "/{ticket_id}/survey-link",
     response_model=SurveyLink,
     responses=problem_responses(Unauthorized, Forbidden, TicketNotFound, NotRateable),
-    summary="A signed, expiring satisfaction-survey link for the customer",
+    summary="A signed, expiring satisfaction-survey link for the customer (channel integrations, admins)",
 )
 async def survey_link(ticket_id: uuid.UUID, uow: UoW, request: Request, _: Sender) -> SurveyLink:
     return await feedback.survey_link(uow, ticket_id, request.app.state.settings)
