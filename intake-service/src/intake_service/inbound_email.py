@@ -11,6 +11,7 @@ are final) that points back to the closed one.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from intake_service.domain.email import (
     thread_keys,
     ticket_number_in_subject,
 )
+from intake_service.domain.privacy import EMAIL_EXTERNAL_ID, UNKNOWN_SENDER, sender_hash
 from intake_service.models import Customer, EmailThreadId, InboundEmail, Ticket
 from intake_service.repository import TicketRepository
 from intake_service.schemas import (
@@ -50,6 +52,16 @@ FOLLOW_UP_TAG = "follow-up-of:"
 # First key ("EMLI") of the two-key advisory lock taken per Message-ID: its own key space, so
 # it cannot collide with the outbox relay's one-key lock or a future user of advisory locks.
 _MESSAGE_ID_LOCK_SPACE = 0x454D4C49
+# First key ("EMLS") of the lock on a sender's archived messages: erasure takes it too, so an
+# email of the customer's being archived while they are erased is either erased or not yet begun.
+_SENDER_LOCK_SPACE = 0x454D4C53
+# Where a message the parser refused names its sender: the From header of the first header block
+# (folded lines included), looked for in as much of the message as any header block needs.
+_HEADER_BYTES = 64 * 1024
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_FROM_HEADER = re.compile(rb"^from:((?:[^\r\n]|\r?\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
+_BRACKETED_ADDRESS = re.compile(r"<([^<>@\s]+@[^<>@\s]+)>")
+_BARE_ADDRESS = re.compile(r"[^<>\"'()\s,;:@]+@[^<>\"'()\s,;:@]+")
 
 
 class UnreadableEmail(InvalidInput):
@@ -74,7 +86,12 @@ def _archive(
     outcome: str,
     reason: str | None,
     ticket_id: uuid.UUID | None = None,
+    *,
+    sender: str | None,
+    thread_ticket_id: uuid.UUID | None = None,
 ) -> InboundEmail:
+    """The archive row. `sender` (a `sender_hash`) and `thread_ticket_id` are how erasure finds
+    a message that never reached a ticket: an auto-reply, a bounce, an unreadable message."""
     record = InboundEmail(
         id=uuid.uuid4(),
         message_id=message_id,
@@ -83,13 +100,44 @@ def _archive(
         ticket_id=ticket_id,
         size_bytes=len(raw),
         raw=raw,
+        sender_hash=sender,
+        thread_ticket_id=thread_ticket_id,
     )
     uow.session.add(record)
     return record
 
 
+async def lock_sender(uow: UnitOfWork, digest: str | None) -> None:
+    """Serialise archiving a sender's message with erasing that sender (until commit).
+
+    Always the last lock either side takes, so it never closes a cycle with the ticket and
+    customer locks taken before it.
+    """
+    if digest is not None:
+        await uow.session.execute(
+            select(func.pg_advisory_xact_lock(_SENDER_LOCK_SPACE, func.hashtext(digest)))
+        )
+
+
+def _sender_in_raw(raw: bytes) -> str | None:
+    """The From address of a message the parser refused, found by pattern (best effort)."""
+    head = raw[:_HEADER_BYTES]
+    if blank := _BLANK_LINE.search(head):
+        head = head[: blank.start()]
+    header = _FROM_HEADER.search(head)
+    if header is None:
+        return None
+    value = header.group(1).decode("utf-8", "replace")
+    if bracketed := _BRACKETED_ADDRESS.search(value):
+        return bracketed.group(1)
+    bare = _BARE_ADDRESS.search(value)
+    return bare.group() if bare else None
+
+
 async def archive_unreadable(uow: UnitOfWork, raw: bytes, error: str) -> uuid.UUID:
-    record = _archive(uow, raw, None, "rejected", error)
+    sender = sender_hash(_sender_in_raw(raw))
+    await lock_sender(uow, sender)
+    record = _archive(uow, raw, None, "rejected", error, sender=sender)
     await uow.commit()
     return record.id
 
@@ -153,6 +201,37 @@ async def _thread_target(uow: UnitOfWork, parsed: ParsedEmail, number_prefix: st
     return None
 
 
+async def _referenced_ticket(uow: UnitOfWork, parsed: ParsedEmail, number_prefix: str) -> uuid.UUID | None:
+    """The ticket a message that is not threaded refers to: a bounce encloses the answer we sent,
+    an auto-reply answers it.
+
+    Nothing is written into that ticket, so it is not locked for update; the key-share lock only
+    makes an erasure of the ticket's customer wait for this message's archive row (or this message
+    wait for the erasure), so the row cannot slip past it.
+    """
+    enclosed = (a.message_id for a in parsed.attachments if a.message_id)
+    keys = list(
+        dict.fromkeys(k for k in (normalize_message_id(k) for k in (*thread_keys(parsed), *enclosed)) if k)
+    )
+    found = None
+    if keys:
+        rows = await uow.session.execute(
+            select(EmailThreadId.message_id, EmailThreadId.ticket_id).where(
+                EmailThreadId.message_id.in_(keys)
+            )
+        )
+        known = {row.message_id: row.ticket_id for row in rows}
+        found = next((known[k] for k in keys if k in known), None)
+    if found is not None:
+        query = select(Ticket.id).where(Ticket.id == found)
+    elif number := ticket_number_in_subject(parsed.subject, number_prefix):
+        query = select(Ticket.id).where(Ticket.number == number)
+    else:
+        return None
+    ticket_id: uuid.UUID | None = await uow.session.scalar(query.with_for_update(key_share=True))
+    return ticket_id
+
+
 def _attachments(parsed: ParsedEmail, inbound_id: uuid.UUID) -> list[AttachmentIn]:
     """Metadata only: the bytes stay in the archived raw message, addressed by part number."""
     result = []
@@ -181,7 +260,11 @@ def _attachments(parsed: ParsedEmail, inbound_id: uuid.UUID) -> list[AttachmentI
 
 def _customer(parsed: ParsedEmail) -> CustomerIn:
     address = (parsed.from_address or "").strip().lower()
-    external = f"email:{address}"[:200] if address else f"email:unknown:{parsed.message_id or uuid.uuid4()}"
+    external = (
+        f"{EMAIL_EXTERNAL_ID}{address}"[:200]
+        if address
+        else f"{EMAIL_EXTERNAL_ID}{UNKNOWN_SENDER}{parsed.message_id or uuid.uuid4()}"
+    )
     try:
         return CustomerIn(
             external_id=external,
@@ -252,8 +335,19 @@ async def receive(uow: UnitOfWork, raw: bytes, *, number_prefix: str, max_bytes:
     if (earlier := await _known_delivery(uow, message_id)) is not None:
         return earlier
     kind, reason = classify_with_reason(parsed)
+    sender = sender_hash(parsed.from_address)
     if kind != "normal":
-        record = _archive(uow, raw, message_id, "ignored", f"{kind}: {reason}")
+        referenced = await _referenced_ticket(uow, parsed, number_prefix)
+        await lock_sender(uow, sender)
+        record = _archive(
+            uow,
+            raw,
+            message_id,
+            "ignored",
+            f"{kind}: {reason}",
+            sender=sender,
+            thread_ticket_id=referenced,
+        )
         await uow.commit()
         return InboundResult("ignored", None, record.id, record.reason)
 
@@ -275,7 +369,8 @@ async def receive(uow: UnitOfWork, raw: bytes, *, number_prefix: str, max_bytes:
             await _link_follow_up(uow, target, ticket)
         outcome, ticket_id = "created", ticket.id
     await _remember_thread_id(uow, message_id, ticket_id)
-    record = _archive(uow, raw, message_id, outcome, None, ticket_id)
+    await lock_sender(uow, sender)
+    record = _archive(uow, raw, message_id, outcome, None, ticket_id, sender=sender)
     record.id = inbound_id
     await uow.commit()
     return InboundResult(outcome, ticket_id, inbound_id)

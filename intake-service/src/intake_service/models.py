@@ -228,14 +228,27 @@ class InboundEmail(Base):
     """Every raw message the email channel received, kept for inspection and re-processing."""
 
     __tablename__ = "inbound_emails"
+    __table_args__ = (
+        # Erasure finds a customer's messages by these; most messages refer to no other ticket.
+        Index(
+            "ix_inbound_emails_thread_ticket_id",
+            "thread_ticket_id",
+            postgresql_where=text("thread_ticket_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     message_id: Mapped[str | None] = mapped_column(String(998), index=True)
     outcome: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
-    ticket_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    ticket_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # SHA-256 of the lower-cased From address: what erasure matches an ignored or unreadable
+    # message by (those have no ticket). Null once erased, or when no sender could be read.
+    sender_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The ticket an ignored message refers to (a bounce of our answer, an auto-reply to it).
+    thread_ticket_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

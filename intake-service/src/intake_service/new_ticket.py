@@ -50,10 +50,20 @@ class TicketDraft:
         body = self.body
         if self.idempotency_key is not None:
             self.fingerprint = request_fingerprint(body)
-        text = normalise(f"{body.subject} {body.description}")
+        text = ticket_text(body.subject, body.description)
         self.urgent_detected = detect_urgent(text)
-        # Normalised, segmented words: full-text search that works for Chinese.
-        self.search_tokens = " ".join(words(text, for_search=True))
+        self.search_tokens = search_tokens(text)
+
+
+def ticket_text(subject: str, description: str) -> str:
+    """A ticket's text as urgency detection and search read it: normalised."""
+    return normalise(f"{subject} {description}")
+
+
+def search_tokens(text: str) -> str:
+    """What a ticket's search index holds for its ``ticket_text``: the segmented words, so that
+    full-text search works for Chinese."""
+    return " ".join(words(text, for_search=True))
 
 
 def ticket_number(prefix: str, sequence_value: int) -> str:

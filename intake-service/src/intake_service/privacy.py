@@ -1,29 +1,67 @@
 """Customer data: masked views, export and erasure on request (保密).
 
-Personal data lives only in intake (the `customers` table, and the raw emails the email channel
-archived); events and logs carry the customer's id. Erasure blanks the contact data and the
-customer's archived emails and keeps the tickets, so the team's history and metrics survive
-while the person becomes anonymous.
+Personal data lives only in intake: the `customers` table, the text customers wrote (tickets,
+messages, rating comments, attachment names) and the raw emails the email channel archived;
+events and logs carry the customer's id. Erasure blanks the contact data and the archived
+emails, and takes the person out of the text: the tickets stay, so the team's history and
+metrics survive while the person becomes anonymous.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import any_, bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.problems import NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import Role
-from intake_service.domain.privacy import mask_email, mask_name, mask_phone
-from intake_service.models import Customer, InboundEmail, Message, Ticket
-from intake_service.schemas import CustomerExport, CustomerOut, MessageOut, TicketOut
+from intake_service.domain.privacy import (
+    email_in_external_id,
+    field_max_length,
+    mask_email,
+    mask_external_id,
+    mask_name,
+    mask_phone,
+    redact_person,
+    sender_hash,
+)
+from intake_service.inbound_email import lock_sender
+from intake_service.models import Attachment, Customer, InboundEmail, Message, Rating, Ticket
+from intake_service.new_ticket import search_tokens, ticket_text
+from intake_service.schemas import (
+    AttachmentExport,
+    AttachmentIn,
+    CustomerExport,
+    CustomerOut,
+    MessageOut,
+    RatingExport,
+    TicketCreate,
+    TicketExport,
+)
 
 # Roles that handle contact data themselves: leads and admins. Not channels: an integration
 # already holds what it sent, and one channel's token must not read every other channel's customers.
 UNMASKED_ROLES = frozenset({Role.LEAD, Role.ADMIN})
+# Tickets rewritten per round of statements: a customer with thousands of tickets is erased in a
+# few dozen statements, never one per ticket, and never with all their text in memory at once.
+ERASURE_BATCH = 500
+# Redaction can lengthen text (`a@b.c` → `[email]`): cut back to what the columns hold.
+_SUBJECT_LENGTH = field_max_length(TicketCreate, "subject")
+_ATTACHMENT_NAME_LENGTH = field_max_length(AttachmentIn, "name")
+# A stored phone this short would match business numbers too (an order `1234567` holds `123`):
+# erasure rewrites text for good, so only the patterns look for such a phone.
+_MIN_KNOWN_PHONE_DIGITS = 6
+_DIGIT = re.compile(r"\d")
 
 
 class CustomerNotFound(NotFound):
@@ -34,7 +72,7 @@ def customer_view(customer: Customer, principal: Principal) -> CustomerOut:
     masked = not principal.has_any(UNMASKED_ROLES)
     return CustomerOut(
         id=customer.id,
-        external_id=customer.external_id,
+        external_id=mask_external_id(customer.external_id) if masked else customer.external_id,
         name=mask_name(customer.name) if masked else customer.name,
         email=mask_email(customer.email) if masked else customer.email,
         phone=mask_phone(customer.phone) if masked else customer.phone,
@@ -45,7 +83,9 @@ def customer_view(customer: Customer, principal: Principal) -> CustomerOut:
 
 
 async def _load(uow: UnitOfWork, customer_id: uuid.UUID, *, for_update: bool = False) -> Customer:
-    customer = await uow.session.get(Customer, customer_id, with_for_update=for_update)
+    customer = await uow.session.get(
+        Customer, customer_id, with_for_update=for_update, populate_existing=for_update
+    )
     if customer is None:
         raise CustomerNotFound(f"No customer with id {customer_id}")
     return customer
@@ -58,48 +98,184 @@ async def get_customer(uow: UnitOfWork, customer_id: uuid.UUID, principal: Princ
 async def export_customer(uow: UnitOfWork, customer_id: uuid.UUID, principal: Principal) -> CustomerExport:
     """Everything intake holds about one customer (a data subject access request)."""
     customer = await _load(uow, customer_id)
-    tickets = (
-        (
-            await uow.session.execute(
-                select(Ticket).where(Ticket.customer_id == customer_id).order_by(Ticket.created_at)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    messages = (
-        (
-            await uow.session.execute(
-                select(Message)
-                .join(Ticket, Ticket.id == Message.ticket_id)
-                .where(Ticket.customer_id == customer_id)
-                .order_by(Message.created_at)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    tickets = select(Ticket.id).where(Ticket.customer_id == customer_id)
+
+    async def rows(stmt: Any) -> Sequence[Any]:
+        found: Sequence[Any] = (await uow.session.execute(stmt)).scalars().all()
+        return found
+
     return CustomerExport(
         customer=customer_view(customer, principal),
-        tickets=[TicketOut.model_validate(t) for t in tickets],
-        messages=[MessageOut.model_validate(m) for m in messages],
+        tickets=[
+            TicketExport.model_validate(t)
+            for t in await rows(
+                select(Ticket).where(Ticket.customer_id == customer_id).order_by(Ticket.created_at, Ticket.id)
+            )
+        ],
+        messages=[
+            MessageOut.model_validate(m)
+            for m in await rows(
+                select(Message).where(Message.ticket_id.in_(tickets)).order_by(Message.created_at, Message.id)
+            )
+        ],
+        attachments=[
+            AttachmentExport.model_validate(a)
+            for a in await rows(
+                select(Attachment)
+                .where(Attachment.ticket_id.in_(tickets))
+                .order_by(Attachment.created_at, Attachment.id)
+            )
+        ],
+        ratings=[
+            RatingExport.model_validate(r)
+            for r in await rows(
+                select(Rating)
+                .where(Rating.ticket_id.in_(tickets))
+                .order_by(Rating.rated_at, Rating.ticket_id)
+            )
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class _Person:
+    """What erasure looks for in text: the customer's contacts and name as they were stored."""
+
+    name: str | None
+    known: tuple[str, ...]
+
+    @classmethod
+    def of(cls, customer: Customer) -> _Person:
+        phone = customer.phone
+        if phone and len(_DIGIT.findall(phone)) < _MIN_KNOWN_PHONE_DIGITS:
+            phone = None
+        known = (customer.email, phone, email_in_external_id(customer.external_id))
+        return cls(name=customer.name, known=tuple(v for v in known if v))
+
+    def redact(self, text: str) -> str:
+        return redact_person(text, name=self.name, known=self.known)
+
+
+def _rewrite(rows: Sequence[Any], redact: Callable[[Any], dict[str, Any] | None]) -> list[dict[str, Any]]:
+    return [change for row in rows if (change := redact(row)) is not None]
+
+
+async def _rewrite_batch(uow: UnitOfWork, person: _Person, ticket_ids: Sequence[uuid.UUID]) -> None:
+    """Take the person out of one batch of their (locked) tickets: a query and at most one
+    UPDATE (executemany) per table, the text work in a thread (segmentation is CPU-bound)."""
+    session, now = uow.session, datetime.now(UTC)
+    tickets = (
+        await session.execute(
+            select(Ticket.id, Ticket.subject, Ticket.description).where(Ticket.id.in_(ticket_ids))
+        )
+    ).all()
+    messages = (
+        await session.execute(select(Message.id, Message.body).where(Message.ticket_id.in_(ticket_ids)))
+    ).all()
+    ratings = (
+        await session.execute(
+            select(Rating.ticket_id, Rating.resolution_count, Rating.comment).where(
+                Rating.ticket_id.in_(ticket_ids), Rating.comment.is_not(None)
+            )
+        )
+    ).all()
+    attachments = (
+        await session.execute(
+            select(Attachment.id, Attachment.name).where(Attachment.ticket_id.in_(ticket_ids))
+        )
+    ).all()
+
+    def ticket(row: Any) -> dict[str, Any] | None:
+        subject = person.redact(row.subject)[:_SUBJECT_LENGTH]
+        description = person.redact(row.description)
+        if (subject, description) == (row.subject, row.description):
+            return None
+        return {
+            "id": row.id,
+            "subject": subject,
+            "description": description,
+            "search_tokens": search_tokens(ticket_text(subject, description)),
+            "updated_at": now,
+        }
+
+    def message(row: Any) -> dict[str, Any] | None:
+        body = person.redact(row.body)
+        return None if body == row.body else {"id": row.id, "body": body}
+
+    def rating(row: Any) -> dict[str, Any] | None:
+        comment = person.redact(row.comment)
+        if comment == row.comment:
+            return None
+        return {"ticket_id": row.ticket_id, "resolution_count": row.resolution_count, "comment": comment}
+
+    def attachment(row: Any) -> dict[str, Any] | None:
+        name = person.redact(row.name)[:_ATTACHMENT_NAME_LENGTH]
+        return None if name == row.name else {"id": row.id, "name": name}
+
+    def redact_all() -> list[tuple[Any, list[dict[str, Any]]]]:
+        return [
+            (Ticket, _rewrite(tickets, ticket)),
+            (Message, _rewrite(messages, message)),
+            (Rating, _rewrite(ratings, rating)),
+            (Attachment, _rewrite(attachments, attachment)),
+        ]
+
+    for model, changes in await asyncio.to_thread(redact_all):
+        if changes:
+            await session.execute(update(model), changes)  # by primary key, as one executemany
+
+
+async def _lock_tickets(uow: UnitOfWork, customer_id: uuid.UUID) -> list[uuid.UUID]:
+    return list(
+        (
+            await uow.session.execute(
+                select(Ticket.id)
+                .where(Ticket.customer_id == customer_id)
+                .order_by(Ticket.id)
+                .with_for_update()
+            )
+        ).scalars()
     )
 
 
 async def erase_customer(uow: UnitOfWork, customer_id: uuid.UUID, principal: Principal) -> CustomerOut:
-    """Blank the contact data; the tickets stay, attributed to an anonymous customer.
+    """Blank the contact data, take the person out of their tickets' text, empty their emails.
 
-    The raw emails archived for the customer's tickets go too (their headers name the sender):
-    each archive row stays, emptied, so a redelivery of one is still recognised.
+    Locks, in the order every other writer takes them: the customer's tickets (in id order), the
+    customer, then the archive's sender lock. A follow-up, a threaded email or a rating either
+    commits before erasure reads the ticket or waits until erasure has committed. The email
+    channel locks a ticket before it upserts the ticket's customer (a reply to a closed ticket
+    opens a follow-up), so the customer is locked after the tickets, not before.
+
+    Each archived email stays, emptied, so a redelivery of one is still recognised.
     """
+    await _lock_tickets(uow, customer_id)
     customer = await _load(uow, customer_id, for_update=True)
-    customer.name = customer.email = customer.phone = customer.external_id = None
-    customer.erased_at = customer.erased_at or datetime.now(UTC)
+    # Again: a ticket created while erasure waited for the customer. None can follow it now
+    # (a new ticket's row needs the customer's, which erasure holds).
+    ticket_ids = await _lock_tickets(uow, customer_id)
+    person = _Person.of(customer)
+    addresses = (customer.email, email_in_external_id(customer.external_id))
+    senders = sorted({digest for digest in map(sender_hash, addresses) if digest})
+    for start in range(0, len(ticket_ids), ERASURE_BATCH):
+        await _rewrite_batch(uow, person, ticket_ids[start : start + ERASURE_BATCH])
+    for digest in senders:
+        await lock_sender(uow, digest)
+    # The ids as one array, not a subquery: each arm of the OR then reads its own index.
+    tickets = bindparam("tickets", ticket_ids, type_=ARRAY(PG_UUID(as_uuid=True)))
     await uow.session.execute(
         update(InboundEmail)
-        .where(InboundEmail.ticket_id.in_(select(Ticket.id).where(Ticket.customer_id == customer_id)))
-        .values(raw=b"")
+        .where(
+            or_(
+                InboundEmail.ticket_id == any_(tickets),
+                InboundEmail.thread_ticket_id == any_(tickets),
+                InboundEmail.sender_hash.in_(senders),
+            )
+        )
+        .values(raw=b"", sender_hash=None)
     )
+    customer.name = customer.email = customer.phone = customer.external_id = None
+    customer.erased_at = customer.erased_at or datetime.now(UTC)
     out = customer_view(customer, principal)
     await uow.commit()
     return out

@@ -215,12 +215,6 @@ class CustomerOut(BaseModel):
     created_at: datetime
 
 
-class CustomerExport(BaseModel):
-    customer: CustomerOut
-    tickets: list[TicketOut]
-    messages: list[MessageOut]
-
-
 class SurveyLink(BaseModel):
     url: str
     token: str
@@ -240,6 +234,34 @@ class RatingOut(BaseModel):
     resolution_count: int
     score: int
     rated_at: datetime
+
+
+class TicketExport(TicketOut):
+    """A ticket as the customer's data: with the text they wrote."""
+
+    description: str
+
+
+class AttachmentExport(AttachmentOut):
+    ticket_id: uuid.UUID
+
+
+class RatingExport(RatingOut):
+    model_config = ConfigDict(from_attributes=True)
+
+    comment: str | None
+
+
+class CustomerExport(BaseModel):
+    """Everything intake holds about one customer (a data subject access request)."""
+
+    customer: CustomerOut
+    tickets: list[TicketExport]
+    messages: list[MessageOut]
+    attachments: list[AttachmentExport] = Field(
+        description="Metadata; the files stay where the channel put them"
+    )
+    ratings: list[RatingExport]
 
 
 class ComplaintCaseUpdate(_StorableText):

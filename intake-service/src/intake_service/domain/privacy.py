@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
+from functools import lru_cache
 
 from pydantic import BaseModel
 
@@ -78,6 +81,68 @@ def redact_to_fit(text: str, limit: int, *known: str | None) -> str:
     so text the API accepted at its own limit could outgrow the event's field and fail the request.
     """
     return redact_contacts(text, *known)[:limit]
+
+
+# The email channel's customers: `email:<address>`, or `email:unknown:<Message-ID>` without a sender.
+EMAIL_EXTERNAL_ID = "email:"
+UNKNOWN_SENDER = "unknown:"
+# A channel's own prefix on an external id (`tel:`, `wechat:`), masked apart from the value.
+_SCHEME = re.compile(r"[A-Za-z][\w+.-]{0,30}:")
+_ADDRESS = re.compile(r"[^@\s:]+@[^@\s:]+")
+_ASCII_WORD = re.compile(r"[A-Za-z0-9]")
+
+
+def email_in_external_id(external_id: str | None) -> str | None:
+    """The sender address the email channel made the customer's external id from, if any."""
+    if not external_id or not external_id.startswith(EMAIL_EXTERNAL_ID):
+        return None
+    address = external_id.removeprefix(EMAIL_EXTERNAL_ID)
+    return address if "@" in address and not address.startswith(UNKNOWN_SENDER) else None
+
+
+def mask_external_id(external_id: str | None) -> str | None:
+    """A channel's customer id masked as the contact it is: `email:lin@example.com` →
+    `email:l**@example.com`, a phone number as `mask_phone`. Other ids (a CRM's own) stay."""
+    if not external_id:
+        return external_id
+    if (address := email_in_external_id(external_id)) is not None:
+        return f"{EMAIL_EXTERNAL_ID}{mask_email(address)}"
+    scheme = _SCHEME.match(external_id)
+    prefix = scheme.group() if scheme else ""
+    value = external_id[len(prefix) :]
+    if _ADDRESS.fullmatch(value):
+        return f"{prefix}{mask_email(value)}"
+    if _PHONE.fullmatch(value):
+        return f"{prefix}{mask_phone(value)}"
+    return external_id
+
+
+@lru_cache(maxsize=64)
+def _name_pattern(name: str) -> re.Pattern[str]:
+    # A Latin name is a word of its own (`Li` is not in `Lisbon`); Chinese has no spaces between
+    # words, so a CJK edge takes no boundary (`林小美您好`).
+    before = r"(?<![A-Za-z0-9])" if _ASCII_WORD.match(name[0]) else ""
+    after = r"(?![A-Za-z0-9])" if _ASCII_WORD.match(name[-1]) else ""
+    return re.compile(before + re.escape(name) + after)
+
+
+def redact_person(text: str, *, name: str | None, known: Iterable[str | None] = ()) -> str:
+    """Free text with a person taken out for good (erasure): every email and phone number, the
+    person's own `known` contacts however they were typed, and their name as `[name]`.
+
+    A name of one character (a family name alone) would take every occurrence of a common
+    character with it, so it stays.
+    """
+    text = redact_contacts(text, *known)
+    name = (name or "").strip()
+    return _name_pattern(name).sub("[name]", text) if len(name) >= 2 else text
+
+
+def sender_hash(address: str | None) -> str | None:
+    """What the email archive keeps to find a sender's messages again (erasure): a digest of
+    the address as compared everywhere, lower case."""
+    address = (address or "").strip().lower()
+    return hashlib.sha256(address.encode("utf-8", "surrogatepass")).hexdigest() if address else None
 
 
 def field_max_length(model: type[BaseModel], name: str) -> int:
