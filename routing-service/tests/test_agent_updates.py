@@ -19,8 +19,10 @@ from routing_factories import (
     team,
     ticket_created,
 )
+from sqlalchemy import update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from routing_service.models import Agent
 
 STATUS_CHANGED = "helpdesk.agent.status_changed.v1"
 SCHEDULE = {"time_zone": "Asia/Shanghai", "weekly_hours": {"0": [["09:00", "12:00"], ["13:30", "18:00"]]}}
@@ -202,3 +204,21 @@ async def test_patch_team(routing: ServiceHarness) -> None:
         403,
     ]
     assert unknown_lead.json()["errors"][0]["field"] == "body.lead_id"
+
+
+async def test_a_schedule_stored_under_older_rules_is_still_shown(routing: ServiceHarness) -> None:
+    # Input rules tighten over time (intervals of at least 15 minutes, IANA zones only): a schedule
+    # saved before is shown as it was, not a 500 on every read of its agent.
+    agent_id = await agent(routing, name="周到", domains=["車險"])
+    stored = {"time_zone": "localtime", "weekly_hours": {"0": [["09:00", "09:05"]]}}
+    async with routing.uow() as uow:
+        await uow.session.execute(
+            update(Agent).where(Agent.id == uuid.UUID(agent_id)).values(schedule=stored)
+        )
+        await uow.commit()
+
+    shown = await routing.client.get(f"/v1/agents/{agent_id}", headers=LEAD)
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["schedule"] == stored
+    listed = await routing.client.get("/v1/agents", headers=LEAD, params={"limit": 200})
+    assert listed.status_code == 200, listed.text

@@ -138,7 +138,12 @@ DUE = NOW + timedelta(hours=1)
         ({"stopped_at": NOW, "stopped_by": "answered"}, "met"),
         ({"stopped_at": DUE + timedelta(seconds=1), "stopped_by": "answered"}, "breached"),
         ({"stopped_at": NOW, "stopped_by": "closed"}, "cancelled"),
-        ({"stopped_at": NOW, "stopped_by": "resolved", "breached_at": NOW}, "breached"),
+        # Stopped before its due time: met, even if the worker fired a breach before it learnt of it.
+        ({"stopped_at": NOW, "stopped_by": "resolved", "breached_at": DUE}, "met"),
+        (
+            {"stopped_at": DUE + timedelta(seconds=1), "stopped_by": "resolved", "breached_at": DUE},
+            "breached",
+        ),
     ],
 )
 def test_timer_state(kwargs: dict[str, object], state: str) -> None:

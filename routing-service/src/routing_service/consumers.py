@@ -60,6 +60,7 @@ async def on_answer_delivered(event: EventEnvelope[Any], uow: UnitOfWork) -> Non
 
 
 async def on_answer_submitted(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    await sla.answer_submitted(uow, event.data)
     await presence.touch(uow, event.data)
     await uow.commit()
 

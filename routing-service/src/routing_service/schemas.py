@@ -33,7 +33,18 @@ Languages = Annotated[list[Language], Field(max_length=10, description="BCP 47 t
 Capacity = Annotated[int, Field(ge=0, le=200, description="Tickets held at once")]
 
 
-class AgentSchedule(BaseModel):
+class StoredSchedule(BaseModel):
+    """When the agent works. Shown to people planning shifts; routing acts on presence alone.
+
+    As stored: a schedule saved under earlier input rules is shown as it was."""
+
+    time_zone: str = Field(description="IANA time zone")
+    weekly_hours: dict[int, list[tuple[ClockTime, ClockTime]]] = Field(
+        description='Weekday (0 = Monday … 6 = Sunday) → ordered local ["HH:MM", "HH:MM"] intervals',
+    )
+
+
+class AgentSchedule(StoredSchedule):
     """When the agent works. Shown to people planning shifts; routing acts on presence alone."""
 
     model_config = ConfigDict(extra="forbid")
@@ -143,7 +154,7 @@ class AgentOut(BaseModel):
     max_concurrent: int
     active_tickets: int
     presence: AgentPresence
-    schedule: AgentSchedule | None = None
+    schedule: StoredSchedule | None = None
     created_at: datetime
 
     @model_validator(mode="after")

@@ -7,6 +7,8 @@ from pydantic_settings import SettingsConfigDict
 
 from helpdesk_shared.chassis.settings import ServiceSettings
 
+SLA_BREACH_GRACE_SECONDS = 5.0
+
 
 class RoutingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ROUTING_", extra="ignore", frozen=True)
@@ -14,6 +16,13 @@ class RoutingSettings(ServiceSettings):
     service_name: str = "routing"
     sla_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often the SLA worker looks for warnings and breaches that are due"
+    )
+    sla_breach_grace_seconds: float = Field(
+        default=SLA_BREACH_GRACE_SECONDS,
+        ge=0,
+        le=3600,
+        description="How long after its due time a running clock breaches: an answer delivered just before "
+        "the due time may reach routing a moment after it (warnings fire without a grace)",
     )
     queue_sweep_seconds: float = Field(
         default=5.0,

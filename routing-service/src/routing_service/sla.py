@@ -16,6 +16,11 @@ A ticket's clocks over its life:
   business time it had left. A *resolution* clock that had stopped (resolved, closed)
   **restarts from the reopen time with the full target**: the customer is owed a new
   resolution, and the earlier outcome was already reported by its own events.
+* ``answer.submitted`` after a delivery (a follow-up answer, ANSWERED → AWAITING_REVIEW without a
+  reopen) resumes a paused *resolution* clock too: the team is working on the ticket again, so
+  the wait is no longer the customer's. The follow-up's delivery pauses it again.
+* A clock whose due time cannot be worked out (its calendar no longer builds, or has no working
+  time ahead) is left as it was and logged: the event's other use cases still run.
 * ``ticket.resolved`` stops *resolution*, and *first response* too when no answer was delivered
   (a resolution is a response); ``ticket.closed`` stops whatever still runs.
 
@@ -40,7 +45,8 @@ from helpdesk_shared.contracts.intake import (
     TicketReopened,
     TicketResolved,
 )
-from routing_service.domain.business_time import BusinessCalendar, BusinessTimeError
+from helpdesk_shared.contracts.review import AnswerSubmitted
+from routing_service.domain.business_time import BusinessCalendar, BusinessTimeError, InvalidCalendarError
 from routing_service.domain.sla import (
     SlaFacts,
     StopReason,
@@ -138,9 +144,9 @@ async def plan_timers(
         log.warning("sla_no_policy", ticket_id=str(ticket.ticket_id), facts=repr(facts))
         return None
     policy = config.policies[chosen.id]
-    calendar = await _calendar(SlaRepository(uow.session), policy.calendar_id, config)
     start = ticket.created_at
     try:
+        calendar = await _calendar(SlaRepository(uow.session), policy.calendar_id, config)
         first = plan(calendar, start, _minutes(policy.first_response_minutes), policy.warning_share)
         resolution = plan(
             calendar, start, resolution_target(calendar, policy.resolution_working_days), policy.warning_share
@@ -187,6 +193,23 @@ async def answer_delivered(uow: UnitOfWork, event: TicketAnswerDelivered) -> Non
     await uow.flush()
 
 
+async def answer_submitted(uow: UnitOfWork, event: AnswerSubmitted) -> None:
+    """Resume a *resolution* clock paused by an earlier delivery: the team is at work again. Does not commit.
+
+    A submission from before the pause (the answer whose delivery paused it, its event late) leaves
+    the clock paused."""
+    repo = SlaRepository(uow.session)
+    for timer in await repo.lock_ticket_timers([event.ticket_id]):
+        if (
+            timer.target == SlaTarget.RESOLUTION
+            and timer.stopped_at is None
+            and timer.paused_at is not None
+            and timer.paused_at <= event.submitted_at
+        ):
+            await _resume_logged(repo, timer, event.submitted_at)
+    await uow.flush()
+
+
 async def ticket_resolved(uow: UnitOfWork, event: TicketResolved) -> None:
     """Stop every running or paused clock as resolved. Does not commit."""
     await _stop_all(uow, event.ticket_id, event.resolved_at, "resolved")
@@ -204,19 +227,23 @@ async def ticket_reopened(uow: UnitOfWork, event: TicketReopened) -> None:
     for timer in await repo.lock_ticket_timers([event.ticket_id]):
         if timer.target != SlaTarget.RESOLUTION:
             continue
-        calendar = await _calendar(repo, timer.calendar_id)
         if timer.stopped_at is not None:
             policy = await _policy(repo, timer.policy_id)
             if policy is None:
                 continue
-            target = resolution_target(calendar, policy.resolution_working_days)
-            deadline = plan(calendar, at, target, policy.warning_share)
+            try:
+                calendar = await _calendar(repo, timer.calendar_id)
+                target = resolution_target(calendar, policy.resolution_working_days)
+                deadline = plan(calendar, at, target, policy.warning_share)
+            except BusinessTimeError as exc:
+                _log_kept(timer, "sla_not_restarted", exc)
+                continue
             timer.started_at, timer.due_at, timer.warn_at = at, deadline.due_at, deadline.warn_at
             timer.paused_at = timer.stopped_at = timer.stopped_by = None
             timer.warned_at = timer.breached_at = None
             timer.escalated = False
         elif timer.paused_at is not None:
-            _resume(timer, calendar, at)
+            await _resume_logged(repo, timer, at)
     await uow.flush()
 
 
@@ -231,11 +258,13 @@ async def ticket_sla(uow: UnitOfWork, ticket_id: uuid.UUID, *, now: datetime | N
     now = now or datetime.now(UTC)
     out = []
     for timer in timers:
-        calendar = await _calendar(repo, timer.calendar_id)
-        if timer.stopped_at is not None:
-            remaining = None
-        else:
-            remaining = calendar.business_minutes_between(timer.paused_at or now, timer.due_at)
+        remaining: int | None = None
+        if timer.stopped_at is None:
+            try:
+                calendar = await _calendar(repo, timer.calendar_id)
+                remaining = calendar.business_minutes_between(timer.paused_at or now, timer.due_at)
+            except BusinessTimeError as exc:  # the calendar stopped building: the rest still shows
+                log.warning("sla_remaining_unknown", ticket_id=str(ticket_id), error=str(exc))
         out.append(
             TimerOut(
                 target=SlaTarget(timer.target),
@@ -275,6 +304,8 @@ async def _calendar(
     config = config or await SLA_CONFIG.get(repo.session)
     if (calendar := config.calendars.get(calendar_id)) is not None:
         return calendar
+    if (why := config.unusable.get(calendar_id)) is not None:  # known not to build: no query
+        raise InvalidCalendarError(why)
     row = await repo.calendar(calendar_id)
     if row is None:  # a foreign key guards this; reaching it means the database was edited by hand
         raise LookupError(f"calendar {calendar_id!r} of an SLA policy or timer does not exist")
@@ -297,10 +328,32 @@ def _resume(timer: SlaTimer, calendar: BusinessCalendar, at: datetime) -> None:
     paused_at = timer.paused_at
     if paused_at is None:
         return
-    timer.due_at = resume(calendar, paused_at, at, timer.due_at)
-    if timer.warned_at is None:
-        timer.warn_at = resume(calendar, paused_at, at, timer.warn_at)
-    timer.paused_at = None
+    # Both worked out before either is set: a failure leaves the clock exactly as it was.
+    due_at = resume(calendar, paused_at, at, timer.due_at)
+    warn_at = resume(calendar, paused_at, at, timer.warn_at) if timer.warned_at is None else timer.warn_at
+    timer.due_at, timer.warn_at, timer.paused_at = due_at, warn_at, None
+
+
+async def _resume_logged(repo: SlaRepository, timer: SlaTimer, at: datetime) -> bool:
+    """`_resume`; a due time that cannot be worked out leaves the clock paused (logged), so that
+    the event's other use cases (reassigning a reopened ticket) still run. False when it failed."""
+    try:
+        _resume(timer, await _calendar(repo, timer.calendar_id), at)
+    except BusinessTimeError as exc:
+        _log_kept(timer, "sla_not_resumed", exc)
+        return False
+    return True
+
+
+def _log_kept(timer: SlaTimer, event: str, exc: BusinessTimeError) -> None:
+    log.error(
+        event,
+        ticket_id=str(timer.ticket_id),
+        target=timer.target,
+        policy_id=str(timer.policy_id),
+        calendar_id=timer.calendar_id,
+        error=str(exc),
+    )
 
 
 def _stop(timer: SlaTimer, at: datetime, reason: StopReason) -> None:
@@ -313,8 +366,8 @@ async def _stop_all(uow: UnitOfWork, ticket_id: uuid.UUID, at: datetime, reason:
     for timer in await repo.lock_ticket_timers([ticket_id]):
         if timer.stopped_at is not None:
             continue
-        if timer.paused_at is not None:
-            _resume(timer, await _calendar(repo, timer.calendar_id), at)
+        if timer.paused_at is not None:  # not resumable: stopped as it was, the ticket still closes
+            await _resume_logged(repo, timer, at)
         _stop(timer, at, reason)
     await uow.flush()
 

@@ -2,8 +2,10 @@
 
 Each runs in one unit of work and commits once. Calendars are validated by building the domain
 :class:`~routing_service.domain.business_time.BusinessCalendar` from them, so the API refuses
-exactly what the arithmetic could not work with, with the domain's own explanation. Editing a
-calendar or a policy affects clocks started afterwards; running clocks keep their due times
+exactly what the arithmetic could not work with, with the domain's own explanation. A policy is
+refused too when its targets have no due time on its calendar counted from now, and so is a
+calendar edit that would leave one of its policies so: its tickets would silently get no clocks.
+Editing a calendar or a policy affects clocks started afterwards; running clocks keep their due times
 (a customer's deadline does not move because a lead edited a policy). New tickets see an edit
 at once on the replica that saved it and within ``ROUTING_CONFIG_CACHE_SECONDS`` (2 s) on every
 other one (:mod:`routing_service.config_cache`).
@@ -12,12 +14,14 @@ other one (:mod:`routing_service.config_cache`).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
 
 from helpdesk_shared.chassis.problems import Conflict, InvalidInput, NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
 from routing_service.domain.business_time import BusinessCalendar, BusinessTimeError
-from routing_service.domain.sla import coverage_between
+from routing_service.domain.holidays import SOURCES
+from routing_service.domain.sla import coverage_between, resolution_target
 from routing_service.models import Calendar, SlaPolicy
 from routing_service.sla_repository import (
     SLA_CONFIG,
@@ -81,8 +85,27 @@ def _validated(calendar_id: str, body: CalendarFields) -> BusinessCalendar:
         raise InvalidCalendar(str(exc)) from exc
 
 
+def _usable(row: Calendar) -> BusinessCalendar:
+    """The stored calendar, or 422 when it no longer builds (stored under older rules)."""
+    try:
+        return to_domain(row)
+    except BusinessTimeError as exc:
+        raise InvalidCalendar(
+            f"{exc}; SLA clocks skip this calendar until PUT /v1/sla/calendars/{row.id} fixes it",
+            field="calendar_id",
+        ) from exc
+
+
 def _calendar_out(row: Calendar) -> CalendarOut:
-    calendar = to_domain(row)
+    try:
+        calendar = to_domain(row)
+        daily, years = calendar.standard_daily_minutes, calendar.source_years
+    except BusinessTimeError:
+        # Still listed and readable, so that a lead can see it and fix it (the error is logged
+        # when the configuration is loaded, and a preview on it answers 422 with the reason).
+        daily, years = _unchecked_daily_minutes(row), None
+        if row.holiday_source in SOURCES:
+            years = SOURCES[row.holiday_source].years()
     return CalendarOut(
         id=row.id,
         name=row.name,
@@ -91,11 +114,21 @@ def _calendar_out(row: Calendar) -> CalendarOut:
         holidays=sorted(row.holidays),
         workdays=sorted(row.workdays),
         holiday_source=row.holiday_source,
-        standard_daily_minutes=calendar.standard_daily_minutes,
-        source_years=calendar.source_years,
+        standard_daily_minutes=daily,
+        source_years=years,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def _unchecked_daily_minutes(row: Calendar) -> int:
+    """The standard day's length as written, for a calendar that does not build."""
+    hours = hours_from_json(row.weekly_hours)
+    total = 0
+    for start, end in next((hours[d] for d in range(7) if hours.get(d)), []):
+        until = 24 * 60 if end == time(0) else end.hour * 60 + end.minute
+        total += max(0, until - (start.hour * 60 + start.minute))
+    return total
 
 
 def _apply(row: Calendar, body: CalendarFields, now: datetime) -> None:
@@ -125,7 +158,8 @@ async def update_calendar(uow: UnitOfWork, calendar_id: str, body: CalendarField
     row = await repo.calendar(calendar_id)
     if row is None:
         raise CalendarNotFound(f"No calendar {calendar_id!r}")
-    _validated(calendar_id, body)
+    calendar = _validated(calendar_id, body)
+    _check_targets(calendar, await repo.policies_on(calendar_id))
     _apply(row, body, datetime.now(UTC))
     await uow.flush()
     out = _calendar_out(row)
@@ -163,7 +197,7 @@ async def preview_due(
     row = await SlaRepository(uow.session).calendar(calendar_id)
     if row is None:
         raise CalendarNotFound(f"No calendar {calendar_id!r}")
-    calendar = to_domain(row)
+    calendar = _usable(row)
     try:
         if business_minutes is not None:
             due = calendar.add_business_time(start, timedelta(minutes=business_minutes))
@@ -190,11 +224,49 @@ async def preview_due(
 
 
 async def _check_policy(repo: SlaRepository, body: PolicyFields, policy_id: uuid.UUID | None) -> None:
-    if await repo.calendar(body.calendar_id) is None:
+    calendar_row = await repo.calendar(body.calendar_id)
+    if calendar_row is None:
         raise UnknownCalendar(f"No calendar {body.calendar_id!r}", field="calendar_id")
     same_name = await repo.policy_named(body.name)
     if same_name is not None and same_name.id != policy_id:
         raise PolicyExists(f"A policy named {body.name!r} already exists")
+    _check_targets(_usable(calendar_row), [body])
+
+
+def _check_targets(calendar: BusinessCalendar, policies: Sequence[PolicyFields | SlaPolicy]) -> None:
+    """422 unless every policy's targets have a due time on ``calendar`` counted from now.
+
+    The longest target decides: where it can be counted, every shorter one can (a shorter walk
+    meets a subset of the same days), so one sum is worked out, whatever the number of policies.
+    """
+    if not policies:
+        return
+
+    def targets(policy: PolicyFields | SlaPolicy) -> list[tuple[timedelta, str, int]]:
+        return [
+            (
+                timedelta(minutes=policy.first_response_minutes),
+                "first_response_minutes",
+                policy.first_response_minutes,
+            ),
+            (
+                resolution_target(calendar, policy.resolution_working_days),
+                "resolution_working_days",
+                policy.resolution_working_days,
+            ),
+        ]
+
+    policy = max(policies, key=lambda p: max(amount for amount, _, _ in targets(p)))
+    now = datetime.now(UTC)
+    for amount, name, value in targets(policy):
+        try:
+            calendar.add_business_time(now, amount)
+        except (BusinessTimeError, OverflowError) as exc:
+            raise InvalidBusinessTime(
+                f"Policy {policy.name!r}: {name} = {value} has no due time on calendar {calendar.id!r} "
+                f"counted from now ({now:%Y-%m-%d %H:%M} UTC): {exc}",
+                field=name,
+            ) from exc
 
 
 def _apply_policy(row: SlaPolicy, body: PolicyFields, now: datetime) -> None:

@@ -15,21 +15,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from datetime import date, datetime, time
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from helpdesk_shared.chassis.logging import get_logger
 from helpdesk_shared.contracts.enums import SlaTarget
 from routing_service.config_cache import ConfigCache
-from routing_service.domain.business_time import BusinessCalendar, Interval
+from routing_service.domain.business_time import (
+    BusinessCalendar,
+    BusinessTimeError,
+    Interval,
+    InvalidCalendarError,
+)
 from routing_service.domain.holidays import HolidaySourceName
 from routing_service.domain.sla import PolicyCriteria
 from routing_service.models import Agent, Assignment, Calendar, SlaPolicy, SlaTimer, Team
 from routing_service.repository import LED_TEAM
+
+log = get_logger(__name__)
 
 StoredHours = dict[str, list[list[str]]]
 _HoursKey = tuple[tuple[int, tuple[tuple[str, str], ...]], ...]
@@ -54,12 +62,21 @@ def to_domain(row: Calendar) -> BusinessCalendar:
 
     Sharing keeps the calendar's per-day cache of working periods warm for the firing worker and
     the previews; the key is the row's whole definition, so an edit can never serve a stale one.
+    Raises :class:`InvalidCalendarError` for a row that does not build (stored under older rules,
+    or edited by hand).
     """
-    key: _HoursKey = tuple(
-        sorted((int(day), tuple((s, e) for s, e in intervals)) for day, intervals in row.weekly_hours.items())
-    )
-    source: HolidaySourceName | None = "CN" if row.holiday_source == "CN" else None
-    return _cached(row.id, row.time_zone, key, frozenset(row.holidays), frozenset(row.workdays), source)
+    try:
+        key: _HoursKey = tuple(
+            sorted(
+                (int(day), tuple((s, e) for s, e in intervals)) for day, intervals in row.weekly_hours.items()
+            )
+        )
+        source: HolidaySourceName | None = "CN" if row.holiday_source == "CN" else None
+        return _cached(row.id, row.time_zone, key, frozenset(row.holidays), frozenset(row.workdays), source)
+    except BusinessTimeError:
+        raise
+    except (ValueError, TypeError, AttributeError) as exc:  # malformed JSON: only a hand edit stores it
+        raise InvalidCalendarError(f"calendar {row.id!r} is stored malformed: {exc!r}") from exc
 
 
 @lru_cache(maxsize=64)
@@ -115,20 +132,42 @@ class PolicySnapshot:
 
 @dataclass(frozen=True, slots=True)
 class SlaConfig:
-    """Every policy and calendar as of one moment; ``active`` is what new tickets are matched on."""
+    """Every policy and calendar as of one moment; ``active`` is what new tickets are matched on;
+    ``unusable`` holds the stored calendars that do not build, with why."""
 
     policies: Mapping[uuid.UUID, PolicySnapshot]
     active: tuple[PolicyCriteria, ...]
     calendars: Mapping[str, BusinessCalendar]
+    unusable: Mapping[str, str] = field(default_factory=dict)
+
+
+# What was already logged, so that a calendar left broken is reported once, not on every reload.
+_reported: set[tuple[str, str]] = set()
 
 
 async def _load_sla_config(session: AsyncSession) -> SlaConfig:
     repo = SlaRepository(session)
     # Policies first: a calendar is never deleted, so every calendar they name is in the second read.
     policies = {p.id: PolicySnapshot.of(p) for p in await repo.policies()}
-    calendars = {row.id: to_domain(row) for row in await repo.calendars()}
+    calendars: dict[str, BusinessCalendar] = {}
+    unusable: dict[str, str] = {}
+    for row in await repo.calendars():
+        # One calendar stored under older rules (or edited by hand) must not stop every ticket's
+        # routing: it is left out, and the tickets of its policies get no clocks.
+        try:
+            calendars[row.id] = to_domain(row)
+        except BusinessTimeError as exc:
+            unusable[row.id] = f"calendar {row.id!r} as stored cannot be used: {exc}"
+            if (row.id, str(exc)) not in _reported:
+                _reported.add((row.id, str(exc)))
+                log.error(
+                    "sla_calendar_unusable",
+                    calendar_id=row.id,
+                    error=str(exc),
+                    policies=sorted(str(p.id) for p in policies.values() if p.calendar_id == row.id),
+                )
     active = tuple(criteria(p) for p in policies.values() if p.active)
-    return SlaConfig(policies=policies, active=active, calendars=calendars)
+    return SlaConfig(policies=policies, active=active, calendars=calendars, unusable=unusable)
 
 
 SLA_CONFIG: ConfigCache[SlaConfig] = ConfigCache("sla", _load_sla_config)
@@ -169,6 +208,11 @@ class SlaRepository:
     async def policy_named(self, name: str) -> SlaPolicy | None:
         return await self.session.scalar(select(SlaPolicy).where(SlaPolicy.name == name))
 
+    async def policies_on(self, calendar_id: str) -> Sequence[SlaPolicy]:
+        return (
+            await self.session.scalars(select(SlaPolicy).where(SlaPolicy.calendar_id == calendar_id))
+        ).all()
+
     async def policies(self, *, active_only: bool = False) -> Sequence[SlaPolicy]:
         stmt = select(SlaPolicy).order_by(SlaPolicy.precedence, SlaPolicy.created_at, SlaPolicy.id)
         if active_only:
@@ -206,8 +250,11 @@ class SlaRepository:
         )
         return list((await self.session.scalars(stmt)).all())
 
-    async def due_ticket_ids(self, now: datetime, limit: int) -> list[uuid.UUID]:
-        """Tickets with a clock to breach or warn by ``now`` (each query served by its partial index)."""
+    async def due_ticket_ids(
+        self, now: datetime, limit: int, *, breach_grace: timedelta = timedelta(0)
+    ) -> list[uuid.UUID]:
+        """Tickets with a clock to breach (``breach_grace`` past due) or warn by ``now`` (each query
+        served by its partial index)."""
         running = (
             SlaTimer.stopped_at.is_(None),
             SlaTimer.paused_at.is_(None),
@@ -215,7 +262,7 @@ class SlaRepository:
         )
         breach = (
             select(SlaTimer.ticket_id)
-            .where(*running, SlaTimer.due_at <= now)
+            .where(*running, SlaTimer.due_at <= now - breach_grace)
             .order_by(SlaTimer.due_at)
             .limit(limit)
         )

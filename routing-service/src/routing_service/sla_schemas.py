@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 from helpdesk_shared.contracts.enums import Channel, Priority, SlaTarget, TicketKind
-from routing_service.domain.business_time import Coverage
+from routing_service.domain.business_time import MAX_INTERVALS_PER_DAY, MIN_INTERVAL_MINUTES, Coverage
 from routing_service.domain.sla import TimerState
 
 CalendarId = Annotated[
@@ -18,6 +18,8 @@ CalendarId = Annotated[
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Weekday = Annotated[int, Field(ge=0, le=6)]
 WorkingInterval = tuple[time, time]
+# Refused here already so that the 422 names the weekday; the domain checks it again for stored rows.
+DayIntervals = Annotated[list[WorkingInterval], Field(max_length=MAX_INTERVALS_PER_DAY)]
 # Served as written ("09:00"), not as "09:00:00": calendars are defined in whole minutes.
 ClockTime = Annotated[time, PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str)]
 MAX_DATES = 1_000
@@ -32,11 +34,16 @@ class CalendarFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    time_zone: str = Field(max_length=64, examples=["Asia/Shanghai"], description="IANA time zone")
-    weekly_hours: dict[Weekday, list[WorkingInterval]] = Field(
+    time_zone: str = Field(
+        max_length=64,
+        examples=["Asia/Shanghai"],
+        description="IANA time zone name (no host alias such as localtime, nor the posix/ or right/ trees)",
+    )
+    weekly_hours: dict[Weekday, DayIntervals] = Field(
         description=(
             'Weekday (0 = Monday … 6 = Sunday) → ordered local ["HH:MM", "HH:MM"] intervals; '
-            'an end of "00:00" means midnight at the end of the day. Missing weekdays are days off.'
+            'an end of "00:00" means midnight at the end of the day. Missing weekdays are days off. '
+            f"At most {MAX_INTERVALS_PER_DAY} intervals a day, each at least {MIN_INTERVAL_MINUTES} minutes."
         ),
         examples=[{str(d): [["09:00", "12:00"], ["13:30", "18:00"]] for d in range(5)}],
     )
@@ -152,8 +159,9 @@ class TimerOut(BaseModel):
     target: SlaTarget
     state: TimerState = Field(
         description=(
-            "running; paused (waiting on the customer); met (stopped in time); breached (fired, stopped "
-            "late or overdue); cancelled (ticket closed before the target was met or due)"
+            "running; paused (waiting on the customer); met (stopped in time, even when a breach fired "
+            "before the stop reached routing); breached (stopped late, fired, or overdue); cancelled "
+            "(ticket closed before the target was met or due)"
         )
     )
     policy_id: uuid.UUID

@@ -1,4 +1,8 @@
-"""Firing SLA clocks: warnings at ``warn_at``, breaches at ``due_at``, each exactly once.
+"""Firing SLA clocks: warnings at ``warn_at``, breaches a grace after ``due_at``, each exactly once.
+
+The grace (``ROUTING_SLA_BREACH_GRACE_SECONDS``, 5 s) is for the answer delivered just before its
+due time whose ``ticket.answer_delivered`` reaches routing just after: without it, a clock met in
+time would breach and escalate the ticket. Warnings need none (an early warning costs nothing).
 
 Due times are stored in the database, so nothing is lost when a replica stops: whichever replica
 looks next fires what is due. A pass claims tickets by locking their ``first_response`` timer
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from prometheus_client import Counter
@@ -33,7 +37,7 @@ from helpdesk_shared.contracts.enums import EscalationReason, Priority, SlaTarge
 from helpdesk_shared.contracts.routing import SlaBreached, SlaWarning, TicketEscalated
 from routing_service.domain.sla import raise_priority
 from routing_service.models import QueueEntry, SlaPolicy, SlaTimer
-from routing_service.settings import RoutingSettings
+from routing_service.settings import SLA_BREACH_GRACE_SECONDS, RoutingSettings
 from routing_service.sla_repository import SlaRepository
 
 log = get_logger(__name__)
@@ -56,12 +60,19 @@ def _running(timer: SlaTimer) -> bool:
     return timer.stopped_at is None and timer.paused_at is None and timer.breached_at is None
 
 
-async def fire_due(uow_factory: UnitOfWorkFactory, *, now: datetime | None = None, batch: int = 100) -> Fired:
-    """One pass: fire what is due by ``now`` (default: the current time) for up to ``batch`` tickets."""
+async def fire_due(
+    uow_factory: UnitOfWorkFactory,
+    *,
+    now: datetime | None = None,
+    batch: int = 100,
+    grace: timedelta = timedelta(seconds=SLA_BREACH_GRACE_SECONDS),
+) -> Fired:
+    """One pass: fire what is due by ``now`` (default: the current time) for up to ``batch`` tickets;
+    a clock breaches once ``now`` is ``grace`` past its due time."""
     now = now or datetime.now(UTC)
     async with uow_factory() as uow:
         repo = SlaRepository(uow.session)
-        claimed = await repo.claim_due_tickets(await repo.due_ticket_ids(now, batch))
+        claimed = await repo.claim_due_tickets(await repo.due_ticket_ids(now, batch, breach_grace=grace))
         if not claimed:
             return Fired(0, 0, 0)
         by_ticket: dict[uuid.UUID, list[SlaTimer]] = defaultdict(list)
@@ -71,7 +82,7 @@ async def fire_due(uow_factory: UnitOfWorkFactory, *, now: datetime | None = Non
         for ticket_id, timers in by_ticket.items():
             owner = await repo.owner(ticket_id)
             for timer in timers:
-                if _running(timer) and timer.due_at <= now:
+                if _running(timer) and timer.due_at + grace <= now:
                     await _breach(uow, timer, timers, owner, now)
                     fired.append(("breach", timer.target))
                 elif _running(timer) and timer.warned_at is None and timer.warn_at <= now:
@@ -162,6 +173,7 @@ async def sla_timer_worker(runtime: ServiceRuntime) -> None:
     """
     settings = runtime.settings
     assert isinstance(settings, RoutingSettings)
+    grace = timedelta(seconds=settings.sla_breach_grace_seconds)
     if runtime.consumer is not None:
         try:
             await asyncio.wait_for(runtime.consumer.caught_up.wait(), settings.sla_start_wait_seconds)
@@ -169,7 +181,7 @@ async def sla_timer_worker(runtime: ServiceRuntime) -> None:
             log.warning("sla_started_behind", waited_seconds=settings.sla_start_wait_seconds)
     while True:
         try:
-            fired = await fire_due(runtime.uow, batch=settings.sla_batch_size)
+            fired = await fire_due(runtime.uow, batch=settings.sla_batch_size, grace=grace)
             if fired.claimed >= settings.sla_batch_size:
                 continue
         except Exception as exc:  # a database hiccup must not stop the clocks for good

@@ -3,8 +3,8 @@
 Reading is open to agents, leads and ops (and admins); changing calendars and policies is for
 leads and admins, and an edit reaches every replica's new tickets within
 ``ROUTING_CONFIG_CACHE_SECONDS`` (see :mod:`routing_service.config_cache`). Every error is
-problem+json: unknown ids → 404, inconsistent calendars and impossible arithmetic → 422,
-duplicate ids or names → 409.
+problem+json: unknown ids → 404, inconsistent calendars and impossible arithmetic (including a
+policy whose targets have no due time on its calendar) → 422, duplicate ids or names → 409.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ async def get_calendar(calendar_id: CalendarPath, uow: UoW, _: Reader) -> Calend
 @router.put(
     "/sla/calendars/{calendar_id}",
     response_model=CalendarOut,
-    responses=problem_responses(*_AUTH, CalendarNotFound, InvalidCalendar),
+    responses=problem_responses(*_AUTH, CalendarNotFound, InvalidCalendar, InvalidBusinessTime),
     description=IN_FORCE,
 )
 async def update_calendar(
@@ -108,7 +108,7 @@ async def update_calendar(
     "/sla/calendars/{calendar_id}/due",
     response_model=DueOut,
     summary="Preview SLA arithmetic: when does business time started at `start` run out?",
-    responses=problem_responses(*_AUTH, CalendarNotFound, InvalidBusinessTime),
+    responses=problem_responses(*_AUTH, CalendarNotFound, InvalidBusinessTime, InvalidCalendar),
 )
 async def preview_due(
     calendar_id: CalendarPath,
@@ -136,7 +136,7 @@ async def preview_due(
     "/sla/policies",
     status_code=status.HTTP_201_CREATED,
     response_model=PolicyOut,
-    responses=problem_responses(*_AUTH, UnknownCalendar, PolicyExists),
+    responses=problem_responses(*_AUTH, UnknownCalendar, InvalidBusinessTime, InvalidCalendar, PolicyExists),
     description=IN_FORCE,
 )
 async def create_policy(body: PolicyCreate, uow: UoW, _: Manager) -> PolicyOut:
@@ -158,7 +158,9 @@ async def get_policy(policy_id: uuid.UUID, uow: UoW, _: Reader) -> PolicyOut:
 @router.put(
     "/sla/policies/{policy_id}",
     response_model=PolicyOut,
-    responses=problem_responses(*_AUTH, PolicyNotFound, UnknownCalendar, PolicyExists),
+    responses=problem_responses(
+        *_AUTH, PolicyNotFound, UnknownCalendar, InvalidBusinessTime, InvalidCalendar, PolicyExists
+    ),
     description=IN_FORCE,
 )
 async def update_policy(policy_id: uuid.UUID, body: PolicyUpdate, uow: UoW, _: Manager) -> PolicyOut:

@@ -21,6 +21,11 @@ Definitions used throughout:
   inverses and no nonexistent or ambiguous local time is ever produced: every instant is computed
   in UTC from the zone's real offsets. Ordinary office hours never meet a change (changes happen at
   night), so for them this is simply "the minutes on the office clock".
+* **Bounded calendars.** A weekday holds at most ``MAX_INTERVALS_PER_DAY`` intervals of at least
+  ``MIN_INTERVAL_MINUTES`` each, and the time zone is an IANA name (see :func:`time_zone_names`).
+  Every due time walks the working periods day by day, on the event loop, for every new ticket and
+  every preview: a calendar of hundreds of one-minute intervals made the longest target take
+  seconds and its day cache hundreds of megabytes.
 
 All instants given to the calendar must be timezone-aware; all instants returned are in UTC.
 """
@@ -30,8 +35,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from typing import Literal, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from routing_service.domain.holidays import SOURCES, HolidaySource, HolidaySourceName
 
@@ -44,6 +50,8 @@ MINUTES_PER_DAY = 24 * 60
 SEARCH_HORIZON_DAYS = 3 * 366
 # Refuse arithmetic that would run further than this from its start (SLA targets are days, not decades).
 MAX_SPAN_DAYS = 10 * 366
+MAX_INTERVALS_PER_DAY = 12
+MIN_INTERVAL_MINUTES = 15
 _CACHE_SIZE = 4096
 _SUMS_SIZE = 256
 _ONE_MINUTE = timedelta(minutes=1)
@@ -61,6 +69,33 @@ class NoWorkingTimeError(BusinessTimeError):
     """No working time within the search horizon, or the result is beyond the supported span."""
 
 
+# Names ZoneInfo resolves to whatever this host's files say (its local time, a leftover default
+# rule, a placeholder, leap-second variants): the same calendar would count differently per host.
+_HOST_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+_HOST_TREES = ("posix/", "right/")
+
+
+@cache
+def time_zone_names() -> frozenset[str]:
+    """The IANA zone names a calendar may use: what this host knows, without its host-dependent names."""
+    return frozenset(
+        name for name in available_timezones() if name not in _HOST_ZONES and not name.startswith(_HOST_TREES)
+    )
+
+
+def _zone(name: object) -> ZoneInfo:
+    if isinstance(name, str) and (name in _HOST_ZONES or name.startswith(_HOST_TREES)):
+        raise InvalidCalendarError(
+            f"time zone {name!r} depends on the host's configuration; use an IANA name such as Asia/Shanghai"
+        )
+    if not isinstance(name, str) or name not in time_zone_names():
+        raise InvalidCalendarError(f"unknown time zone {name!r}; use an IANA name such as Asia/Shanghai")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise InvalidCalendarError(f"unknown time zone {name!r}") from exc
+
+
 def _end_minute(end: time) -> int:
     """An interval ending at 00:00 ends at midnight at the end of the day (24:00)."""
     return MINUTES_PER_DAY if end == time(0) else end.hour * 60 + end.minute
@@ -75,6 +110,11 @@ def _validate_day(weekday: object, intervals: object) -> tuple[tuple[int, int], 
         raise InvalidCalendarError(f"weekly_hours key {weekday!r} is not a weekday 0 (Monday) .. 6 (Sunday)")
     if not isinstance(intervals, list | tuple):
         raise InvalidCalendarError(f"weekly_hours[{weekday}] must be a list of (start, end) times")
+    if len(intervals) > MAX_INTERVALS_PER_DAY:
+        raise InvalidCalendarError(
+            f"weekly_hours[{weekday}] has {len(intervals)} intervals; "
+            f"a day holds at most {MAX_INTERVALS_PER_DAY}"
+        )
     result: list[tuple[int, int]] = []
     for interval in intervals:
         if not (isinstance(interval, list | tuple) and len(interval) == 2):
@@ -90,6 +130,11 @@ def _validate_day(weekday: object, intervals: object) -> tuple[tuple[int, int], 
         if lo >= hi:
             raise InvalidCalendarError(
                 f"weekly_hours[{weekday}]: interval {_fmt(lo)}–{_fmt(hi)} must start before it ends"
+            )
+        if hi - lo < MIN_INTERVAL_MINUTES:
+            raise InvalidCalendarError(
+                f"weekly_hours[{weekday}]: interval {_fmt(lo)}–{_fmt(hi)} lasts {hi - lo} minutes; "
+                f"intervals last at least {MIN_INTERVAL_MINUTES} minutes"
             )
         if result:
             prev_lo, prev_hi = result[-1]
@@ -132,6 +177,14 @@ def _transition(lo: datetime, hi: datetime, zone: ZoneInfo) -> datetime:
         else:
             hi_s = mid
     return lo + timedelta(seconds=hi_s)
+
+
+def _single_offset(start: datetime, end: datetime, zone: ZoneInfo) -> timedelta | None:
+    """The offset of every reading from ``start`` to ``end`` (local), or None when it changes between."""
+    lo = min(_to_utc(start, zone, 0), _to_utc(start, zone, 1))
+    hi = max(_to_utc(end, zone, 0), _to_utc(end, zone, 1))
+    off_lo = _offset(lo, zone)
+    return off_lo if off_lo == _offset(hi, zone) else None
 
 
 def _wall_to_utc(start: datetime, end: datetime, zone: ZoneInfo) -> list[tuple[datetime, datetime]]:
@@ -187,10 +240,7 @@ class BusinessCalendar:
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise InvalidCalendarError("calendar id must be a non-empty string")
-        try:
-            zone = ZoneInfo(self.time_zone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-            raise InvalidCalendarError(f"unknown time zone {self.time_zone!r}") from exc
+        zone = _zone(self.time_zone)
         if not isinstance(self.weekly_hours, dict):
             raise InvalidCalendarError("weekly_hours must map weekday (0 = Monday) to intervals")
         validated = {day: _validate_day(day, intervals) for day, intervals in self.weekly_hours.items()}
@@ -280,15 +330,36 @@ class BusinessCalendar:
         return cached
 
     def _compute_periods(self, day: date) -> tuple[tuple[datetime, datetime], ...]:
+        minutes = self._day_minutes(day)
+        if not minutes:
+            return ()
         midnight = datetime.combine(day, time(0))
+        # On all but a couple of days a year one offset holds from the first start to the last end
+        # (at most one change a day, as `_wall_to_utc` assumes per interval): then each interval
+        # is a plain shift, and the zone is asked once per day instead of four times per interval.
+        offset = _single_offset(
+            midnight + timedelta(minutes=minutes[0][0]),
+            midnight + timedelta(minutes=minutes[-1][1]),
+            self._zone,
+        )
+        pieces: list[tuple[datetime, datetime]]
+        if offset is not None:
+            base = (midnight - offset).replace(tzinfo=UTC)
+            pieces = [(base + timedelta(minutes=lo), base + timedelta(minutes=hi)) for lo, hi in minutes]
+        else:
+            pieces = [
+                piece
+                for lo, hi in minutes
+                for piece in _wall_to_utc(
+                    midnight + timedelta(minutes=lo), midnight + timedelta(minutes=hi), self._zone
+                )
+            ]
         merged: list[tuple[datetime, datetime]] = []
-        for lo, hi in self._day_minutes(day):
-            wall_start, wall_end = midnight + timedelta(minutes=lo), midnight + timedelta(minutes=hi)
-            for start, end in _wall_to_utc(wall_start, wall_end, self._zone):
-                if merged and merged[-1][1] >= start:
-                    merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-                else:
-                    merged.append((start, end))
+        for start, end in pieces:
+            if merged and merged[-1][1] >= start:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
         return tuple(merged)
 
     def _local_date(self, instant: datetime) -> date:

@@ -131,13 +131,17 @@ def timer_state(
     breached_at: datetime | None,
 ) -> TimerState:
     """``met``: stopped by an answer/resolution in time; ``cancelled``: closed before its due time
-    without having been met; ``breached``: fired, stopped late, or running past its due time."""
-    if breached_at is not None:
-        return "breached"
+    without having been met; ``breached``: stopped late, fired, or running past its due time.
+
+    When it stopped decides over a breach the worker recorded: an answer delivered just before the
+    due time can reach routing just after the worker fired, and the clock was met all the same.
+    """
     if stopped_at is not None:
         if stopped_at > due_at:
             return "breached"
         return "cancelled" if stopped_by == "closed" else "met"
+    if breached_at is not None:
+        return "breached"
     if paused_at is not None:
         return "paused" if paused_at <= due_at else "breached"
     return "breached" if now >= due_at else "running"
