@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from helpdesk_runtime._sync import run_sync
@@ -14,8 +17,12 @@ from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.seed import seed_demo_data
 from helpdesk_runtime.stack import SERVICES, Stack, migrate_all, provision_databases
+from helpdesk_runtime.testing import auth_headers
 from helpdesk_shared.chassis.settings import DEV_JWT_SECRET
 from helpdesk_shared.contracts.topics import ALL_TOPICS
+
+CHANNEL = auth_headers("channel")
+LEAD = auth_headers("lead")
 
 
 def launch_stack(infra: Infra, *, kafka_bootstrap: str, log_dir: Path, seed: bool = True) -> Stack:
@@ -45,12 +52,53 @@ def launch_stack(infra: Infra, *, kafka_bootstrap: str, log_dir: Path, seed: boo
     return stack
 
 
+WARM_UP_SECONDS = 90.0
+
+
+def warm_up(stack: Stack, *, within: float = WARM_UP_SECONDS) -> None:
+    """Post one ticket and wait until intake shows it assigned.
+
+    ``/readyz`` does not wait for the consumer groups: a service may still be joining its group
+    (the first assignment can take several seconds) when the first test posts a ticket and gives
+    it five seconds. This fails loudly, naming the ticket, if the stack never gets there.
+    """
+    with httpx.Client(base_url=stack.url("intake"), timeout=10) as intake:
+        created = intake.post(
+            "/v1/tickets",
+            headers=CHANNEL,
+            json={
+                "channel": "app",
+                "kind": "question",
+                "subject": "暖身：保單查詢",
+                "description": "想確認保單目前的狀態。",
+                "customer": {"external_id": f"warm-up-{uuid.uuid4()}"},
+            },
+        )
+        if created.status_code != 201:
+            pytest.fail(f"warm-up: intake refused a ticket ({created.status_code}): {created.text}")
+        ticket_id = created.json()["id"]
+        deadline = time.monotonic() + within
+        shown: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            response = intake.get(f"/v1/tickets/{ticket_id}", headers=LEAD)
+            if response.status_code == 200:
+                shown = response.json()
+                if shown["assignee_id"]:
+                    return
+            time.sleep(0.1)
+    pytest.fail(
+        f"warm-up: ticket {ticket_id} not assigned {within:.0f}s after it was posted (last seen: {shown}); "
+        f"the stack's consumers never got going — logs in {stack.log_dir}"
+    )
+
+
 @pytest.fixture(scope="session")
 def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = launch_stack(
         infra, kafka_bootstrap=infra.kafka_bootstrap, log_dir=tmp_path_factory.mktemp("stack-logs")
     )
     try:
+        warm_up(running)
         yield running
     finally:
         running.stop()

@@ -190,7 +190,12 @@ class EventTap:
 
 
 class AgentSampler:
-    """Polls routing's ``GET /v1/agents`` on a thread while a test runs; remembers each agent's peak."""
+    """Polls routing's ``GET /v1/agents`` on a thread while a test runs; remembers each agent's peak.
+
+    Only a transport error (routing down or restarting) is skipped. Any other failure — an error
+    status (401, 500, …) or an unexpected body — stops the sampler and is raised when the ``with``
+    block ends: a sampler that took no samples must not pass for one that saw nobody over capacity.
+    """
 
     def __init__(self, routing_url: str, *, interval: float = 0.02) -> None:
         self._url = routing_url
@@ -198,6 +203,7 @@ class AgentSampler:
         self.samples = 0
         self.peak: dict[str, int] = defaultdict(int)
         self.over_capacity: list[dict[str, Any]] = []
+        self._error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agent-sampler", daemon=True)
 
@@ -210,13 +216,21 @@ class AgentSampler:
     ) -> None:
         self._stop.set()
         self._thread.join(10)
+        if self._error is not None and exc is None:
+            raise AssertionError(f"the agent sampler failed after {self.samples} samples") from self._error
 
     def _run(self) -> None:
+        try:
+            self._sample()
+        except BaseException as exc:
+            self._error = exc
+
+    def _sample(self) -> None:
         with httpx.Client(base_url=self._url, headers=LEAD, timeout=5) as client:
             while not self._stop.is_set():
                 try:
                     agents = list_agents(client)
-                except httpx.HTTPError:  # the service may be restarting
+                except httpx.TransportError:  # routing is down or restarting; a bad status is raised
                     time.sleep(0.1)
                     continue
                 self.samples += 1

@@ -7,7 +7,7 @@ event ids; a second *decision* (a different id) for the same ticket would be a d
 
 The smallest SLA target is one business minute, so a breach needs a ticket created at least a
 minute earlier. The first test (tickets through intake) checks warnings only; the second publishes
-``ticket.created`` as intake's relay does, for tickets accepted 35 s before, to see breaches too.
+``ticket.created`` as intake's relay does, for tickets accepted 15 s before, to see breaches too.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -100,11 +101,13 @@ def crash_mid_flow(stack: Stack, infra: Infra) -> None:
         )
         resolve_one_per_agent(tap, client)  # their ticket.resolved are in flight when routing dies
         assert flow.flowing
+        sampled_before_crash = sampler.samples
         killed_at = datetime.now(UTC)
         stack.kill_service("routing")
         posted_at_crash = len(flow.created)
         stack.restart("routing")  # intake keeps accepting tickets and resolutions meanwhile
         posted_while_down = len(flow.created) - posted_at_crash
+        sampled_at_restart = sampler.samples
         time.sleep(1.0)
         created = flow.stop()
         assert (
@@ -171,6 +174,12 @@ def crash_mid_flow(stack: Stack, infra: Infra) -> None:
         breaches = tap.by_ticket(SlaBreached)  # a minute after creation: only if this run was slow
         assert all(len(b) == 1 and b[0].data.breached_at >= b[0].data.due_at for b in breaches.values())
 
+    # Sampled before the crash and all along after the restart, or the two checks below say nothing.
+    assert sampled_before_crash >= 1, "no sample of GET /v1/agents before the crash"
+    sampled_after_restart = sampler.samples - sampled_at_restart
+    assert sampled_after_restart >= 50, (
+        f"only {sampled_after_restart} samples of GET /v1/agents after the restart"
+    )
     assert sampler.over_capacity == [], "an agent was seen above capacity"
     assert all(sampler.peak[a] <= CAPACITY for a in team.specialists)
 
@@ -196,8 +205,15 @@ def check_one_decision_each(
 
 CLOCKS = 20  # tickets whose clocks run when routing is first killed
 LATE = 10  # tickets published while routing is down
-BACKDATE = timedelta(seconds=35)  # accepted 35 s before it is published …
-CLOCK_WARNING_SHARE = 0.7  # … so, of a one-minute target, the warning is due 7 s after that, the breach 25 s
+FIRST_RESPONSE = timedelta(minutes=1)  # the test policy's target (the smallest there is) …
+CLOCK_WARNING_SHARE = 0.5  # … its warning due 30 s after a ticket's creation, its breach 60 s after
+WARNINGS_AFTER_PUBLISH = timedelta(seconds=15)
+"""Every ticket is accepted 15 s before the first publish: from that publish, 15 s to start the
+first clocks and kill routing before any warning is due (it takes about a second), then 30 s to
+restart it, let the group give its partitions back (the 6 s session timeout), fire every warning
+and kill it again before any breach is due (about 10 s)."""
+BACKDATE = FIRST_RESPONSE * CLOCK_WARNING_SHARE - WARNINGS_AFTER_PUBLISH
+KILL_MARGIN = timedelta(seconds=3)  # the second kill comes at least this long before the breaches
 
 
 def created_event(at: datetime) -> TicketCreated:
@@ -223,31 +239,91 @@ def test_sla_clocks_fire_exactly_once_across_routing_crashes(infra: Infra, tmp_p
         stack.stop()
 
 
+def wait_within_budget(
+    tap: EventTap, check: Callable[[EventTap], Any], *, by: datetime, what: str, timeline: dict[str, datetime]
+) -> None:
+    """Wait for ``check`` until ``by``, the latest the test's timing allows; past it, say so."""
+    try:
+        tap.wait(check, within=max(0.0, (by - datetime.now(UTC)).total_seconds()), what=what)
+    except AssertionError as exc:
+        pytest.fail(
+            f"{what}: not seen by {by:%H:%M:%S.%f}, the latest this test's timing allows — either "
+            f"routing never did it, or the setup overran its budget on a slow machine "
+            f"(so far: {steps(timeline)}); {exc}"
+        )
+
+
+def check_budget(timeline: dict[str, datetime], step: str, *, before: datetime, because: str) -> None:
+    if timeline[step] >= before:
+        pytest.fail(
+            f"the setup overran its budget: {step} at {timeline[step]:%H:%M:%S.%f}, not before "
+            f"{before:%H:%M:%S.%f} ({because}); so far: {steps(timeline)}"
+        )
+
+
+def steps(timeline: dict[str, datetime]) -> str:
+    start = next(iter(timeline.values()))
+    return ", ".join(f"{name} +{(at - start).total_seconds():.1f}s" for name, at in timeline.items())
+
+
 def crash_twice(stack: Stack, infra: Infra) -> None:
     routing = stack.url("routing")
-    policy = create_sla_policy(
-        routing, first_response_minutes=1, resolution_working_days=1, warning_share=CLOCK_WARNING_SHARE
-    )
     injector = TicketInjector(infra.kafka_bootstrap, topic(stack, "intake"))
 
-    def publish(count: int) -> list[uuid.UUID]:
-        payloads = [created_event(datetime.now(UTC) - BACKDATE) for _ in range(count)]
+    def publish(payloads: list[TicketCreated]) -> list[uuid.UUID]:
         run_sync(lambda: injector.publish(payloads))
         return [p.ticket_id for p in payloads]
 
     with EventTap(infra.kafka_bootstrap, [topic(stack, "routing")]) as tap:
-        running = publish(CLOCKS)
-        tap.wait(lambda t: set(running) <= t.by_ticket(TicketQueued).keys(), within=20, what="clocks started")
-        first_crash = datetime.now(UTC)
+        # /readyz does not wait for the consumer group: a first ticket shows routing consuming
+        # before any of the test's clocks run. It is published before the test's policy exists, so
+        # the default policies time it (hours away), and it is left out of every check below.
+        (warm_up,) = publish([created_event(datetime.now(UTC))])
+        tap.wait(lambda t: warm_up in t.by_ticket(TicketQueued), within=90, what="routing consuming")
+        policy = create_sla_policy(
+            routing, first_response_minutes=1, resolution_working_days=1, warning_share=CLOCK_WARNING_SHARE
+        )
+
+        timeline = {"published": datetime.now(UTC)}
+        created_at = timeline["published"] - BACKDATE
+        warn_at = created_at + FIRST_RESPONSE * CLOCK_WARNING_SHARE  # the same for every ticket
+        due_at = created_at + FIRST_RESPONSE
+        running = publish([created_event(created_at) for _ in range(CLOCKS)])
+        wait_within_budget(
+            tap,
+            lambda t: set(running) <= t.by_ticket(TicketQueued).keys(),
+            by=warn_at - KILL_MARGIN,
+            what="clocks started before their warnings are due",
+            timeline=timeline,
+        )
+        first_crash = timeline["clocks started"] = datetime.now(UTC)
         stack.kill_service("routing")
-        late = publish(LATE)  # consumed only after the restart
+        timeline["first kill"] = datetime.now(UTC)
+        check_budget(
+            timeline, "first kill", before=warn_at, because="the warnings must be the restarted routing's"
+        )
+        # Published while routing is down, accepted as long ago as the others: consumed only after
+        # the restart, when their warnings may be due already (a warning, not a breach, still).
+        late = publish([created_event(created_at) for _ in range(LATE)])
         stack.restart("routing")
+        timeline["restarted"] = datetime.now(UTC)
         tickets = set(running + late)
 
-        tap.wait(lambda t: tickets <= t.by_ticket(SlaWarning).keys(), within=30, what="every warning")
-        second_crash = datetime.now(UTC)
+        wait_within_budget(
+            tap,
+            lambda t: tickets <= t.by_ticket(SlaWarning).keys(),
+            by=due_at - KILL_MARGIN,
+            what="every warning, before the breaches are due",
+            timeline=timeline,
+        )
+        second_crash = timeline["warned"] = datetime.now(UTC)
         stack.restart("routing")  # SIGKILL again: warned, not yet breached
-        tap.wait(lambda t: tickets <= t.by_ticket(SlaBreached).keys(), within=30, what="every breach")
+        timeline["restarted again"] = datetime.now(UTC)
+        tap.wait(
+            lambda t: tickets <= t.by_ticket(SlaBreached).keys(),
+            within=max(0.0, (due_at - datetime.now(UTC)).total_seconds()) + 30,
+            what="every breach",
+        )
         time.sleep(2.5)  # room for a second firing to show up
 
         for kind in (SlaWarning, SlaBreached, TicketEscalated, TicketQueued):
@@ -255,9 +331,11 @@ def crash_twice(stack: Stack, infra: Infra) -> None:
             assert {t: len(fired[t]) for t in tickets} == dict.fromkeys(tickets, 1), f"{kind.event_type}"
         warnings, breaches = tap.by_ticket(SlaWarning), tap.by_ticket(SlaBreached)
         assert all(first_crash < one(warnings[t]).warned_at < second_crash for t in tickets)
+        assert all(one(warnings[t]).due_at == due_at for t in tickets)
         assert all(one(breaches[t]).breached_at > second_crash for t in tickets)
         assert all(one(breaches[t]).policy_id == uuid.UUID(policy["id"]) for t in tickets)
-        assert {one(e).priority for e in tap.by_ticket(TicketEscalated).values()} == {Priority.HIGH}
+        escalated = tap.by_ticket(TicketEscalated)
+        assert {one(escalated[t]).priority for t in tickets} == {Priority.HIGH}
 
         with httpx.Client(base_url=routing, headers=LEAD, timeout=5) as client:
             for ticket in running[:3] + late[:3]:

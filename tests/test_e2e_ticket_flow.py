@@ -106,24 +106,54 @@ def test_a_requests_correlation_id_travels_with_every_event_it_caused(stack: Sta
         assert parse_event(record.value).correlationid == correlation_id
 
 
+def intake_ticket_count(client: httpx.Client, intake_url: str) -> int:
+    """How many tickets intake holds (every page of ``GET /v1/tickets``)."""
+    count, cursor = 0, None
+    while True:
+        params: dict[str, Any] = {"limit": 100} | ({"cursor": cursor} if cursor else {})
+        response = client.get(f"{intake_url}/v1/tickets", params=params, headers=LEAD)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        count += len(page["items"])
+        if not (cursor := page["next_cursor"]):
+            return count
+
+
 def test_every_service_consumes_what_it_needs(stack: Stack) -> None:
+    intake, metrics = stack.url("intake"), stack.url("metrics")
     with httpx.Client(timeout=5) as client:
-        before = client.get(f"{stack.url('metrics')}/v1/metrics/summary", headers=LEAD).json()
-        ticket = client.post(f"{stack.url('intake')}/v1/tickets", json=new_ticket(), headers=CHANNEL).json()
+
+        def tickets_counted() -> int:
+            response = client.get(f"{metrics}/v1/metrics/summary", headers=LEAD)
+            assert response.status_code == 200, response.text
+            counted: int = response.json()["tickets_created"]
+            return counted
+
+        def until_counted(expected: int, within: float) -> None:
+            try:
+                eventually(lambda: tickets_counted() == expected, within=within, interval=0.2)
+            except AssertionError as exc:
+                raise AssertionError(f"metrics counts {tickets_counted()} tickets, not {expected}") from exc
+
+        # Metrics counts tickets from intake's events, and earlier tests' may still be on their way:
+        # only once it has counted every ticket intake holds can one more be this test's.
+        # (Nothing else posts tickets meanwhile: the tests of a session run one at a time.)
+        before = intake_ticket_count(client, intake)
+        until_counted(before, within=30.0)
+        created = client.post(f"{intake}/v1/tickets", json=new_ticket(), headers=CHANNEL)
+        assert created.status_code == 201, created.text
+        ticket = created.json()
 
         def owner_known() -> dict[str, Any] | None:
             response = client.get(f"{stack.url('review')}/v1/tickets/{ticket['id']}/owner", headers=LEAD)
             return response.json() if response.status_code == 200 else None
 
         owner = eventually(owner_known, within=10.0)
-        shown = client.get(f"{stack.url('intake')}/v1/tickets/{ticket['id']}", headers=LEAD).json()
+        shown = client.get(f"{intake}/v1/tickets/{ticket['id']}", headers=LEAD).json()
         assert owner["agent_id"] == shown["assignee_id"]
 
-        def counted() -> dict[str, Any] | None:
-            now = client.get(f"{stack.url('metrics')}/v1/metrics/summary", headers=LEAD).json()
-            return now if now["tickets_created"] == before["tickets_created"] + 1 else None
-
-        eventually(counted, within=10.0)
+        until_counted(before + 1, within=10.0)
+        assert intake_ticket_count(client, intake) == before + 1  # and that one is this test's
 
 
 def test_health_readiness_and_prometheus_metrics_of_every_service(stack: Stack) -> None:

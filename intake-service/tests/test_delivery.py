@@ -8,11 +8,12 @@ import hashlib
 import hmac
 import threading
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -49,25 +50,39 @@ class Mailbox:
         return "250 OK"
 
 
-class FlakyReceiver(BaseHTTPRequestHandler):
-    """Answers 503 to the first two posts, then 200; keeps what it accepted."""
+class FlakyReceiver:
+    """A channel's webhook: answers 503 to the first two posts of each delivery (its Idempotency-Key),
+    then 200; keeps what it accepted. Each delivery's count is its own, whichever test sent it first."""
 
-    posts: ClassVar[list[tuple[dict[str, str], bytes]]] = []
-    failures_left = 2
+    FAILURES = 2
 
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        cls = type(self)
-        if cls.failures_left > 0:
-            cls.failures_left -= 1
-            self.send_response(503)
-        else:
-            cls.posts.append((dict(self.headers), body))
-            self.send_response(200)
-        self.end_headers()
+    def __init__(self) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.refused: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/answers"
 
-    def log_message(self, *args: Any) -> None:
-        pass
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                delivery = self.headers.get("Idempotency-Key", "")
+                with receiver._lock:
+                    accept = receiver.refused[delivery] >= receiver.FAILURES
+                    if accept:
+                        receiver.posts.append((dict(self.headers), body))
+                    else:
+                        receiver.refused[delivery] += 1
+                self.send_response(200 if accept else 503)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
 
 
 @pytest.fixture(scope="module")
@@ -82,19 +97,20 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyReceiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+def receiver() -> Iterator[FlakyReceiver]:
+    receiver = FlakyReceiver()
+    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/answers"
+        yield receiver
     finally:
-        server.shutdown()
+        receiver.server.shutdown()
+        receiver.server.server_close()
 
 
 @pytest.fixture(scope="module")
 async def delivering(
-    make_service: Any, mailbox: tuple[Mailbox, int], receiver: str
+    make_service: Any, mailbox: tuple[Mailbox, int], receiver: FlakyReceiver
 ) -> AsyncIterator[ServiceHarness]:
     async with make_service(
         "intake",
@@ -102,7 +118,7 @@ async def delivering(
         create_app,
         label="delivery",
         smtp_port=mailbox[1],
-        channel_callbacks={"app": receiver},
+        channel_callbacks={"app": receiver.url},
         webhook_secret=WEBHOOK_SECRET,
         delivery_backoff_seconds=0.05,
         delivery_poll_seconds=0.05,
@@ -186,7 +202,9 @@ async def test_email_answers_go_by_smtp_and_thread(
     assert shown["status"] == "answered"
 
 
-async def test_webhook_is_signed_and_retried_until_accepted(delivering: ServiceHarness) -> None:
+async def test_webhook_is_signed_and_retried_until_accepted(
+    delivering: ServiceHarness, receiver: FlakyReceiver
+) -> None:
     ticket_id = await post_ticket(delivering, channel="app", subject="App 閃退", description="更新後一直閃退")
     await assign(delivering, ticket_id)
 
@@ -194,8 +212,10 @@ async def test_webhook_is_signed_and_retried_until_accepted(delivering: ServiceH
     events = await until(lambda: _count_at_least(delivering, ticket_id, 1))
 
     assert events[0]["attempts"] == 3
+    headers, body = receiver.posts[-1]
+    assert receiver.refused[headers["Idempotency-Key"]] == 2  # refused twice, accepted the third time
     # The answer's correlation id goes on with it: to the integration and on the delivered event.
-    assert FlakyReceiver.posts[-1][0]["X-Correlation-ID"] == "review-77"
+    assert headers["X-Correlation-ID"] == "review-77"
     async with delivering.uow() as uow:
         delivered = (
             await uow.session.execute(
@@ -205,7 +225,6 @@ async def test_webhook_is_signed_and_retried_until_accepted(delivering: ServiceH
             )
         ).one()
     assert delivered.headers["correlationid"] == delivered.payload["correlationid"] == "review-77"
-    headers, body = FlakyReceiver.posts[-1]
     timestamp, signature = (part.split("=", 1)[1] for part in headers["X-Helpdesk-Signature"].split(","))
     expected = hmac.new(WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(signature, expected)

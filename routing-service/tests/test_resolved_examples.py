@@ -75,10 +75,11 @@ async def test_no_domain_at_all_or_a_close_without_resolution_only_drops_the_tex
     await isolated_team(routing, 3)
     unknown, closed = unique_ticket(), unique_ticket()
     for event in (unknown, closed):
-        await consume(routing, event)
+        assert await consume(routing, event)  # handled, not skipped as a duplicate
+        assert await stored_text(routing, event.data.ticket_id) == text_of(event)  # kept until the end
 
-    await consume(routing, resolved(unknown.data.ticket_id))
-    await consume(
+    assert await consume(routing, resolved(unknown.data.ticket_id))
+    assert await consume(
         routing,
         EventEnvelope.wrap(
             TicketClosed(

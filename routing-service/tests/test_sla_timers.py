@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -63,6 +63,12 @@ POLICY = {
 @pytest.fixture(scope="module")
 async def clocks(make_service: Any) -> AsyncIterator[ServiceHarness]:
     async with make_service("routing", RoutingSettings, create_app, label="sla", sla_poll_seconds=3600) as h:
+        # These tests fire clocks themselves, at the times they choose. The service's own worker
+        # makes its first pass once the consumer has caught up, at the real time (long after every
+        # clock here): landing in the middle of a test, it fired some of that test's breaches.
+        (worker,) = [t for t in h.runtime._tasks if t.get_name().endswith(":sla_timer_worker")]
+        await asyncio.sleep(0)  # started (waiting for the consumer), so that it is cancelled inside
+        worker.cancel()
         yield h
 
 
@@ -312,7 +318,9 @@ async def test_warning_then_breach_each_fire_once(clocks: ServiceHarness) -> Non
     assert warning["share"] == 0.8
     assert warning["due_at"] == utc(datetime(2026, 3, 2, 10, 0, tzinfo=SH))
 
-    assert await fire_due(clocks.uow, now=datetime(2026, 3, 2, 10, 0, tzinfo=SH)) == (1, 0, 1)
+    # Due at 10:00, breached once the grace for answers still on their way is up (5 s).
+    assert await fire_due(clocks.uow, now=datetime(2026, 3, 2, 10, 0, tzinfo=SH)) == (0, 0, 0)
+    assert await fire_due(clocks.uow, now=datetime(2026, 3, 2, 10, 0, 5, tzinfo=SH)) == (1, 0, 1)
     assert await fire_due(clocks.uow, now=datetime(2026, 3, 2, 10, 30, tzinfo=SH)) == (0, 0, 0)
     assert [e["type"] for e in await events(clocks, ticket_id, SlaWarning, SlaBreached)] == [
         SlaWarning.cloudevent_type(),
@@ -320,7 +328,7 @@ async def test_warning_then_breach_each_fire_once(clocks: ServiceHarness) -> Non
     ]
     first = (await ticket_sla(clocks, ticket_id))["timers"]["first_response"]
     assert first["state"] == "breached" and first["escalated"] is True
-    assert first["breached_at"] == utc(datetime(2026, 3, 2, 10, 0, tzinfo=SH))
+    assert first["breached_at"] == utc(datetime(2026, 3, 2, 10, 0, 5, tzinfo=SH))
 
 
 async def test_due_breaches_fire_exactly_once_under_concurrent_passes(clocks: ServiceHarness) -> None:
@@ -420,7 +428,7 @@ async def test_breach_moves_a_queued_ticket_up_the_queue(clocks: ServiceHarness)
     event = created(MONDAY_9, priority=Priority.LOW)  # first response 960 min: due Wednesday 10:00
     await handle(clocks, event)
 
-    assert await fire_due(clocks.uow, now=datetime(2026, 3, 4, 10, 0, tzinfo=SH)) == (1, 0, 1)
+    assert await fire_due(clocks.uow, now=datetime(2026, 3, 4, 10, 0, 5, tzinfo=SH)) == (1, 0, 1)
     async with clocks.uow() as uow:
         entry = await uow.session.get(QueueEntry, event.data.ticket_id)
         assert entry is not None
@@ -448,19 +456,36 @@ async def test_the_running_service_fires_due_clocks_by_itself(routing: ServiceHa
     await handle(routing, wrap(closed))  # give back whatever it holds in the shared routing instance
 
 
+class WatchedEvent(asyncio.Event):
+    """An event that tells when someone starts waiting for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.waited.set()
+        return await super().wait()
+
+
 async def test_after_a_start_clocks_fire_only_once_the_waiting_events_are_handled(
     clocks: ServiceHarness,
 ) -> None:
     # Answers delivered while routing was away wait in Kafka: their clocks must not breach first.
     event = created(MONDAY_9)
     await handle(clocks, event)
-    caught_up = asyncio.Event()
+    caught_up = WatchedEvent()
+    units_of_work = 0
+
+    def uow() -> Any:  # the worker's passes, counted
+        nonlocal units_of_work
+        units_of_work += 1
+        return clocks.uow()
+
     settings = RoutingSettings(
         database_url="postgresql://unused/unused", sla_poll_seconds=0.05, sla_start_wait_seconds=60
     )
-    runtime = SimpleNamespace(
-        settings=settings, uow=clocks.uow, consumer=SimpleNamespace(caught_up=caught_up)
-    )
+    runtime = SimpleNamespace(settings=settings, uow=uow, consumer=SimpleNamespace(caught_up=caught_up))
 
     async def breached() -> bool:
         async with clocks.uow() as uow:
@@ -471,7 +496,8 @@ async def test_after_a_start_clocks_fire_only_once_the_waiting_events_are_handle
 
     worker = asyncio.create_task(sla_timer_worker(cast(Any, runtime)))
     try:
-        await asyncio.sleep(0.5)
+        await asyncio.wait_for(caught_up.waited.wait(), timeout=10)  # the worker waits for the consumer …
+        assert units_of_work == 0  # … having made no pass before it
         assert not await breached()  # long past due, but the consumer is still catching up
         caught_up.set()
         deadline = time.monotonic() + 10

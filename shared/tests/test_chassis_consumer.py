@@ -757,6 +757,32 @@ async def test_a_partition_goes_on_with_other_tickets_while_a_run_waits_for_its_
     assert sorted(await effects(sessions, rig.group)) == ["K-other", "K-stuck"]
 
 
+@dataclass
+class Holding:
+    """How many workers of one partition are held back right now by runs in flight."""
+
+    now: int = 0
+
+
+def watch_waits_for_runs(monkeypatch: pytest.MonkeyPatch, *, partition: int) -> Holding:
+    """Count the workers of ``partition`` inside `_Run._wait_for_runs`. A call that need not wait
+    returns without yielding to the loop, so another task sees the count above 0 only while a
+    worker is suspended there, waiting for a run in flight."""
+    holding = Holding()
+    wait_for_runs = consumer_module._Run._wait_for_runs
+
+    async def watched(self: Any, part: Any, keys: Any, *, room: bool = True) -> None:
+        mine = int(part.tp.partition == partition)
+        holding.now += mine
+        try:
+            await wait_for_runs(self, part, keys, room=room)
+        finally:
+            holding.now -= mine
+
+    monkeypatch.setattr(consumer_module._Run, "_wait_for_runs", watched)
+    return holding
+
+
 @pytest.mark.parametrize(
     "waiting", ["the same ticket's run", "another type's event", "another ticket's run, no room left"]
 )
@@ -789,6 +815,7 @@ async def test_what_must_keep_its_order_or_finds_no_room_waits_for_the_run_in_fl
         "another type's event": (closed(other), f"closed {other}"),
         "another ticket's run, no room left": (created("K-other", ticket=other), "K-other"),
     }[waiting]
+    held = watch_waits_for_runs(monkeypatch, partition=0)
     async with running(rig.consumer):
         await send_to(producer, rig.topic, 0, created("K-stuck", ticket=ticket))
         await asyncio.wait_for(stall.reached.wait(), 15)
@@ -799,7 +826,11 @@ async def test_what_must_keep_its_order_or_finds_no_room_waits_for_the_run_in_fl
             return await effects(sessions, rig.group) == ["K-sentinel"]
 
         await eventually(sentinel_applied)
-        await asyncio.sleep(0.3)  # time enough for partition 0's follower, had it not waited
+
+        async def follower_held() -> bool:  # taken up by partition 0's worker, waiting for K-stuck's run
+            return held.now > 0
+
+        await eventually(follower_held)
         assert await effects(sessions, rig.group) == ["K-sentinel"]
         stall.release.set()
 
@@ -811,13 +842,28 @@ async def test_what_must_keep_its_order_or_finds_no_room_waits_for_the_run_in_fl
 
 
 async def test_caught_up_is_set_once_the_backlog_is_handled(
-    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+    infra: Infra,
+    sessions: Sessions,
+    producer: AIOKafkaProducer,
+    new_topic: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    release = asyncio.Event()
+    reached, release = asyncio.Event(), asyncio.Event()
 
     async def held(envelope: EventEnvelope[Any]) -> None:
         if envelope.data.number == "L-last":
+            reached.set()
             await release.wait()
+
+    lag_checks = 0  # passes of the poll loop's lag check (which sets caught_up), completed
+    record_lag = consumer_module._Run._record_lag
+
+    async def counted(self: Any, assignment: Any) -> None:
+        nonlocal lag_checks
+        await record_lag(self, assignment)
+        lag_checks += 1
+
+    monkeypatch.setattr(consumer_module._Run, "_record_lag", counted)
 
     rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), before_commit=held)
     topic = rig.topic
@@ -832,7 +878,13 @@ async def test_caught_up_is_set_once_the_backlog_is_handled(
             return len(await effects(sessions, rig.group)) == 5
 
         await eventually(five_applied)
-        await asyncio.sleep(1.2)  # more than two polls: the lag has been recorded meanwhile
+        await asyncio.wait_for(reached.wait(), 15)  # the last record's transaction is being held
+        checks_then = lag_checks
+
+        async def lag_checked_since() -> bool:  # a whole check that began while it was held
+            return lag_checks >= checks_then + 2
+
+        await eventually(lag_checked_since)
         assert not rig.consumer.caught_up.is_set()  # the last record is still being handled
         release.set()
         await asyncio.wait_for(rig.consumer.caught_up.wait(), timeout=15)

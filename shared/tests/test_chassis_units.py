@@ -162,10 +162,13 @@ def test_an_expired_token_is_unauthorized() -> None:
 
 def test_a_remembered_token_still_expires() -> None:
     check = verifier()
-    token = mint_token(secret=SECRET, subject="u", roles=["agent"], ttl_seconds=1)
+    # mint_token counts whole seconds: a TTL of 3 leaves the token at least 2 s to be verified in.
+    token = mint_token(secret=SECRET, subject="u", roles=["agent"], ttl_seconds=3)
     assert check.verify(token).subject == "u"
     assert check.verify(token).subject == "u"  # from the cache
-    time.sleep(1.5)
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+    while time.time() <= expires_at:
+        time.sleep(max(0.01, expires_at - time.time()))
     with pytest.raises(Unauthorized, match="expired"):
         check.verify(token)
 
