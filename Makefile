@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 ROUTING_BENCH_ARGS ?=
 INTAKE_BENCH_ARGS ?=
 
-.PHONY: help install run test lint contracts contracts-check token bench clean
+.PHONY: help install run test lint contracts contracts-check token bench deploy-check clean
 
 help:
 	@echo "make run        start PostgreSQL, Kafka and the five services (Ctrl-C stops all)"
@@ -20,6 +20,7 @@ help:
 	@echo "                INTAKE_BENCH_ARGS=\"--connections 32,256 --seconds 6\": a shorter intake sweep"
 	@echo "make contracts  regenerate JSON Schemas and the AsyncAPI document from the event models"
 	@echo "make token ROLE=<role> [SUB=<user id>]   print a dev bearer token (last line)"
+	@echo "make deploy-check  render the Kubernetes manifests (needs kubectl; make test checks the rest)"
 
 $(TOOLS)/bin/uv:
 	python3 -m venv $(TOOLS)
@@ -54,6 +55,11 @@ bench: install
 token: install
 	@test -n "$(ROLE)" || { echo "usage: make token ROLE=<role> [SUB=<user id>]" >&2; exit 2; }
 	@$(UV) run --frozen --quiet helpdesk token --role "$(ROLE)" $(if $(SUB),--sub "$(SUB)")
+
+deploy-check:
+	@command -v kubectl >/dev/null || { echo "deploy-check needs kubectl" >&2; exit 2; }
+	kubectl kustomize deploy/k8s > /dev/null
+	@echo "deploy/k8s renders"
 
 clean:
 	rm -rf .local/logs .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,11 @@
-"""`helpdesk` command: run the whole system locally, mint dev tokens.
+"""`helpdesk` command: run the whole system locally, mint dev tokens, prepare a deployment.
 
 helpdesk run                     # embedded PostgreSQL + Kafka + five services
 helpdesk token --role agent      # last line: a bearer token the local stack accepts
 helpdesk migrate [service ...]   # migrate existing databases (*_DATABASE_URL)
+helpdesk topics                  # create the missing topics on KAFKA_BOOTSTRAP_SERVERS
+                                 # (names prefixed with HELPDESK_TOPIC_PREFIX); exits 0 when
+                                 # they exist already: a one-shot job before the services start
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from helpdesk_runtime import paths
 from helpdesk_runtime.kafka import KafkaBroker, MissingToolError, ensure_kafka_jars
-from helpdesk_runtime.kafka_admin import ensure_topics
+from helpdesk_runtime.kafka_admin import KafkaNotReadyError, ensure_topics
 from helpdesk_runtime.postgres import EmbeddedPostgres
 from helpdesk_runtime.procs import ProcessStartError
 from helpdesk_runtime.seed import DEMO_AGENTS, seed_demo_data
@@ -158,6 +163,29 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def topics(args: argparse.Namespace) -> int:
+    """Create every topic the services use (with its partition count) that the cluster lacks.
+
+    Existing topics are left alone (a different partition count is only warned about), so the
+    command is idempotent. Missing topics are created with replication factor 1: on a cluster of
+    several brokers create them beforehand with the replication factor you want.
+    """
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if not bootstrap:
+        print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+        return 2
+    prefix = os.environ.get("HELPDESK_TOPIC_PREFIX", "")
+    wanted = {f"{prefix}{name}": partitions for name, partitions in ALL_TOPICS.items()}
+    try:
+        asyncio.run(ensure_topics(bootstrap, wanted, timeout=args.timeout))
+    except (KafkaNotReadyError, KafkaError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, partitions in wanted.items():
+        _say(f"topic {name}: {partitions} partition(s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="helpdesk", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"any of {', '.join(s.name for s in SERVICES)} (default: all)",
     )
     migrate_parser.set_defaults(func=migrate)
+    topics_parser = sub.add_parser(
+        "topics", help="create the missing topics on KAFKA_BOOTSTRAP_SERVERS (HELPDESK_TOPIC_PREFIX honoured)"
+    )
+    topics_parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the broker to answer (default 120)"
+    )
+    topics_parser.set_defaults(func=topics)
     token_parser = sub.add_parser("token", help="print a dev bearer token (last line)")
     token_parser.add_argument("--role", required=True, help="role, or comma-separated roles")
     token_parser.add_argument("--sub", default=None, help="subject (user id); random when omitted")
