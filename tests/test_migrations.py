@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 
 import asyncpg
 import pytest
@@ -47,3 +48,22 @@ async def test_an_index_build_interrupted_halfway_is_built_again(infra: Infra) -
     finally:
         await connection.close()
     assert valid is True
+
+
+async def test_replicas_migrating_one_database_at_once_take_turns(infra: Infra) -> None:
+    # Every replica's init container runs the migrations on a first install: without turns, the
+    # slower one failed on tables the other had just created (and was restarted).
+    url = infra.create_database("migrations_at_once")
+    metadata = importlib.import_module("intake_service.models").metadata
+    code = "import sys; from helpdesk_shared.chassis.migrations import upgrade_database as u; u(sys.argv[1], sys.argv[2])"
+
+    async def replica() -> tuple[int | None, bytes]:  # a process each, as replicas are
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, url, "intake_service", stderr=asyncio.subprocess.PIPE
+        )
+        _, errors = await asyncio.wait_for(process.communicate(), timeout=120)
+        return process.returncode, errors
+
+    results = await asyncio.gather(*(replica() for _ in range(3)))
+    assert [code for code, _ in results] == [0, 0, 0], [errors.decode()[-2000:] for _, errors in results]
+    assert await schema_drift(url, metadata) == []

@@ -49,10 +49,25 @@ def run_alembic_env(target_metadata: MetaData) -> None:
     asyncio.run(_run_online(url, target_metadata))
 
 
+# Key of the session lock every migration run of a database holds (advisory locks are per
+# database): replicas starting together (each Kubernetes init container migrates) take turns, and
+# the later ones find nothing left to do. Without it they raced to create the same tables, and a
+# concurrent index build waited on the other run's transaction while that one waited on its lock.
+MIGRATION_LOCK_KEY = 0x4D494752  # "MIGR"
+MIGRATION_LOCK_POLL_SECONDS = 0.5
+
+
 async def _run_online(url: str, target_metadata: MetaData) -> None:
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
+            # On the driver, outside any transaction: held until the connection closes, around
+            # Alembic's own transactions (and the autocommit blocks of concurrent index builds).
+            # Tried, not waited for: a statement waiting for the lock holds a snapshot, and a
+            # concurrent index build of the holder waits for every older snapshot to go.
+            driver = (await connection.get_raw_connection()).driver_connection
+            while not await driver.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+                await asyncio.sleep(MIGRATION_LOCK_POLL_SECONDS)
             await connection.run_sync(_do_run, target_metadata)
     finally:
         await engine.dispose()
