@@ -26,6 +26,14 @@ def test_production_refuses_a_development_secret(missing: str, variable: str) ->
         IntakeSettings(**PRODUCTION, **given)
 
 
+@pytest.mark.parametrize("variable", ["survey_secret", "webhook_secret"])
+@pytest.mark.parametrize("short", ["", "short"])
+def test_production_refuses_an_empty_or_short_secret(variable: str, short: str) -> None:
+    given = {"survey_secret": REAL, "webhook_secret": REAL, "survey_base_url": PUBLIC, variable: short}
+    with pytest.raises(ValidationError, match=f"INTAKE_{variable.upper()} must be at least 32 bytes"):
+        IntakeSettings(**PRODUCTION, **given)
+
+
 def test_production_refuses_survey_links_to_the_development_address() -> None:
     # Customers open these links: the default points at a developer's own machine.
     with pytest.raises(ValidationError, match="INTAKE_SURVEY_BASE_URL"):

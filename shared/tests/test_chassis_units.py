@@ -75,6 +75,14 @@ def test_the_dev_secret_is_refused_in_production() -> None:
     )
 
 
+@pytest.mark.parametrize("secret", ["", "short-secret", "x" * 31])
+def test_an_empty_or_short_secret_is_refused_in_production(secret: str) -> None:
+    # `KEY=` in an env file (kubectl create secret --from-env-file) gives an empty secret.
+    with pytest.raises(ValidationError, match="HELPDESK_JWT_SECRET must be at least 32 bytes"):
+        ServiceSettings(database_url=URL, environment="production", jwt_secret=secret)
+    assert ServiceSettings(database_url=URL, environment="production", jwt_secret="x" * 32).jwt_secret
+
+
 @pytest.mark.parametrize("environment", ["local", "test"])
 def test_the_dev_secret_is_accepted_outside_production(environment: str) -> None:
     settings = ServiceSettings(database_url=URL, environment=environment)

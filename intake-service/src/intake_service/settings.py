@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from helpdesk_shared.chassis.settings import ServiceSettings
+from helpdesk_shared.chassis.settings import ServiceSettings, require_real_secret
 
 # Development defaults, public in the source: production refuses to start with them.
 DEV_SURVEY_SECRET = "helpdesk-local-survey-secret-not-for-production"
@@ -68,8 +68,7 @@ class IntakeSettings(ServiceSettings):
                 ("INTAKE_SURVEY_SECRET", self.survey_secret, DEV_SURVEY_SECRET),
                 ("INTAKE_WEBHOOK_SECRET", self.webhook_secret, DEV_WEBHOOK_SECRET),
             ):
-                if secret.get_secret_value() == default:
-                    raise ValueError(f"{variable} must be set to a real secret outside local/test")
+                require_real_secret(variable, secret, default)
             if self.survey_base_url == DEV_SURVEY_BASE_URL:
                 raise ValueError("INTAKE_SURVEY_BASE_URL must be set to the public address customers open")
         return self

@@ -22,6 +22,20 @@ def _shared(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
+# An HMAC key shorter than the hash it keys is weaker than the hash (RFC 7518 §3.2 requires 32
+# bytes for HS256); an empty one, what a `KEY=` line in an env file gives, is no key at all.
+MIN_SECRET_LENGTH = 32
+
+
+def require_real_secret(variable: str, secret: SecretStr, development_default: str) -> None:
+    """Production's rule for a signing secret: set, not the development default, long enough."""
+    value = secret.get_secret_value()
+    if value == development_default:
+        raise ValueError(f"{variable} must be set to a real secret outside local/test")
+    if len(value.encode()) < MIN_SECRET_LENGTH:
+        raise ValueError(f"{variable} must be at least {MIN_SECRET_LENGTH} bytes long in production")
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
@@ -116,12 +130,8 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> ServiceSettings:
-        if (
-            self.environment == "production"
-            and self.jwt_algorithm == "HS256"
-            and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
-        ):
-            raise ValueError("HELPDESK_JWT_SECRET must be set to a real secret outside local/test")
+        if self.environment == "production" and self.jwt_algorithm == "HS256":
+            require_real_secret("HELPDESK_JWT_SECRET", self.jwt_secret, DEV_JWT_SECRET)
         if self.jwt_algorithm == "RS256" and not self.jwt_public_key:
             raise ValueError("HELPDESK_JWT_PUBLIC_KEY is required when HELPDESK_JWT_ALGORITHM=RS256")
         return self
