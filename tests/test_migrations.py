@@ -55,7 +55,10 @@ async def test_replicas_migrating_one_database_at_once_take_turns(infra: Infra) 
     # slower one failed on tables the other had just created (and was restarted).
     url = infra.create_database("migrations_at_once")
     metadata = importlib.import_module("intake_service.models").metadata
-    code = "import sys; from helpdesk_shared.chassis.migrations import upgrade_database as u; u(sys.argv[1], sys.argv[2])"
+    code = (
+        "import sys; from helpdesk_shared.chassis.migrations import upgrade_database as u; "
+        "u(sys.argv[1], sys.argv[2])"
+    )
 
     async def replica() -> tuple[int | None, bytes]:  # a process each, as replicas are
         process = await asyncio.create_subprocess_exec(

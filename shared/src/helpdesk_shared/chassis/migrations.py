@@ -65,8 +65,9 @@ async def _run_online(url: str, target_metadata: MetaData) -> None:
             # Alembic's own transactions (and the autocommit blocks of concurrent index builds).
             # Tried, not waited for: a statement waiting for the lock holds a snapshot, and a
             # concurrent index build of the holder waits for every older snapshot to go.
-            driver = (await connection.get_raw_connection()).driver_connection
-            while not await driver.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            lock = "SELECT pg_try_advisory_lock($1)"
+            while not await driver.fetchval(lock, MIGRATION_LOCK_KEY):  # noqa: ASYNC110 (another process)
                 await asyncio.sleep(MIGRATION_LOCK_POLL_SECONDS)
             await connection.run_sync(_do_run, target_metadata)
     finally:
