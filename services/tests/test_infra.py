@@ -17,11 +17,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from helpdesk_runtime import paths
+from helpdesk_runtime import cli, paths
 from helpdesk_runtime.kafka import KafkaBroker, MissingToolError, ensure_kafka_jars, ensure_topics
 from helpdesk_runtime.postgres import EmbeddedPostgres, create_database, drop_database
 from helpdesk_runtime.procs import port_open, start_process
 from helpdesk_runtime.pytest_plugin import Infra
+from helpdesk_shared.chassis.auth import TokenVerifier
+from helpdesk_shared.chassis.settings import ServiceSettings
+from helpdesk_shared.contracts.enums import Role
 
 
 async def _produce(bootstrap: str, topic: str, *values: bytes) -> None:
@@ -232,3 +235,18 @@ def test_stop_escalates_to_kill_and_reaps_the_group(tmp_path: Path) -> None:
     assert not proc.is_running()
     assert _gone_within(grandchild, 5), "the grandchild in its process group survived"
     assert proc.stop() == -signal.SIGKILL  # idempotent
+
+
+def test_make_token_mints_what_services_configured_from_the_same_environment_accept(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With an issuer or audience exported (as for an identity provider), make run's seed and
+    # make token minted tokens every service refused.
+    monkeypatch.setenv("HELPDESK_JWT_ISSUER", "https://id.example.com/")
+    monkeypatch.setenv("HELPDESK_JWT_AUDIENCE", "helpdesk-api")
+    monkeypatch.delenv("HELPDESK_JWT_SECRET", raising=False)
+    assert cli.main(["token", "--role", "agent", "--sub", "u-1"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    verifier = TokenVerifier(ServiceSettings(database_url="postgresql://unused/unused"))
+    principal = verifier.verify(token)
+    assert (principal.subject, principal.roles) == ("u-1", frozenset({Role.AGENT}))

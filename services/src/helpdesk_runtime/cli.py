@@ -27,9 +27,8 @@ from helpdesk_runtime.kafka import KafkaBroker, MissingToolError, ensure_kafka_j
 from helpdesk_runtime.kafka_admin import KafkaNotReadyError, ensure_topics
 from helpdesk_runtime.postgres import EmbeddedPostgres
 from helpdesk_runtime.procs import ProcessStartError
-from helpdesk_runtime.seed import DEMO_AGENTS, seed_demo_data
+from helpdesk_runtime.seed import DEMO_AGENTS, dev_token, seed_demo_data
 from helpdesk_runtime.stack import SERVICE_BY_NAME, SERVICES, Stack, migrate_all, provision_databases
-from helpdesk_shared.chassis.auth import mint_token
 from helpdesk_shared.chassis.migrations import upgrade_database
 from helpdesk_shared.chassis.settings import DEV_JWT_SECRET
 from helpdesk_shared.contracts.enums import Role
@@ -125,8 +124,8 @@ def _print_banner(stack: Stack, secret: str) -> None:
     print("\nDemo team (make token ROLE=agent SUB=<id>):")
     for agent in DEMO_AGENTS:
         print(f"  {agent.id}  {agent.name}  {'/'.join(agent.roles)}")
-    channel = mint_token(secret=secret, subject="demo-channel", roles=[Role.CHANNEL])
-    admin = mint_token(secret=secret, subject="demo-admin", roles=[Role.ADMIN])
+    channel = dev_token(secret=secret, subject="demo-channel", roles=[Role.CHANNEL])
+    admin = dev_token(secret=secret, subject="demo-admin", roles=[Role.ADMIN])
     print(f"\nchannel token: {channel}\nadmin token:   {admin}\n", flush=True)
 
 
@@ -141,7 +140,7 @@ def token(args: argparse.Namespace) -> int:
         )
         return 2
     subject = args.sub or str(uuid.uuid4())
-    print(mint_token(secret=secret, subject=subject, roles=roles, ttl_seconds=args.ttl))
+    print(dev_token(secret=secret, subject=subject, roles=roles, ttl_seconds=args.ttl))
     return 0
 
 

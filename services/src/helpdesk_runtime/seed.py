@@ -7,7 +7,9 @@ exists answers 409 and is left alone.
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -62,8 +64,21 @@ def _check(response: httpx.Response) -> None:
         )
 
 
+def dev_token(*, secret: str, subject: str, roles: Iterable[str], ttl_seconds: int = 12 * 3600) -> str:
+    """A token the services started from this environment accept: they hold tokens to the
+    exported HELPDESK_JWT_ISSUER and HELPDESK_JWT_AUDIENCE, so it carries those."""
+    return mint_token(
+        secret=secret,
+        subject=subject,
+        roles=roles,
+        issuer=os.environ.get("HELPDESK_JWT_ISSUER") or "helpdesk",
+        audience=os.environ.get("HELPDESK_JWT_AUDIENCE") or None,
+        ttl_seconds=ttl_seconds,
+    )
+
+
 def seed_demo_data(routing_url: str, *, jwt_secret: str) -> None:
-    token = mint_token(secret=jwt_secret, subject="seed", roles=["admin"], ttl_seconds=300)
+    token = dev_token(secret=jwt_secret, subject="seed", roles=["admin"], ttl_seconds=300)
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=routing_url, headers=headers, timeout=10.0) as client:
         response = client.post("/v1/teams", json={"name": TEAM_NAME, "lead_id": str(LEAD_ID)})

@@ -97,6 +97,7 @@ def mint_token(
     subject: str,
     roles: Iterable[str],
     issuer: str = "helpdesk",
+    audience: str | None = None,
     ttl_seconds: int = 12 * 3600,
     name: str | None = None,
 ) -> str:
@@ -109,6 +110,8 @@ def mint_token(
         "iat": now,
         "exp": now + ttl_seconds,
     }
+    if audience is not None:
+        claims["aud"] = audience
     if name:
         claims["name"] = name
     return jwt.encode(claims, secret, algorithm="HS256")
