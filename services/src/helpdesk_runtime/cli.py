@@ -54,6 +54,15 @@ def _database_urls_from_env() -> dict[str, str] | None:
     return given
 
 
+def _topic_prefix() -> str:
+    return os.environ.get("HELPDESK_TOPIC_PREFIX", "")
+
+
+def _wanted_topics(prefix: str) -> dict[str, int]:
+    """Every topic the services use, as the services name them (prefixed), with its partitions."""
+    return {f"{prefix}{name}": partitions for name, partitions in ALL_TOPICS.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     secret = os.environ.get("HELPDESK_JWT_SECRET", DEV_JWT_SECRET)
     cleanups: list[Callable[[], Any]] = []
@@ -79,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             broker.start()
             cleanups.append(broker.stop)
             bootstrap = broker.bootstrap_servers
-        asyncio.run(ensure_topics(bootstrap, dict(ALL_TOPICS)))
+        prefix = _topic_prefix()
+        asyncio.run(ensure_topics(bootstrap, _wanted_topics(prefix)))
         _say("applying migrations")
         migrate_all(database_urls)
         stack = Stack(
@@ -88,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             log_dir=paths.local_dir() / "logs",
             ports={s.name: _env_int(f"{s.name.upper()}_PORT", s.default_port) for s in SERVICES},
             jwt_secret=secret,
+            topic_prefix=prefix,
         )
         cleanups.append(stack.stop)
         _say("starting services")
@@ -173,8 +184,7 @@ def topics(args: argparse.Namespace) -> int:
     if not bootstrap:
         print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
-    prefix = os.environ.get("HELPDESK_TOPIC_PREFIX", "")
-    wanted = {f"{prefix}{name}": partitions for name, partitions in ALL_TOPICS.items()}
+    wanted = _wanted_topics(_topic_prefix())
     try:
         asyncio.run(ensure_topics(bootstrap, wanted, timeout=args.timeout))
     except (KafkaNotReadyError, KafkaError) as exc:
