@@ -47,11 +47,34 @@ def test_normalisation_equals_full_nfkc_on_mixed_scripts() -> None:
         + [chr(c) for c in range(0x0300, 0x0310)]
         + ["ﬁ", "ﬀ", "①", "㈱", "㎏", "ᄀ", "ᅡ", "é", "e", "A", "z", "1", "?"]
         + list("保單理賠進度查詢臺灣人壽保險")
+        + list(INVISIBLE)
     )
     rng = random.Random(20261206)
     for _ in range(5000):
         sample = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
-        assert text._nfkc(sample) == unicodedata.normalize("NFKC", sample), repr(sample)
+        visible = "".join(char for char in sample if char not in INVISIBLE)
+        assert text._nfkc(sample) == unicodedata.normalize("NFKC", visible), repr(sample)
+
+
+# Zero-width space, non-joiner and joiner, soft hyphen, word joiner, BOM, bidi marks.
+INVISIBLE = "\u200b\u200c\u200d\u00ad\u2060\ufeff\u200e\u200f\u202a\u202c\u180e"
+
+
+@pytest.mark.parametrize("char", list(INVISIBLE))
+def test_invisible_characters_pasted_into_text_do_not_split_words(char: str) -> None:
+    # Text pasted from web pages, WeChat or Word carries them: "緊\u200b急" was not urgent.
+    assert normalise(f"緊{char}急") == normalise("緊急") == "紧急"
+    assert tokens(f"保{char}單理賠") == tokens("保單理賠") == ["保单", "理赔"]
+
+
+def test_long_segments_are_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    # jieba returns a run of letters and digits as one piece: unique long runs (hashes, tracking
+    # URLs) would fill the memory with pieces never seen again.
+    monkeypatch.setattr(text, "_WORDS", {})
+    long_run = "a1" * 5_000
+    assert tokens(f"運單 {long_run} 保單") == ["运单", long_run, "保单"]
+    assert set(text._WORDS) >= {"运单", "保单"}
+    assert all(len(piece) <= 32 for piece in text._WORDS)
 
 
 def test_words_of_normalised_text_are_its_tokens() -> None:

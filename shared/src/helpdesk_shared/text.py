@@ -29,7 +29,7 @@ def _t2s() -> opencc.OpenCC:
 
 
 def normalise(text: str) -> str:
-    """NFKC, Traditional → Simplified, lower case, single spaces."""
+    """NFKC without invisible format characters, Traditional → Simplified, lower case, single spaces."""
     try:
         converted = _t2s().convert(_nfkc(text))
     except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): OpenCC works on UTF-8
@@ -51,8 +51,17 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # (~13 µs for a ticket's subject and description). Their NFKC forms are plain ASCII, so folding
 # them by table first leaves most texts already in NFKC, which the quick check confirms in well
 # under a microsecond; anything else still gets the full NFKC, and the result is the same.
-_FULL_WIDTH = re.compile("[\u3000\uff01-\uff5e]")
-_HALF_WIDTH = {chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)} | {"\u3000": " "}
+#
+# The same pass drops the invisible format characters that text pasted from web pages, WeChat or
+# Word carries (zero-width space and joiners, soft hyphen, word joiner, bidi marks, BOM): NFKC keeps
+# them and they are not whitespace, so "緊\u200b急" was not urgent and "保\u200b單" not 保单.
+_INVISIBLE = [0x00AD, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2065), 0xFEFF]
+_HALF_WIDTH = (
+    {chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)}
+    | {"\u3000": " "}
+    | {chr(code): "" for code in _INVISIBLE}
+)
+_FULL_WIDTH = re.compile("[" + "".join(map(re.escape, _HALF_WIDTH)) + "]")
 
 
 def _half_width(match: re.Match[str]) -> str:
@@ -60,6 +69,7 @@ def _half_width(match: re.Match[str]) -> str:
 
 
 def _nfkc(text: str) -> str:
+    """NFKC of the text without its invisible format characters."""
     folded = _FULL_WIDTH.sub(_half_width, text)
     return folded if unicodedata.is_normalized("NFKC", folded) else unicodedata.normalize("NFKC", folded)
 
@@ -91,17 +101,21 @@ def words(normalised: str, *, for_search: bool = False) -> list[str]:
 
 # Segments seen before → the word they make ("" for spaces and punctuation): the same few
 # thousand come back in every text, and a dict look-up is several times cheaper than stripping
-# and searching each one again (every new ticket is segmented on its way in).
+# and searching each one again (every new ticket is segmented on its way in). Only short ones:
+# jieba returns a run of letters and digits as one piece, and long runs (hashes, tracking URLs,
+# signatures) are rarely seen twice — 200,000 pieces of 20,000 characters would be gigabytes.
 _WORDS: dict[str, str] = {}
 _WORDS_KEPT = 200_000
+_LONGEST_KEPT = 32
 
 
 def _word(piece: str) -> str:
     stripped = piece.strip()
     word = stripped if stripped and _WORD.search(stripped) else ""
-    if len(_WORDS) >= _WORDS_KEPT:
-        _WORDS.clear()
-    _WORDS[piece] = word
+    if len(piece) <= _LONGEST_KEPT:
+        if len(_WORDS) >= _WORDS_KEPT:
+            _WORDS.clear()
+        _WORDS[piece] = word
     return word
 
 
