@@ -44,7 +44,7 @@ async def test_newest_approved_version_is_the_candidate(kb: ServiceHarness) -> N
 
     response = await kb.client.get("/v1/kb/faq-candidates", headers=EDITOR, params={"limit": 200})
     assert response.status_code == 200
-    mine = [c for c in response.json() if c["answer_id"] == str(answer_id)]
+    mine = [c for c in response.json()["items"] if c["answer_id"] == str(answer_id)]
     assert [(c["answer_version"], c["body"]) for c in mine] == [(2, "第二版：可以，需在到期前30天內辦理。")]
 
 

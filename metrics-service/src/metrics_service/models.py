@@ -27,7 +27,12 @@ class TicketFact(Base):
     priority: Mapped[str | None] = mapped_column(String(10))
     created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Time of the `ticket.assigned` applied last (transfers leave it alone)."""
     agent_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    """The agent credited with the ticket: who holds it after its newest assignment or transfer."""
+    agent_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When ``agent_id`` got the ticket: an assignment or transfer older than this, arriving late,
+    does not take the credit back."""
 
 
 metadata = Base.metadata

@@ -17,13 +17,19 @@ class Base(DeclarativeBase):
 
 
 class TicketOwner(Base):
-    """Mirror of routing's assignment: the agent allowed to draft the ticket's answer."""
+    """Mirror of routing's assignment: the agent allowed to draft the ticket's answer.
+
+    Follows `ticket.assigned`, `ticket.transferred` and `ticket.queued`, the newest by
+    ``assigned_at`` winning. A ticket handed back to the queue keeps its row with no agent (so an
+    older assignment arriving late cannot bring its previous owner back)."""
 
     __tablename__ = "ticket_owners"
 
     ticket_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    agent_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    """None: nobody holds the ticket (it is queued)."""
     assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """When the ticket went to ``agent_id`` (assigned or transferred), or back to the queue."""
 
 
 class TicketCollaborators(Base):

@@ -11,7 +11,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from helpdesk_shared.chassis.problems import NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
-from helpdesk_shared.contracts.routing import TicketAssigned, TicketCollaboratorsChanged
+from helpdesk_shared.contracts.routing import (
+    TicketAssigned,
+    TicketCollaboratorsChanged,
+    TicketQueued,
+    TicketTransferred,
+)
 from review_service.models import TicketCollaborators, TicketOwner
 
 
@@ -31,10 +36,28 @@ class Drafters:
 
 async def record_owner(uow: UnitOfWork, event: TicketAssigned) -> None:
     """Keep the latest assignment; an older event never overwrites a newer one."""
+    await _hand_over(uow, event.ticket_id, event.agent_id, event.assigned_at)
+
+
+async def record_transfer(uow: UnitOfWork, event: TicketTransferred) -> None:
+    """The new assignee owns the ticket from the transfer on (unless something newer is known)."""
+    await _hand_over(uow, event.ticket_id, event.to_agent_id, event.transferred_at)
+
+
+async def record_queued(uow: UnitOfWork, event: TicketQueued) -> None:
+    """A ticket back in the queue has no owner until it is assigned again."""
+    await _hand_over(uow, event.ticket_id, None, event.queued_at)
+
+
+async def _hand_over(uow: UnitOfWork, ticket_id: uuid.UUID, agent_id: uuid.UUID | None, at: datetime) -> None:
+    # One stamp orders assignments, transfers and hand-backs of a ticket alike: whichever
+    # routing made last wins, whatever order they arrive in. A tie goes to the later event:
+    # routing stamps a hand-back to the queue and the drain that reassigns it in the same
+    # transaction with one clock reading, and publishes them in that order.
     await _keep_latest(
         uow,
         TicketOwner,
-        {"ticket_id": event.ticket_id, "agent_id": event.agent_id, "assigned_at": event.assigned_at},
+        {"ticket_id": ticket_id, "agent_id": agent_id, "assigned_at": at},
         stamp="assigned_at",
     )
 
@@ -66,8 +89,9 @@ async def _keep_latest(
 
 async def owner_of(uow: UnitOfWork, ticket_id: uuid.UUID) -> Drafters:
     owner = await uow.session.get(TicketOwner, ticket_id)
-    if owner is None:
-        raise TicketOwnerUnknown(f"No assignment recorded for ticket {ticket_id}")
+    # The response has no way to say "nobody": a queued ticket answers as one never assigned.
+    if owner is None or owner.agent_id is None:
+        raise TicketOwnerUnknown(f"Nobody holds ticket {ticket_id} (never assigned, or back in the queue)")
     collaborators = await uow.session.get(TicketCollaborators, ticket_id)
     return Drafters(
         ticket_id=owner.ticket_id,

@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
 from helpdesk_shared.chassis.app import UoW
 from helpdesk_shared.chassis.auth import Principal, require_roles
+from helpdesk_shared.chassis.pagination import InvalidCursor, Page, PageParams, page_params
 from helpdesk_shared.chassis.problems import Forbidden, Unauthorized, problem_responses
 from helpdesk_shared.contracts.enums import Role
 from kb_service import service
@@ -35,10 +36,12 @@ class FaqCandidateOut(BaseModel):
 
 @router.get(
     "/faq-candidates",
-    response_model=list[FaqCandidateOut],
-    responses=problem_responses(Unauthorized, Forbidden),
+    response_model=Page[FaqCandidateOut],
+    summary="Approved answers proposed as FAQ, newest first",
+    responses=problem_responses(Unauthorized, Forbidden, InvalidCursor),
 )
 async def faq_candidates(
-    uow: UoW, _: Editor, limit: Annotated[int, Query(ge=1, le=200)] = 50
-) -> list[FaqCandidateOut]:
-    return [FaqCandidateOut.model_validate(c) for c in await service.faq_candidates(uow, limit)]
+    uow: UoW, _: Editor, page: Annotated[PageParams, Depends(page_params)]
+) -> Page[FaqCandidateOut]:
+    rows, cursor = await service.faq_candidates(uow, page)
+    return Page[FaqCandidateOut](items=[FaqCandidateOut.model_validate(c) for c in rows], next_cursor=cursor)
