@@ -30,10 +30,11 @@ from helpdesk_shared.chassis.db import INBOX, OUTBOX, create_engine, create_sess
 from helpdesk_shared.chassis.outbox import OutboxRelay
 from helpdesk_shared.chassis.settings import ServiceSettings
 from helpdesk_shared.chassis.uow import UnitOfWork
-from helpdesk_shared.contracts import EventEnvelope, TicketClosed, TicketCreated
+from helpdesk_shared.contracts import AnswerPublished, EventEnvelope, TicketClosed, TicketCreated
 
 CREATED = "helpdesk.ticket.created.v1"
 CLOSED = TicketClosed.cloudevent_type()
+PUBLISHED = AnswerPublished.cloudevent_type()
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -91,6 +92,7 @@ def make_rig(
     batched: bool = False,
     claiming: bool = False,
     closed_too: bool = False,
+    published_too: bool = False,
     **overrides: Any,
 ) -> Rig:
     settings = ServiceSettings(
@@ -155,6 +157,9 @@ def make_rig(
             {"c": settings.consumer_group, "e": envelope.id, "n": f"closed {envelope.subject}"},
         )
 
+    async def on_published(envelope: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        calls.append(f"published {envelope.subject}")
+
     handlers: dict[str, Any] = {CREATED: on_created}
     if batched:
         handlers[CREATED] = (
@@ -164,6 +169,8 @@ def make_rig(
         )
     if closed_too:
         handlers[CLOSED] = on_closed
+    if published_too:
+        handlers[PUBLISHED] = on_published
     consumer = EventConsumer(
         settings=settings,
         topics=[topic],
@@ -233,10 +240,10 @@ async def dlq_rows(sessions: Sessions, dlq: str) -> list[Any]:
         )
 
 
-def consumed(rig: Rig, outcome: str) -> float:
+def consumed(rig: Rig, outcome: str, event_type: str = CREATED) -> float:
     value = REGISTRY.get_sample_value(
         "helpdesk_events_consumed_total",
-        {"service": rig.settings.service_name, "type": CREATED, "outcome": outcome},
+        {"service": rig.settings.service_name, "type": event_type, "outcome": outcome},
     )
     return value or 0.0
 
@@ -354,6 +361,91 @@ async def test_poison_messages_are_dead_lettered_and_unhandled_types_ignored(
         await relay.stop()
     records = await read_topic(rig.dlq, 3)
     assert [orjson.loads(r.value)["offset"] for r in records] == [0, 1, 4]
+
+
+async def test_an_event_without_an_id_or_reviewed_by_its_author_is_dead_lettered_not_applied(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"), published_too=True)
+    # Given an id of its own on each delivery, a redelivered event would be applied twice.
+    no_id = orjson.loads(created("D-no-id").to_json_bytes())
+    del no_id["id"]
+    author = uuid.uuid4()
+    answer = AnswerPublished(
+        ticket_id=uuid.uuid4(),
+        answer_id=uuid.uuid4(),
+        answer_version=1,
+        author_id=author,
+        reviewer_id=uuid.uuid4(),
+        body="您好",
+        published_at=datetime.now(UTC),
+    )
+    self_reviewed = orjson.loads(EventEnvelope.wrap(answer, source="/helpdesk/test").to_json_bytes())
+    self_reviewed["data"]["reviewer_id"] = str(author)
+    sentinel = created("D-sentinel")
+    async with running(rig.consumer):
+        await send(producer, rig.topic, orjson.dumps(no_id))
+        await send(producer, rig.topic, orjson.dumps(no_id))
+        await send(producer, rig.topic, orjson.dumps(self_reviewed))
+        await send(producer, rig.topic, sentinel.to_json_bytes(), sentinel.subject)
+
+        async def sentinel_applied() -> bool:
+            return await effects(sessions, rig.group) == ["D-sentinel"]
+
+        await eventually(sentinel_applied)
+
+    assert rig.calls == ["D-sentinel"]
+    assert set(await inbox(sessions, rig.group)) == {sentinel.id}
+    first, again, reviewed = await dlq_rows(sessions, rig.dlq)
+    for row in (first, again):
+        assert row.payload["original"] == no_id
+        assert f"invalid {CREATED}" in row.payload["error"] and "id" in row.payload["error"]
+    assert reviewed.payload["original"] == self_reviewed
+    assert f"invalid {PUBLISHED}" in reviewed.payload["error"] and "author" in reviewed.payload["error"]
+    assert [r.payload["offset"] for r in (first, again, reviewed)] == [0, 1, 2]
+
+
+async def test_another_version_of_a_handled_event_is_dead_lettered_other_types_counted_and_skipped(
+    infra: Infra, sessions: Sessions, producer: AIOKafkaProducer, new_topic: Any
+) -> None:
+    rig = make_rig(infra, sessions, new_topic("consume"), new_topic("dlq"))
+    # A producer deployed before this consumer: its tickets must wait in the dead-letter topic
+    # for the upgrade, not vanish.
+    newer = {**orjson.loads(created("E-v2").to_json_bytes()), "type": "helpdesk.ticket.created.v2"}
+    closed = EventEnvelope.wrap(
+        TicketClosed(
+            ticket_id=uuid.uuid4(), reason="manual", previous_status="resolved", closed_at=datetime.now(UTC)
+        ),
+        source="/helpdesk/test",
+    )
+    stranger = {**orjson.loads(created("E-stranger").to_json_bytes()), "type": "helpdesk.nothing.v9"}
+    unversioned = {
+        **orjson.loads(created("E-unversioned").to_json_bytes()),
+        "type": "helpdesk.ticket.created",
+    }
+    sentinel = created("E-sentinel")
+    async with running(rig.consumer):
+        await send(producer, rig.topic, orjson.dumps(newer))
+        await send(producer, rig.topic, closed.to_json_bytes(), closed.subject)
+        await send(producer, rig.topic, orjson.dumps(stranger))
+        await send(producer, rig.topic, orjson.dumps(unversioned))
+        await send(producer, rig.topic, sentinel.to_json_bytes(), sentinel.subject)
+
+        async def sentinel_applied() -> bool:
+            return await effects(sessions, rig.group) == ["E-sentinel"]
+
+        await eventually(sentinel_applied)
+
+    assert rig.calls == ["E-sentinel"]
+    assert set(await inbox(sessions, rig.group)) == {sentinel.id}
+    [row] = await dlq_rows(sessions, rig.dlq)
+    assert row.payload["original"] == newer
+    assert (row.payload["topic"], row.payload["offset"]) == (rig.topic, 0)
+    assert "helpdesk.ticket.created.v2" in row.payload["error"] and CREATED in row.payload["error"]
+    assert consumed(rig, "dead_lettered", "helpdesk.ticket.created.v2") == 1
+    assert consumed(rig, "ignored", CLOSED) == 1
+    assert consumed(rig, "ignored", "unknown") == 2  # unregistered types, one label for them all
+    assert consumed(rig, "processed") == 1
 
 
 async def test_a_new_consumer_in_the_group_resumes_after_the_committed_offsets(

@@ -76,7 +76,7 @@ from helpdesk_shared.chassis.metrics import CONSUMER_LAG, EVENTS_CONSUMED
 from helpdesk_shared.chassis.settings import ServiceSettings
 from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
 from helpdesk_shared.contracts.envelope import EventEnvelope
-from helpdesk_shared.contracts.registry import UnknownEventType, parse_event
+from helpdesk_shared.contracts.registry import EVENT_TYPES, UnknownEventType, parse_event
 
 log = get_logger(__name__)
 
@@ -168,10 +168,22 @@ class PoisonMessage(Exception):
     """A message that can never be handled (not JSON, not a valid event)."""
 
 
+class UnsupportedEventVersion(Exception):
+    """An event this consumer handles, at a version it does not handle (yet): a producer was
+    deployed first. Dead-lettered rather than skipped, to be replayed once the consumer is."""
+
+
 class RetryRun(Exception):
     """Raised by a `Batched` handler whose run lost a race that a second attempt, in a new
     transaction, will most likely win (a concurrent transaction took what the run counted on):
     the run is applied once more as a whole before falling back to one event at a time."""
+
+
+def _event_name(event_type: str) -> str:
+    """The type without its version (`helpdesk.ticket.created` of `helpdesk.ticket.created.v2`);
+    empty for a type without one."""
+    name, dot, version = event_type.rpartition(".v")
+    return name if dot and version.isdecimal() and version.isascii() else ""
 
 
 def correlation_of(envelope: EventEnvelope[Any]) -> str:
@@ -358,6 +370,20 @@ class EventConsumer:
         # act on a backlog's stale picture (routing's SLA clocks after a restart) waits for it.
         self.caught_up = asyncio.Event()
         self._groups: dict[tuple[str, str], _RunGroup] = {}
+        # The handled types by name: another version of one is dead-lettered, not skipped (a
+        # producer deployed first would otherwise see its events vanish until this one catches up).
+        self._versions: dict[str, list[str]] = {}
+        for event_type in sorted(handlers):
+            if name := _event_name(event_type):
+                self._versions.setdefault(name, []).append(event_type)
+        # Made up front, so that skipping another service's event costs a dict lookup; types the
+        # registry does not know share one label value, so whatever arrives cannot add series.
+        self._ignored = {
+            event_type: EVENTS_CONSUMED.labels(self._service, event_type, "ignored")
+            for event_type in EVENT_TYPES
+            if event_type not in handlers
+        }
+        self._ignored_unregistered = EVENTS_CONSUMED.labels(self._service, "unknown", "ignored")
 
     async def run(self) -> None:
         backoff = 0.5
@@ -402,7 +428,8 @@ class EventConsumer:
             await self.handle_run(handler, run)
 
     async def decode_all(self, records: list[ConsumerRecord[Any, Any]]) -> list[_Decoded]:
-        """The records' events this consumer handles (poison ones dead-lettered, others' skipped)."""
+        """The records' events this consumer handles (poison ones and other versions of them
+        dead-lettered, other types skipped)."""
         return [d for record in records if (d := await self._decode(record)) is not None]
 
     def runs(self, decoded: list[_Decoded]) -> Iterator[tuple[Handler, list[_Decoded]]]:
@@ -429,7 +456,8 @@ class EventConsumer:
             await self.handle_event(first.envelope, topic=_topic(first), raw=first.raw, record=first.record)
 
     async def _decode(self, record: ConsumerRecord[Any, Any]) -> _Decoded | None:
-        """The record's event; None when it is another service's concern or was dead-lettered."""
+        """The record's event; None when it is another service's concern (skipped, counted as
+        ignored) or was dead-lettered."""
         try:
             raw = orjson.loads(record.value)
         except (orjson.JSONDecodeError, TypeError) as exc:
@@ -445,11 +473,25 @@ class EventConsumer:
             )
             return None
         if event_type not in self._handlers:
-            return None  # another service's concern
+            if versions := self._versions.get(_event_name(event_type)):
+                await self._dead_letter(
+                    record,
+                    raw,
+                    UnsupportedEventVersion(
+                        f"{event_type}: this consumer handles only {', '.join(versions)}; "
+                        "replay it once the consumer handles that version"
+                    ),
+                    event_type=event_type,
+                )
+            else:  # another service's concern: each reads what it needs from the shared topics
+                self._ignored.get(event_type, self._ignored_unregistered).inc()
+            return None
         try:
             envelope = parse_event(raw)
         except (ValidationError, UnknownEventType) as exc:
-            await self._dead_letter(record, raw, PoisonMessage(f"invalid {event_type}: {exc}"))
+            await self._dead_letter(
+                record, raw, PoisonMessage(f"invalid {event_type}: {exc}"), event_type=event_type
+            )
             return None
         return _Decoded(record, raw, envelope)
 
@@ -634,7 +676,10 @@ class EventConsumer:
         *,
         envelope: EventEnvelope[Any] | None = None,
         topic: str | None = None,
+        event_type: str | None = None,
     ) -> None:
+        """Send the message to the dead-letter topic; ``event_type`` names one that did not parse."""
+        event_type = envelope.type if envelope is not None else event_type or "unknown"
         original_topic = record.topic if record is not None else (topic or "")
         body = {
             "original": raw if raw is not None else _as_text(record.value if record else b""),
@@ -662,7 +707,7 @@ class EventConsumer:
                 topic=self._dlq,
                 key=envelope.subject if envelope else None,
                 event_id=uuid.uuid4(),
-                event_type=envelope.type if envelope else "unknown",
+                event_type=event_type,
                 payload=body,
                 headers={
                     "x-error": repr(error)[:500],
@@ -671,7 +716,7 @@ class EventConsumer:
                 },
             )
             await uow.commit()
-        EVENTS_CONSUMED.labels(self._service, envelope.type if envelope else "unknown", "dead_lettered").inc()
+        EVENTS_CONSUMED.labels(self._service, event_type, "dead_lettered").inc()
         log.error("event_dead_lettered", topic=original_topic, error=repr(error)[:500])
 
 

@@ -16,6 +16,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 EVENT_TYPE_PREFIX = "helpdesk."
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+WIRE_REQUIRED = ("specversion", "id", "source", "type", "data")
+"""Attributes every event carries on the wire: the CloudEvents-required ones and the payload.
+
+The published schemas require them and `parse_event` refuses an event without one, although the
+envelope model has defaults for some: those are for producers. A consumer that filled in a missing
+`id` would give each redelivery a new one, and its inbox would apply the event again."""
 
 
 class ContractModel(BaseModel):

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .envelope import CLOUDEVENTS_CONTENT_TYPE, EventPayload
+from .envelope import CLOUDEVENTS_CONTENT_TYPE, WIRE_REQUIRED, EventPayload
 from .registry import EVENT_PRODUCERS, EVENT_TYPES, envelope_model
 from .topics import ALL_TOPICS, DLQ_TOPIC, SERVICE_TOPIC, source_for, topic_for_event_type
 
@@ -48,8 +48,8 @@ ASYNCAPI_VERSION = "3.0.0"
 CONTRACTS_VERSION = "1.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 LOCAL_BROKER = "localhost:9092"
-# CloudEvents-required attributes plus the payload: always present on the wire.
-WIRE_REQUIRED = ("specversion", "id", "source", "type", "data")
+EXTENSION_ATTRIBUTE_NAME = "^[a-z0-9]{1,20}$"
+"""A CloudEvents attribute name: lower-case ASCII letters and digits, at most 20 characters."""
 
 
 def _dumps(document: dict[str, Any]) -> str:
@@ -88,6 +88,23 @@ def envelope_json_schema(
     properties["source"] = {**properties["source"], "examples": [source_for(producer)]}
     required = [name for name in schema.get("required", []) if name not in WIRE_REQUIRED]
     schema["required"] = [*WIRE_REQUIRED, *required]
+    # The schema is what may arrive, which is more than our producers write (the model forbids
+    # anything else): consumers accept CloudEvents attributes they do not know and drop them
+    # (`parse_event`), so another CloudEvents producer or a proxy adding one stays valid.
+    properties["dataschema"] = {
+        "description": "CloudEvents optional attribute: URI of the schema `data` adheres to "
+        "(accepted and ignored by consumers; the helpdesk services do not write it)",
+        "format": "uri",
+        "minLength": 1,
+        "title": "Dataschema",
+        "type": "string",
+    }
+    # No type for them: a pattern applies to the declared attributes too (`data` is an object).
+    schema["patternProperties"] = {
+        EXTENSION_ATTRIBUTE_NAME: {
+            "description": "CloudEvents extension attribute (accepted and ignored by consumers)"
+        }
+    }
     return schema
 
 

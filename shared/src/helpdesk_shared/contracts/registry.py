@@ -9,12 +9,14 @@ Consumers call `parse_event` on the raw Kafka value to get a typed envelope::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from types import ModuleType
 from typing import Any
 
+from pydantic import ValidationError
+
 from . import intake, kb, review, routing
-from .envelope import EventEnvelope, EventPayload, RawEnvelope, envelope_model
+from .envelope import WIRE_REQUIRED, EventEnvelope, EventPayload, RawEnvelope, envelope_model
 
 __all__ = [
     "EVENT_PRODUCERS",
@@ -89,17 +91,31 @@ def producer_of(cloudevent_type: str) -> str:
 
 _ENVELOPE_FIELDS = frozenset(EventEnvelope.model_fields) - {"data"}
 _ENVELOPE_KEYS = _ENVELOPE_FIELDS | {"data"}
+_WIRE_REQUIRED = frozenset(WIRE_REQUIRED)
+
+
+def _missing(present: Set[str], raw: Any) -> ValidationError:
+    """The error of an event lacking attributes the wire must carry: the envelope model's defaults
+    (a new id, now) are a producer's, and would hide it."""
+    return ValidationError.from_exception_data(
+        "EventEnvelope",
+        [{"type": "missing", "loc": (name,), "input": raw} for name in WIRE_REQUIRED if name not in present],
+    )
 
 
 def parse_event(raw: bytes | str | Mapping[str, Any]) -> EventEnvelope[Any]:
     """Validate a structured-mode CloudEvent and its data against the registered model.
 
     Raises `pydantic.ValidationError` for a malformed envelope or data (error
-    locations of the data start with `data`), `UnknownEventType` for a type
+    locations of the data start with `data`) or one without an attribute of
+    `WIRE_REQUIRED` (never filled in with a default: a new `id` on each
+    delivery would defeat the consumers' inbox), `UnknownEventType` for a type
     that is not registered. CloudEvents extension attributes other than
     `correlationid` and `traceparent` are accepted and dropped.
     """
     if isinstance(raw, Mapping):
+        if not raw.keys() >= _WIRE_REQUIRED:
+            raise _missing(raw.keys(), raw)
         event_type = raw.get("type")
         model = _TYPES.get(event_type) if isinstance(event_type, str) else None
         if model is not None and raw.keys() <= _ENVELOPE_KEYS:
@@ -108,6 +124,8 @@ def parse_event(raw: bytes | str | Mapping[str, Any]) -> EventEnvelope[Any]:
             return envelope_model(model).model_validate(raw)
     if isinstance(raw, bytes | str):
         envelope = RawEnvelope.model_validate_json(raw)
+        if not envelope.model_fields_set >= _WIRE_REQUIRED:
+            raise _missing(envelope.model_fields_set, raw)
     else:
         envelope = RawEnvelope.model_validate(dict(raw))
     model = payload_model(envelope.type)

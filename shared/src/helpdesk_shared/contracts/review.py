@@ -6,16 +6,26 @@ ordered; `answer_version` counts revisions (every version is kept).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from .common import ANSWER_TEXT, COMMENT_TEXT, MAX_LIST, QUESTION_TEXT, DomainName
 from .enums import AnswerFormat
 from .envelope import ContractModel, EventPayload
 
 PRODUCER = "review"
+
+
+def _not_the_author(author_id: UUID, reviewer_id: UUID | None) -> None:
+    """回答審核: an answer goes to a reviewer who is not its author. Checked on the model, so that
+    neither review can publish such an event nor another service accept one (intake would deliver
+    it to the customer)."""
+    if reviewer_id is not None and reviewer_id == author_id:
+        raise ValueError(
+            f"the reviewer {reviewer_id} is the answer's author: an answer is never reviewed by its author"
+        )
 
 
 class ReviewChecklist(ContractModel):
@@ -47,6 +57,11 @@ class AnswerSubmitted(EventPayload):
     )
     submitted_at: AwareDatetime = Field(description="When it was submitted")
 
+    @model_validator(mode="after")
+    def _reviewer_is_not_the_author(self) -> Self:
+        _not_the_author(self.author_id, self.reviewer_id)
+        return self
+
 
 class AnswerApproved(EventPayload):
     """A reviewer approved an answer version; kb may turn it into an FAQ draft."""
@@ -71,6 +86,14 @@ class AnswerApproved(EventPayload):
     )
     approved_at: AwareDatetime = Field(description="When it was approved")
 
+    @model_validator(mode="after")
+    def _approved_by_another_on_a_passed_checklist(self) -> Self:
+        _not_the_author(self.author_id, self.reviewer_id)
+        if not self.checklist.passed():
+            failed = ", ".join(name for name, held in self.checklist if not held)
+            raise ValueError(f"an approval needs every checklist item to hold; failed: {failed}")
+        return self
+
 
 class AnswerRejected(EventPayload):
     """A reviewer rejected an answer version; the author revises and resubmits."""
@@ -85,6 +108,11 @@ class AnswerRejected(EventPayload):
     checklist: ReviewChecklist = Field(description="The reviewer's checklist (what failed)")
     comment: str = Field(min_length=1, max_length=COMMENT_TEXT, description="What to revise")
     rejected_at: AwareDatetime = Field(description="When it was rejected")
+
+    @model_validator(mode="after")
+    def _reviewer_is_not_the_author(self) -> Self:
+        _not_the_author(self.author_id, self.reviewer_id)
+        return self
 
 
 class AnswerPublished(EventPayload):
@@ -103,6 +131,11 @@ class AnswerPublished(EventPayload):
         default_factory=list, max_length=MAX_LIST, description="Knowledge-base articles the answer cites"
     )
     published_at: AwareDatetime = Field(description="When it was published")
+
+    @model_validator(mode="after")
+    def _reviewer_is_not_the_author(self) -> Self:
+        _not_the_author(self.author_id, self.reviewer_id)
+        return self
 
 
 PAYLOADS: tuple[type[EventPayload], ...] = (
