@@ -287,6 +287,10 @@ def b64(raw: bytes) -> str:
         b64(b'["nope", "x"]'),
         b64(b'["2025-01-01T00:00:00+00:00", "not-a-uuid"]'),
         b64(b'[17, "3f1b7a9c-8f0e-4f7b-9a51-0c2d1e3f4a5b"]'),
+        # Decodes, but was never issued: every issued time has a UTC offset and a UTC reading.
+        b64(b'["2025-01-01T00:00:00", "3f1b7a9c-8f0e-4f7b-9a51-0c2d1e3f4a5b"]'),
+        b64(b'["9999-12-31T23:00:00-05:00", "3f1b7a9c-8f0e-4f7b-9a51-0c2d1e3f4a5b"]'),
+        b64(b'["0001-01-01T00:30:00+01:00", "3f1b7a9c-8f0e-4f7b-9a51-0c2d1e3f4a5b"]'),
     ],
 )
 def test_a_garbage_cursor_is_invalid_input(cursor: str) -> None:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from helpdesk_shared.chassis.pagination import (
-    InvalidCursor,
     PageParams,
     build_page,
-    decode_cursor,
     keyset_page,
 )
 from helpdesk_shared.chassis.uow import UnitOfWork
@@ -44,7 +40,6 @@ async def add_faq_candidate(uow: UnitOfWork, event: AnswerApproved) -> None:
 
 async def faq_candidates(uow: UnitOfWork, params: PageParams) -> tuple[list[FaqCandidate], str | None]:
     """A page of candidates, newest first; the answer id orders those promoted in one transaction."""
-    _refuse_foreign_cursor(params)
     stmt = keyset_page(
         select(FaqCandidate),
         created_col=FaqCandidate.created_at,
@@ -53,18 +48,3 @@ async def faq_candidates(uow: UnitOfWork, params: PageParams) -> tuple[list[FaqC
     )
     rows = (await uow.session.execute(stmt)).scalars().all()
     return build_page(list(rows), params, key=lambda c: (c.created_at, c.answer_id))
-
-
-def _refuse_foreign_cursor(params: PageParams) -> None:
-    """A cursor that decodes but was never issued here: a time without a UTC offset (read in
-    whatever zone the driver assumes) or one outside the years a UTC time can have (refused by the
-    database as a value "that could not be stored") is the client's malformed cursor too."""
-    if params.cursor is None:
-        return
-    created, _ = decode_cursor(params.cursor)
-    try:
-        if created.utcoffset() is None:
-            raise ValueError("no UTC offset")
-        created.astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidCursor("The cursor is malformed; start again without it") from exc

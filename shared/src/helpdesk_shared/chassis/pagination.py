@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
@@ -54,11 +54,26 @@ def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The sort key a cursor holds. One that decodes but was never issued (every issued time has
+    a UTC offset and a UTC reading) is as malformed as garbage: a time without an offset would be
+    read in whatever zone the driver assumes, and one past year 9999 in UTC is refused by the
+    database as a value "that could not be stored"."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, row_id = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created), uuid.UUID(row_id)
-    except (binascii.Error, ValueError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
+        moment = datetime.fromisoformat(created)
+        if moment.utcoffset() is None:
+            raise ValueError("no UTC offset")
+        moment.astimezone(UTC)
+        return moment, uuid.UUID(row_id)
+    except (
+        binascii.Error,
+        ValueError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+        orjson.JSONDecodeError,
+    ) as exc:
         raise InvalidCursor("The cursor is malformed; start again without it") from exc
 
 
