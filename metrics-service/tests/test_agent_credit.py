@@ -6,9 +6,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from helpdesk_runtime.testing import ServiceHarness, auth_headers, partition_records
+from helpdesk_runtime.testing import ServiceHarness, auth_headers, consume_from
 from helpdesk_shared.contracts import EventEnvelope, TicketAssigned, TicketTransferred
 from metrics_service.models import TicketFact
 
@@ -41,13 +40,6 @@ def transferred(
     )
 
 
-async def from_routing(metrics: ServiceHarness, *events: EventEnvelope[Any]) -> None:
-    """As they come off routing's topic: a type metrics has no handler for is skipped there."""
-    consumer = metrics.runtime.consumer
-    assert consumer is not None
-    await consumer.handle_records(partition_records(list(events), "helpdesk.routing"))
-
-
 @dataclass(frozen=True)
 class Credit:
     agent_id: uuid.UUID | None
@@ -75,8 +67,9 @@ async def test_a_transfer_credits_the_new_assignee_and_leaves_the_assignment_alo
     now = datetime.now(UTC)
     before = await tickets_assigned(metrics)
 
-    await from_routing(
+    await consume_from(
         metrics,
+        "helpdesk.routing",
         assigned(ticket_id, first, now),
         transferred(ticket_id, first, second, now + timedelta(minutes=5)),
     )
@@ -93,8 +86,9 @@ async def test_the_newest_hand_over_wins_whatever_order_the_events_arrive_in(met
 
     # Assigned, transferred, then reopened and assigned to a third agent — delivered backwards.
     reopened = uuid.uuid4()
-    await from_routing(
+    await consume_from(
         metrics,
+        "helpdesk.routing",
         assigned(reopened, third, now + timedelta(hours=1)),
         transferred(reopened, first, second, now + timedelta(minutes=5)),
         assigned(reopened, first, now),
@@ -103,8 +97,11 @@ async def test_the_newest_hand_over_wins_whatever_order_the_events_arrive_in(met
 
     # The transfer before the assignment it followed.
     late = uuid.uuid4()
-    await from_routing(
-        metrics, transferred(late, first, second, now + timedelta(minutes=5)), assigned(late, first, now)
+    await consume_from(
+        metrics,
+        "helpdesk.routing",
+        transferred(late, first, second, now + timedelta(minutes=5)),
+        assigned(late, first, now),
     )
     row = await fact(metrics, late)
     assert row.agent_id == second

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from helpdesk_runtime.testing import ServiceHarness, auth_headers, partition_records
+from helpdesk_runtime.testing import ServiceHarness, auth_headers, consume_from
 from helpdesk_shared.contracts import (
     EventEnvelope,
     TicketAssigned,
@@ -82,13 +81,6 @@ def queued(ticket_id: uuid.UUID, at: datetime) -> EventEnvelope[TicketQueued]:
     )
 
 
-async def from_routing(review: ServiceHarness, *events: EventEnvelope[Any]) -> None:
-    """As they come off routing's topic: a type review has no handler for is skipped there."""
-    consumer = review.runtime.consumer
-    assert consumer is not None
-    await consumer.handle_records(partition_records(list(events), "helpdesk.routing"))
-
-
 async def test_a_transfer_moves_the_owner_with_the_collaborator_who_took_it_leaving_the_list(
     review: ServiceHarness,
 ) -> None:
@@ -96,8 +88,9 @@ async def test_a_transfer_moves_the_owner_with_the_collaborator_who_took_it_leav
     now = datetime.now(UTC)
     moved_at = now + timedelta(minutes=3)
 
-    await from_routing(
+    await consume_from(
         review,
+        "helpdesk.routing",
         assigned(ticket_id, first, now),
         EventEnvelope.wrap(
             TicketCollaboratorsChanged(
@@ -125,8 +118,10 @@ async def test_a_transfer_older_than_the_latest_assignment_changes_nothing(revie
     ticket_id, first, second, latest = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
 
-    await from_routing(review, assigned(ticket_id, latest, now))
-    await from_routing(review, transferred(ticket_id, first, second, now - timedelta(minutes=1)))
+    await consume_from(review, "helpdesk.routing", assigned(ticket_id, latest, now))
+    await consume_from(
+        review, "helpdesk.routing", transferred(ticket_id, first, second, now - timedelta(minutes=1))
+    )
 
     owner = await review.client.get(f"/v1/tickets/{ticket_id}/owner", headers=AGENT)
     assert owner.json()["agent_id"] == str(latest)
@@ -138,17 +133,22 @@ async def test_a_ticket_handed_back_to_the_queue_has_no_owner_until_assigned_aga
     ticket_id, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
 
-    await from_routing(review, assigned(ticket_id, first, now), queued(ticket_id, now + timedelta(minutes=1)))
+    await consume_from(
+        review,
+        "helpdesk.routing",
+        assigned(ticket_id, first, now),
+        queued(ticket_id, now + timedelta(minutes=1)),
+    )
     gone = await review.client.get(f"/v1/tickets/{ticket_id}/owner", headers=AGENT)
     assert gone.status_code == 404
     assert gone.headers["content-type"] == "application/problem+json"
     assert gone.json()["type"].endswith("/ticket-owner-unknown")
 
     # An assignment older than the hand-back, arriving late, must not bring the old owner back.
-    await from_routing(review, assigned(ticket_id, first, now - timedelta(minutes=5)))
+    await consume_from(review, "helpdesk.routing", assigned(ticket_id, first, now - timedelta(minutes=5)))
     assert (await review.client.get(f"/v1/tickets/{ticket_id}/owner", headers=AGENT)).status_code == 404
 
-    await from_routing(review, assigned(ticket_id, second, now + timedelta(minutes=2)))
+    await consume_from(review, "helpdesk.routing", assigned(ticket_id, second, now + timedelta(minutes=2)))
     again = await review.client.get(f"/v1/tickets/{ticket_id}/owner", headers=AGENT)
     assert again.status_code == 200
     assert again.json()["agent_id"] == str(second)
@@ -158,7 +158,12 @@ async def test_a_queue_entry_older_than_the_assignment_leaves_the_owner(review: 
     ticket_id, agent = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
 
-    await from_routing(review, assigned(ticket_id, agent, now), queued(ticket_id, now - timedelta(minutes=1)))
+    await consume_from(
+        review,
+        "helpdesk.routing",
+        assigned(ticket_id, agent, now),
+        queued(ticket_id, now - timedelta(minutes=1)),
+    )
 
     owner = await review.client.get(f"/v1/tickets/{ticket_id}/owner", headers=AGENT)
     assert owner.status_code == 200
@@ -171,10 +176,10 @@ async def test_queued_before_any_assignment_is_a_404_then_the_assignment_shows(
     ticket_id, agent = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
 
-    await from_routing(review, queued(ticket_id, now))
+    await consume_from(review, "helpdesk.routing", queued(ticket_id, now))
     assert (await review.client.get(f"/v1/tickets/{ticket_id}/owner", headers=AGENT)).status_code == 404
 
-    await from_routing(review, assigned(ticket_id, agent, now + timedelta(seconds=1)))
+    await consume_from(review, "helpdesk.routing", assigned(ticket_id, agent, now + timedelta(seconds=1)))
     owner = await review.client.get(f"/v1/tickets/{ticket_id}/owner", headers=AGENT)
     assert owner.json()["agent_id"] == str(agent)
 
@@ -187,8 +192,9 @@ async def test_a_hand_back_and_the_reassignment_stamped_alike_leave_the_new_assi
     now = datetime.now(UTC)
     handed_back = now + timedelta(minutes=1)
 
-    await from_routing(
+    await consume_from(
         review,
+        "helpdesk.routing",
         assigned(ticket_id, first, now),
         queued(ticket_id, handed_back),
         assigned(ticket_id, second, handed_back),

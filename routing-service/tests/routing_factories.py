@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
+from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts import (
     EventEnvelope,
     Priority,
@@ -181,3 +183,43 @@ async def team_with_lead(routing: ServiceHarness, *domains: str) -> tuple[str, l
         await agent(routing, team_id=team_id, domains=[domain], max_concurrent=5) for domain in domains
     ]
     return lead, members
+
+
+async def ticket_sla(harness: ServiceHarness, ticket_id: uuid.UUID) -> dict[str, Any]:
+    """`GET /v1/tickets/{id}/sla`, its timers by target."""
+    response = await harness.client.get(f"/v1/tickets/{ticket_id}/sla", headers=auth_headers("agent"))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    body["timers"] = {t["target"]: t for t in body["timers"]}
+    return body
+
+
+async def events(harness: ServiceHarness, ticket_id: uuid.UUID, *types: type[Any]) -> list[dict[str, Any]]:
+    """The ticket's outbox events of these types, in publication order: their type and data."""
+    names = [t.cloudevent_type() for t in types]
+    async with harness.uow() as uow:
+        rows = await uow.session.execute(
+            select(OUTBOX.c.payload)
+            .where(OUTBOX.c.key == str(ticket_id), OUTBOX.c.event_type.in_(names))
+            .order_by(OUTBOX.c.seq)
+        )
+        return [{"type": r.payload["type"], **r.payload["data"]} for r in rows]
+
+
+async def waiting_for_lock_of(routing: ServiceHarness, holder: UnitOfWork, within: float = 10.0) -> None:
+    """Until another backend waits for a lock ``holder``'s transaction holds (pg_stat_activity)."""
+    pid = await holder.session.scalar(text("SELECT pg_backend_pid()"))
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        async with routing.uow() as uow:
+            blocked = await uow.session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND CAST(:pid AS integer) = ANY(pg_blocking_pids(pid))"
+                ),
+                {"pid": pid},
+            )
+        if blocked:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"nothing waited for backend {pid}'s locks"
+        await asyncio.sleep(0.02)

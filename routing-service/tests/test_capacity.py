@@ -13,11 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from routing_factories import isolated_team, published, queue_entry, ticket_created
-from sqlalchemy import delete, select, text
+from routing_factories import isolated_team, published, queue_entry, ticket_created, waiting_for_lock_of
+from sqlalchemy import delete, select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
-from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts import EventEnvelope, Priority, TicketReopened, TicketResolved, TicketStatus
 from routing_service import capacity
 from routing_service.app import create_app
@@ -56,25 +55,6 @@ def reopened(
         source="/helpdesk/intake",
         subject=str(ticket_id),
     )
-
-
-async def waiting_for_lock_of(routing: ServiceHarness, holder: UnitOfWork, within: float = 10.0) -> None:
-    """Until another backend waits for a lock ``holder``'s transaction holds (pg_stat_activity)."""
-    pid = await holder.session.scalar(text("SELECT pg_backend_pid()"))
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        async with routing.uow() as uow:
-            blocked = await uow.session.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND CAST(:pid AS integer) = ANY(pg_blocking_pids(pid))"
-                ),
-                {"pid": pid},
-            )
-        if blocked:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"nothing waited for backend {pid}'s locks"
-        await asyncio.sleep(0.02)
 
 
 async def owner(routing: ServiceHarness, ticket_id: uuid.UUID) -> uuid.UUID | None:

@@ -16,34 +16,15 @@ from routing_factories import (
     owner_of,
     published,
     ticket_created,
+    waiting_for_lock_of,
 )
 from sqlalchemy import text
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
-from helpdesk_shared.chassis.uow import UnitOfWork
 
 STATUS_CHANGED = "helpdesk.agent.status_changed.v1"
 QUEUED = "helpdesk.ticket.queued.v1"
 ASSIGNED = "helpdesk.ticket.assigned.v1"
-
-
-async def waiting_for_lock_of(routing: ServiceHarness, holder: UnitOfWork, within: float = 10.0) -> None:
-    """Until another backend waits for a lock ``holder``'s transaction holds (pg_stat_activity)."""
-    pid = await holder.session.scalar(text("SELECT pg_backend_pid()"))
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        async with routing.uow() as uow:
-            blocked = await uow.session.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND CAST(:pid AS integer) = ANY(pg_blocking_pids(pid))"
-                ),
-                {"pid": pid},
-            )
-        if blocked:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"nothing waited for backend {pid}'s locks"
-        await asyncio.sleep(0.02)
 
 
 async def put(

@@ -18,11 +18,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
-from routing_factories import consume, delivered
-from sqlalchemy import delete, select, update
+from routing_factories import consume, delivered, events, ticket_sla
+from sqlalchemy import delete, update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
-from helpdesk_shared.chassis.db import OUTBOX
 from helpdesk_shared.contracts import (
     EventEnvelope,
     Priority,
@@ -103,25 +102,6 @@ def submitted(ticket_id: uuid.UUID, at: datetime) -> EventEnvelope[Any]:
 
 def reopened(ticket_id: uuid.UUID, at: datetime, previous: TicketStatus) -> EventEnvelope[Any]:
     return wrap(TicketReopened(ticket_id=ticket_id, previous_status=previous, reopen_count=1, reopened_at=at))
-
-
-async def ticket_sla(harness: ServiceHarness, ticket_id: uuid.UUID) -> dict[str, Any]:
-    response = await harness.client.get(f"/v1/tickets/{ticket_id}/sla", headers=AGENT)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    body["timers"] = {t["target"]: t for t in body["timers"]}
-    return body
-
-
-async def events(harness: ServiceHarness, ticket_id: uuid.UUID, *types: type[Any]) -> list[dict[str, Any]]:
-    names = [t.cloudevent_type() for t in types]
-    async with harness.uow() as uow:
-        rows = await uow.session.execute(
-            select(OUTBOX.c.payload)
-            .where(OUTBOX.c.key == str(ticket_id), OUTBOX.c.event_type.in_(names))
-            .order_by(OUTBOX.c.seq)
-        )
-        return [{"type": r.payload["type"], **r.payload["data"]} for r in rows]
 
 
 def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:

@@ -20,11 +20,10 @@ from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import pytest
-from routing_factories import delivered
+from routing_factories import delivered, events, ticket_sla
 from sqlalchemy import delete, select, update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
-from helpdesk_shared.chassis.db import OUTBOX
 from helpdesk_shared.contracts import (
     EventEnvelope,
     Priority,
@@ -47,7 +46,6 @@ from routing_service.settings import RoutingSettings
 from routing_service.sla_timers import fire_due, sla_timer_worker
 
 SH = ZoneInfo("Asia/Shanghai")
-AGENT = auth_headers("agent")
 LEAD = auth_headers("lead")
 CN = cn_default()
 MONDAY_9 = datetime(2026, 3, 2, 9, 0, tzinfo=SH)  # an ordinary working Monday
@@ -106,25 +104,6 @@ async def handle(clocks: ServiceHarness, event: EventEnvelope[Any]) -> bool:
     consumer = clocks.runtime.consumer
     assert consumer is not None
     return await consumer.handle_event(event, topic="helpdesk.intake")
-
-
-async def ticket_sla(clocks: ServiceHarness, ticket_id: uuid.UUID) -> dict[str, Any]:
-    response = await clocks.client.get(f"/v1/tickets/{ticket_id}/sla", headers=AGENT)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    body["timers"] = {t["target"]: t for t in body["timers"]}
-    return body
-
-
-async def events(clocks: ServiceHarness, ticket_id: uuid.UUID, *types: type[Any]) -> list[dict[str, Any]]:
-    names = [t.cloudevent_type() for t in types]
-    async with clocks.uow() as uow:
-        rows = await uow.session.execute(
-            select(OUTBOX.c.payload)
-            .where(OUTBOX.c.key == str(ticket_id), OUTBOX.c.event_type.in_(names))
-            .order_by(OUTBOX.c.seq)
-        )
-        return [{"type": r.payload["type"], **r.payload["data"]} for r in rows]
 
 
 def utc(instant: datetime) -> str:

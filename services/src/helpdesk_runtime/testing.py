@@ -50,6 +50,14 @@ def partition_records(events: list[EventEnvelope[Any]], topic: str) -> list[Cons
     ]
 
 
+async def consume_from(harness: ServiceHarness, topic: str, *events: EventEnvelope[Any]) -> None:
+    """The events as they come off `topic` into the service's consumer: a type it has no handler
+    for is skipped there, as in production."""
+    consumer = harness.runtime.consumer
+    assert consumer is not None
+    await consumer.handle_records(partition_records(list(events), topic))
+
+
 async def migrate(url: str, package: str) -> None:
     await asyncio.to_thread(upgrade_database, url, package)
 
