@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from intake_factories import assign
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import Connection
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.auth import Principal
-from helpdesk_shared.chassis.db import asyncpg_url
+from helpdesk_shared.chassis.db import OUTBOX, asyncpg_url
 from helpdesk_shared.chassis.migrations import upgrade_database
 from helpdesk_shared.contracts.enums import Role
 from intake_service import privacy
@@ -532,3 +533,48 @@ async def test_the_migration_runs_again_after_failing_halfway(infra: Infra) -> N
     finally:
         await engine.dispose()
     assert valid is True
+
+
+async def erased_events(intake: ServiceHarness, customer_id: str) -> list[dict[str, Any]]:
+    """The `customer.erased` events of one customer in the outbox, as published (envelope and data)."""
+    async with intake.uow() as uow:
+        rows = (
+            await uow.session.execute(
+                select(OUTBOX.c.payload)
+                .where(OUTBOX.c.key == customer_id, OUTBOX.c.event_type == "helpdesk.customer.erased.v1")
+                .order_by(OUTBOX.c.seq)
+            )
+        ).scalars()
+        return [dict(row) for row in rows]
+
+
+async def test_erasure_tells_the_other_services_which_tickets_to_forget_one_event_per_batch(
+    intake: ServiceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(privacy, "ERASURE_BATCH", 2)
+    customer = person()
+    created = [
+        await create(
+            intake, customer, subject=f"第 {n} 張", description=f"我是{NAME}，電話 {customer['phone']}"
+        )
+        for n in range(5)
+    ]
+    customer_id = created[0]["customer_id"]
+    async with intake.uow() as uow:  # a customer intake knows without a ticket: nothing to forget
+        ticketless = Customer(external_id=f"c-{uuid.uuid4()}", name=NAME)
+        uow.session.add(ticketless)
+        await uow.commit()
+        ticketless_id = str(ticketless.id)
+
+    await erase(intake, customer_id)
+    await erase(intake, ticketless_id)
+
+    events = await erased_events(intake, customer_id)
+    assert [e["data"]["ticket_ids"] for e in events] == [
+        sorted(t["id"] for t in created)[start : start + 2] for start in (0, 2, 4)
+    ]  # erasure's batches: in ticket id order
+    assert {(e["subject"], e["data"]["customer_id"]) for e in events} == {(customer_id, customer_id)}
+    published = str(events)
+    for personal in (NAME, customer["email"], customer["phone"], customer["external_id"]):
+        assert personal not in published
+    assert await erased_events(intake, ticketless_id) == []

@@ -23,6 +23,7 @@ from helpdesk_shared.contracts import (
     EVENT_TYPES,
     SERVICE_TOPIC,
     AgentStatusChanged,
+    CustomerErased,
     EventEnvelope,
     EventPayload,
     KbArticlePublished,
@@ -41,7 +42,8 @@ from helpdesk_shared.contracts import (
 )
 from helpdesk_shared.contracts import envelope as envelope_module
 
-# Every event type named in ARCHITECTURE.md §2, by the service that publishes it.
+# Every event type named in ARCHITECTURE.md §2, by the service that publishes it, and those added
+# since (customer.erased: erasure reaches the services that keep customers' text).
 ARCHITECTURE_EVENTS: dict[str, list[str]] = {
     "intake": [
         "ticket.created",
@@ -52,6 +54,7 @@ ARCHITECTURE_EVENTS: dict[str, list[str]] = {
         "ticket.closed",
         "ticket.rated",
         "complaint.updated",
+        "customer.erased",
     ],
     "routing": [
         "ticket.classified",
@@ -148,7 +151,7 @@ def _pii_fields(model: type[BaseModel]) -> list[str]:
 
 def test_every_architecture_event_type_is_registered_with_its_producer() -> None:
     assert sorted(EVENT_TYPES) == ALL_TYPES
-    assert len(ALL_TYPES) == 24
+    assert len(ALL_TYPES) == 25
     for ce_type, service in EXPECTED_PRODUCER.items():
         assert producer_of(ce_type) == service, ce_type
         assert payload_model(ce_type).cloudevent_type() == ce_type
@@ -238,6 +241,20 @@ def test_aggregate_id_is_the_key_and_subject() -> None:
     assert article.aggregate_id() == str(article.article_id)
     assert EventEnvelope.wrap(ticket, source="/helpdesk/routing").subject == str(ticket.ticket_id)
     assert EventEnvelope.wrap(ticket, source="/helpdesk/routing", subject="x").subject == "x"
+
+
+def test_customer_erased_is_keyed_by_the_customer_and_names_one_batch_of_tickets() -> None:
+    assert CustomerErased.cloudevent_type() == "helpdesk.customer.erased.v1"
+    assert set(CustomerErased.model_fields) == {"customer_id", "ticket_ids", "erased_at"}
+    customer_id = uuid4()
+    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    erased = CustomerErased(customer_id=customer_id, ticket_ids=[uuid4() for _ in range(500)], erased_at=now)
+    assert erased.aggregate_id() == str(customer_id)
+    assert EventEnvelope.wrap(erased, source="/helpdesk/intake").subject == str(customer_id)
+    assert topic_for_event_type(CustomerErased.cloudevent_type()) == "helpdesk.intake"
+    for wrong in ([], [uuid4() for _ in range(501)]):
+        with pytest.raises(ValidationError, match="ticket_ids"):
+            CustomerErased(customer_id=customer_id, ticket_ids=wrong, erased_at=now)
 
 
 # --- envelope round trips and parse errors -----------------------------------------------------

@@ -4,7 +4,9 @@ Personal data lives only in intake: the `customers` table, the text customers wr
 messages, rating comments, attachment names) and the raw emails the email channel archived;
 events and logs carry the customer's id. Erasure blanks the contact data and the archived
 emails, and takes the person out of the text: the tickets stay, so the team's history and
-metrics survive while the person becomes anonymous.
+metrics survive while the person becomes anonymous. Routing and kb keep copies of customers' text
+(classification text, training examples, FAQ candidates): `customer.erased` events, one per batch
+of tickets, tell them which tickets' text to forget.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.problems import NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import Role
+from helpdesk_shared.contracts.intake import ERASED_TICKETS_PER_EVENT, CustomerErased
 from intake_service.domain.privacy import (
     email_in_external_id,
     field_max_length,
@@ -55,6 +58,7 @@ UNMASKED_ROLES = frozenset({Role.LEAD, Role.ADMIN})
 # Tickets rewritten per round of statements: a customer with thousands of tickets is erased in a
 # few dozen statements, never one per ticket, and never with all their text in memory at once.
 ERASURE_BATCH = 500
+assert ERASURE_BATCH <= ERASED_TICKETS_PER_EVENT, "one customer.erased event names one batch"
 # Redaction can lengthen text (`a@b.c` → `[email]`): cut back to what the columns hold.
 _SUBJECT_LENGTH = field_max_length(TicketCreate, "subject")
 _ATTACHMENT_NAME_LENGTH = field_max_length(AttachmentIn, "name")
@@ -247,7 +251,9 @@ async def erase_customer(uow: UnitOfWork, customer_id: uuid.UUID, principal: Pri
     channel locks a ticket before it upserts the ticket's customer (a reply to a closed ticket
     opens a follow-up), so the customer is locked after the tickets, not before.
 
-    Each archived email stays, emptied, so a redelivery of one is still recognised.
+    Each archived email stays, emptied, so a redelivery of one is still recognised. Each batch of
+    tickets is announced (`customer.erased`) in the same transaction, so routing and kb forget
+    their copies of the text exactly when intake does; a customer without tickets announces nothing.
     """
     await _lock_tickets(uow, customer_id)
     customer = await _load(uow, customer_id, for_update=True)
@@ -257,8 +263,16 @@ async def erase_customer(uow: UnitOfWork, customer_id: uuid.UUID, principal: Pri
     person = _Person.of(customer)
     addresses = (customer.email, email_in_external_id(customer.external_id))
     senders = sorted({digest for digest in map(sender_hash, addresses) if digest})
+    erased_at = customer.erased_at or datetime.now(UTC)
     for start in range(0, len(ticket_ids), ERASURE_BATCH):
-        await _rewrite_batch(uow, person, ticket_ids[start : start + ERASURE_BATCH])
+        batch = ticket_ids[start : start + ERASURE_BATCH]
+        await _rewrite_batch(uow, person, batch)
+        # Erasing again announces again: a service that missed the first one (restored from a
+        # backup, say) catches up, and the others find nothing left to forget.
+        uow.publish(
+            CustomerErased(customer_id=customer_id, ticket_ids=batch, erased_at=erased_at),
+            subject=str(customer_id),
+        )
     for digest in senders:
         await lock_sender(uow, digest)
     # The ids as one array, not a subquery: each arm of the OR then reads its own index.
@@ -275,7 +289,7 @@ async def erase_customer(uow: UnitOfWork, customer_id: uuid.UUID, principal: Pri
         .values(raw=b"", sender_hash=None)
     )
     customer.name = customer.email = customer.phone = customer.external_id = None
-    customer.erased_at = customer.erased_at or datetime.now(UTC)
+    customer.erased_at = erased_at
     out = customer_view(customer, principal)
     await uow.commit()
     return out

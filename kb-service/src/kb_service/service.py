@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from helpdesk_shared.chassis.pagination import (
@@ -11,6 +11,7 @@ from helpdesk_shared.chassis.pagination import (
     keyset_page,
 )
 from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.intake import CustomerErased
 from helpdesk_shared.contracts.review import AnswerApproved
 from kb_service.models import FaqCandidate
 
@@ -35,6 +36,16 @@ async def add_faq_candidate(uow: UnitOfWork, event: AnswerApproved) -> None:
             where=FaqCandidate.answer_version < insert.excluded.answer_version,
         )
     )
+    await uow.commit()
+
+
+async def forget_erased_customer(uow: UnitOfWork, event: CustomerErased) -> None:
+    """An erased customer's question must not survive as a candidate: those of their tickets go.
+
+    Whole rows, not just the question: the approved answer addresses the customer too (by name,
+    often), and a candidate without its question is no use to an editor.
+    """
+    await uow.session.execute(delete(FaqCandidate).where(FaqCandidate.ticket_id.in_(event.ticket_ids)))
     await uow.commit()
 
 

@@ -9,6 +9,7 @@ from helpdesk_shared.chassis.consumer import Batched, Handler, InboxClaim
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.intake import (
+    CustomerErased,
     TicketAnswerDelivered,
     TicketClosed,
     TicketCreated,
@@ -49,6 +50,17 @@ async def on_ticket_closed(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
     await capacity.release_ticket(uow, event.data.ticket_id)
 
 
+async def on_customer_erased(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    """The erased customer's text and the training examples it became go (see `forget_erased`).
+
+    The active classifier was trained before: its vocabulary may still hold words of the erased
+    text until the next retrain. None is started here — retraining is a lead's decision, and one
+    per erasure would retrain on every request.
+    """
+    await resolved_examples.forget_erased(uow, event.data)
+    await uow.commit()
+
+
 async def on_ticket_reopened(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
     await sla.ticket_reopened(uow, event.data)
     await capacity.reassign_reopened(uow, event.data)
@@ -72,5 +84,6 @@ HANDLERS: dict[str, Handler] = {
     TicketReopened.cloudevent_type(): on_ticket_reopened,
     TicketAnswerDelivered.cloudevent_type(): on_answer_delivered,
     AnswerSubmitted.cloudevent_type(): on_answer_submitted,
+    CustomerErased.cloudevent_type(): on_customer_erased,
 }
 CONSUMES = ["helpdesk.intake", "helpdesk.review"]

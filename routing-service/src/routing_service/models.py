@@ -137,6 +137,8 @@ class TrainingExample(Base):
 
     Uniqueness is on a SHA-256 of the text (with the domain) rather than the text itself:
     a B-tree entry is limited to about 2.7 kB, which a long Chinese question exceeds.
+    ``ticket_id`` names the resolved ticket the text came from, so that the customer's erasure
+    finds it (imported examples have none, nor do those stored before it was kept).
     """
 
     __tablename__ = "training_examples"
@@ -150,6 +152,7 @@ class TrainingExample(Base):
     text_hash: Mapped[str] = mapped_column(String(64))
     domain: Mapped[str] = mapped_column(String(100))
     source: Mapped[str] = mapped_column(String(20))
+    ticket_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -39,6 +39,7 @@ from .envelope import (
 )
 from .intake import (
     ComplaintUpdated,
+    CustomerErased,
     TicketAnswerDelivered,
     TicketClosed,
     TicketCreated,
@@ -110,6 +111,7 @@ __all__ = [
     "ComplaintUpdated",
     "Confidentiality",
     "ContractModel",
+    "CustomerErased",
     "DomainScore",
     "EscalationReason",
     "EventEnvelope",

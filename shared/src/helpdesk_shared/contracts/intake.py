@@ -199,6 +199,30 @@ class ComplaintUpdated(EventPayload):
     updated_at: AwareDatetime = Field(description="When the change was made")
 
 
+ERASED_TICKETS_PER_EVENT = 500
+"""Ticket ids in one `CustomerErased`: intake erases a customer's tickets in batches of this size."""
+
+
+class CustomerErased(EventPayload):
+    """A customer was erased on request (保密): intake took the person out of these tickets' text.
+
+    Services that keep customers' own words (routing's classification text and training examples,
+    kb's FAQ candidates) forget them for these tickets. A customer with more tickets than fit in one
+    event gets several, one per batch erasure rewrote; one with no tickets gets none.
+    """
+
+    event_type: ClassVar[str] = "customer.erased"
+    aggregate_field: ClassVar[str] = "customer_id"
+
+    customer_id: UUID = Field(description="Intake's pseudonymous customer id (aggregate id, Kafka key)")
+    ticket_ids: list[UUID] = Field(
+        min_length=1,
+        max_length=ERASED_TICKETS_PER_EVENT,
+        description="The customer's tickets this event covers (one erasure batch)",
+    )
+    erased_at: AwareDatetime = Field(description="When the customer was erased")
+
+
 PAYLOADS: tuple[type[EventPayload], ...] = (
     TicketCreated,
     TicketMessageReceived,
@@ -208,5 +232,6 @@ PAYLOADS: tuple[type[EventPayload], ...] = (
     TicketClosed,
     TicketRated,
     ComplaintUpdated,
+    CustomerErased,
 )
-"""Every payload intake publishes, in ARCHITECTURE.md order."""
+"""Every payload intake publishes, in ARCHITECTURE.md order (then those added since)."""
