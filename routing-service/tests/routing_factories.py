@@ -44,6 +44,17 @@ def ticket_created(**overrides: Any) -> EventEnvelope[Any]:
     return EventEnvelope.wrap(payload, source="/helpdesk/intake", subject=str(ticket_id))
 
 
+def ticket_created_at(at: datetime, **overrides: Any) -> EventEnvelope[Any]:
+    """A claim-progress question created at `at` (the SLA tests' ticket: no rule or domain of its own)."""
+    fields: dict[str, Any] = {
+        "number": "HD-000042",
+        "subject": "保單理賠進度",
+        "description": "上個月提交的理賠申請還沒有結果",
+        "created_at": at,
+    }
+    return ticket_created(**(fields | overrides))
+
+
 async def isolated_team(routing: ServiceHarness, *capacities: int) -> list[str]:
     """A world of its own: every existing agent offline, the queue empty, fresh agents added."""
     async with routing.uow() as uow:

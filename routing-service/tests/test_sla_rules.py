@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 from routing_factories import consume, delivered, events, ticket_sla
+from routing_factories import ticket_created_at as created
 from sqlalchemy import delete, update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
@@ -27,7 +28,6 @@ from helpdesk_shared.contracts import (
     Priority,
     SlaBreached,
     SlaWarning,
-    TicketCreated,
     TicketEscalated,
     TicketQueued,
     TicketReopened,
@@ -76,21 +76,6 @@ async def clocks(rules: ServiceHarness) -> ServiceHarness:
 
 def wrap(payload: Any, source: str = "/helpdesk/intake") -> EventEnvelope[Any]:
     return EventEnvelope.wrap(payload, source=source, subject=str(payload.ticket_id))
-
-
-def created(at: datetime, **overrides: Any) -> EventEnvelope[Any]:
-    fields: dict[str, Any] = {
-        "ticket_id": uuid.uuid4(),
-        "number": "HD-000777",
-        "channel": "web",
-        "kind": "question",
-        "subject": "保單理賠進度",
-        "description": "上個月提交的理賠申請還沒有結果",
-        "priority": Priority.NORMAL,
-        "customer_id": uuid.uuid4(),
-        "created_at": at,
-    }
-    return wrap(TicketCreated(**(fields | overrides)))
 
 
 def submitted(ticket_id: uuid.UUID, at: datetime) -> EventEnvelope[Any]:

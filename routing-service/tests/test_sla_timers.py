@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from routing_factories import delivered, events, ticket_sla
+from routing_factories import ticket_created_at as created
 from sqlalchemy import delete, select, update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
@@ -31,7 +32,6 @@ from helpdesk_shared.contracts import (
     SlaWarning,
     TicketClassified,
     TicketClosed,
-    TicketCreated,
     TicketEscalated,
     TicketReopened,
     TicketResolved,
@@ -79,21 +79,6 @@ async def no_clocks(clocks: ServiceHarness) -> None:
 
 def wrap(payload: Any) -> EventEnvelope[Any]:
     return EventEnvelope.wrap(payload, source="/helpdesk/intake", subject=str(payload.ticket_id))
-
-
-def created(at: datetime, **overrides: Any) -> EventEnvelope[Any]:
-    fields: dict[str, Any] = {
-        "ticket_id": uuid.uuid4(),
-        "number": "HD-000042",
-        "channel": "web",
-        "kind": "question",
-        "subject": "保單理賠進度",
-        "description": "上個月提交的理賠申請還沒有結果",
-        "priority": Priority.NORMAL,
-        "customer_id": uuid.uuid4(),
-        "created_at": at,
-    }
-    return wrap(TicketCreated(**(fields | overrides)))
 
 
 def reopened(ticket_id: uuid.UUID, at: datetime, previous: TicketStatus) -> EventEnvelope[Any]:
