@@ -478,13 +478,25 @@ def run_migrate(monkeypatch: pytest.MonkeyPatch, command: list[str], env: dict[s
     return calls
 
 
+REPLICATION_FACTORS: list[int] = []  # what each recorded `ensure_topics` call was asked for
+
+
 @pytest.fixture
 def recorded_topics(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, int], float]]:
     """`ensure_topics` replaced by a recorder of its calls: (bootstrap servers, topics, timeout)."""
     calls: list[tuple[str, dict[str, int], float]] = []
+    replication: list[int] = REPLICATION_FACTORS
+    replication.clear()
 
-    async def ensure_topics(bootstrap: str, topics: dict[str, int], *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    async def ensure_topics(
+        bootstrap: str,
+        topics: dict[str, int],
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+        replication_factor: int = 1,
+    ) -> None:
         calls.append((bootstrap, dict(topics), timeout))
+        replication.append(replication_factor)
 
     monkeypatch.setattr(cli, "ensure_topics", ensure_topics)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
@@ -1111,6 +1123,18 @@ def test_topics_command_creates_every_topic_with_the_prefix(
     # The names are the ones the services publish to and consume (their settings' prefix).
     settings = settings_class("intake")(database_url=TEST_DB, topic_prefix="staging.")
     assert {settings.topic(name) for name in ALL_TOPICS} == set(topics)
+    assert REPLICATION_FACTORS == [1]  # a single broker's, unless asked
+
+
+def test_topics_command_creates_topics_with_the_replication_factor_asked_for(
+    recorded_topics: list[tuple[str, dict[str, int], float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a cluster of several brokers, topics with one copy lose events with any broker.
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092")
+    assert cli.main(["topics", "--replication-factor", "3"]) == 0
+    assert REPLICATION_FACTORS == [3]
+    with pytest.raises(SystemExit):
+        cli.main(["topics", "--replication-factor", "0"])
 
 
 def test_topics_command_without_prefix_and_with_a_timeout(
@@ -1132,7 +1156,7 @@ def test_topics_command_needs_the_bootstrap_servers(
 def test_topics_command_fails_when_the_broker_does_not_answer(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def unreachable(bootstrap: str, topics: dict[str, int], *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    async def unreachable(bootstrap: str, topics: dict[str, int], *, timeout: float = 30.0, **_: int) -> None:  # noqa: ASYNC109
         raise KafkaNotReadyError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s")
 
     monkeypatch.setattr(cli, "ensure_topics", unreachable)

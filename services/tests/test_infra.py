@@ -16,6 +16,7 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import InvalidReplicationFactorError
 
 from helpdesk_runtime import cli, paths
 from helpdesk_runtime.kafka import KafkaBroker, MissingToolError, ensure_kafka_jars, ensure_topics
@@ -250,3 +251,11 @@ def test_make_token_mints_what_services_configured_from_the_same_environment_acc
     verifier = TokenVerifier(ServiceSettings(database_url="postgresql://unused/unused"))
     principal = verifier.verify(token)
     assert (principal.subject, principal.roles) == ("u-1", frozenset({Role.AGENT}))
+
+
+async def test_topics_are_created_with_the_replication_factor_asked_for(infra: Infra) -> None:
+    # The single test broker cannot hold two copies: the broker's refusal shows the factor reached it.
+    name = f"rf-check-{infra.run_id}"
+    with pytest.raises(InvalidReplicationFactorError):
+        await ensure_topics(infra.kafka_bootstrap, {name: 1}, timeout=10, replication_factor=2)
+    await ensure_topics(infra.kafka_bootstrap, {name: 1}, timeout=30, replication_factor=1)

@@ -177,8 +177,8 @@ def topics(args: argparse.Namespace) -> int:
     """Create every topic the services use (with its partition count) that the cluster lacks.
 
     Existing topics are left alone (a different partition count is only warned about), so the
-    command is idempotent. Missing topics are created with replication factor 1: on a cluster of
-    several brokers create them beforehand with the replication factor you want.
+    command is idempotent. Missing topics get `--replication-factor` copies of each partition
+    (1 by default, as on a single broker; 3 is usual on a cluster).
     """
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if not bootstrap:
@@ -186,7 +186,9 @@ def topics(args: argparse.Namespace) -> int:
         return 2
     wanted = _wanted_topics(_topic_prefix())
     try:
-        asyncio.run(ensure_topics(bootstrap, wanted, timeout=args.timeout))
+        asyncio.run(
+            ensure_topics(bootstrap, wanted, timeout=args.timeout, replication_factor=args.replication_factor)
+        )
     except (KafkaNotReadyError, KafkaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -217,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     topics_parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for the broker to answer (default 120)"
+    )
+    topics_parser.add_argument(
+        "--replication-factor",
+        type=int,
+        default=1,
+        choices=range(1, 33),
+        metavar="N",
+        help="copies of each partition for topics it creates (default 1; 3 on a cluster)",
     )
     topics_parser.set_defaults(func=topics)
     token_parser = sub.add_parser("token", help="print a dev bearer token (last line)")

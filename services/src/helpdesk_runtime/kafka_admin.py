@@ -27,8 +27,10 @@ async def ensure_topics(
     topics: dict[str, int],
     *,
     timeout: float = 30.0,  # noqa: ASYNC109
+    replication_factor: int = 1,
 ) -> None:
-    """Create the missing ``topics`` (name → partitions, replication factor 1) and wait for their leaders.
+    """Create the missing ``topics`` (name → partitions) with ``replication_factor`` copies of each
+    partition, and wait for their leaders.
 
     Existing topics are left alone (a warning is logged if their partition count differs). Retries
     until the broker answers, up to ``timeout`` seconds.
@@ -45,7 +47,7 @@ async def ensure_topics(
                 have = len(info["partitions"])
                 log.warning("topic %s has %d partitions, wanted %d", name, have, topics[name])
         if missing:
-            new = [NewTopic(name, topics[name], 1) for name in missing]
+            new = [NewTopic(name, topics[name], replication_factor) for name in missing]
             response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
             for entry in response.topic_errors:
                 name, code = entry[0], entry[1]
