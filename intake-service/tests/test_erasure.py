@@ -9,10 +9,11 @@ import random
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from intake_factories import assign
+from intake_factories import assign, deliver
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -23,10 +24,20 @@ from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.db import OUTBOX, asyncpg_url
 from helpdesk_shared.chassis.migrations import upgrade_database
 from helpdesk_shared.contracts.enums import Role
+from helpdesk_shared.contracts.routing import TicketTransferred
 from intake_service import privacy
 from intake_service.domain import privacy as rules
 from intake_service.domain.privacy import mask_email
-from intake_service.models import Attachment, Customer, InboundEmail, Message, Rating, Ticket
+from intake_service.models import (
+    Attachment,
+    ComplaintCase,
+    Customer,
+    InboundEmail,
+    Message,
+    Rating,
+    Ticket,
+    TimelineEntry,
+)
 
 CHANNEL = auth_headers("channel", sub="web-portal")
 RFC822 = {**auth_headers("channel", sub="mail-gateway"), "Content-Type": "message/rfc822"}
@@ -578,3 +589,105 @@ async def test_erasure_tells_the_other_services_which_tickets_to_forget_one_even
     for personal in (NAME, customer["email"], customer["phone"], customer["external_id"]):
         assert personal not in published
     assert await erased_events(intake, ticketless_id) == []
+
+
+async def test_erasure_takes_the_customer_out_of_the_complaint_case_file_and_the_staff_notes(
+    intake: ServiceHarness,
+) -> None:
+    number = mobile()
+    customer = person(phone=spaced(number))
+    ticket = await create(intake, customer, kind="complaint", subject="投訴：理賠拖延", description="請處理")
+    ticket_id, customer_id = ticket["id"], ticket["customer_id"]
+    case = f"/v1/tickets/{ticket_id}/complaint"
+    agent = await assign(intake, ticket_id)
+    written = {
+        # At the column's 200 characters: `[email]` is longer than what it replaces, cut back to fit.
+        "responsible_department": "理" * 193 + " a@b.co",
+        "plan": f"三日內致電{NAME} {number} 說明",
+        "root_cause": f"通知寄錯，{NAME}的手機 {number} 沒收到",
+        "corrective_action": f"改由 {customer['email']} 與簡訊通知{NAME}",
+    }
+    patched = await intake.client.patch(case, headers=LEAD, json=written)
+    progress = {"note": f"已致電{NAME} {number}，待回覆"}
+    note = await intake.client.post(f"{case}/notes", headers=LEAD, json=progress)
+    assert (patched.status_code, note.status_code) == (200, 200), (patched.text, note.text)
+    await deliver(
+        intake,
+        TicketTransferred(
+            ticket_id=uuid.UUID(ticket_id),
+            transfer_id=uuid.uuid4(),
+            from_agent_id=agent,
+            to_agent_id=uuid.uuid4(),
+            requested_by=agent,
+            reason=f"{NAME}要求主管回電 {number}",
+            transferred_at=datetime.now(UTC),
+        ),
+        service="routing",
+    )
+    resolved = await intake.client.post(
+        f"/v1/tickets/{ticket_id}/resolve", headers=LEAD, json={"note": f"已與{NAME}確認賠付，{number}"}
+    )
+    archived = await intake.client.patch(
+        case, headers=LEAD, json={"result": f"已向{NAME}致歉並賠付", "archived": True}
+    )
+    assert (resolved.status_code, archived.status_code) == (200, 200), (resolved.text, archived.text)
+    async with intake.uow() as uow:
+        before = (
+            await uow.session.execute(
+                select(TimelineEntry.seq, TimelineEntry.kind, TimelineEntry.data).where(
+                    TimelineEntry.ticket_id == uuid.UUID(ticket_id)
+                )
+            )
+        ).all()
+
+    await erase(intake, customer_id)
+
+    async with intake.uow() as uow:
+        stored = (
+            await uow.session.execute(
+                select(
+                    ComplaintCase.responsible_department,
+                    ComplaintCase.plan,
+                    ComplaintCase.root_cause,
+                    ComplaintCase.corrective_action,
+                    ComplaintCase.result,
+                    ComplaintCase.archived,
+                ).where(ComplaintCase.ticket_id == uuid.UUID(ticket_id))
+            )
+        ).one()
+        after = {
+            row.seq: row.data
+            for row in await uow.session.execute(
+                select(TimelineEntry.seq, TimelineEntry.data).where(
+                    TimelineEntry.ticket_id == uuid.UUID(ticket_id)
+                )
+            )
+        }
+    assert (stored.plan, stored.root_cause, stored.corrective_action, stored.result) == (
+        "三日內致電[name] [phone] 說明",
+        "通知寄錯，[name]的手機 [phone] 沒收到",
+        "改由 [email] 與簡訊通知[name]",
+        "已向[name]致歉並賠付",
+    )
+    assert stored.responsible_department == ("理" * 193 + " [email]")[:200]
+    assert stored.archived
+    notes = {
+        (kind, key): after[seq][key]
+        for seq, kind, data in before
+        for key in ("note", "reason")
+        if isinstance(data.get(key), str) and data[key] != after[seq][key]
+    }
+    assert notes == {
+        ("complaint", "note"): "已致電[name] [phone]，待回覆",
+        ("transferred", "reason"): "[name]要求主管回電 [phone]",
+        ("status_changed", "note"): "已與[name]確認賠付，[phone]",
+    }
+    # Everything else in the timeline stays as it was: ids, statuses, the routing's reasons.
+    for seq, _, data in before:
+        assert {k: v for k, v in after[seq].items() if k not in ("note", "reason")} == {
+            k: v for k, v in data.items() if k not in ("note", "reason")
+        }
+    assert str(agent) in str(after.values())
+    assert "test" in [data.get("reason") for data in after.values()]  # the assignment's reason
+    for value in (NAME, number, customer["email"]):
+        assert value not in str(after.values())

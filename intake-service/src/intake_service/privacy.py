@@ -1,12 +1,13 @@
 """Customer data: masked views, export and erasure on request (保密).
 
 Personal data lives only in intake: the `customers` table, the text customers wrote (tickets,
-messages, rating comments, attachment names) and the raw emails the email channel archived;
-events and logs carry the customer's id. Erasure blanks the contact data and the archived
-emails, and takes the person out of the text: the tickets stay, so the team's history and
-metrics survive while the person becomes anonymous. Routing and kb keep copies of customers' text
-(classification text, training examples, FAQ candidates): `customer.erased` events, one per batch
-of tickets, tell them which tickets' text to forget.
+messages, rating comments, attachment names), what staff wrote about them (complaint case files,
+the timeline's notes) and the raw emails the email channel archived; events and logs carry the
+customer's id. Erasure blanks the contact data and the archived emails, and takes the person out
+of the text: the tickets stay, so the team's history and metrics survive while the person becomes
+anonymous. Routing and kb keep copies of customers' text (classification text, training
+examples, FAQ candidates): `customer.erased` events, one per batch of tickets, tell them which
+tickets' text to forget.
 """
 
 from __future__ import annotations
@@ -39,11 +40,21 @@ from intake_service.domain.privacy import (
     sender_hash,
 )
 from intake_service.inbound_email import lock_sender
-from intake_service.models import Attachment, Customer, InboundEmail, Message, Rating, Ticket
+from intake_service.models import (
+    Attachment,
+    ComplaintCase,
+    Customer,
+    InboundEmail,
+    Message,
+    Rating,
+    Ticket,
+    TimelineEntry,
+)
 from intake_service.new_ticket import search_tokens, ticket_text
 from intake_service.schemas import (
     AttachmentExport,
     AttachmentIn,
+    ComplaintCaseUpdate,
     CustomerExport,
     CustomerOut,
     MessageOut,
@@ -62,6 +73,26 @@ assert ERASURE_BATCH <= ERASED_TICKETS_PER_EVENT, "one customer.erased event nam
 # Redaction can lengthen text (`a@b.c` → `[email]`): cut back to what the columns hold.
 _SUBJECT_LENGTH = field_max_length(TicketCreate, "subject")
 _ATTACHMENT_NAME_LENGTH = field_max_length(AttachmentIn, "name")
+# What staff write about the customer in a complaint's case file, each with its column's limit
+# (None: a text column).
+_CASE_TEXT: dict[str, int | None] = {
+    "responsible_department": field_max_length(ComplaintCaseUpdate, "responsible_department"),
+    "plan": None,
+    "result": None,
+    "root_cause": None,
+    "corrective_action": None,
+}
+# The timeline's staff notes, by kind: the keys of an entry's `data` that hold text as written
+# (a resolve note, a complaint's progress note, a transfer's reason, a reviewer's comment, a mail
+# server's refusal). The other keys are ids, statuses, times or intake's and routing's own words.
+_TIMELINE_TEXT: dict[str, tuple[str, ...]] = {
+    "status_changed": ("note",),
+    "complaint": ("note",),
+    "transferred": ("reason",),
+    "answer_rejected": ("comment",),
+    "answer_approved": ("comment",),
+    "delivery_failed": ("error",),
+}
 # A stored phone this short would match business numbers too (an order `1234567` holds `123`):
 # erasure rewrites text for good, so only the patterns look for such a phone.
 _MIN_KNOWN_PHONE_DIGITS = 6
@@ -188,6 +219,20 @@ async def _rewrite_batch(uow: UnitOfWork, person: _Person, ticket_ids: Sequence[
             select(Attachment.id, Attachment.name).where(Attachment.ticket_id.in_(ticket_ids))
         )
     ).all()
+    cases = (
+        await session.execute(
+            select(ComplaintCase.ticket_id, *(getattr(ComplaintCase, f) for f in _CASE_TEXT)).where(
+                ComplaintCase.ticket_id.in_(ticket_ids)
+            )
+        )
+    ).all()
+    entries = (
+        await session.execute(
+            select(TimelineEntry.seq, TimelineEntry.kind, TimelineEntry.data).where(
+                TimelineEntry.ticket_id.in_(ticket_ids), TimelineEntry.kind.in_(_TIMELINE_TEXT)
+            )
+        )
+    ).all()
 
     def ticket(row: Any) -> dict[str, Any] | None:
         subject = person.redact(row.subject)[:_SUBJECT_LENGTH]
@@ -216,12 +261,31 @@ async def _rewrite_batch(uow: UnitOfWork, person: _Person, ticket_ids: Sequence[
         name = person.redact(row.name)[:_ATTACHMENT_NAME_LENGTH]
         return None if name == row.name else {"id": row.id, "name": name}
 
+    def case(row: Any) -> dict[str, Any] | None:
+        # Every field in every row, changed or not: rows with one key set make one executemany.
+        fields = {
+            field: None if (text := getattr(row, field)) is None else person.redact(text)[:limit]
+            for field, limit in _CASE_TEXT.items()
+        }
+        if all(fields[field] == getattr(row, field) for field in _CASE_TEXT):
+            return None
+        return {"ticket_id": row.ticket_id, **fields, "updated_at": now}
+
+    def entry(row: Any) -> dict[str, Any] | None:
+        data = dict(row.data or {})
+        for key in _TIMELINE_TEXT[row.kind]:
+            if isinstance(text := data.get(key), str):
+                data[key] = person.redact(text)
+        return None if data == row.data else {"seq": row.seq, "data": data}
+
     def redact_all() -> list[tuple[Any, list[dict[str, Any]]]]:
         return [
             (Ticket, _rewrite(tickets, ticket)),
             (Message, _rewrite(messages, message)),
             (Rating, _rewrite(ratings, rating)),
             (Attachment, _rewrite(attachments, attachment)),
+            (ComplaintCase, _rewrite(cases, case)),
+            (TimelineEntry, _rewrite(entries, entry)),
         ]
 
     for model, changes in await asyncio.to_thread(redact_all):
