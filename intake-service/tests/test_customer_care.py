@@ -86,6 +86,12 @@ def test_contact_details_in_free_text_are_redacted_but_business_numbers_stay() -
     assert redact_contacts("call me on 555 0100 thanks", "555 0100") == "call me on [phone] thanks"
 
 
+def test_an_address_written_against_chinese_text_takes_only_itself() -> None:
+    # `\w` matches Chinese characters: the words around an address went with it.
+    assert redact_contacts("請寄到lin.xiaomei@example.com謝謝") == "請寄到[email]謝謝"
+    assert redact_contacts("郵箱：a_b+c@mail.example.com.cn，電話同上") == "郵箱：[email]，電話同上"
+
+
 def test_taiwan_and_hong_kong_phone_formats_are_redacted_but_dates_times_and_amounts_stay() -> None:
     phones = (
         "手機 0912-345-678、0912 345 678、+886 912-345-678，市話 02-2345-6789、(02) 2345 6789、"

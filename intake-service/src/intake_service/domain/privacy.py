@@ -42,7 +42,9 @@ def mask_name(name: str | None) -> str | None:
     return name[:1] + "*" * max(len(name) - 1, 1)
 
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# ASCII letters only: `\w` also matches Chinese, so an address written against Chinese text
+# ("請寄到lin@example.com謝謝") took the words around it too.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # International numbers, and (with or without a country code) mainland, Taiwan and Hong Kong numbers
 # as people write them, grouped by spaces or dashes. A number with a letter, `+` or digit before it
 # is not one (P0912345678 is a policy number); dates (2026-12-06), times and amounts have no
