@@ -234,3 +234,13 @@ async def waiting_for_lock_of(routing: ServiceHarness, holder: UnitOfWork, withi
             return
         assert asyncio.get_running_loop().time() < deadline, f"nothing waited for backend {pid}'s locks"
         await asyncio.sleep(0.02)
+
+
+async def without_sla_worker(harness: ServiceHarness) -> None:
+    """Stop the service's own SLA worker, for tests that fire clocks themselves at the times they
+    choose: its first pass comes once the consumer has caught up, at the real time (long after
+    every clock of a test dated 2026-03), and landing mid-test it fired that test's warnings and
+    breaches before the test did."""
+    (worker,) = [t for t in harness.runtime._tasks if t.get_name().endswith(":sla_timer_worker")]
+    await asyncio.sleep(0)  # started (waiting for the consumer), so that it is cancelled inside
+    worker.cancel()

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
-from routing_factories import consume, delivered, events, ticket_sla
+from routing_factories import consume, delivered, events, ticket_sla, without_sla_worker
 from routing_factories import ticket_created_at as created
 from sqlalchemy import delete, update
 
@@ -63,6 +63,7 @@ async def rules(make_service: Any) -> AsyncIterator[ServiceHarness]:
         sla_poll_seconds=3600,
         queue_sweep_seconds=3600,
     ) as harness:
+        await without_sla_worker(harness)
         yield harness
 
 

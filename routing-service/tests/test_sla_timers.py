@@ -20,7 +20,7 @@ from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import pytest
-from routing_factories import delivered, events, ticket_sla
+from routing_factories import delivered, events, ticket_sla, without_sla_worker
 from routing_factories import ticket_created_at as created
 from sqlalchemy import delete, select, update
 
@@ -61,12 +61,7 @@ POLICY = {
 @pytest.fixture(scope="module")
 async def clocks(make_service: Any) -> AsyncIterator[ServiceHarness]:
     async with make_service("routing", RoutingSettings, create_app, label="sla", sla_poll_seconds=3600) as h:
-        # These tests fire clocks themselves, at the times they choose. The service's own worker
-        # makes its first pass once the consumer has caught up, at the real time (long after every
-        # clock here): landing in the middle of a test, it fired some of that test's breaches.
-        (worker,) = [t for t in h.runtime._tasks if t.get_name().endswith(":sla_timer_worker")]
-        await asyncio.sleep(0)  # started (waiting for the consumer), so that it is cancelled inside
-        worker.cancel()
+        await without_sla_worker(h)
         yield h
 
 
