@@ -186,6 +186,18 @@ def _event_name(event_type: str) -> str:
     return name if dot and version.isdecimal() and version.isascii() else ""
 
 
+def _subject_of(raw: Any, record: ConsumerRecord[Any, Any] | None) -> str | None:
+    """The key of a dead-lettered message that did not parse (another version, a malformed one):
+    its own subject, else the record's key, so that a replay lands in its ticket's partition."""
+    subject = raw.get("subject") if isinstance(raw, dict) else None
+    if not (isinstance(subject, str) and subject) and record is not None and isinstance(record.key, bytes):
+        subject = record.key.decode("utf-8", "replace")
+    if not (isinstance(subject, str) and subject):
+        return None
+    # Whatever the wire held must still fit the outbox's key column (no NUL, valid UTF-8, 200).
+    return subject.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")[:200] or None
+
+
 def correlation_of(envelope: EventEnvelope[Any]) -> str:
     """The correlation id an event is handled under, and the events its handling publishes carry:
     the event's own, else its id (an event without one starts a chain)."""
@@ -705,7 +717,7 @@ class EventConsumer:
                 )
             uow.add_outbox_message(
                 topic=self._dlq,
-                key=envelope.subject if envelope else None,
+                key=envelope.subject if envelope else _subject_of(raw, record),
                 event_id=uuid.uuid4(),
                 event_type=event_type,
                 payload=body,
