@@ -495,10 +495,9 @@ def test_the_baseline_holds_every_released_type_under_its_own_name() -> None:
         assert schema["properties"]["type"]["const"] == ce_type
 
 
-@pytest.mark.parametrize("ce_type", sorted(RELEASED))
+# A released type no longer generated is test_no_released_type_disappears' to judge.
+@pytest.mark.parametrize("ce_type", sorted(set(RELEASED) & set(CURRENT)))
 def test_current_schema_is_compatible_with_the_released_one(ce_type: str) -> None:
-    if ce_type not in CURRENT:
-        pytest.skip("not generated any more (test_no_released_type_disappears decides)")
     problems = incompatibilities(RELEASED[ce_type], CURRENT[ce_type])
     assert not problems, (
         f"{ce_type} changed in a way released consumers reject (dead-letter); publish a new version "
