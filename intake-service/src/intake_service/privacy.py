@@ -68,20 +68,42 @@ from intake_service.schemas import (
 UNMASKED_ROLES = frozenset({Role.LEAD, Role.ADMIN})
 # Tickets rewritten per round of statements: a customer with thousands of tickets is erased in a
 # few dozen statements, never one per ticket, and never with all their text in memory at once.
-ERASURE_BATCH = 500
-assert ERASURE_BATCH <= ERASED_TICKETS_PER_EVENT, "one customer.erased event names one batch"
+# Each batch is one customer.erased event, which names at most this many tickets.
+ERASURE_BATCH = ERASED_TICKETS_PER_EVENT
 # Redaction can lengthen text (`a@b.c` → `[email]`): cut back to what the columns hold.
 _SUBJECT_LENGTH = field_max_length(TicketCreate, "subject")
-_ATTACHMENT_NAME_LENGTH = field_max_length(AttachmentIn, "name")
-# What staff write about the customer in a complaint's case file, each with its column's limit
-# (None: a text column).
-_CASE_TEXT: dict[str, int | None] = {
-    "responsible_department": field_max_length(ComplaintCaseUpdate, "responsible_department"),
-    "plan": None,
-    "result": None,
-    "root_cause": None,
-    "corrective_action": None,
-}
+
+
+@dataclass(frozen=True)
+class _TextColumns:
+    """A table of a ticket's rows whose text columns erasure rewrites in place: each column with
+    its limit (None: a text column), the primary key to write back by, and whether the row keeps
+    an `updated_at`."""
+
+    model: Any
+    key: tuple[str, ...]
+    text: dict[str, int | None]
+    stamped: bool = False
+
+
+_TEXT_COLUMNS = (
+    _TextColumns(Message, ("id",), {"body": None}),
+    _TextColumns(Rating, ("ticket_id", "resolution_count"), {"comment": None}),
+    _TextColumns(Attachment, ("id",), {"name": field_max_length(AttachmentIn, "name")}),
+    # What staff write about the customer in a complaint's case file.
+    _TextColumns(
+        ComplaintCase,
+        ("ticket_id",),
+        {
+            "responsible_department": field_max_length(ComplaintCaseUpdate, "responsible_department"),
+            "plan": None,
+            "result": None,
+            "root_cause": None,
+            "corrective_action": None,
+        },
+        stamped=True,
+    ),
+)
 # The timeline's staff notes, by kind: the keys of an entry's `data` that hold text as written
 # (a resolve note, a complaint's progress note, a transfer's reason, a reviewer's comment, a mail
 # server's refusal). The other keys are ids, statuses, times or intake's and routing's own words.
@@ -204,28 +226,19 @@ async def _rewrite_batch(uow: UnitOfWork, person: _Person, ticket_ids: Sequence[
             select(Ticket.id, Ticket.subject, Ticket.description).where(Ticket.id.in_(ticket_ids))
         )
     ).all()
-    messages = (
-        await session.execute(select(Message.id, Message.body).where(Message.ticket_id.in_(ticket_ids)))
-    ).all()
-    ratings = (
-        await session.execute(
-            select(Rating.ticket_id, Rating.resolution_count, Rating.comment).where(
-                Rating.ticket_id.in_(ticket_ids), Rating.comment.is_not(None)
-            )
+    columns = [
+        (
+            table,
+            (
+                await session.execute(
+                    select(*(getattr(table.model, name) for name in (*table.key, *table.text))).where(
+                        table.model.ticket_id.in_(ticket_ids)
+                    )
+                )
+            ).all(),
         )
-    ).all()
-    attachments = (
-        await session.execute(
-            select(Attachment.id, Attachment.name).where(Attachment.ticket_id.in_(ticket_ids))
-        )
-    ).all()
-    cases = (
-        await session.execute(
-            select(ComplaintCase.ticket_id, *(getattr(ComplaintCase, f) for f in _CASE_TEXT)).where(
-                ComplaintCase.ticket_id.in_(ticket_ids)
-            )
-        )
-    ).all()
+        for table in _TEXT_COLUMNS
+    ]
     entries = (
         await session.execute(
             select(TimelineEntry.seq, TimelineEntry.kind, TimelineEntry.data).where(
@@ -247,29 +260,20 @@ async def _rewrite_batch(uow: UnitOfWork, person: _Person, ticket_ids: Sequence[
             "updated_at": now,
         }
 
-    def message(row: Any) -> dict[str, Any] | None:
-        body = person.redact(row.body)
-        return None if body == row.body else {"id": row.id, "body": body}
+    def text_columns(table: _TextColumns) -> Callable[[Any], dict[str, Any] | None]:
+        def rewrite(row: Any) -> dict[str, Any] | None:
+            # Every column of every changed row, changed or not: rows with one key set make one
+            # executemany.
+            text = {
+                name: None if (value := getattr(row, name)) is None else person.redact(value)[:limit]
+                for name, limit in table.text.items()
+            }
+            if all(text[name] == getattr(row, name) for name in table.text):
+                return None
+            key = {name: getattr(row, name) for name in table.key}
+            return {**key, **text, **({"updated_at": now} if table.stamped else {})}
 
-    def rating(row: Any) -> dict[str, Any] | None:
-        comment = person.redact(row.comment)
-        if comment == row.comment:
-            return None
-        return {"ticket_id": row.ticket_id, "resolution_count": row.resolution_count, "comment": comment}
-
-    def attachment(row: Any) -> dict[str, Any] | None:
-        name = person.redact(row.name)[:_ATTACHMENT_NAME_LENGTH]
-        return None if name == row.name else {"id": row.id, "name": name}
-
-    def case(row: Any) -> dict[str, Any] | None:
-        # Every field in every row, changed or not: rows with one key set make one executemany.
-        fields = {
-            field: None if (text := getattr(row, field)) is None else person.redact(text)[:limit]
-            for field, limit in _CASE_TEXT.items()
-        }
-        if all(fields[field] == getattr(row, field) for field in _CASE_TEXT):
-            return None
-        return {"ticket_id": row.ticket_id, **fields, "updated_at": now}
+        return rewrite
 
     def entry(row: Any) -> dict[str, Any] | None:
         data = dict(row.data or {})
@@ -281,10 +285,7 @@ async def _rewrite_batch(uow: UnitOfWork, person: _Person, ticket_ids: Sequence[
     def redact_all() -> list[tuple[Any, list[dict[str, Any]]]]:
         return [
             (Ticket, _rewrite(tickets, ticket)),
-            (Message, _rewrite(messages, message)),
-            (Rating, _rewrite(ratings, rating)),
-            (Attachment, _rewrite(attachments, attachment)),
-            (ComplaintCase, _rewrite(cases, case)),
+            *((table.model, _rewrite(rows, text_columns(table))) for table, rows in columns),
             (TimelineEntry, _rewrite(entries, entry)),
         ]
 
