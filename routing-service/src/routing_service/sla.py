@@ -334,15 +334,13 @@ def _resume(timer: SlaTimer, calendar: BusinessCalendar, at: datetime) -> None:
     timer.due_at, timer.warn_at, timer.paused_at = due_at, warn_at, None
 
 
-async def _resume_logged(repo: SlaRepository, timer: SlaTimer, at: datetime) -> bool:
+async def _resume_logged(repo: SlaRepository, timer: SlaTimer, at: datetime) -> None:
     """`_resume`; a due time that cannot be worked out leaves the clock paused (logged), so that
-    the event's other use cases (reassigning a reopened ticket) still run. False when it failed."""
+    the event's other use cases (reassigning a reopened ticket) still run."""
     try:
         _resume(timer, await _calendar(repo, timer.calendar_id), at)
     except BusinessTimeError as exc:
         _log_kept(timer, "sla_not_resumed", exc)
-        return False
-    return True
 
 
 def _log_kept(timer: SlaTimer, event: str, exc: BusinessTimeError) -> None:
