@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -165,6 +166,11 @@ async def _known_delivery(uow: UnitOfWork, message_id: str | None) -> InboundRes
     return InboundResult(earlier.outcome, earlier.ticket_id, earlier.id, "already received")
 
 
+def _message_keys(ids: Iterable[str]) -> list[str]:
+    """The Message-IDs as stored in `email_thread_ids`, each once, in the order given."""
+    return list(dict.fromkeys(key for key in map(normalize_message_id, ids) if key))
+
+
 async def _thread_target(uow: UnitOfWork, parsed: ParsedEmail, number_prefix: str) -> Ticket | None:
     """The ticket a reply belongs to (locked), or None for a new conversation.
 
@@ -174,7 +180,7 @@ async def _thread_target(uow: UnitOfWork, parsed: ParsedEmail, number_prefix: st
     must land in the follow-up, not open yet another ticket. Otherwise the most specific key
     wins (In-Reply-To, then References from the newest).
     """
-    keys = list(dict.fromkeys(k for k in (normalize_message_id(k) for k in thread_keys(parsed)) if k))
+    keys = _message_keys(thread_keys(parsed))
     if keys:
         known = (
             await uow.session.execute(
@@ -210,9 +216,7 @@ async def _referenced_ticket(uow: UnitOfWork, parsed: ParsedEmail, number_prefix
     wait for the erasure), so the row cannot slip past it.
     """
     enclosed = (a.message_id for a in parsed.attachments if a.message_id)
-    keys = list(
-        dict.fromkeys(k for k in (normalize_message_id(k) for k in (*thread_keys(parsed), *enclosed)) if k)
-    )
+    keys = _message_keys((*thread_keys(parsed), *enclosed))
     found = None
     if keys:
         rows = await uow.session.execute(
