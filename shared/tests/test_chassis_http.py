@@ -18,7 +18,7 @@ from sqlalchemy import text
 from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.pytest_plugin import Infra
 from helpdesk_runtime.testing import migrate, run_service
-from helpdesk_shared.chassis.app import ServiceDefinition, UoW, create_service_app
+from helpdesk_shared.chassis.app import ServiceDefinition, UoW, create_service_app, readiness_status
 from helpdesk_shared.chassis.db import create_engine
 from helpdesk_shared.chassis.logging import correlation_id_var
 from helpdesk_shared.chassis.problems import PROBLEM_BASE, PROBLEM_JSON, Conflict
@@ -244,16 +244,62 @@ async def test_readyz_reports_ok_when_database_and_kafka_answer(client: httpx.As
     assert response.json() == {"status": "ready", "checks": {"database": "ok", "kafka": "ok"}}
 
 
-async def test_readyz_is_503_when_kafka_cannot_be_reached(database: str) -> None:
+async def test_readyz_stays_200_but_degraded_when_kafka_cannot_be_reached(database: str) -> None:
+    # Requests are still served (their events wait in the outbox): the replica stays in its Service.
     async with service(database, f"127.0.0.1:{free_port()}") as client:
         response = await client.get("/readyz")
         healthz = await client.get("/healthz")
-    assert response.status_code == 503
+    assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "not_ready"
+    assert body["status"] == "degraded"
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["kafka"].startswith("unavailable")
     assert healthz.status_code == 200
+
+
+async def test_readyz_is_503_when_the_database_cannot_be_reached(database: str, infra: Infra) -> None:
+    settings = ServiceSettings(
+        database_url=database,
+        kafka_bootstrap_servers=infra.kafka_bootstrap,
+        service_name=SERVICE,
+        environment="test",
+    )
+
+    def create_app(s: ServiceSettings) -> FastAPI:
+        return create_service_app(ServiceDefinition(name=SERVICE, settings=s, routers=[router]))
+
+    async with run_service(create_app, settings) as harness:
+        runtime = harness.app.state.runtime
+        working = runtime.engine
+        runtime.engine = create_engine(
+            f"postgresql://nobody@127.0.0.1:{free_port()}/nothing", pool_size=1, max_overflow=0
+        )
+        try:
+            response = await harness.client.get("/readyz")
+        finally:
+            await runtime.engine.dispose()
+            runtime.engine = working
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready"
+    assert body["checks"]["database"].startswith("unavailable")
+    assert body["checks"]["kafka"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("checks", "verdict"),
+    [
+        ({"database": "ok", "kafka": "ok"}, ("ready", 200)),
+        ({"database": "ok", "kafka": "unavailable: KafkaConnectionError"}, ("degraded", 200)),
+        ({"database": "unavailable: OSError", "kafka": "ok"}, ("not_ready", 503)),
+        (
+            {"database": "unavailable: OSError", "kafka": "unavailable: KafkaConnectionError"},
+            ("not_ready", 503),
+        ),
+    ],
+)
+def test_only_the_database_decides_readiness(checks: dict[str, str], verdict: tuple[str, int]) -> None:
+    assert readiness_status(checks) == verdict
 
 
 @pytest.mark.parametrize("path", ["/chassis/deadlock", "/chassis/raw-deadlock"])

@@ -127,6 +127,8 @@ class Stack:
         self.wait_ready(timeout=timeout, names=chosen)
 
     def wait_ready(self, *, timeout: float = 90.0, names: list[str] | None = None) -> None:
+        """Wait until each service reports every check ok: its database and Kafka (a degraded
+        service, serving without the broker, is not what a fresh stack should start as)."""
         deadline = time.monotonic() + timeout
         pending = set(names or self.processes)
         last: dict[str, str] = {}
@@ -142,7 +144,7 @@ class Stack:
                     try:
                         response = client.get(f"{self.url(name)}/readyz")
                         last[name] = response.text
-                        if response.status_code == 200:
+                        if response.status_code == 200 and response.json()["status"] == "ready":
                             pending.discard(name)
                     except httpx.HTTPError as exc:
                         last[name] = repr(exc)
