@@ -15,6 +15,7 @@ from sqlalchemy import text as sa_text
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
 from helpdesk_shared.chassis.problems import InvalidInput
+from helpdesk_shared.chassis.trace_context import parse_traceparent
 from helpdesk_shared.contracts import parse_event
 from intake_service.models import ComplaintCase, Customer, Ticket, TimelineEntry
 from intake_service.new_ticket import TicketDraft
@@ -198,11 +199,52 @@ async def test_a_new_tickets_event_carries_the_requests_correlation_id(intake: S
             ).one()
         event = parse_event(orjson.dumps(stored.payload))
         assert (event.id, event.subject, event.correlationid) == (stored.event_id, ticket_id, correlation_id)
+        assert event.traceparent is not None and parse_traceparent(event.traceparent) is not None
         assert stored.headers == {
             "ce_type": event.type,
             "ce_id": str(event.id),
             "correlationid": correlation_id,
+            "traceparent": event.traceparent,
         }
+
+
+async def test_a_new_tickets_events_continue_the_trace_of_the_request_that_posted_it(
+    intake: ServiceHarness,
+) -> None:
+    """Each ticket of a batch carries its own request's trace: through the lane and the route."""
+    callers = [(uuid.uuid4().hex, uuid.uuid4().hex[:16]) for _ in range(6)]
+    generic = {"content-type": "application/vnd.helpdesk+json"}  # not the lane's: the declared route
+    responses = await asyncio.gather(
+        *(
+            intake.client.post(
+                "/v1/tickets",
+                content=orjson.dumps(body(kind="complaint" if n % 2 else "question")),
+                headers={
+                    **CHANNEL,
+                    **(generic if n % 3 == 0 else {"content-type": "application/json"}),
+                    "traceparent": f"00-{trace_id}-{parent_id}-01",
+                },
+            )
+            for n, (trace_id, parent_id) in enumerate(callers)
+        )
+    )
+    for response, (trace_id, parent_id) in zip(responses, callers, strict=True):
+        assert response.status_code == 201, response.text
+        async with intake.uow() as uow:
+            rows = (
+                await uow.session.execute(
+                    select(OUTBOX.c.event_type, OUTBOX.c.headers, OUTBOX.c.payload).where(
+                        OUTBOX.c.key == response.json()["id"]
+                    )
+                )
+            ).all()
+        assert "helpdesk.ticket.created.v1" in {row.event_type for row in rows}
+        traceparents = {t for row in rows for t in (row.payload["traceparent"], row.headers["traceparent"])}
+        assert len(traceparents) == 1, rows  # one request: all its events under one parent-id
+        continued = parse_traceparent(traceparents.pop())
+        assert continued is not None
+        assert (continued.trace_id, continued.flags) == (trace_id, "01")
+        assert continued.parent_id != parent_id
 
 
 async def test_one_ticket_that_cannot_be_stored_does_not_fail_its_batch(intake: ServiceHarness) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy import delete, func, insert, select, update
 from helpdesk_runtime.testing import ServiceHarness, partition_records
 from helpdesk_shared.chassis.consumer import InboxClaim
 from helpdesk_shared.chassis.db import INBOX, OUTBOX
+from helpdesk_shared.chassis.trace_context import new_traceparent, parse_traceparent
 from helpdesk_shared.contracts import EventEnvelope, TicketKind
 from routing_service import classification, new_tickets, repository
 from routing_service.domain.assignment import Candidate
@@ -237,6 +238,48 @@ async def test_each_tickets_events_carry_its_own_events_correlation_id(routing: 
         assert ASSIGNED in {r.event_type for r in rows}
         for row in rows:
             assert row.headers["correlationid"] == row.payload["correlationid"] == correlation_id, row
+
+
+async def test_each_tickets_events_continue_its_own_events_trace(routing: ServiceHarness) -> None:
+    domain = f"batch-{uuid.uuid4().hex[:8]}"
+    keyword = await domain_rule(routing, domain)
+    await team_with_lead(routing, domain)
+    callers = {uuid.uuid4().hex: uuid.uuid4().hex[:16] for _ in range(2)}
+    (question_trace, question_parent), (complaint_trace, complaint_parent) = callers.items()
+    question = ticket_created(subject=f"{keyword} 請問").model_copy(
+        update={"traceparent": f"00-{question_trace}-{question_parent}-01"}
+    )
+    complaint = ticket_created(kind=TicketKind.COMPLAINT, subject=f"{keyword} 投訴").model_copy(
+        update={"traceparent": f"00-{complaint_trace}-{complaint_parent}-00"}  # routed on its own in the run
+    )
+    untraced = ticket_created(subject=f"{keyword} 諮詢")
+
+    await route_run(routing, [question, complaint, untraced])
+
+    for event, trace_id, flags in (
+        (question, question_trace, "01"),
+        (complaint, complaint_trace, "00"),
+        (untraced, None, "01"),
+    ):
+        async with routing.uow() as uow:
+            rows = (
+                await uow.session.execute(
+                    select(OUTBOX.c.event_type, OUTBOX.c.headers, OUTBOX.c.payload).where(
+                        OUTBOX.c.key == str(event.data.ticket_id)
+                    )
+                )
+            ).all()
+        assert ASSIGNED in {r.event_type for r in rows}
+        traceparents = {t for r in rows for t in (r.payload["traceparent"], r.headers["traceparent"])}
+        assert len(traceparents) == 1, rows  # one event handled: its consequences under one parent-id
+        continued = parse_traceparent(traceparents.pop())
+        assert continued is not None
+        assert continued.flags == flags
+        assert continued.parent_id not in callers.values()
+        if trace_id is None:  # an event without a trace starts one
+            assert continued.trace_id not in callers
+        else:
+            assert continued.trace_id == trace_id
 
 
 async def test_a_run_that_lost_a_race_for_capacity_is_routed_again_one_by_one(
@@ -469,7 +512,7 @@ def test_a_run_leaves_the_agents_a_run_in_flight_is_storing_to_others() -> None:
     )
 
     def choose() -> list[Any]:
-        run = [new_tickets._Routed(ticket_created().data, decision, None, "c")]
+        run = [new_tickets._Routed(ticket_created().data, decision, None, "c", new_traceparent())]
         choices, left = new_tickets._choose(run, [first, second], datetime.now(UTC))
         assert not left
         return choices

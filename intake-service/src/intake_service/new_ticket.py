@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from helpdesk_shared.chassis.logging import correlation_id_var
+from helpdesk_shared.chassis.logging import correlation_id_var, traceparent_var
 from helpdesk_shared.contracts.enums import ComplaintChange, TicketKind, TicketStatus
 from helpdesk_shared.contracts.envelope import EventPayload
 from helpdesk_shared.contracts.intake import ComplaintUpdated, TicketCreated
@@ -42,6 +42,7 @@ class TicketDraft:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     correlation_id: str | None = field(default_factory=correlation_id_var.get)
+    traceparent: str | None = field(default_factory=traceparent_var.get)
     fingerprint: str | None = None
     urgent_detected: bool = False
     search_tokens: str = ""

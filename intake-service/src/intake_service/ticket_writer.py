@@ -431,7 +431,11 @@ class TicketWriter:
             for payload in created_events(draft, number=_NUMBER_PLACEHOLDER, customer_id=customer_id):
                 # The envelope as its JSON text, as `UnitOfWork.publish` stores an event.
                 event = envelope_json(
-                    payload, source=self._source, subject=str(draft.id), correlationid=draft.correlation_id
+                    payload,
+                    source=self._source,
+                    subject=str(draft.id),
+                    correlationid=draft.correlation_id,
+                    traceparent=draft.traceparent,
                 )
                 created = isinstance(payload, TicketCreated)
                 out.append(
@@ -439,7 +443,9 @@ class TicketWriter:
                         "event_id": event.id,
                         "ticket_id": draft.id,
                         "event_type": event.type,
-                        "headers": event_headers(event.type, event.id, draft.correlation_id),
+                        "headers": event_headers(
+                            event.type, event.id, draft.correlation_id, draft.traceparent
+                        ),
                         # The ticket's number and customer id are filled in by the statement.
                         "number_placeholder": _NUMBER_PLACEHOLDER if created else None,
                         "customer_placeholder": str(customer_id) if created else None,

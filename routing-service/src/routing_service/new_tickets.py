@@ -42,8 +42,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from helpdesk_shared.chassis.consumer import InboxClaim, RetryRun, correlation_of
-from helpdesk_shared.chassis.logging import correlated
+from helpdesk_shared.chassis.consumer import InboxClaim, RetryRun, correlation_of, trace_of
+from helpdesk_shared.chassis.logging import correlated, traced
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.envelope import EventEnvelope
@@ -78,6 +78,8 @@ class _Routed(NamedTuple):
     """The classifier version when the model decided."""
     correlation_id: str
     """Of the event that brought the ticket: its events carry it on."""
+    traceparent: str
+    """A child of the trace of the event that brought the ticket: its events continue that trace."""
 
     @property
     def priority(self) -> Priority:
@@ -92,16 +94,20 @@ async def route_new_tickets(
 
     The first read inserts the run's inbox rows (``claim``: ``claim.event_ids[i]`` is the id of
     ``events[i]``) — one round trip fewer per run — and only the tickets whose events were claimed
-    now are routed; returns those events' ids. A ticket's events carry the correlation id of its
-    event, as they would if it were handled alone. Does not commit (the consumer commits the run)."""
+    now are routed; returns those events' ids. A ticket's events carry the correlation id and the
+    trace of its event, as they would if it were handled alone. Does not commit (the consumer
+    commits the run)."""
     repo = RoutingRepository(uow.session)
     tickets: list[TicketCreated] = [event.data for event in events]
     first_copies: dict[uuid.UUID, TicketCreated] = {}
     correlation_ids: dict[uuid.UUID, str] = {}
+    traceparents: dict[uuid.UUID, str] = {}
     for event, ticket in zip(events, tickets, strict=True):
         # A ticket's first copy, in its place: the run is decided in event order.
         first_copies.setdefault(ticket.ticket_id, ticket)
         correlation_ids.setdefault(ticket.ticket_id, correlation_of(event))
+        if ticket.ticket_id not in traceparents:
+            traceparents[ticket.ticket_id] = trace_of(event)
     unique = list(first_copies.values())
     # The classifier first (a query only when its snapshot is due for a reload); then the run's
     # first read is sent, and PostgreSQL answers it while the tickets are classified here (a
@@ -117,7 +123,7 @@ async def route_new_tickets(
     claimed_tickets = {t.ticket_id for t, e in zip(tickets, claim.event_ids, strict=True) if e in claimed}
     routed_before |= first_copies.keys() - claimed_tickets
     decided = [
-        _Routed(t, *d, correlation_ids[t.ticket_id])
+        _Routed(t, *d, correlation_ids[t.ticket_id], traceparents[t.ticket_id])
         for t, d in zip(unique, decisions, strict=True)
         if t.ticket_id not in routed_before
     ]
@@ -162,7 +168,7 @@ async def route_new_tickets(
         await _assign_and_take(repo, assignments, now)
         assignments = []
     for item in one_by_one:
-        with correlated(item.correlation_id):
+        with correlated(item.correlation_id), traced(item.traceparent):
             await assign_or_queue(
                 uow,
                 repo,
@@ -208,7 +214,12 @@ def _publish_classified(
             event = classification.classified_event(
                 item.ticket, item.decision, item.version, now, planned[1] if planned else None
             )
-            uow.publish(event, subject=str(item.ticket.ticket_id), correlationid=item.correlation_id)
+            uow.publish(
+                event,
+                subject=str(item.ticket.ticket_id),
+                correlationid=item.correlation_id,
+                traceparent=item.traceparent,
+            )
 
 
 async def _assign_and_take(
@@ -298,5 +309,6 @@ def _publish_assigned(uow: UnitOfWork, choices: list[_Choice], now: datetime) ->
             ),
             subject=str(ticket_id),
             correlationid=item.correlation_id,
+            traceparent=item.traceparent,
         )
     return assignments

@@ -71,9 +71,10 @@ from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from helpdesk_shared.chassis.db import INBOX, transient
-from helpdesk_shared.chassis.logging import correlated, get_logger
+from helpdesk_shared.chassis.logging import correlated, get_logger, traced
 from helpdesk_shared.chassis.metrics import CONSUMER_LAG, EVENTS_CONSUMED
 from helpdesk_shared.chassis.settings import ServiceSettings
+from helpdesk_shared.chassis.trace_context import continue_trace
 from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.registry import EVENT_TYPES, UnknownEventType, parse_event
@@ -204,6 +205,12 @@ def correlation_of(envelope: EventEnvelope[Any]) -> str:
     return envelope.correlationid or str(envelope.id)
 
 
+def trace_of(envelope: EventEnvelope[Any]) -> str:
+    """A traceparent to handle an event under, and for the events its handling publishes: a child
+    of the event's own (a new trace when it has none, or an invalid one). Each call is a new span."""
+    return continue_trace(envelope.traceparent)
+
+
 @dataclass(frozen=True)
 class Batched:
     """A handler that can also apply a run of consecutive events of its type in one transaction.
@@ -216,8 +223,8 @@ class Batched:
     the run and their `InboxClaim`, sends the claim's CTE with its first statement, applies only
     the events claimed now (in order, a copy of an event once) and returns their ids.
 
-    A run is not handled under one correlation id: the handler publishes each event's consequences
-    under that event's (`correlation_of`).
+    A run is not handled under one correlation id or trace: the handler publishes each event's
+    consequences under that event's (`correlation_of`, `trace_of`).
     """
 
     one: Handler
@@ -619,7 +626,7 @@ class EventConsumer:
     ) -> bool:
         """Apply one event exactly once; returns False when it was a duplicate."""
         handler = self._handlers[envelope.type]
-        with correlated(correlation_of(envelope)):
+        with correlated(correlation_of(envelope)), traced(trace_of(envelope)):
             attempts = self._settings.consumer_max_attempts
             attempt = interrupted = 0
             while True:

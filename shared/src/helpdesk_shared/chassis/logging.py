@@ -1,4 +1,4 @@
-"""Structured JSON logs with request and correlation ids.
+"""Structured JSON logs with request, correlation and trace ids.
 
 The ids live in contextvars so that every log line emitted while handling a
 request or an event carries them without being passed around.
@@ -15,21 +15,38 @@ from typing import Any
 
 import structlog
 
+from helpdesk_shared.chassis.trace_context import trace_id_of
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
+"""The W3C `traceparent` of the request or event being handled (see `trace_context`)."""
 
 
 @contextmanager
 def correlated(correlation_id: str | None) -> Iterator[None]:
     """Run the block under ``correlation_id`` (its log lines, the events it publishes), if given."""
-    if correlation_id is None:
+    with _set_for_block(correlation_id_var, correlation_id):
+        yield
+
+
+@contextmanager
+def traced(traceparent: str | None) -> Iterator[None]:
+    """Run the block under ``traceparent`` (its log lines, the events it publishes), if given."""
+    with _set_for_block(traceparent_var, traceparent):
+        yield
+
+
+@contextmanager
+def _set_for_block(var: ContextVar[str | None], value: str | None) -> Iterator[None]:
+    if value is None:
         yield
         return
-    token = correlation_id_var.set(correlation_id)
+    token = var.set(value)
     try:
         yield
     finally:
-        correlation_id_var.reset(token)
+        var.reset(token)
 
 
 def _add_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -37,6 +54,8 @@ def _add_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMa
         event_dict.setdefault("request_id", rid)
     if (cid := correlation_id_var.get()) is not None:
         event_dict.setdefault("correlation_id", cid)
+    if (traceparent := traceparent_var.get()) is not None:
+        event_dict.setdefault("trace_id", trace_id_of(traceparent))
     return event_dict
 
 

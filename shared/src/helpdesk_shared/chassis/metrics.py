@@ -22,8 +22,9 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from helpdesk_shared.chassis.logging import correlation_id_var, request_id_var
+from helpdesk_shared.chassis.logging import correlation_id_var, request_id_var, traceparent_var
 from helpdesk_shared.chassis.problems import unexpected_error_response
+from helpdesk_shared.chassis.trace_context import continue_trace
 
 HTTP_REQUESTS = Counter(
     "helpdesk_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
@@ -67,7 +68,8 @@ def metrics_payload() -> tuple[bytes, str]:
 
 
 class RequestContextMiddleware:
-    """Pure ASGI middleware: request id in and out, HTTP metrics by route template."""
+    """Pure ASGI middleware: request id in and out, correlation id and trace context in, HTTP
+    metrics by route template."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -81,18 +83,22 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = correlation_id = None
+        request_id = correlation_id = traceparent = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = request_id or value.decode("latin-1")[:128]
             elif name == b"x-correlation-id":
                 correlation_id = correlation_id or value.decode("latin-1")[:128]
+            elif name == b"traceparent" and traceparent is None:
+                traceparent = value.decode("latin-1")
         if not request_id:
             request_id = secrets.token_hex(16)  # as opaque as uuid4().hex, a quarter of its cost
         token = request_id_var.set(request_id)
         # The events this request causes carry its correlation id (the caller's, else the request's
         # id), and so do the events of every service that handles them: one id across the system.
         correlation_token = correlation_id_var.set(correlation_id or request_id)
+        # They continue the caller's trace too (W3C trace context), or this request starts one.
+        trace_token = traceparent_var.set(continue_trace(traceparent))
         status = 500
         response_started = False
         started = time.perf_counter()
@@ -118,6 +124,7 @@ class RequestContextMiddleware:
         finally:
             request_id_var.reset(token)
             correlation_id_var.reset(correlation_token)
+            traceparent_var.reset(trace_token)
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]

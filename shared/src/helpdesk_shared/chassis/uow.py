@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from helpdesk_shared.chassis.db import OUTBOX, driver_connection
-from helpdesk_shared.chassis.logging import correlation_id_var
+from helpdesk_shared.chassis.logging import correlation_id_var, traceparent_var
 from helpdesk_shared.contracts.envelope import EventPayload, NewEvent, envelope_json
 
 
@@ -60,19 +60,33 @@ class UnitOfWork:
         finally:
             await session.close()
 
-    def publish(self, payload: EventPayload, *, subject: str, correlationid: str | None = None) -> NewEvent:
+    def publish(
+        self,
+        payload: EventPayload,
+        *,
+        subject: str,
+        correlationid: str | None = None,
+        traceparent: str | None = None,
+    ) -> NewEvent:
         """Queue an event for this service's topic; it is stored on `commit()`. It carries
-        ``correlationid``, by default the one the unit of work runs under (the request's, or the
-        event's being handled)."""
+        ``correlationid`` and ``traceparent``, by default those the unit of work runs under (the
+        request's, or the event's being handled)."""
         correlationid = correlationid or correlation_id_var.get()
-        event = envelope_json(payload, source=self._source, subject=subject, correlationid=correlationid)
+        traceparent = traceparent or traceparent_var.get()
+        event = envelope_json(
+            payload,
+            source=self._source,
+            subject=subject,
+            correlationid=correlationid,
+            traceparent=traceparent,
+        )
         self._queue(
             self._topic,
             subject,
             event.id,
             event.type,
             event.json,
-            event_headers(event.type, event.id, correlationid),
+            event_headers(event.type, event.id, correlationid, traceparent),
         )
         return event
 
@@ -164,6 +178,12 @@ _INSERT_EVENTS = (
 )
 
 
-def event_headers(event_type: str, event_id: uuid.UUID, correlationid: str | None) -> dict[str, str]:
-    """The Kafka headers of an event: CloudEvents type and id, the correlation id."""
-    return {"ce_type": event_type, "ce_id": str(event_id), "correlationid": correlationid or ""}
+def event_headers(
+    event_type: str, event_id: uuid.UUID, correlationid: str | None, traceparent: str | None = None
+) -> dict[str, str]:
+    """The Kafka headers of an event: CloudEvents type and id, the correlation id, and the W3C
+    `traceparent` when there is one (for whatever reads the records without parsing them)."""
+    headers = {"ce_type": event_type, "ce_id": str(event_id), "correlationid": correlationid or ""}
+    if traceparent is not None:
+        headers["traceparent"] = traceparent
+    return headers

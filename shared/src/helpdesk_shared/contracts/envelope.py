@@ -165,11 +165,18 @@ def _length_limits(field: str) -> tuple[int, int]:
     return least, most
 
 
-_CHECKED_FIELDS = {name: _length_limits(name) for name in ("source", "subject", "correlationid")}
+_CHECKED_FIELDS = {
+    name: _length_limits(name) for name in ("source", "subject", "correlationid", "traceparent")
+}
 
 
 def envelope_json(
-    payload: EventPayload, *, source: str, subject: str | None = None, correlationid: str | None = None
+    payload: EventPayload,
+    *,
+    source: str,
+    subject: str | None = None,
+    correlationid: str | None = None,
+    traceparent: str | None = None,
 ) -> NewEvent:
     """`EventEnvelope.wrap(payload, …)` serialized — the same JSON text — without building the envelope.
 
@@ -179,7 +186,12 @@ def envelope_json(
     envelope does; the envelope's own fields are a new id, now, the payload's type and the caller's
     values, held to the model's limits here (a `ValueError`, as from `wrap`)."""
     subject = subject if subject is not None else payload.aggregate_id()
-    for name, value in (("source", source), ("subject", subject), ("correlationid", correlationid)):
+    for name, value in (
+        ("source", source),
+        ("subject", subject),
+        ("correlationid", correlationid),
+        ("traceparent", traceparent),
+    ):
         least, most = _CHECKED_FIELDS[name]
         if value is not None and not least <= len(value) <= most:
             raise ValueError(f"envelope {name} must be {least}-{most} characters, not {len(value)}")
@@ -194,7 +206,7 @@ def envelope_json(
             "time": utcnow(),
             "datacontenttype": "application/json",
             "correlationid": correlationid,
-            "traceparent": None,
+            "traceparent": traceparent,
         },
         option=orjson.OPT_UTC_Z,
     )
