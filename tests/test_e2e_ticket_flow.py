@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -224,15 +225,22 @@ def test_customer_reply_after_resolution_reopens_with_the_same_agent(stack: Stac
 
 
 def test_complaints_land_with_the_team_lead_who_adds_a_collaborator(stack: Stack) -> None:
+    marker = f"case{uuid.uuid4().hex[:10]}"  # this test's rule matches this test's ticket only
     with httpx.Client(timeout=5) as client:
         intake, routing, review = stack.url("intake"), stack.url("routing"), stack.url("review")
+        rule = client.post(
+            f"{routing}/v1/routing/rules",
+            headers=LEAD,
+            json={"name": f"e2e {marker}", "pattern": marker, "domain": "auto-insurance", "category": "理賠"},
+        )
+        assert rule.status_code == 201, rule.text
         ticket = client.post(
             f"{intake}/v1/tickets",
             headers=CHANNEL,
             json=new_ticket(
                 kind="complaint",
                 subject="投訴：理賠員態度惡劣",
-                description="電話裡對我很不耐煩，要求主管處理",
+                description=f"電話裡對我很不耐煩，要求主管處理（案號 {marker}）",
             ),
         ).json()
         owner = eventually(
@@ -240,6 +248,31 @@ def test_complaints_land_with_the_team_lead_who_adds_a_collaborator(stack: Stack
             within=5.0,
         )
         assert owner == str(LEAD_ID)
+
+        # Intake mirrors what routing decided: domain and category (the rule), difficulty (a
+        # complaint) and the SLA policy with its due times, as routing's clocks hold them.
+        def classified_shown() -> dict[str, Any] | None:
+            shown: dict[str, Any] = client.get(f"{intake}/v1/tickets/{ticket['id']}", headers=LEAD).json()
+            return shown if shown["sla_policy_id"] else None
+
+        classified = eventually(classified_shown, within=5.0)
+        sla = client.get(f"{routing}/v1/tickets/{ticket['id']}/sla", headers=LEAD).json()
+        due = {timer["target"]: datetime.fromisoformat(timer["due_at"]) for timer in sla["timers"]}
+        assert (classified["domain"], classified["category"], classified["difficult"]) == (
+            "auto-insurance",
+            "理賠",
+            True,
+        )
+        assert {classified["sla_policy_id"]} == {timer["policy_id"] for timer in sla["timers"]}
+        assert datetime.fromisoformat(classified["first_response_due_at"]) == due["first_response"]
+        assert datetime.fromisoformat(classified["resolution_due_at"]) == due["resolution"]
+        listed = client.get(
+            f"{intake}/v1/tickets",
+            headers=LEAD,
+            params={"category": "理賠", "domain": "auto-insurance", "difficult": "true", "kind": "complaint"},
+        ).json()
+        assert ticket["id"] in {t["id"] for t in listed["items"]}
+
         helper = next(str(a.id) for a in DEMO_AGENTS if a.id != LEAD_ID and "specialist" in a.roles)
         added = client.put(
             f"{routing}/v1/tickets/{ticket['id']}/collaborators/{helper}",

@@ -122,7 +122,6 @@ async def delivering(
         webhook_secret=WEBHOOK_SECRET,
         delivery_backoff_seconds=0.05,
         delivery_poll_seconds=0.05,
-        delivery_max_attempts=5,
     ) as harness:
         yield harness
 
@@ -200,6 +199,32 @@ async def test_email_answers_go_by_smtp_and_thread(
     assert first[0]["channel"] == "email"
     shown = (await delivering.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
     assert shown["status"] == "answered"
+
+
+async def test_an_email_subject_with_a_line_break_still_gets_its_answer(
+    delivering: ServiceHarness, mailbox: tuple[Mailbox, int]
+) -> None:
+    # Subjects are the customer's text: a line break in one made the Subject header unbuildable,
+    # so the answer was retried, then failed, and never sent.
+    box, _ = mailbox
+    ticket_id = await post_ticket(
+        delivering,
+        channel="email",
+        subject="保單理賠\r\n進度查詢\t（急）",
+        description="上個月提交的理賠申請還沒有結果",
+        customer={"external_id": f"mail-{uuid.uuid4()}", "email": "lin@example.com"},
+    )
+    await assign(delivering, ticket_id)
+    sent_before = len(box.messages)
+
+    await publish_answer(delivering, ticket_id, "您好，理賠已進入審核。")
+    [event] = await until(lambda: _count_at_least(delivering, ticket_id, 1))
+
+    number = (await delivering.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()["number"]
+    mails = [message_from_bytes(m, policy=policy.default) for m in box.messages[sent_before:]]
+    [mail] = [m for m in mails if number in m["Subject"]]
+    assert mail["Subject"] == f"Re: 保單理賠 進度查詢 （急） [{number}]"
+    assert event["attempts"] == 1
 
 
 async def test_webhook_is_signed_and_retried_until_accepted(
@@ -376,3 +401,20 @@ async def test_what_a_pass_sent_before_it_was_stopped_stays_sent(held: ServiceHa
     again = Accepting()
     assert await one_pass(held, again) == 0
     assert len(await delivered_events(held, ticket_id)) == 1
+
+
+async def test_an_answer_published_for_a_closed_ticket_is_not_sent(held: ServiceHarness) -> None:
+    # A lead closed the ticket (spam, a duplicate) while its answer was still in review.
+    ticket_id, _ = await in_progress_ticket(held)
+    closed = await held.client.post(f"/v1/tickets/{ticket_id}/close", headers=LEAD, json={"reason": "manual"})
+    assert closed.status_code == 200, closed.text
+
+    await publish_answer(held, ticket_id, "最多可借保單價值的八成。")
+
+    assert await one_pass(held, Accepting()) == 0
+    assert await delivered_events(held, ticket_id) == []
+    deliveries = await held.client.get(f"/v1/tickets/{ticket_id}/deliveries", headers=LEAD)
+    assert deliveries.status_code == 200 and deliveries.json() == []
+    timeline = (await held.client.get(f"/v1/tickets/{ticket_id}/timeline", headers=LEAD)).json()
+    [skipped] = [entry for entry in timeline if entry["kind"] == "answer_not_delivered"]
+    assert skipped["data"]["reason"] == "ticket_closed"

@@ -7,7 +7,7 @@ from starlette.middleware import Middleware
 
 from helpdesk_shared.chassis.app import ServiceDefinition, create_service_app
 from helpdesk_shared.text import warm_up_in_background
-from intake_service.api import complaints, customers, email_channel, feedback, tickets
+from intake_service.api import complaints, customers, deliveries, email_channel, feedback, tickets
 from intake_service.api.fast_intake import FastTicketIntake
 from intake_service.autoclose import auto_close_worker
 from intake_service.consumers import CONSUMES, handlers
@@ -29,6 +29,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
                 complaints.router,
                 customers.router,
                 email_channel.router,
+                deliveries.router,
             ],
             handlers=handlers(settings),
             background=[writer.run, delivery_worker, auto_close_worker, warm_up_in_background],

@@ -2,6 +2,11 @@
 
 `AnswerSender` is the port the delivery worker depends on; tests of the worker
 use the real adapters against a local SMTP server and a local HTTP receiver.
+
+A `DeliveryError` is permanent when trying again cannot help: the message could not be built
+from the ticket's data, the server refused the recipient or the message itself (5xx), the
+integration answered 410 Gone. Everything else (a server down, a 4xx "try later", our own SMTP
+login or sender refused until the configuration is fixed) is retried.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ import asyncio
 import hashlib
 import hmac
 import smtplib
+import ssl
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -22,6 +29,7 @@ import orjson
 
 from helpdesk_shared.chassis.logging import correlation_id_var
 from helpdesk_shared.contracts.enums import Channel
+from intake_service.domain.email.threading_keys import reply_headers
 from intake_service.settings import IntakeSettings
 
 SIGNATURE_HEADER = "X-Helpdesk-Signature"
@@ -66,42 +74,92 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
+def header_text(value: str) -> str:
+    """Text from a ticket (the customer's subject) made fit for a header: runs of whitespace, line
+    breaks included, folded into one space, other control characters dropped. A line break in a
+    header value is refused by the email package (and would inject headers if it were not)."""
+    return "".join(ch for ch in " ".join(value.split()) if unicodedata.category(ch) != "Cc")
+
+
+def _smtp_code(exc: smtplib.SMTPException) -> int | None:
+    code = getattr(exc, "smtp_code", None)
+    return code if isinstance(code, int) else None
+
+
+def smtp_failure(exc: smtplib.SMTPException | OSError) -> DeliveryError:
+    """What an SMTP error means for the delivery.
+
+    Permanent: the server refused the recipient (every one of them) or the message with a 5xx
+    reply. Temporary: 4xx replies ("try again later": greylisting, a full mailbox, a busy server),
+    connection and TLS failures, and refusals of our own configuration even when 5xx — the login,
+    the sender address, the greeting, STARTTLS — which hold for every answer alike: those are
+    retried (and shown on the deliveries) until the configuration is fixed, not failed at once.
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        return DeliveryError(
+            f"recipient refused: {exc.recipients}", permanent=bool(codes) and all(c >= 500 for c in codes)
+        )
+    if isinstance(exc, smtplib.SMTPDataError):
+        code = _smtp_code(exc)
+        return DeliveryError(f"message refused: {exc!r}", permanent=code is not None and 500 <= code < 600)
+    return DeliveryError(f"SMTP: {exc!r}")
+
+
 class SmtpSender:
     def __init__(self, settings: IntakeSettings) -> None:
         self._settings = settings
+        # Verified against the system's CAs (or INTAKE_SMTP_CA_FILE's): without a context,
+        # smtplib's STARTTLS accepts any certificate, so anyone on the path could read the answers.
+        self._tls: ssl.SSLContext | None = (
+            ssl.create_default_context(cafile=settings.smtp_ca_file)
+            if settings.smtp_starttls or settings.smtp_tls
+            else None
+        )
 
-    def _compose(self, answer: OutboundAnswer) -> EmailMessage:
+    def compose(self, answer: OutboundAnswer) -> EmailMessage:
+        """The email; a `DeliveryError` (permanent) when the ticket's data cannot make one."""
         if not answer.to_email:
             raise DeliveryError("the customer has no email address", permanent=True)
+        try:
+            return self._compose(answer)
+        except Exception as exc:  # the same data fails the same way on every attempt
+            raise DeliveryError(f"the email could not be composed: {exc!r}", permanent=True) from exc
+
+    def _compose(self, answer: OutboundAnswer) -> EmailMessage:
         message = EmailMessage()
         message["From"] = formataddr(("Support", self._settings.smtp_from))
         message["To"] = answer.to_email
-        message["Subject"] = f"Re: {answer.ticket_subject} [{answer.ticket_number}]"
+        message["Subject"] = header_text(f"Re: {answer.ticket_subject} [{answer.ticket_number}]")
         message["Message-ID"] = f"<{answer.email_message_id}>"
-        if answer.references:
-            message["In-Reply-To"] = f"<{answer.references[-1]}>"
-            message["References"] = " ".join(f"<{ref}>" for ref in answer.references)
+        # In-Reply-To the latest message, References the thread's first and latest ids (capped).
+        for name, value in reply_headers(list(answer.references)).items():
+            message[name] = value
         message["Auto-Submitted"] = "auto-replied"  # tells mail systems not to auto-reply to us
         message.set_content(answer.body)
         return message
 
     def _send_blocking(self, message: EmailMessage) -> None:
         s = self._settings
-        with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.delivery_timeout_seconds) as smtp:
+        timeout = s.delivery_timeout_seconds
+        smtp = (
+            smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=timeout, context=self._tls)
+            if s.smtp_tls
+            else smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=timeout)
+        )
+        with smtp:
             if s.smtp_starttls:
-                smtp.starttls()
+                smtp.starttls(context=self._tls)
             if s.smtp_username:
                 smtp.login(s.smtp_username, s.smtp_password.get_secret_value() if s.smtp_password else "")
             smtp.send_message(message)
 
     async def send(self, answer: OutboundAnswer) -> None:
-        message = self._compose(answer)
+        message = self.compose(answer)
         try:
             await asyncio.to_thread(self._send_blocking, message)
-        except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryError(f"recipient refused: {exc.recipients}", permanent=True) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"SMTP: {exc!r}") from exc
+            raise smtp_failure(exc) from exc
 
 
 class WebhookSender:
@@ -113,18 +171,21 @@ class WebhookSender:
         url = answer.callback_url or self._settings.channel_callbacks.get(answer.channel)
         if not url:
             raise DeliveryError(f"no callback URL for channel {answer.channel}", permanent=True)
-        body = orjson.dumps(
-            {
-                "type": "answer",
-                "ticket_id": str(answer.ticket_id),
-                "ticket_number": answer.ticket_number,
-                "message_id": str(answer.message_id),
-                "answer_id": str(answer.answer_id),
-                "answer_version": answer.answer_version,
-                "body": answer.body,
-                "delivery_id": str(answer.delivery_id),
-            }
-        )
+        try:
+            body = orjson.dumps(
+                {
+                    "type": "answer",
+                    "ticket_id": str(answer.ticket_id),
+                    "ticket_number": answer.ticket_number,
+                    "message_id": str(answer.message_id),
+                    "answer_id": str(answer.answer_id),
+                    "answer_version": answer.answer_version,
+                    "body": answer.body,
+                    "delivery_id": str(answer.delivery_id),
+                }
+            )
+        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate: fails the same way every time
+            raise DeliveryError(f"the webhook body could not be built: {exc!r}", permanent=True) from exc
         signature = sign(self._settings.webhook_secret.get_secret_value(), int(time.time()), body)
         try:
             response = await self._client.post(

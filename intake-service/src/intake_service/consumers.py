@@ -12,7 +12,9 @@ from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.review import AnswerApproved, AnswerPublished, AnswerRejected, AnswerSubmitted
 from helpdesk_shared.contracts.routing import (
     TicketAssigned,
+    TicketClassified,
     TicketCollaboratorsChanged,
+    TicketEscalated,
     TicketQueued,
     TicketTransferred,
 )
@@ -43,6 +45,10 @@ def handlers(settings: IntakeSettings) -> dict[str, Handler]:
     async def on_ticket_transferred(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_transfer(uow, event.data)
 
+    async def on_ticket_escalated(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+        await workflow.apply_escalation(uow, event.data)
+        await uow.commit()
+
     async def on_ticket_collaborators_changed(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await workflow.apply_collaborators(uow, event.data)
 
@@ -60,9 +66,12 @@ def handlers(settings: IntakeSettings) -> dict[str, Handler]:
 
     return {
         # Routing decides every new ticket: under load its decisions come in runs.
+        TicketClassified.cloudevent_type(): _mirrored_in_runs(workflow.apply_classification),
         TicketAssigned.cloudevent_type(): _mirrored_in_runs(workflow.apply_assignment),
         TicketQueued.cloudevent_type(): _mirrored_in_runs(workflow.apply_queued),
         TicketTransferred.cloudevent_type(): on_ticket_transferred,
+        # `sla.breached` is not consumed: routing publishes `ticket.escalated` with it, naming the clock.
+        TicketEscalated.cloudevent_type(): on_ticket_escalated,
         TicketCollaboratorsChanged.cloudevent_type(): on_ticket_collaborators_changed,
         AnswerSubmitted.cloudevent_type(): on_answer_submitted,
         AnswerRejected.cloudevent_type(): on_answer_rejected,

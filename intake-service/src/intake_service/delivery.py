@@ -1,25 +1,36 @@
 """Delivering approved answers: recorded on `answer.published`, sent by a worker, retried until accepted.
 
 The handler of `answer.published` stores the outbound message and a pending
-delivery in one transaction (so an approved answer is never lost); the worker
-claims due deliveries with `FOR UPDATE SKIP LOCKED` (safe with several replicas),
-sends each through the ticket's channel outside any transaction and, once the channel
-accepted, marks the ticket answered and emits `ticket.answer_delivered` — the first
+delivery in one transaction (so an approved answer is never lost), once per answer
+version: the same version published again under a new event id changes nothing.
+The worker claims due deliveries one at a time (`FOR UPDATE SKIP LOCKED`, safe with
+several replicas), each with a token of its own and a claim that outlasts a send; it
+sends only while the delivery is still pending and still its own, outside any
+transaction, and records the outcome only under that same condition — a replica whose
+claim ran out and was taken over records nothing, so an answer is not sent twice by
+two replicas and a late failure never overwrites a delivery. Once the channel
+accepted, the ticket is answered and `ticket.answer_delivered` emitted — the first
 response for SLAs.
-Failures back off exponentially and stay visible on the ticket's timeline.
+Temporary failures back off exponentially up to a cap and go on at that pace until the
+delivery has been pending for `INTAKE_DELIVERY_GIVE_UP_AFTER_SECONDS`; permanent ones
+(and deliveries given up) are marked failed on the ticket's timeline, where a lead may
+retry them (`retry_failed_delivery`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, select, update
 
 from helpdesk_shared.chassis.app import ServiceRuntime
 from helpdesk_shared.chassis.logging import correlated, correlation_id_var, get_logger
+from helpdesk_shared.chassis.problems import Conflict, NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import Channel, MessageAuthor, TicketStatus
 from helpdesk_shared.contracts.intake import TicketAnswerDelivered
@@ -33,7 +44,7 @@ from intake_service.channels import (
     WebhookSender,
     new_message_id,
 )
-from intake_service.domain.lifecycle import can_transition
+from intake_service.domain.lifecycle import status_after_delivery
 from intake_service.domain.privacy import redact_contacts
 from intake_service.models import Customer, Delivery, EmailThreadId, Message, Ticket
 from intake_service.repository import TicketRepository, load_ticket
@@ -42,15 +53,55 @@ from intake_service.settings import IntakeSettings
 log = get_logger(__name__)
 
 BATCH = 10
-MAX_BACKOFF = timedelta(minutes=10)
-# A claimed delivery is not due again for at least this long (or four send timeouts).
+# A claimed delivery is not due again for at least this long (or four send timeouts); a send may
+# take half of it, leaving the rest to record the outcome before anyone else may claim it.
 _MIN_CLAIM_SECONDS = 60.0
+# 2 ** this is far past any cap: the doubling stops before its float could overflow a timedelta.
+_MAX_DOUBLINGS = 40
+
+
+class DeliveryNotFound(NotFound):
+    slug, title = "delivery-not-found", "Delivery not found"
+
+
+class DeliveryNotFailed(Conflict):
+    slug, title = "delivery-not-failed", "Only a failed delivery can be retried"
 
 
 async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, mail_domain: str) -> None:
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
+    # Under the ticket's lock, so two publishes of one version (an answer belongs to one ticket)
+    # take turns and the second sees the first; the unique index stands behind this.
+    if await uow.session.scalar(
+        select(
+            exists().where(
+                Delivery.answer_id == event.answer_id, Delivery.answer_version == event.answer_version
+            )
+        )
+    ):
+        log.info(
+            "answer_version_already_published",
+            ticket_id=str(ticket.id),
+            answer_id=str(event.answer_id),
+            answer_version=event.answer_version,
+        )
+        return  # handled (the consumer's commit keeps its id in the inbox), nothing else changes
     repo = TicketRepository(uow.session)
     now = datetime.now(UTC)
+    if ticket.status == TicketStatus.CLOSED.value:
+        # Closed while the answer was in review (a lead closing spam or a duplicate): it is not
+        # sent. The timeline says so, and a new ticket or a lead's own message is the way on.
+        await repo.add_timeline(
+            ticket.id,
+            "answer_not_delivered",
+            at=now,
+            actor="review",
+            answer_id=event.answer_id,
+            answer_version=event.answer_version,
+            reason="ticket_closed",
+        )
+        await uow.commit()
+        return
     email_message_id = new_message_id(mail_domain).strip("<>")
     message = await repo.add_message(
         Message(
@@ -77,6 +128,7 @@ async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, ma
             status="pending",
             attempts=0,
             next_attempt_at=now,
+            pending_since=now,
             correlation_id=correlation_id_var.get(),
         )
     )
@@ -128,8 +180,7 @@ async def _delivered(uow: UnitOfWork, delivery: Delivery, now: datetime) -> None
     )
     delivery.status, delivery.delivered_at = "delivered", now
     previous = TicketStatus(ticket.status)
-    if can_transition(previous, TicketStatus.ANSWERED):
-        ticket.status = TicketStatus.ANSWERED
+    ticket.status = status_after_delivery(previous)
     repo = TicketRepository(uow.session)
     await repo.add_timeline(
         ticket.id,
@@ -160,6 +211,19 @@ async def _delivered(uow: UnitOfWork, delivery: Delivery, now: datetime) -> None
     )
 
 
+def retry_backoff(attempts: int, settings: IntakeSettings) -> timedelta:
+    """The pause after the `attempts`-th failed attempt: doubling from the first, capped."""
+    doublings = min(max(attempts - 1, 0), _MAX_DOUBLINGS)
+    seconds = settings.delivery_backoff_seconds * 2**doublings
+    return timedelta(seconds=min(seconds, settings.delivery_max_backoff_seconds))
+
+
+def gives_up_at(delivery: Delivery, settings: IntakeSettings) -> datetime:
+    """When a delivery still failing is marked failed: once pending this long."""
+    since = delivery.pending_since or delivery.created_at
+    return since + timedelta(seconds=settings.delivery_give_up_after_seconds)
+
+
 async def _failed(
     uow: UnitOfWork, delivery: Delivery, error: DeliveryError, now: datetime, settings: IntakeSettings
 ) -> None:
@@ -168,7 +232,7 @@ async def _failed(
     ticket = await load_ticket(uow, delivery.ticket_id)
     customer = await uow.session.get_one(Customer, ticket.customer_id)
     delivery.last_error = redact_contacts(str(error), customer.email, customer.phone)[:2000]
-    if error.permanent or delivery.attempts >= settings.delivery_max_attempts:
+    if error.permanent or now >= gives_up_at(delivery, settings):
         delivery.status = "failed"
         await TicketRepository(uow.session).add_timeline(
             delivery.ticket_id,
@@ -176,77 +240,201 @@ async def _failed(
             at=now,
             actor="intake",
             message_id=delivery.message_id,
+            delivery_id=delivery.id,
             attempts=delivery.attempts,
             error=delivery.last_error,
+            reason="permanent" if error.permanent else "gave_up",
         )
-        log.warning("answer_delivery_failed", ticket_id=str(delivery.ticket_id), attempts=delivery.attempts)
+        log.warning(
+            "answer_delivery_failed",
+            ticket_id=str(delivery.ticket_id),
+            delivery_id=str(delivery.id),
+            attempts=delivery.attempts,
+            permanent=error.permanent,
+        )
         return
-    backoff = timedelta(seconds=settings.delivery_backoff_seconds * 2 ** (delivery.attempts - 1))
-    delivery.next_attempt_at = now + min(backoff, MAX_BACKOFF)
+    delivery.next_attempt_at = now + retry_backoff(delivery.attempts, settings)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    delivery_id: uuid.UUID
+    token: uuid.UUID
+    until: datetime
+    correlation_id: str | None
+
+
+def _claim_seconds(settings: IntakeSettings) -> float:
+    return max(_MIN_CLAIM_SECONDS, 4 * settings.delivery_timeout_seconds)
 
 
 async def deliver_due(uow_factory: UnitOfWorkFactory, sender: AnswerSender, settings: IntakeSettings) -> int:
-    """One pass over the deliveries that are due; returns how many were attempted.
+    """One pass over the deliveries that are due (up to `BATCH`); returns how many were claimed.
 
-    Each delivery is claimed, sent and recorded on its own: no transaction (and no ticket lock)
-    is held while a channel takes its time, and an answer the channel took is recorded at once,
-    so a pass that ends early (the service stopping, a database error) sends nothing twice.
+    Each delivery is claimed right before it is sent, then sent and recorded on its own: no
+    transaction (and no ticket lock) is held while a channel takes its time, no claim waits behind
+    other sends, and an answer the channel took is recorded at once, so a pass that ends early
+    (the service stopping, a database error) sends nothing twice.
     """
-    claimed = await _claim_due(uow_factory, settings)
-    for delivery_id, correlation_id in claimed:
-        with correlated(correlation_id):
-            try:
-                async with uow_factory() as uow:
-                    answer = await _outbound(uow, await uow.session.get_one(Delivery, delivery_id))
-                await sender.send(answer)
-            except DeliveryError as error:
-                failure: DeliveryError | None = error
-            except Exception as exc:  # an adapter bug still counts as an attempt, never loops hot
-                failure = DeliveryError(repr(exc))
-            else:
-                failure = None
-            async with uow_factory() as uow:
-                delivery = await uow.session.get_one(Delivery, delivery_id, with_for_update=True)
-                if failure is None:
-                    await _delivered(uow, delivery, datetime.now(UTC))
-                else:
-                    await _failed(uow, delivery, failure, datetime.now(UTC), settings)
-                await uow.commit()
-    return len(claimed)
+    claimed = 0
+    while claimed < BATCH:
+        claim = await _claim_next(uow_factory, settings)
+        if claim is None:
+            break
+        claimed += 1
+        with correlated(claim.correlation_id):
+            await _attempt(uow_factory, sender, settings, claim)
+    return claimed
 
 
-async def _claim_due(
-    uow_factory: UnitOfWorkFactory, settings: IntakeSettings
-) -> list[tuple[uuid.UUID, str | None]]:
-    """Take the due deliveries (`SKIP LOCKED`: one replica each), counting the attempt now.
+async def _claim_next(uow_factory: UnitOfWorkFactory, settings: IntakeSettings) -> _Claim | None:
+    """Take the next due delivery (`SKIP LOCKED`: one replica each), counting the attempt now.
 
-    Until its outcome is recorded a claimed delivery is not due again for longer than a send may
-    take: if this replica stops mid-send, another sends it once that claim has run out.
+    It gets a token of its own and is not due again until the claim runs out, for longer than a
+    send may take: if this replica stops mid-send, another sends it once the claim has run out.
     """
     now = datetime.now(UTC)
-    claim_until = now + timedelta(seconds=max(_MIN_CLAIM_SECONDS, 4 * settings.delivery_timeout_seconds))
+    until = now + timedelta(seconds=_claim_seconds(settings))
+    token = uuid.uuid4()
+    due = (
+        select(Delivery.id)
+        .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
     async with uow_factory() as uow:
-        due = (
-            await uow.session.scalars(
-                select(Delivery)
-                .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
-                .order_by(Delivery.next_attempt_at)
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
+        row = (
+            await uow.session.execute(
+                update(Delivery)
+                .where(Delivery.id == due)
+                .values(
+                    attempts=Delivery.attempts + 1,
+                    claim_token=token,
+                    claimed_until=until,
+                    next_attempt_at=until,
+                )
+                .returning(Delivery.id, Delivery.correlation_id)
+                .execution_options(synchronize_session=False)
             )
-        ).all()
-        for delivery in due:
-            delivery.attempts += 1
-            delivery.next_attempt_at = claim_until
-        claimed = [(d.id, d.correlation_id) for d in due]
+        ).one_or_none()
         await uow.commit()
-    return claimed
+    if row is None:
+        return None
+    return _Claim(delivery_id=row.id, token=token, until=until, correlation_id=row.correlation_id)
+
+
+def _held(claim: _Claim) -> tuple[ColumnElement[bool], ...]:
+    """The delivery is still pending and still this claim's."""
+    return (
+        Delivery.id == claim.delivery_id,
+        Delivery.status == "pending",
+        Delivery.claim_token == claim.token,
+    )
+
+
+async def _attempt(
+    uow_factory: UnitOfWorkFactory, sender: AnswerSender, settings: IntakeSettings, claim: _Claim
+) -> None:
+    failure: DeliveryError | None = None
+    try:
+        async with uow_factory() as uow:
+            delivery = await uow.session.scalar(select(Delivery).where(*_held(claim)))
+            if delivery is None:
+                log.info("delivery_claim_lost_before_send", delivery_id=str(claim.delivery_id))
+                return
+            answer = await _outbound(uow, delivery)
+        # The send ends within the first half of the claim, whatever the channel does: the other
+        # half is left to record the outcome before the delivery is anyone else's to claim. (A
+        # thread of the SMTP adapter may outlive it; its socket times out on its own.)
+        budget = (claim.until - datetime.now(UTC)).total_seconds() - _claim_seconds(settings) / 2
+        if budget <= 0:
+            log.warning("delivery_claim_ran_out_before_send", delivery_id=str(claim.delivery_id))
+            return
+        async with asyncio.timeout(budget):
+            await sender.send(answer)
+    except DeliveryError as error:
+        failure = error
+    except TimeoutError:
+        failure = DeliveryError("the channel did not take the answer in time")
+    except Exception as exc:  # an adapter bug still counts as an attempt, never loops hot
+        failure = DeliveryError(repr(exc))
+    async with uow_factory() as uow:
+        delivery = await uow.session.scalar(select(Delivery).where(*_held(claim)).with_for_update())
+        if delivery is None:
+            # Its claim ran out and another attempt took it over (and may have delivered it): the
+            # outcome is that attempt's to record.
+            log.info(
+                "delivery_outcome_skipped",
+                delivery_id=str(claim.delivery_id),
+                outcome="delivered" if failure is None else "failed",
+            )
+            return
+        delivery.claim_token = delivery.claimed_until = None
+        now = datetime.now(UTC)
+        if failure is None:
+            await _delivered(uow, delivery, now)
+        else:
+            await _failed(uow, delivery, failure, now, settings)
+        await uow.commit()
+
+
+async def ticket_deliveries(uow: UnitOfWork, ticket_id: uuid.UUID) -> Sequence[Delivery]:
+    """The ticket's deliveries, oldest first (a 404 problem for an unknown ticket)."""
+    await load_ticket(uow, ticket_id)
+    return (
+        await uow.session.scalars(
+            select(Delivery).where(Delivery.ticket_id == ticket_id).order_by(Delivery.created_at, Delivery.id)
+        )
+    ).all()
+
+
+async def retry_failed_delivery(
+    uow: UnitOfWork, ticket_id: uuid.UUID, delivery_id: uuid.UUID, *, actor: str
+) -> Delivery:
+    """A failed delivery pending again, due now with its attempts reset and the give-up age
+    counted afresh; on the ticket's timeline. 404 for an unknown one (or another ticket's), 409
+    unless it failed."""
+    await load_ticket(uow, ticket_id)
+    delivery = await uow.session.scalar(
+        select(Delivery).where(Delivery.id == delivery_id, Delivery.ticket_id == ticket_id).with_for_update()
+    )
+    if delivery is None:
+        raise DeliveryNotFound(f"No delivery with id {delivery_id} on ticket {ticket_id}")
+    if delivery.status != "failed":
+        raise DeliveryNotFailed(
+            f"The delivery is {delivery.status}: only a failed one can be retried", status=delivery.status
+        )
+    now = datetime.now(UTC)
+    previous_attempts = delivery.attempts
+    delivery.status = "pending"
+    delivery.attempts = 0
+    delivery.next_attempt_at = delivery.pending_since = now
+    delivery.claim_token = delivery.claimed_until = None
+    await TicketRepository(uow.session).add_timeline(
+        ticket_id,
+        "delivery_retried",
+        at=now,
+        actor=actor,
+        message_id=delivery.message_id,
+        delivery_id=delivery.id,
+        previous_attempts=previous_attempts,
+    )
+    await uow.commit()
+    return delivery
 
 
 async def delivery_worker(runtime: ServiceRuntime) -> None:
     """Background task of the intake service."""
     settings = runtime.settings
     assert isinstance(settings, IntakeSettings)
+    if settings.delivery_max_attempts is not None:
+        log.warning(
+            "deprecated_setting_ignored",
+            setting="INTAKE_DELIVERY_MAX_ATTEMPTS",
+            instead="INTAKE_DELIVERY_GIVE_UP_AFTER_SECONDS",
+        )
     async with httpx.AsyncClient() as client:
         sender = ChannelSender(SmtpSender(settings), WebhookSender(settings, client))
         while True:

@@ -55,6 +55,8 @@ class Ticket(Base):
         Index("ix_tickets_channel_created_at", "channel", "created_at"),
         Index("ix_tickets_kind_created_at", "kind", "created_at"),
         Index("ix_tickets_priority_created_at", "priority", "created_at"),
+        # The category filter: routing's category, else the channel's hint until routing decided one.
+        Index("ix_tickets_category_created_at", text("coalesce(category, category_hint)"), "created_at"),
         Index(
             "ix_tickets_search",
             text("to_tsvector('simple'::regconfig, search_tokens)"),
@@ -97,6 +99,18 @@ class Ticket(Base):
     )
     # When the status last became what it is: auto-close counts its days from here.
     status_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Mirrored from routing's `ticket.classified` (and `ticket.assigned` for difficulty) and
+    # `ticket.escalated`; `priority` follows the newer of the two decisions (see workflow).
+    domain: Mapped[str | None] = mapped_column(String(100))
+    category: Mapped[str | None] = mapped_column(String(200))
+    difficult: Mapped[bool] = mapped_column(server_default=text("false"), default=False)
+    sla_policy_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # As routing matched them at classification: its clocks may pause and move them later.
+    first_response_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolution_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When routing made the classification and the escalation stored: older events are ignored.
+    classified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @validates("status")
     def _stamp_status_change(self, _key: str, status: str) -> str:
@@ -140,7 +154,11 @@ class TimelineEntry(Base):
 
 
 class IdempotencyKey(Base):
-    """A channel's Idempotency-Key: retries replay the first response instead of creating again."""
+    """A channel's Idempotency-Key: retries replay the first response instead of creating again.
+
+    One key is one request of the caller's: a new ticket (`ticket_id`) or a follow-up on one
+    (`ticket_id` and `message_id`).
+    """
 
     __tablename__ = "idempotency_keys"
 
@@ -148,6 +166,8 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     ticket_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # The follow-up the key's request stored (POST /v1/tickets/{id}/messages).
+    message_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )
@@ -205,6 +225,9 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # One delivery per answer version: the same version published again (under a new event id)
+        # is not sent again.
+        Index("uq_deliveries_answer_version", "answer_id", "answer_version", unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
@@ -222,6 +245,13 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # Of the `answer.published` event: the delivery, its log lines and its events carry it on.
     correlation_id: Mapped[str | None] = mapped_column(String(200))
+    # The worker attempt that holds the delivery (None: nobody) and until when: only the holder of
+    # the token sends it and records the outcome, so two replicas never both send one answer.
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When it last became pending (published, or retried by a lead): it is given up once pending
+    # for INTAKE_DELIVERY_GIVE_UP_AFTER_SECONDS. None on rows from before revision 0013: created_at.
+    pending_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class InboundEmail(Base):

@@ -9,17 +9,19 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, func, literal_column, select
+from sqlalchemy import Select, exists, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpdesk_shared.chassis.pagination import PageParams, keyset_page
 from helpdesk_shared.chassis.problems import NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
+from helpdesk_shared.contracts.enums import TicketStatus
 from intake_service.models import (
     TICKET_NUMBER_SEQ,
     Attachment,
     Customer,
+    Delivery,
     IdempotencyKey,
     Message,
     Ticket,
@@ -37,6 +39,10 @@ class TicketFilters:
     assignee_id: uuid.UUID | None = None
     team_id: uuid.UUID | None = None
     category: str | None = None
+    domain: str | None = None
+    difficult: bool | None = None
+    first_response_due_before: datetime | None = None
+    resolution_due_before: datetime | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
     search_terms: tuple[str, ...] = ()
@@ -76,10 +82,29 @@ class TicketRepository:
             (Ticket.priority, filters.priority),
             (Ticket.assignee_id, filters.assignee_id),
             (Ticket.team_id, filters.team_id),
-            (Ticket.category_hint, filters.category),
+            # Routing's category, else the channel's hint while routing has not decided one (the
+            # expression of ix_tickets_category_created_at).
+            (func.coalesce(Ticket.category, Ticket.category_hint), filters.category),
+            (Ticket.domain, filters.domain),
+            (Ticket.difficult, filters.difficult),
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
+        if filters.first_response_due_before is not None:
+            # Only tickets still waiting for their first response: no answer delivered, never
+            # resolved (a resolution is a response) nor closed — as routing stops that clock.
+            answered = exists().where(Delivery.ticket_id == Ticket.id, Delivery.status == "delivered")
+            stmt = stmt.where(
+                Ticket.first_response_due_at < filters.first_response_due_before,
+                Ticket.resolution_count == 0,
+                Ticket.status != TicketStatus.CLOSED,
+                ~answered,
+            )
+        if filters.resolution_due_before is not None:
+            stmt = stmt.where(
+                Ticket.resolution_due_at < filters.resolution_due_before,
+                Ticket.status.not_in((TicketStatus.RESOLVED, TicketStatus.CLOSED)),
+            )
         if filters.created_from is not None:
             stmt = stmt.where(Ticket.created_at >= filters.created_from)
         if filters.created_to is not None:

@@ -132,6 +132,24 @@ class TicketOut(BaseModel):
     closed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # Routing's decisions, mirrored from its events (a new ticket has none yet).
+    domain: str | None = Field(default=None, description="Domain routing classified the ticket in")
+    category: str | None = Field(
+        default=None, description="Category routing decided (null: not decided; see category_hint)"
+    )
+    difficult: bool = Field(default=False, description="Difficult (疑難), as routing decided")
+    sla_policy_id: uuid.UUID | None = Field(default=None, description="The SLA policy routing matched")
+    first_response_due_at: datetime | None = Field(
+        default=None,
+        description="First response due, as routing matched it at classification "
+        "(routing's GET /v1/tickets/{id}/sla has the clocks as they run)",
+    )
+    resolution_due_at: datetime | None = Field(
+        default=None,
+        description="Resolution due, as routing matched it at classification (a paused or "
+        "restarted clock moves it later in routing)",
+    )
+    escalated_at: datetime | None = Field(default=None, description="When routing last escalated the ticket")
 
 
 class MessageCreate(_StorableText):
@@ -182,11 +200,16 @@ class TimelineItem(BaseModel):
     kind: str = Field(
         description="created, message, assigned, status_changed, transferred, answer_submitted, "
         "answer_rejected, answer_approved, answer_published, answer_delivered, delivery_failed, rated, "
-        "complaint, follow_up_of, follow_up_opened, queued, collaborators"
+        "complaint, follow_up_of, follow_up_opened, queued, collaborators, classified, escalated, "
+        "delivery_retried, answer_not_delivered"
     )
     occurred_at: datetime
     actor: str | None
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(
+        description="The entry's details by kind. A `message` entry has `message_id`, `author` and "
+        "`direction`; staff also get the message's `channel`, `body` and `attachments` (id, name, "
+        "content_type, size_bytes), the customer's email and phone masked unless their role sees them"
+    )
 
 
 class AttachmentOut(BaseModel):

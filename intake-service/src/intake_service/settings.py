@@ -1,6 +1,18 @@
-"""Intake service settings (env prefix `INTAKE_`)."""
+"""Intake service settings (env prefix `INTAKE_`).
+
+Answer delivery is retried by age, not by count: `INTAKE_DELIVERY_BACKOFF_SECONDS` doubles up to
+`INTAKE_DELIVERY_MAX_BACKOFF_SECONDS`, and retries go on at that pace until the delivery has been
+pending for `INTAKE_DELIVERY_GIVE_UP_AFTER_SECONDS` (3 days). `INTAKE_DELIVERY_MAX_ATTEMPTS` is
+deprecated and ignored: as a cap it gave up after ~17 minutes (10 attempts, 2 s doubling, the
+10-minute backoff cap never reached), so a callback down for a 20-minute deploy lost the approved
+answer; a count says nothing about how long an outage lasted, and an age does. It is still
+accepted (and logged as ignored) so that configurations setting it keep starting.
+"""
 
 from __future__ import annotations
+
+import ipaddress
+import ssl
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -34,7 +46,18 @@ class IntakeSettings(ServiceSettings):
     # Delivery of approved answers: email over SMTP, other channels as signed webhooks.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
-    smtp_starttls: bool = False
+    smtp_starttls: bool = Field(
+        default=False, description="Upgrade the connection with STARTTLS, verifying the server's certificate"
+    )
+    smtp_tls: bool = Field(
+        default=False,
+        description="Implicit TLS (SMTPS, usually port 465) instead of STARTTLS, the certificate verified",
+    )
+    smtp_ca_file: str | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that issued the SMTP server's certificate (a private CA); "
+        "unset: the system's trusted CAs",
+    )
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_from: str = "support@helpdesk.local"
@@ -46,8 +69,27 @@ class IntakeSettings(ServiceSettings):
     channel_callbacks: dict[str, str] = Field(
         default_factory=dict, description='Default callback URL per channel, e.g. {"app": "https://…"}'
     )
-    delivery_max_attempts: int = Field(default=10, ge=1)
-    delivery_backoff_seconds: float = Field(default=2.0, gt=0)
+    # Deliveries are retried until the channel takes the answer or the delivery has been pending
+    # for `delivery_give_up_after_seconds`: an attempts cap gave up after ~17 minutes of retries
+    # (10 attempts, 2 s doubling), so a callback down for a deploy lost the approved answer.
+    delivery_max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="Deprecated and ignored (a warning is logged when set): deliveries give up by age, "
+        "INTAKE_DELIVERY_GIVE_UP_AFTER_SECONDS. Still accepted so that existing configurations start",
+    )
+    delivery_backoff_seconds: float = Field(
+        default=2.0, gt=0, description="The first pause between attempts; it doubles up to the cap"
+    )
+    delivery_max_backoff_seconds: float = Field(
+        default=600.0, gt=0, description="The longest pause between attempts: retries go on at this pace"
+    )
+    delivery_give_up_after_seconds: float = Field(
+        default=259_200.0,
+        gt=0,
+        description="How long a delivery is retried (since its answer was published, or since a lead "
+        "retried it) before it is marked failed on the ticket; 3 days by default",
+    )
     delivery_poll_seconds: float = Field(default=1.0, gt=0)
     delivery_timeout_seconds: float = Field(default=15.0, gt=0)
     # Auto-close: answered or resolved tickets the customer has not replied to for this long.
@@ -62,6 +104,28 @@ class IntakeSettings(ServiceSettings):
         return url.rstrip("/")  # links append /{id}/satisfaction
 
     @model_validator(mode="after")
+    def _smtp_transport_security(self) -> IntakeSettings:
+        if self.smtp_starttls and self.smtp_tls:
+            raise ValueError("Set one of INTAKE_SMTP_STARTTLS and INTAKE_SMTP_TLS, not both")
+        if self.smtp_ca_file:
+            try:  # refused at start rather than by every send: each would be retried for days
+                ssl.create_default_context(cafile=self.smtp_ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"INTAKE_SMTP_CA_FILE cannot be read as PEM certificates: {exc}") from exc
+        # Answers (and the SMTP password) must not cross a network in clear: only a relay on this
+        # very host (a sidecar, a local MTA) may be spoken to without TLS.
+        if (
+            self.environment == "production"
+            and not (self.smtp_starttls or self.smtp_tls)
+            and not is_loopback_host(self.smtp_host)
+        ):
+            raise ValueError(
+                f"INTAKE_SMTP_STARTTLS (or INTAKE_SMTP_TLS) must be on for the SMTP server "
+                f"{self.smtp_host!r} in production: only a loopback server may be used without TLS"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_development_secrets(self) -> IntakeSettings:
         if self.environment == "production":
             for variable, secret, default in (
@@ -72,3 +136,14 @@ class IntakeSettings(ServiceSettings):
             if self.survey_base_url == DEV_SURVEY_BASE_URL:
                 raise ValueError("INTAKE_SURVEY_BASE_URL must be set to the public address customers open")
         return self
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1, bracketed or not)."""
+    name = host.strip().rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False

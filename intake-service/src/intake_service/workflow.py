@@ -9,14 +9,23 @@ timeline and the status is kept.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+import orjson
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.pagination import InvalidCursor
 from helpdesk_shared.chassis.problems import Conflict, Forbidden
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.enums import CloseReason, MessageAuthor, Role, TicketKind, TicketStatus
@@ -29,7 +38,9 @@ from helpdesk_shared.contracts.intake import (
 from helpdesk_shared.contracts.review import AnswerApproved, AnswerRejected, AnswerSubmitted
 from helpdesk_shared.contracts.routing import (
     TicketAssigned,
+    TicketClassified,
     TicketCollaboratorsChanged,
+    TicketEscalated,
     TicketQueued,
     TicketTransferred,
 )
@@ -37,11 +48,20 @@ from intake_service.domain.lifecycle import (
     REOPENED_BY_CUSTOMER,
     IllegalTransition,
     can_transition,
+    needs_lead,
     status_after_assignment,
     transition,
 )
-from intake_service.domain.privacy import field_max_length, redact_to_fit
-from intake_service.models import ComplaintCase, Customer, Message, Ticket
+from intake_service.domain.privacy import field_max_length, redact_contacts, redact_to_fit
+from intake_service.models import (
+    Attachment,
+    ComplaintCase,
+    Customer,
+    IdempotencyKey,
+    Message,
+    Ticket,
+    TimelineEntry,
+)
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.schemas import (
     CloseRequest,
@@ -51,10 +71,15 @@ from intake_service.schemas import (
     TicketOut,
     TimelineItem,
 )
+from intake_service.service import IdempotencyKeyReused
 
 log = get_logger(__name__)
 
+# Timeline entries per page, at most and by default (a ticket rarely has more: one page).
 TIMELINE_LIMIT = 1000
+# Characters of message bodies per timeline page: a page of long follow-ups ends early (each body
+# is at most the API's 20,000 characters), so a response stays within a few megabytes.
+TIMELINE_BODY_CHARS = 1_000_000
 # Redaction can lengthen a body the API accepted at its own limit: the event's copy is cut to this.
 _MESSAGE_BODY_LIMIT = field_max_length(TicketMessageReceived, "body")
 _RESOLUTION_NOTE_LIMIT = field_max_length(TicketResolved, "note")
@@ -88,6 +113,12 @@ def _require_owner_or_lead(ticket: Ticket, principal: Principal) -> None:
         raise Forbidden("Only the ticket's assignee or a lead may do this")
 
 
+def _require_lead_for(ticket: Ticket, target: TicketStatus, principal: Principal) -> None:
+    current = TicketStatus(ticket.status)
+    if needs_lead(current, target) and not principal.has_any({Role.LEAD, Role.ADMIN}):
+        raise Forbidden(f"Only a lead may move a ticket from '{current}' to '{target}'")
+
+
 async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
     """Mirror routing's decision: the ticket shows its assignee, team and status. Does not commit:
     the consumer applies a run of them in one transaction."""
@@ -99,6 +130,10 @@ async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
         ticket.previous_assignee_id = ticket.assignee_id
     ticket.assignee_id = event.agent_id
     ticket.team_id = event.team_id or ticket.team_id
+    # Routing makes a ticket difficult again when it reopens too often, without classifying it
+    # again; an assignment that does not say so (the lead away: a specialist) takes nothing back.
+    if event.difficult:
+        ticket.difficult = True
     await repo.add_timeline(
         ticket.id,
         "assigned",
@@ -190,6 +225,69 @@ async def apply_collaborators(uow: UnitOfWork, event: TicketCollaboratorsChanged
         collaborator_ids=event.collaborator_ids,
     )
     await uow.commit()
+
+
+async def apply_classification(uow: UnitOfWork, event: TicketClassified) -> None:
+    """Mirror routing's classification: domain, category, difficulty, SLA policy and due times,
+    and the priority it decided (raised to urgent when urgent). Does not commit, as
+    `apply_assignment`.
+
+    Each decision is applied only if it is newer than the one the ticket holds: a classification
+    older than the stored one changes nothing, and its priority gives way to a later escalation's
+    (the ticket's priority is that of routing's newer decision, so a late copy of a
+    classification never lowers a priority an escalation raised since).
+    """
+    ticket = await _mirrored_ticket(uow, event.ticket_id, event.event_type)
+    if ticket is None:
+        return
+    if ticket.classified_at is not None and event.classified_at <= ticket.classified_at:
+        log.info("stale_classification_ignored", ticket_id=str(ticket.id), classified_at=event.classified_at)
+        return
+    ticket.classified_at = event.classified_at
+    ticket.domain, ticket.category, ticket.difficult = event.domain, event.category, event.difficult
+    ticket.sla_policy_id = event.sla_policy_id
+    ticket.first_response_due_at = event.first_response_due_at
+    ticket.resolution_due_at = event.resolution_due_at
+    if ticket.escalated_at is None or event.classified_at > ticket.escalated_at:
+        ticket.priority = event.priority
+    # The decision, not its reasons and scores (routing's `POST /v1/routing/classify` explains those).
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "classified",
+        at=event.classified_at,
+        actor="routing",
+        domain=event.domain,
+        category=event.category,
+        priority=event.priority,
+        difficult=event.difficult,
+    )
+
+
+async def apply_escalation(uow: UnitOfWork, event: TicketEscalated) -> None:
+    """Mirror an escalation: its priority (when newer than the classification the ticket holds)
+    and the escalation on the staff timeline. An escalation no newer than the last one applied
+    is a copy or a late arrival: ignored. Does not commit."""
+    ticket = await _mirrored_ticket(uow, event.ticket_id, event.event_type)
+    if ticket is None:
+        return
+    if ticket.escalated_at is not None and event.escalated_at <= ticket.escalated_at:
+        log.info("stale_escalation_ignored", ticket_id=str(ticket.id), escalated_at=event.escalated_at)
+        return
+    ticket.escalated_at = event.escalated_at
+    if ticket.classified_at is None or event.escalated_at > ticket.classified_at:
+        ticket.priority = event.priority
+    await TicketRepository(uow.session).add_timeline(
+        ticket.id,
+        "escalated",
+        at=event.escalated_at,
+        actor="routing",
+        reason=event.reason,
+        sla_target=event.sla_target,
+        previous_priority=event.previous_priority,
+        priority=event.priority,
+        lead_id=event.lead_id,
+        note=event.note,
+    )
 
 
 async def _follow_status(
@@ -291,16 +389,66 @@ async def apply_answer_approved(uow: UnitOfWork, event: AnswerApproved) -> None:
     )
 
 
+def message_fingerprint(ticket_id: uuid.UUID, body: MessageCreate) -> str:
+    """What a follow-up's Idempotency-Key is bound to: the same body for the same ticket."""
+    return hashlib.sha256(f"message:{ticket_id}:{body.model_dump_json()}".encode()).hexdigest()
+
+
 async def add_customer_message(
-    uow: UnitOfWork, ticket_id: uuid.UUID, body: MessageCreate, *, caller: str
-) -> MessageOut:
-    """A customer follow-up; after an answer or a resolution it reopens the ticket."""
+    uow: UnitOfWork,
+    ticket_id: uuid.UUID,
+    body: MessageCreate,
+    *,
+    caller: str,
+    idempotency_key: str | None = None,
+) -> tuple[MessageOut, bool]:
+    """A customer follow-up; after an answer or a resolution it reopens the ticket. True when a
+    retry with the first request's Idempotency-Key replayed its message.
+
+    The caller's key is claimed first, in the transaction that stores the message: a concurrent
+    twin's claim waits for that transaction, then replays its message (or, when it failed and
+    stored nothing, claims the key itself). Keys are the ones `POST /v1/tickets` uses: one key,
+    one request of the caller's.
+    """
+    if idempotency_key is not None:
+        fingerprint = message_fingerprint(ticket_id, body)
+        if not await _claim_message_key(uow, caller, idempotency_key, fingerprint, ticket_id):
+            return await _replayed_message(uow, caller, idempotency_key, fingerprint), True
     message = await stage_customer_message(
         uow, await load_ticket(uow, ticket_id, for_update=True), body, caller=caller
     )
+    if idempotency_key is not None:
+        await uow.session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.caller == caller, IdempotencyKey.key == idempotency_key)
+            .values(message_id=message.id)
+        )
     out = MessageOut.model_validate(message)
     await uow.commit()
-    return out
+    return out, False
+
+
+async def _claim_message_key(
+    uow: UnitOfWork, caller: str, key: str, fingerprint: str, ticket_id: uuid.UUID
+) -> bool:
+    """True if this request is the first with the key (the row is this transaction's until it ends)."""
+    claimed = await uow.session.execute(
+        pg_insert(IdempotencyKey)
+        .values(caller=caller, key=key, request_hash=fingerprint, ticket_id=ticket_id)
+        .on_conflict_do_nothing()
+        .returning(IdempotencyKey.key)
+    )
+    return claimed.first() is not None
+
+
+async def _replayed_message(uow: UnitOfWork, caller: str, key: str, fingerprint: str) -> MessageOut:
+    """The message the key's first request stored (a retry), or a 409 for another request."""
+    claimed = await TicketRepository(uow.session).idempotency_key(caller, key)
+    if claimed is not None and claimed.request_hash != fingerprint:
+        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request")
+    if claimed is None or claimed.message_id is None:
+        raise Conflict("A request with this Idempotency-Key is still being processed; retry")
+    return MessageOut.model_validate(await uow.session.get_one(Message, claimed.message_id))
 
 
 async def stage_customer_message(
@@ -379,6 +527,7 @@ async def _move_by_staff(
     """Load and lock the ticket, check who may move it, move it and note it in the timeline."""
     ticket = await load_ticket(uow, ticket_id, for_update=True)
     _require_owner_or_lead(ticket, principal)
+    _require_lead_for(ticket, target, principal)
     previous = _change_status(ticket, target)
     now = datetime.now(UTC)
     await TicketRepository(uow.session).add_timeline(
@@ -498,26 +647,150 @@ async def close_for_inactivity(uow: UnitOfWork, ticket: Ticket, *, at: datetime,
 
 # What a channel integration (and so possibly the customer) may see of a ticket's history:
 # the conversation and the status, never internal notes, reviews, transfers, collaborators or
-# who did what.
+# who did what. It holds what the customer sent, so message entries carry no text for it.
 CUSTOMER_VISIBLE_KINDS = frozenset({"created", "message", "status_changed", "answer_delivered", "rated"})
 CUSTOMER_VISIBLE_DATA = frozenset(
     {"status", "channel", "from", "to", "direction", "author", "message_id", "score"}
 )
+STAFF_ROLES = frozenset({Role.AGENT, Role.REVIEWER, Role.LEAD, Role.ADMIN})
 
 
-async def timeline(uow: UnitOfWork, ticket_id: uuid.UUID, principal: Principal) -> list[TimelineItem]:
-    await load_ticket(uow, ticket_id)
-    entries = await TicketRepository(uow.session).timeline(ticket_id, TIMELINE_LIMIT)
-    items = [TimelineItem.model_validate(e) for e in entries]
-    if principal.has_any({Role.AGENT, Role.REVIEWER, Role.LEAD, Role.ADMIN}):
-        return items
-    return [
-        item.model_copy(
-            update={
-                "actor": None,
-                "data": {k: v for k, v in item.data.items() if k in CUSTOMER_VISIBLE_DATA},
-            }
+@dataclass(frozen=True)
+class TimelinePage:
+    items: list[TimelineItem]
+    next_cursor: str | None
+
+
+def timeline_cursor(seq: int) -> str:
+    """An opaque cursor (URL-safe, as the lists' cursors) for the entries after `seq`."""
+    return base64.urlsafe_b64encode(orjson.dumps([seq])).decode().rstrip("=")
+
+
+def _after_seq(cursor: str) -> int:
+    try:
+        [seq] = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise InvalidCursor("The cursor is malformed; start again without it") from exc
+    if type(seq) is not int or not 0 <= seq < 2**63:  # a bool is an int too
+        raise InvalidCursor("The cursor is malformed; start again without it")
+    return seq
+
+
+async def timeline(
+    uow: UnitOfWork,
+    ticket_id: uuid.UUID,
+    principal: Principal,
+    *,
+    limit: int = TIMELINE_LIMIT,
+    cursor: str | None = None,
+) -> TimelinePage:
+    """A page of the ticket's history in the order it was written (`seq`), from after `cursor`.
+
+    Staff see each customer message's text and attachments with it (the customer's contacts
+    masked for the roles that see them masked); a page ends early once its bodies reach
+    `TIMELINE_BODY_CHARS`. Channels see only the customer-facing kinds, without text.
+    """
+    ticket = await load_ticket(uow, ticket_id)
+    staff = principal.has_any(STAFF_ROLES)
+    stmt = select(TimelineEntry).where(TimelineEntry.ticket_id == ticket_id)
+    if not staff:
+        stmt = stmt.where(TimelineEntry.kind.in_(CUSTOMER_VISIBLE_KINDS))
+    if cursor is not None:
+        stmt = stmt.where(TimelineEntry.seq > _after_seq(cursor))
+    entries = (await uow.session.scalars(stmt.order_by(TimelineEntry.seq).limit(limit + 1))).all()
+    more = len(entries) > limit
+    items = [TimelineItem.model_validate(e) for e in entries[:limit]]
+    if staff:
+        items, cut = await _with_message_text(uow, ticket, items, principal)
+        more = more or cut
+    else:
+        items = [
+            item.model_copy(
+                update={
+                    "actor": None,
+                    "data": {k: v for k, v in item.data.items() if k in CUSTOMER_VISIBLE_DATA},
+                }
+            )
+            for item in items
+        ]
+    return TimelinePage(items, timeline_cursor(items[-1].seq) if more and items else None)
+
+
+def _message_id(item: TimelineItem) -> uuid.UUID | None:
+    if item.kind != "message" or not isinstance(raw := item.data.get("message_id"), str):
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
+async def _with_message_text(
+    uow: UnitOfWork, ticket: Ticket, items: list[TimelineItem], principal: Principal
+) -> tuple[list[TimelineItem], bool]:
+    """The message entries with the message's text, channel and attachments; True when the page
+    was cut short where its bodies reach `TIMELINE_BODY_CHARS` (never before its first entry)."""
+    ids = {m for m in map(_message_id, items) if m is not None}
+    if not ids:
+        return items, False
+    lengths: dict[uuid.UUID | None, int] = {
+        message_id: length
+        for message_id, length in await uow.session.execute(
+            select(Message.id, func.char_length(Message.body)).where(Message.id.in_(ids))
         )
-        for item in items
-        if item.kind in CUSTOMER_VISIBLE_KINDS
-    ]
+    }
+    end, chars = len(items), 0
+    for n, item in enumerate(items):
+        chars += lengths.get(_message_id(item), 0)
+        if chars > TIMELINE_BODY_CHARS and n > 0:
+            end = n
+            break
+    shown = {m for m in map(_message_id, items[:end]) if m in lengths}
+    messages: dict[uuid.UUID | None, Message] = {
+        m.id: m for m in await uow.session.scalars(select(Message).where(Message.id.in_(shown)))
+    }
+    attachments: defaultdict[uuid.UUID | None, list[Attachment]] = defaultdict(list)
+    for attachment in await uow.session.scalars(
+        select(Attachment)
+        .where(Attachment.message_id.in_(shown))
+        .order_by(Attachment.created_at, Attachment.id)
+    ):
+        attachments[attachment.message_id].append(attachment)
+    readable = await _as_readable_by(uow, ticket, principal)
+    with_text = []
+    for item in items[:end]:
+        if (message := messages.get(_message_id(item))) is not None:
+            item = item.model_copy(
+                update={
+                    "data": {
+                        **item.data,
+                        "channel": message.channel,
+                        "body": readable(message.body),
+                        "attachments": [
+                            {
+                                "id": str(a.id),
+                                "name": readable(a.name),
+                                "content_type": a.content_type,
+                                "size_bytes": a.size_bytes,
+                            }
+                            for a in attachments[message.id]
+                        ],
+                    }
+                }
+            )
+        with_text.append(item)
+    return with_text, end < len(items)
+
+
+async def _as_readable_by(uow: UnitOfWork, ticket: Ticket, principal: Principal) -> Callable[[str], str]:
+    """Customer text as `principal` may read it: as written for the roles that see the customer's
+    contact data unmasked; for the others without the customer's email and phone (and any other),
+    as intake's events carry such text."""
+    # Imported here: `privacy` imports the email channel, which imports this module.
+    from intake_service.privacy import UNMASKED_ROLES
+
+    if principal.has_any(UNMASKED_ROLES):
+        return lambda text: text
+    customer = await uow.session.get_one(Customer, ticket.customer_id)
+    email, phone = customer.email, customer.phone
+    return lambda text: redact_contacts(text, email, phone)

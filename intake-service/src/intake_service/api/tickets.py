@@ -12,7 +12,7 @@ from pydantic import AwareDatetime
 
 from helpdesk_shared.chassis.app import ServiceRuntime, UoW
 from helpdesk_shared.chassis.auth import Principal, require_roles
-from helpdesk_shared.chassis.pagination import Page, PageParams, page_params
+from helpdesk_shared.chassis.pagination import InvalidCursor, Page, PageParams, page_params
 from helpdesk_shared.chassis.problems import (
     Conflict,
     Forbidden,
@@ -112,6 +112,10 @@ async def accept_ticket(
     "",
     response_model=Page[TicketOut],
     summary="Find tickets (filters combine with AND)",
+    description="Domain, category, difficulty, priority and SLA due times are routing's decisions, "
+    "mirrored from its events: a ticket routing raised to urgent is found with `priority=urgent`. "
+    "For the SLA, `first_response_due_before=<now>` lists the tickets whose first response is "
+    "overdue, `resolution_due_before=<in two hours>` those whose resolution falls due by then.",
     responses=problem_responses(*_AUTH, InvalidDateRange),
 )
 async def list_tickets(
@@ -124,7 +128,26 @@ async def list_tickets(
     priority: Priority | None = None,
     assignee_id: uuid.UUID | None = None,
     team_id: uuid.UUID | None = None,
-    category: Annotated[str | None, Query(max_length=200)] = None,
+    category: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="The category routing decided; the channel's category_hint while it has not",
+        ),
+    ] = None,
+    domain: Annotated[str | None, Query(max_length=100, description="The domain routing decided")] = None,
+    difficult: Annotated[bool | None, Query(description="Difficult (疑難) tickets, or the others")] = None,
+    first_response_due_before: Annotated[
+        AwareDatetime | None,
+        Query(
+            description="First response due before this time and still awaited (no answer delivered, "
+            f"never resolved, not closed). {_WITH_OFFSET}"
+        ),
+    ] = None,
+    resolution_due_before: Annotated[
+        AwareDatetime | None,
+        Query(description=f"Resolution due before this time and not resolved or closed. {_WITH_OFFSET}"),
+    ] = None,
     created_from: Annotated[AwareDatetime | None, Query(description=_WITH_OFFSET)] = None,
     created_to: Annotated[AwareDatetime | None, Query(description=_WITH_OFFSET)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Words in subject or description")] = None,
@@ -140,6 +163,10 @@ async def list_tickets(
         assignee_id=assignee_id,
         team_id=team_id,
         category=category,
+        domain=domain,
+        difficult=difficult,
+        first_response_due_before=first_response_due_before,
+        resolution_due_before=resolution_due_before,
         created_from=created_from,
         created_to=created_to,
         search_terms=tuple(tokens(q)) if q else (),
@@ -159,15 +186,54 @@ async def get_ticket(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> TicketO
     return await service.get_ticket(uow, ticket_id)
 
 
+_NEXT_PAGE_HEADERS = {
+    "Next-Cursor": {
+        "description": "Present when later entries remain: pass it as ?cursor= for the next page",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": 'The next page\'s URL, rel="next" (when later entries remain)',
+        "schema": {"type": "string"},
+    },
+}
+
+
 @router.get(
     "/{ticket_id}/timeline",
     response_model=list[TimelineItem],
     summary="Messages, status changes, assignments, transfers and reviews, in order",
-    description="Channel integrations see the customer-facing part only: the conversation and status.",
-    responses=problem_responses(*_AUTH, TicketNotFound),
+    description=(
+        "Staff see what the customer wrote in each message entry (`body`, `channel`, `attachments`), "
+        "with the customer's email and phone masked unless their role sees contact data. Channel "
+        "integrations see the customer-facing part only: the conversation (without text) and status. "
+        "Paged in timeline order: while later entries remain, the `Next-Cursor` header (and "
+        '`Link: <…>; rel="next"`) gives the next page; a page also ends early once its message '
+        "bodies reach about a million characters."
+    ),
+    responses={
+        200: {"description": "A page of the timeline, oldest first", "headers": _NEXT_PAGE_HEADERS},
+        **problem_responses(*_AUTH, TicketNotFound, InvalidCursor),
+    },
 )
-async def get_timeline(ticket_id: uuid.UUID, uow: UoW, reader: TicketReader) -> list[TimelineItem]:
-    return await workflow.timeline(uow, ticket_id, reader)
+async def get_timeline(
+    ticket_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    uow: UoW,
+    reader: TicketReader,
+    limit: Annotated[
+        int, Query(ge=1, le=workflow.TIMELINE_LIMIT, description="Entries per page at most")
+    ] = workflow.TIMELINE_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="From a previous page's Next-Cursor header")
+    ] = None,
+) -> list[TimelineItem]:
+    page = await workflow.timeline(uow, ticket_id, reader, limit=limit, cursor=cursor)
+    if page.next_cursor is not None:
+        response.headers["Next-Cursor"] = page.next_cursor
+        following = request.url.include_query_params(cursor=page.next_cursor, limit=limit)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return page.items
 
 
 @router.get(
@@ -215,12 +281,31 @@ async def download_attachment(
     status_code=status.HTTP_201_CREATED,
     response_model=MessageOut,
     summary="A customer follow-up (reopens an answered or resolved ticket)",
-    responses=problem_responses(*_AUTH, TicketNotFound, TicketClosedForMessages),
+    responses=problem_responses(
+        *_AUTH, TicketNotFound, TicketClosedForMessages, IdempotencyKeyReused, InvalidIdempotencyKey
+    ),
 )
 async def add_message(
-    ticket_id: uuid.UUID, body: MessageCreate, uow: UoW, caller: ChannelCaller
+    ticket_id: uuid.UUID,
+    body: MessageCreate,
+    uow: UoW,
+    caller: ChannelCaller,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="Retries with the same key and body return the first message (one key, one request)"
+        ),
+    ] = None,
 ) -> MessageOut:
-    return await workflow.add_customer_message(uow, ticket_id, body, caller=caller.subject)
+    if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
+        raise InvalidIdempotencyKey("Idempotency-Key must be 1–255 printable characters")
+    message, replayed = await workflow.add_customer_message(
+        uow, ticket_id, body, caller=caller.subject, idempotency_key=idempotency_key
+    )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return message
 
 
 @router.post(
