@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from helpdesk_shared.chassis.consumer import Batched, Handler, correlation_of
-from helpdesk_shared.chassis.logging import correlated
+from helpdesk_shared.chassis.consumer import Batched, Handler, correlation_of, trace_of
+from helpdesk_shared.chassis.logging import correlated, traced
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.envelope import EventEnvelope
 from helpdesk_shared.contracts.review import AnswerApproved, AnswerPublished, AnswerRejected, AnswerSubmitted
@@ -27,7 +27,7 @@ CONSUMES = ["helpdesk.routing", "helpdesk.review"]
 def _mirrored_in_runs(apply: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Batched:
     """A handler of one of routing's decisions: alone, applied and committed; under load a run of
     them waiting in a partition applied in one transaction (one inbox claim and one commit for
-    the run), each event under its own correlation id."""
+    the run), each event under its own correlation id and trace."""
 
     async def one(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
         await apply(uow, event.data)
@@ -35,7 +35,7 @@ def _mirrored_in_runs(apply: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Ba
 
     async def many(events: list[EventEnvelope[Any]], uow: UnitOfWork) -> None:
         for event in events:
-            with correlated(correlation_of(event)):
+            with correlated(correlation_of(event)), traced(trace_of(event)):
                 await apply(uow, event.data)
 
     return Batched(one=one, many=many)
