@@ -148,13 +148,16 @@ async def test_lowering_capacity_stops_new_tickets_and_raising_it_drains_the_que
     assert raised.json()["active_tickets"] == await load_of(routing, agent_id) == 2
     changes = await published(routing, agent_id, STATUS_CHANGED)
     assert [(c["max_concurrent"], c["presence"], c["previous_presence"]) for c in changes] == [
+        (2, "online", None),  # created
         (1, "online", "online"),
         (3, "online", "online"),
     ]
-    assert [c["active_tickets"] for c in changes] == [2, 2]  # the second is counted after the drain
+    assert [c["active_tickets"] for c in changes] == [0, 2, 2]  # the last is counted after the drain
     unchanged = await routing.client.patch(f"/v1/agents/{agent_id}", headers=LEAD, json={"name": "改名"})
     assert unchanged.status_code == 200
-    assert len(await published(routing, agent_id, STATUS_CHANGED)) == 2  # not a presence or capacity change
+    assert (
+        len(await published(routing, agent_id, STATUS_CHANGED)) == 3
+    )  # not a presence, capacity or team change
 
 
 async def test_a_higher_skill_level_wins_among_equally_loaded_specialists(routing: ServiceHarness) -> None:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from helpdesk_shared.contracts.enums import Priority, TicketKind
+from routing_service.classification import announces_classification
 from routing_service.domain.classifier import Prediction
 from routing_service.domain.difficulty import (
     DifficultyPolicy,
@@ -154,6 +155,16 @@ def test_without_a_model_nothing_is_guessed_and_nothing_is_difficult_for_it() ->
     complaint = decide(rules=NO_RULES, prediction=None, facts=TicketFacts(kind=TicketKind.COMPLAINT))
     assert complaint.difficult
     assert complaint.informative
+
+
+def test_a_ticket_with_sla_clocks_is_announced_even_when_nothing_was_learnt() -> None:
+    # ticket.classified is the only event with the clocks' due times: intake shows them.
+    plain = decide(rules=NO_RULES, prediction=None, facts=TicketFacts())
+    assert not plain.informative
+    assert announces_classification(plain, clocks_started=True)
+    assert not announces_classification(plain, clocks_started=False)
+    hinted = decide(rules=NO_RULES, prediction=None, facts=TicketFacts(category_hint="billing"))
+    assert announces_classification(hinted, clocks_started=False)
 
 
 def test_long_rule_names_are_cut_to_the_reason_limit() -> None:

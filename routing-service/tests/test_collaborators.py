@@ -35,8 +35,18 @@ from routing_service.models import TicketCollaborator
 CHANGED = "helpdesk.ticket.collaborators_changed.v1"
 
 
-def lead() -> tuple[str, dict[str, str]]:
-    lead_id = str(uuid.uuid4())
+async def lead(routing: ServiceHarness, *owners: str) -> tuple[str, dict[str, str]]:
+    """A lead (an agent, offline) made the lead of the owners' teams — a lead changes only the
+    collaborators of their own team's (or domain's) tickets; returns the lead and their token."""
+    lead_id = await agent(routing, name="組長", roles=["lead"], presence="offline")
+    for owner in owners:
+        team_id = (await routing.client.get(f"/v1/agents/{owner}", headers=auth_headers("admin"))).json()[
+            "team_id"
+        ]
+        led = await routing.client.patch(
+            f"/v1/teams/{team_id}", headers=auth_headers("admin"), json={"lead_id": lead_id}
+        )
+        assert led.status_code == 200, led.text
     return lead_id, auth_headers("lead", sub=lead_id)
 
 
@@ -74,7 +84,7 @@ async def test_a_lead_adds_and_removes_collaborators_and_each_change_is_announce
 ) -> None:
     ticket_id, owner = await assigned_ticket(routing)
     helper, second = await agent(routing, presence="offline"), await agent(routing)
-    lead_id, headers = lead()
+    lead_id, headers = await lead(routing, owner)
 
     added = await routing.client.put(url(ticket_id, helper), headers=headers)
     again = await routing.client.put(url(ticket_id, helper), headers=headers)
@@ -125,7 +135,7 @@ async def test_the_ticket_must_be_assigned_and_the_collaborator_a_known_agent_ot
 ) -> None:
     ticket_id, owner = await assigned_ticket(routing)
     helper = await agent(routing)
-    _, headers = lead()
+    _, headers = await lead(routing, owner)
 
     unknown_ticket = await routing.client.put(url(uuid.uuid4(), helper), headers=headers)
     unknown_ticket_delete = await routing.client.delete(url(uuid.uuid4(), helper), headers=headers)
@@ -157,10 +167,10 @@ async def test_the_ticket_must_be_assigned_and_the_collaborator_a_known_agent_ot
 
 
 async def test_resolving_or_closing_clears_the_collaborators(routing: ServiceHarness) -> None:
-    _, headers = lead()
     first, first_owner = await assigned_ticket(routing)
-    second, _ = await assigned_ticket(routing)
+    second, second_owner = await assigned_ticket(routing)
     untouched, _ = await assigned_ticket(routing)
+    _, headers = await lead(routing, first_owner, second_owner)
     helper = await agent(routing)
     for ticket_id in (first, second):
         response = await routing.client.put(url(ticket_id, helper), headers=headers)
@@ -190,9 +200,9 @@ async def test_resolving_or_closing_clears_the_collaborators(routing: ServiceHar
 
 
 async def test_concurrent_changes_each_announce_the_whole_list_in_order(routing: ServiceHarness) -> None:
-    ticket_id, _ = await assigned_ticket(routing)
+    ticket_id, owner = await assigned_ticket(routing)
     helpers = [await agent(routing) for _ in range(5)]
-    _, headers = lead()
+    _, headers = await lead(routing, owner)
 
     responses = await asyncio.gather(
         *(routing.client.put(url(ticket_id, helper), headers=headers) for helper in helpers)
@@ -209,9 +219,9 @@ async def test_a_ticket_has_a_bounded_number_of_collaborators(
     routing: ServiceHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(collaborators, "MAX_COLLABORATORS", 1)
-    ticket_id, _ = await assigned_ticket(routing)
+    ticket_id, owner = await assigned_ticket(routing)
     first, second = await agent(routing), await agent(routing)
-    _, headers = lead()
+    _, headers = await lead(routing, owner)
 
     assert (await routing.client.put(url(ticket_id, first), headers=headers)).status_code == 200
     too_many = await routing.client.put(url(ticket_id, second), headers=headers)
@@ -224,9 +234,9 @@ async def test_a_ticket_has_a_bounded_number_of_collaborators(
 
 
 async def test_a_collaborator_the_ticket_is_transferred_to_leaves_the_list(routing: ServiceHarness) -> None:
-    ticket_id, _ = await assigned_ticket(routing)
+    ticket_id, owner = await assigned_ticket(routing)
     helper, other = await agent(routing), await agent(routing)
-    lead_id, headers = lead()
+    lead_id, headers = await lead(routing, owner)
     for collaborator in (helper, other):
         assert (await routing.client.put(url(ticket_id, collaborator), headers=headers)).status_code == 200
 

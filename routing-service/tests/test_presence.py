@@ -77,11 +77,12 @@ async def test_going_online_drains_the_queue_at_once(routing: ServiceHarness) ->
     assert body["active_tickets"] == 2
     changes = await published(routing, agent_id, STATUS_CHANGED)
     assert [(c["previous_presence"], c["presence"], c["active_tickets"]) for c in changes] == [
+        (None, "online", 0),  # created
         ("online", "offline", 0),
         ("offline", "online", 2),
     ]
     await put(routing, agent_id, "online")  # no change, no event
-    assert len(await published(routing, agent_id, STATUS_CHANGED)) == 2
+    assert len(await published(routing, agent_id, STATUS_CHANGED)) == 3
 
 
 async def test_away_keeps_its_tickets_and_gets_no_new_ones(routing: ServiceHarness) -> None:

@@ -101,9 +101,22 @@ async def test_anyone_else_gets_403_and_a_reason_is_required(routing: ServiceHar
         ).first() is None
 
 
+async def lead_of_team_of(routing: ServiceHarness, member: str) -> dict[str, str]:
+    """A lead (an agent) made the lead of the member's team; their token."""
+    lead_id = await agent(routing, name="組長", roles=["lead"], presence="offline")
+    team_id = (await routing.client.get(f"/v1/agents/{member}", headers=auth_headers("admin"))).json()[
+        "team_id"
+    ]
+    led = await routing.client.patch(
+        f"/v1/teams/{team_id}", headers=auth_headers("admin"), json={"lead_id": lead_id}
+    )
+    assert led.status_code == 200, led.text
+    return auth_headers("lead", sub=lead_id)
+
+
 async def test_a_lead_may_transfer_but_not_to_an_unknown_or_full_agent(routing: ServiceHarness) -> None:
-    ticket_id, _, other = await assigned_ticket(routing)
-    lead = auth_headers("lead", sub=str(uuid.uuid4()))
+    ticket_id, owner, other = await assigned_ticket(routing)
+    lead = await lead_of_team_of(routing, owner)  # a lead of the ticket's team: any lead may not
     unknown = await routing.client.post(
         f"/v1/tickets/{ticket_id}/transfer",
         headers=lead,
@@ -154,13 +167,15 @@ async def test_an_assignee_transfers_only_to_someone_with_the_tickets_domain(rou
         json={"to_agent_id": colleague, "reason": "專長"},
     )
     assert moved.status_code == 201, moved.text
-    by_lead = await routing.client.post(
+    # Nobody hands it to someone without its domain, not even an admin (nor a lead).
+    by_admin = await routing.client.post(
         f"/v1/tickets/{ticket_id}/transfer",
-        headers=auth_headers("lead", sub=str(uuid.uuid4())),
+        headers=auth_headers("admin"),
         json={"to_agent_id": unskilled, "reason": "組長調度"},
     )
-    assert by_lead.status_code == 201, by_lead.text
-    assert await owner_of(routing, ticket_id) == unskilled
+    assert by_admin.status_code == 403, by_admin.text
+    assert "車險" in by_admin.json()["detail"]
+    assert await owner_of(routing, ticket_id) == colleague
     async with routing.uow() as uow:
         audited = (
             (
@@ -176,5 +191,5 @@ async def test_an_assignee_transfers_only_to_someone_with_the_tickets_domain(rou
         kept = (
             await uow.session.execute(select(Assignment.domain).where(Assignment.ticket_id == ticket_id))
         ).scalar_one()
-    assert [str(a) for a in audited] == [colleague, unskilled]
+    assert [str(a) for a in audited] == [colleague]
     assert kept == "車險"  # the ticket's domain moves with it

@@ -403,6 +403,13 @@ def ticket_text(ticket: TicketCreated) -> str:
     return f"{ticket.subject}\n{ticket.description}"
 
 
+def announces_classification(decision: Decision, clocks_started: bool) -> bool:
+    """Whether a new ticket's `ticket.classified` is published: when routing learnt something
+    intake did not know (a domain, category, urgency or difficulty), or started its SLA clocks —
+    the event is the only one carrying their due times, which intake shows on the ticket."""
+    return decision.informative or clocks_started
+
+
 def classified_event(
     ticket: TicketCreated,
     decision: Decision,

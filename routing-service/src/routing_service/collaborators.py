@@ -4,9 +4,11 @@ A difficult ticket goes to the team lead, who may bring in colleagues: collabora
 answers on the ticket (review mirrors the list) but do not hold it — no capacity is taken and
 routing's assignment stays with the assignee. The policy:
 
-* Only a lead or an admin changes the list, and only while someone holds the ticket (a queued,
-  resolved or unknown ticket: 404). A collaborator is a known agent (else 422) other than the
-  assignee (409); a ticket has at most `MAX_COLLABORATORS`.
+* Only an admin, or a lead answerable for the ticket (`responsible_leads`: the lead of the
+  assignee's team or of the ticket's domain team), changes the list — any other caller 403, and a
+  lead who leads no team 403 before the ticket is looked up — and only while someone holds the
+  ticket (a queued, resolved or unknown ticket: 404). A collaborator is a known, active agent
+  (else 422) other than the assignee (409); a ticket has at most `MAX_COLLABORATORS`.
 * Adding a collaborator already there, or removing one who is not, changes nothing and announces
   nothing. Every real change is announced in the same transaction as `ticket.collaborators_changed`
   with the **whole** list, in the order they were added, so consumers replace what they hold.
@@ -24,7 +26,7 @@ import uuid
 from datetime import datetime
 
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,8 +34,9 @@ from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.problems import Conflict, Forbidden, InvalidInput, NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
 from helpdesk_shared.contracts.common import MAX_LIST
+from helpdesk_shared.contracts.enums import Role
 from helpdesk_shared.contracts.routing import TicketCollaboratorsChanged
-from routing_service.models import Agent, Assignment, TicketCollaborator
+from routing_service.models import Agent, Assignment, Team, TicketCollaborator
 from routing_service.repository import RoutingRepository
 
 MAX_COLLABORATORS = MAX_LIST
@@ -86,16 +89,47 @@ async def collaborators_of(uow: UnitOfWork, ticket_id: uuid.UUID) -> Collaborato
     return out
 
 
+async def leads_a_team(session: AsyncSession, agent_id: uuid.UUID) -> bool:
+    """Whether the agent is some team's lead (a lead's right to act on tickets at all)."""
+    return bool(await session.scalar(select(exists().where(Team.lead_id == agent_id))))
+
+
+async def responsible_leads(session: AsyncSession, assignee: uuid.UUID, domain: str | None) -> set[uuid.UUID]:
+    """The leads answerable for a ticket `assignee` holds: the lead of the assignee's team (for a
+    lead who is no team's member, the team they lead) and the lead of the ticket's domain team —
+    the one its difficult tickets go to (`RoutingRepository.lead_for`; none without a domain)."""
+    repo = RoutingRepository(session)
+    leads: set[uuid.UUID] = set()
+    team_id = await repo.team_of(assignee)
+    team_lead = await session.scalar(select(Team.lead_id).where(Team.id == team_id)) if team_id else None
+    if team_lead is not None:
+        leads.add(team_lead)
+    if domain is not None and (domain_lead := await repo.lead_for(domain)) is not None:
+        leads.add(domain_lead.candidate.agent_id)
+    return leads
+
+
+def check_lead_scope(principal: Principal, caller: uuid.UUID, leads: set[uuid.UUID], action: str) -> None:
+    """An admin may act on any ticket; a lead only on one they are answerable for (`leads`)."""
+    if not principal.has_any({Role.ADMIN}) and caller not in leads:
+        raise Forbidden(
+            f"Only the lead of the assignee's team or of the ticket's domain team, or an admin, may {action}"
+        )
+
+
 async def add(
     uow: UnitOfWork, ticket_id: uuid.UUID, agent_id: uuid.UUID, principal: Principal
 ) -> CollaboratorsOut:
     """Add `agent_id` to the ticket's collaborators (nothing happens when already there)."""
-    changed_by = _acting_user(principal)
+    changed_by = await _acting_lead(uow.session, principal)
     session = uow.session
-    assignee = await _lock_assignee(session, ticket_id)
+    assignee = await _lock_in_scope(session, ticket_id, principal, changed_by)
     agent = await session.get(Agent, agent_id)
-    if agent is None:
-        raise UnknownCollaborator(f"No agent with id {agent_id}")
+    if agent is None or agent.deactivated_at is not None:
+        raise UnknownCollaborator(
+            f"No active agent with id {agent_id}",
+            errors=[{"field": "path.agent_id", "message": "not an active agent", "type": "value_error"}],
+        )
     if agent_id == assignee:
         raise CollaboratorIsAssignee(
             f"{agent.name} is the ticket's assignee, who may already draft its answers; "
@@ -119,9 +153,9 @@ async def add(
 
 async def remove(uow: UnitOfWork, ticket_id: uuid.UUID, agent_id: uuid.UUID, principal: Principal) -> None:
     """Remove `agent_id` from the ticket's collaborators (nothing happens when not there)."""
-    changed_by = _acting_user(principal)
+    changed_by = await _acting_lead(uow.session, principal)
     session = uow.session
-    await _lock_assignee(session, ticket_id)
+    await _lock_in_scope(session, ticket_id, principal, changed_by)
     removed = await session.scalar(
         delete(TicketCollaborator)
         .where(TicketCollaborator.ticket_id == ticket_id, TicketCollaborator.agent_id == agent_id)
@@ -174,10 +208,60 @@ async def now_holds(
         )
 
 
-def _acting_user(principal: Principal) -> uuid.UUID:
+async def lock_tickets_of(session: AsyncSession, agent_id: uuid.UUID) -> None:
+    """Lock, in ticket order, the assignments of every ticket the agent holds or helps on: the
+    locks collaborator changes serialise on, taken before the agent's row (assignment, then
+    agent, as everyone does) by whoever then changes both."""
+    helped = select(TicketCollaborator.ticket_id).where(TicketCollaborator.agent_id == agent_id)
+    await session.execute(
+        select(Assignment.ticket_id)
+        .where((Assignment.agent_id == agent_id) | Assignment.ticket_id.in_(helped))
+        .order_by(Assignment.ticket_id)
+        .with_for_update()
+    )
+
+
+async def drop_everywhere(uow: UnitOfWork, agent_id: uuid.UUID, *, changed_by: uuid.UUID | None) -> None:
+    """The agent was removed: they leave every ticket's list, each change announced. Never commits;
+    the caller holds the tickets' locks (`lock_tickets_of`)."""
+    session = uow.session
+    tickets = (
+        (
+            await session.execute(
+                delete(TicketCollaborator)
+                .where(TicketCollaborator.agent_id == agent_id)
+                .returning(TicketCollaborator.ticket_id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for ticket_id in sorted(tickets):
+        left = await _ids(session, ticket_id)
+        _announce(uow, ticket_id, left, changed_by=changed_by, at=await _db_now(session))
+
+
+async def _acting_lead(session: AsyncSession, principal: Principal) -> uuid.UUID:
+    """The caller's user id, once it is known they may change some ticket's collaborators at all:
+    an admin, or a lead who leads a team — others get 403 before any ticket is looked up."""
     if principal.user_id is None:
         raise Forbidden("Changing collaborators needs a lead or admin signed in as a user (a UUID subject)")
+    if not principal.has_any({Role.ADMIN}) and not await leads_a_team(session, principal.user_id):
+        raise Forbidden("Only a team's lead or an admin may change a ticket's collaborators")
     return principal.user_id
+
+
+async def _lock_in_scope(
+    session: AsyncSession, ticket_id: uuid.UUID, principal: Principal, caller: uuid.UUID
+) -> uuid.UUID:
+    """Lock the ticket's assignment (404 when nobody holds it) and check that the caller may change
+    its collaborators (`check_lead_scope`); returns the assignee."""
+    assignee = await _lock_assignee(session, ticket_id)
+    assert assignee is not None
+    domain = await session.scalar(select(Assignment.domain).where(Assignment.ticket_id == ticket_id))
+    leads = set() if principal.has_any({Role.ADMIN}) else await responsible_leads(session, assignee, domain)
+    check_lead_scope(principal, caller, leads, "change its collaborators")
+    return assignee
 
 
 async def _lock_assignee(

@@ -67,8 +67,10 @@ async def on_ticket_reopened(event: EventEnvelope[Any], uow: UnitOfWork) -> None
 
 
 async def on_answer_delivered(event: EventEnvelope[Any], uow: UnitOfWork) -> None:
+    """The answer reached the customer: the clocks move and the agent's slot goes to the queue
+    (the ticket stays theirs while it waits for the customer)."""
     await sla.answer_delivered(uow, event.data)
-    await uow.commit()
+    await capacity.answer_delivered(uow, event.data)
 
 
 async def on_answer_submitted(event: EventEnvelope[Any], uow: UnitOfWork) -> None:

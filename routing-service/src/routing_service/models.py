@@ -46,7 +46,10 @@ class Team(Base):
 
 class Agent(Base):
     __tablename__ = "agents"
-    __table_args__ = (Index("ix_agents_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_agents_created_at_id", "created_at", "id"),
+        CheckConstraint("deactivated_at IS NULL OR presence = 'offline'", name="deactivated_offline"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
@@ -68,10 +71,20 @@ class Agent(Base):
     the routing of new tickets reads for every available specialist in every run."""
     schedule: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     """Working schedule {"time_zone", "weekly_hours"}: shown to people; routing acts on presence."""
+    deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the agent was removed (``DELETE /v1/agents/{id}``; migration 0013). The row stays for
+    the history that names it (assignments, transfers, collaborators); a deactivated agent is
+    offline for good (the check constraint), in no team, and takes, holds and helps on nothing."""
 
 
 class Assignment(Base):
-    """The current owner of a ticket (one row per ticket)."""
+    """The current owner of a ticket (one row per ticket).
+
+    The row holds a slot of its agent (counted in `Agent.active_tickets`) until the ticket's answer
+    is delivered (``slot_released_at``): the ticket then waits for the customer, and stays its
+    agent's — for a reopening, the workload view and the resolution — without counting against
+    their capacity.
+    """
 
     __tablename__ = "assignments"
 
@@ -82,8 +95,12 @@ class Assignment(Base):
     domain: Mapped[str | None] = mapped_column(String(100))
     language: Mapped[str | None] = mapped_column(String(35))
     touched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    """When the assignee first submitted an answer; untouched tickets go back to the queue
-    when their assignee goes offline."""
+    """When the assignee (or one of the ticket's collaborators) first submitted an answer; untouched
+    tickets go back to the queue when their assignee goes offline."""
+    slot_released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When an answer was delivered and the agent's slot given back (None: the ticket holds one).
+    Whatever later ends the assignment (resolution, close, transfer, reopening) gives back nothing
+    then; a reopening that gives the ticket to someone takes a slot of theirs again."""
 
 
 class QueueEntry(Base):

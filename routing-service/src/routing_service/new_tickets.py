@@ -28,7 +28,8 @@ with a handful of plain-SQL statements for the whole run:
    path, which re-plans them.
 
 The events are those of the one-ticket path, in the same order for each ticket:
-``ticket.classified`` (when informative), then ``ticket.assigned`` or ``ticket.queued``.
+``ticket.classified`` (see `classification.announces_classification`), then ``ticket.assigned``
+or ``ticket.queued``.
 """
 
 from __future__ import annotations
@@ -209,8 +210,8 @@ def _publish_classified(
     now: datetime,
 ) -> None:
     for item in routed:
-        if item.decision.informative:
-            planned = clocks[item.ticket.ticket_id]
+        planned = clocks[item.ticket.ticket_id]
+        if classification.announces_classification(item.decision, planned is not None):
             event = classification.classified_event(
                 item.ticket, item.decision, item.version, now, planned[1] if planned else None
             )

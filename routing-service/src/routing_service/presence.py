@@ -3,12 +3,12 @@
 * **online** — the agent takes new tickets; the queue is drained at once.
 * **away** — the agent keeps their tickets and takes no new ones. The queue is drained too: a
   lead's leaving lets specialists take the difficult tickets that were waiting for them.
-* **offline** — as away, and the tickets the agent has not worked on yet (no answer submitted,
-  see `touch`) go back to the queue, each announced as `ticket.queued`, and are offered to the
-  other free agents right away by the normal drain. They keep their place in the queue (the
-  customer's wait counts from the ticket's creation or reopening) and their priority and
-  difficulty. Tickets with work in them stay: moving a half-written answer to a stranger costs
-  more than waiting for its author.
+* **offline** — as away, and the tickets the agent has not worked on yet (no answer submitted by
+  them or a collaborator, see `touch`; none delivered) go back to the queue, each announced as
+  `ticket.queued`, and are offered to the other free agents right away by the normal drain. They
+  keep their place in the queue (the customer's wait counts from the ticket's creation or
+  reopening) and their priority and difficulty. Tickets with work in them stay: moving a
+  half-written answer to a stranger costs more than waiting for its author.
 
 Every change of presence or capacity is announced as `agent.status_changed` (key = agent id).
 The agent's row is locked for the change, so a concurrent assignment either completes before
@@ -103,5 +103,6 @@ async def _hand_back_untouched(
 
 
 async def touch(uow: UnitOfWork, event: AnswerSubmitted) -> None:
-    """An answer by the ticket's assignee marks the ticket as worked on. Does not commit."""
+    """An answer by the ticket's assignee or one of its collaborators marks the ticket as worked on
+    (a lead's collaborator drafts what the lead then sends). Does not commit."""
     await RoutingRepository(uow.session).touch(event.ticket_id, event.author_id, event.submitted_at)

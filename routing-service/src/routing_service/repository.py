@@ -24,7 +24,15 @@ from routing_service.domain.assignment import (
     Candidate,
     effective_levels,
 )
-from routing_service.models import Agent, Assignment, QueueEntry, RoutedTicket, SlaTimer, Team
+from routing_service.models import (
+    Agent,
+    Assignment,
+    QueueEntry,
+    RoutedTicket,
+    SlaTimer,
+    Team,
+    TicketCollaborator,
+)
 
 LED_TEAM = (
     select(Team.id)
@@ -125,6 +133,16 @@ class Returned(NamedTuple):
     waiting_since: datetime
     """When the customer's wait began (creation or reopening), not when it was handed back."""
     difficult: bool
+
+
+class Released(NamedTuple):
+    """An assignment just dropped (`RoutingRepository.drop_assignment`)."""
+
+    agent_id: uuid.UUID
+    touched_at: datetime | None
+    """When the agent (or a collaborator) first worked on the ticket, if they did."""
+    slot_freed: bool
+    """The row held a slot, now given back (False: given back already, at its answer's delivery)."""
 
 
 _QUEUE_ORDER = (QueueEntry.priority_rank.desc(), QueueEntry.waiting_since, QueueEntry.ticket_id)
@@ -343,10 +361,32 @@ class RoutingRepository:
     async def agent(self, agent_id: uuid.UUID) -> Agent | None:
         return await self.session.get(Agent, agent_id)
 
+    async def teams_led_by(self, agent_id: uuid.UUID) -> Sequence[Team]:
+        return (
+            (await self.session.execute(select(Team).where(Team.lead_id == agent_id).order_by(Team.name)))
+            .scalars()
+            .all()
+        )
+
+    async def team_size(self, team_id: uuid.UUID) -> int:
+        """How many agents belong to the team (deactivated agents belong to none)."""
+        return int(
+            await self.session.scalar(select(func.count()).select_from(Agent).where(Agent.team_id == team_id))
+            or 0
+        )
+
     async def agents_page(
-        self, params: PageParams, *, team_id: uuid.UUID | None = None, presence: str | None = None
+        self,
+        params: PageParams,
+        *,
+        team_id: uuid.UUID | None = None,
+        presence: str | None = None,
+        include_inactive: bool = False,
     ) -> Sequence[Agent]:
+        """A page of agents — active ones only unless `include_inactive` (deactivated agents)."""
         stmt = select(Agent)
+        if not include_inactive:
+            stmt = stmt.where(Agent.deactivated_at.is_(None))
         if team_id is not None:
             stmt = stmt.where(Agent.team_id == team_id)
         if presence is not None:
@@ -555,7 +595,10 @@ class RoutingRepository:
         *,
         domain: str | None = None,
         language: str | None = None,
+        touched_at: datetime | None = None,
     ) -> None:
+        """Store the assignment (its slot taken by the caller); ``touched_at``: the agent's work on
+        the ticket it carries over (a reopened ticket back with the agent who worked on it)."""
         self.session.add(
             Assignment(
                 ticket_id=ticket_id,
@@ -564,6 +607,7 @@ class RoutingRepository:
                 assigned_at=now,
                 domain=domain,
                 language=language,
+                touched_at=touched_at,
             )
         )
         await self.session.flush()
@@ -597,24 +641,33 @@ class RoutingRepository:
             .on_conflict_do_nothing()
         )
 
-    async def touch(self, ticket_id: uuid.UUID, agent_id: uuid.UUID, at: datetime) -> None:
-        """The assignee worked on the ticket (the first time counts)."""
+    async def touch(self, ticket_id: uuid.UUID, author_id: uuid.UUID, at: datetime) -> None:
+        """The assignee, or one of the ticket's collaborators, worked on the ticket (the first time
+        counts): a draft a lead's collaborator wrote is work its assignee going offline must keep."""
+        collaborates = exists().where(
+            TicketCollaborator.ticket_id == ticket_id, TicketCollaborator.agent_id == author_id
+        )
         await self.session.execute(
             update(Assignment)
             .where(
                 Assignment.ticket_id == ticket_id,
-                Assignment.agent_id == agent_id,
+                or_(Assignment.agent_id == author_id, collaborates),
                 Assignment.touched_at.is_(None),
             )
             .values(touched_at=at)
         )
 
     async def release_untouched(self, agent_id: uuid.UUID) -> list[Returned]:
-        """Take back every ticket the agent has not worked on, giving back their slots."""
+        """Take back every ticket the agent has not worked on, giving back their slots. An answered
+        ticket (its slot given back at the delivery) is not taken back: it waits for its customer."""
         rows = (
             await self.session.execute(
                 delete(Assignment)
-                .where(Assignment.agent_id == agent_id, Assignment.touched_at.is_(None))
+                .where(
+                    Assignment.agent_id == agent_id,
+                    Assignment.touched_at.is_(None),
+                    Assignment.slot_released_at.is_(None),
+                )
                 .returning(
                     Assignment.ticket_id, Assignment.domain, Assignment.language, Assignment.assigned_at
                 )
@@ -739,18 +792,49 @@ class RoutingRepository:
         return await self.session.get(RoutedTicket, ticket_id, with_for_update=lock or None)
 
     async def release_assignment(self, ticket_id: uuid.UUID) -> uuid.UUID | None:
-        """Drop the ticket's assignment and give its agent the slot back; returns that agent."""
-        result = await self.session.execute(
-            delete(Assignment).where(Assignment.ticket_id == ticket_id).returning(Assignment.agent_id)
-        )
-        agent_id = result.scalar_one_or_none()
-        if agent_id is not None:
+        """Drop the ticket's assignment and give its agent the slot back (unless given back at
+        its answer's delivery); returns that agent."""
+        released = await self.drop_assignment(ticket_id)
+        return released.agent_id if released is not None else None
+
+    async def drop_assignment(self, ticket_id: uuid.UUID) -> Released | None:
+        """`release_assignment`, saying what was dropped (None: the ticket was not assigned)."""
+        row = (
             await self.session.execute(
-                update(Agent)
-                .where(Agent.id == agent_id, Agent.active_tickets > 0)
-                .values(active_tickets=Agent.active_tickets - 1)
+                delete(Assignment)
+                .where(Assignment.ticket_id == ticket_id)
+                .returning(Assignment.agent_id, Assignment.touched_at, Assignment.slot_released_at)
             )
+        ).first()
+        if row is None:
+            return None
+        if row.slot_released_at is None:
+            await self._give_back_slot(row.agent_id)
+        return Released(row.agent_id, row.touched_at, slot_freed=row.slot_released_at is None)
+
+    async def release_slot(self, ticket_id: uuid.UUID, at: datetime) -> uuid.UUID | None:
+        """The ticket was answered: its agent gets its slot back, the assignment stays. Returns the
+        agent whose slot was freed (None: not assigned, or its slot given back before)."""
+        agent_id: uuid.UUID | None = await self.session.scalar(
+            update(Assignment)
+            .where(Assignment.ticket_id == ticket_id, Assignment.slot_released_at.is_(None))
+            .values(slot_released_at=at)
+            .returning(Assignment.agent_id)
+        )
+        if agent_id is not None:
+            await self._give_back_slot(agent_id)
         return agent_id
+
+    async def _give_back_slot(self, agent_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(Agent)
+            .where(Agent.id == agent_id, Agent.active_tickets > 0)
+            .values(active_tickets=Agent.active_tickets - 1)
+        )
+
+    async def is_assigned(self, ticket_id: uuid.UUID) -> bool:
+        """Whether someone holds the ticket, as committed now (never the session's identity map)."""
+        return bool(await self.session.scalar(select(exists().where(Assignment.ticket_id == ticket_id))))
 
     async def dequeue(self, ticket_id: uuid.UUID) -> datetime | None:
         """Take the ticket out of the queue; returns since when it was waiting (None: not queued)."""
@@ -761,12 +845,14 @@ class RoutingRepository:
 
     async def next_for_specialists(self) -> QueueEntry | None:
         """Highest priority, then longest waiting, among the tickets a specialist may take: all but
-        the difficult ones whose lead is online (those wait for the lead). Skipped if another
-        replica is assigning it right now."""
-        lead_online = exists().where(Agent.id == QueueEntry.lead_id, Agent.presence == AgentPresence.ONLINE)
+        the difficult ones whose lead is online (those wait for the lead) — a lead with no capacity
+        at all is never waited for. Skipped if another replica is assigning it right now."""
+        lead_waited_for = exists().where(
+            Agent.id == QueueEntry.lead_id, Agent.presence == AgentPresence.ONLINE, Agent.max_concurrent > 0
+        )
         stmt = (
             select(QueueEntry)
-            .where(or_(not_(QueueEntry.difficult), ~lead_online))
+            .where(or_(not_(QueueEntry.difficult), ~lead_waited_for))
             .order_by(*_QUEUE_ORDER)
             .limit(1)
             .with_for_update(skip_locked=True, of=QueueEntry)
@@ -789,6 +875,44 @@ class RoutingRepository:
             .with_for_update(skip_locked=True, of=QueueEntry)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def lock_free_agents(self) -> frozenset[uuid.UUID]:
+        """Lock, in id order, every agent a drain may give a ticket to — online with a free slot, a
+        specialist or a lead difficult tickets wait for — and return them. A drain takes slots of
+        these only: taking each agent's row as a ticket's ranking comes, two drains deadlocked."""
+        waited_for = select(QueueEntry.lead_id).where(QueueEntry.difficult, QueueEntry.lead_id.is_not(None))
+        stmt = (
+            select(Agent.id)
+            .where(
+                Agent.presence == AgentPresence.ONLINE,
+                Agent.active_tickets < Agent.max_concurrent,
+                or_(Agent.roles.overlap(list(SPECIALIST_ROLES)), Agent.id.in_(waited_for)),
+            )
+            .order_by(Agent.id)
+            .with_for_update(key_share=True, of=Agent)
+        )
+        return frozenset((await self.session.execute(stmt)).scalars().all())
+
+    async def stop_waiting_for_busy_leads(self, waiting_since: datetime) -> list[uuid.UUID]:
+        """Difficult tickets waiting since ``waiting_since`` or before for a lead who cannot take
+        them now (full, or not online) wait for nobody any more: any specialist may take them."""
+        lead_free = exists().where(
+            Agent.id == QueueEntry.lead_id,
+            Agent.presence == AgentPresence.ONLINE,
+            Agent.active_tickets < Agent.max_concurrent,
+        )
+        rows = await self.session.execute(
+            update(QueueEntry)
+            .where(
+                QueueEntry.difficult,
+                QueueEntry.lead_id.is_not(None),
+                QueueEntry.waiting_since <= waiting_since,
+                ~lead_free,
+            )
+            .values(lead_id=None)
+            .returning(QueueEntry.ticket_id)
+        )
+        return list(rows.scalars().all())
 
     async def hand_over_waiting(self, from_lead: uuid.UUID, to_lead: uuid.UUID | None) -> None:
         """Difficult tickets waiting for someone who no longer leads any team wait for `to_lead`."""

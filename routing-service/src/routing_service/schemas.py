@@ -156,6 +156,10 @@ class AgentOut(BaseModel):
     presence: AgentPresence
     schedule: StoredSchedule | None = None
     created_at: datetime
+    deactivated_at: datetime | None = Field(
+        default=None,
+        description="When the agent was removed (DELETE): kept for history, takes and holds no tickets",
+    )
 
     @model_validator(mode="after")
     def _every_domain_levelled(self) -> Self:

@@ -6,11 +6,15 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
+from sqlalchemy import update
+
+from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.pagination import PageParams, build_page
+from helpdesk_shared.chassis.problems import Conflict
 from helpdesk_shared.chassis.uow import UnitOfWork
-from helpdesk_shared.contracts.enums import AgentPresence, Priority
+from helpdesk_shared.contracts.enums import AgentPresence, Priority, Role
 from helpdesk_shared.contracts.intake import TicketCreated
-from routing_service import classification, sla
+from routing_service import classification, collaborators, presence, sla
 from routing_service.capacity import assign_first_free, drain_queue, queue_ticket, waits_for
 from routing_service.domain.assignment import Candidate, Match, order_candidates
 from routing_service.errors import (
@@ -21,10 +25,18 @@ from routing_service.errors import (
     UnknownAgent,
     UnknownTeam,
 )
-from routing_service.models import Agent, Team
+from routing_service.models import Agent, Assignment, Team
 from routing_service.presence import announce_status
 from routing_service.repository import Lead, RoutingRepository
-from routing_service.schemas import AgentCreate, AgentOut, AgentUpdate, TeamCreate, TeamOut, TeamUpdate
+from routing_service.schemas import (
+    AgentCreate,
+    AgentOut,
+    AgentUpdate,
+    PresenceUpdate,
+    TeamCreate,
+    TeamOut,
+    TeamUpdate,
+)
 
 __all__ = [  # the problems stay importable from here, where the API has always found them
     "AgentNotFound",
@@ -36,10 +48,27 @@ __all__ = [  # the problems stay importable from here, where the API has always 
 ]
 
 
+class AgentDeactivated(Conflict):
+    slug, title = "agent-deactivated", "The agent was deactivated"
+
+
+class AgentLeadsTeam(Conflict):
+    slug, title = "agent-leads-team", "The agent leads a team"
+
+
+class TeamNotEmpty(Conflict):
+    slug, title = "team-not-empty", "Agents still belong to the team"
+
+
 async def create_team(uow: UnitOfWork, body: TeamCreate) -> TeamOut:
     repo = RoutingRepository(uow.session)
     if await repo.team_named(body.name) is not None:
         raise AlreadyExists(f"A team named {body.name!r} already exists")
+    if body.lead_id is not None and (lead := await repo.agent(body.lead_id)) and lead.deactivated_at:
+        raise UnknownAgent(
+            f"Agent {body.lead_id} was deactivated",
+            errors=[_field_error("body.lead_id", "a deactivated agent leads no team")],
+        )
     team = Team(id=uuid.uuid4(), name=body.name, lead_id=body.lead_id, created_at=datetime.now(UTC))
     await repo.add(team)
     out = TeamOut.model_validate(team)
@@ -60,9 +89,12 @@ async def update_team(uow: UnitOfWork, team_id: uuid.UUID, body: TeamUpdate) -> 
         raise UnknownTeam(f"No team with id {team_id}")
     if body.name is not None and body.name != team.name and await repo.team_named(body.name) is not None:
         raise AlreadyExists(f"A team named {body.name!r} already exists")
-    if body.lead_id is not None and await repo.agent(body.lead_id) is None:
+    # Locked: a concurrent deactivation of the new lead waits for this edit (and then refuses).
+    lead = await repo.lock_agent(body.lead_id) if body.lead_id is not None else None
+    if body.lead_id is not None and (lead is None or lead.deactivated_at is not None):
         raise UnknownAgent(
-            f"No agent with id {body.lead_id}", errors=[_field_error("body.lead_id", "not an existing agent")]
+            f"No active agent with id {body.lead_id}",
+            errors=[_field_error("body.lead_id", "not an existing, active agent")],
         )
     if body.name is not None:
         team.name = body.name
@@ -79,6 +111,28 @@ async def update_team(uow: UnitOfWork, team_id: uuid.UUID, body: TeamUpdate) -> 
     out = TeamOut.model_validate(team)
     await uow.commit()
     return out
+
+
+async def delete_team(uow: UnitOfWork, team_id: uuid.UUID) -> None:
+    """Delete a team nobody belongs to any more (409 while agents do: move or remove them first).
+    Its lead, if any, keeps their tickets; difficult tickets waiting for them, now no team's lead,
+    become any specialist's to take."""
+    repo = RoutingRepository(uow.session)
+    team = await uow.session.get(Team, team_id, with_for_update=True)
+    if team is None:
+        raise UnknownTeam(f"No team with id {team_id}")
+    if members := await repo.team_size(team_id):
+        raise TeamNotEmpty(
+            f"{members} agent(s) still belong to {team.name}: move them to another team "
+            "(PATCH /v1/agents/{id}) or remove them (DELETE /v1/agents/{id}) first"
+        )
+    lead_id = team.lead_id
+    await uow.session.delete(team)
+    await uow.flush()
+    if lead_id is not None:
+        await repo.hand_over_waiting(lead_id, None)
+        await drain_queue(uow, repo, datetime.now(UTC))
+    await uow.commit()
 
 
 async def create_agent(uow: UnitOfWork, body: AgentCreate) -> AgentOut:
@@ -103,21 +157,28 @@ async def create_agent(uow: UnitOfWork, body: AgentCreate) -> AgentOut:
         created_at=datetime.now(UTC),
     )
     await repo.add(agent)
+    now = datetime.now(UTC)
     if agent.presence == AgentPresence.ONLINE:  # a new agent online is capacity freed: drain the queue
-        await drain_queue(uow, repo, datetime.now(UTC))
+        await drain_queue(uow, repo, now)
         await uow.session.refresh(agent)
+    announce_status(uow, agent, None, now)  # a new agent: no previous presence
     out = AgentOut.model_validate(agent)
     await uow.commit()
     return out
 
 
 async def update_agent(uow: UnitOfWork, agent_id: uuid.UUID, body: AgentUpdate) -> AgentOut:
-    """Change what was sent (see `AgentUpdate`); a capacity change is announced, and the queue is
-    drained since more capacity, a new role or a new skill can make the agent a candidate."""
+    """Change what was sent (see `AgentUpdate`); a capacity or team change is announced, and the
+    queue is drained since more capacity, a new role or a new skill can make the agent a candidate.
+    A deactivated agent is not changed (409)."""
     repo = RoutingRepository(uow.session)
     agent = await repo.lock_agent(agent_id)
     if agent is None:
         raise AgentNotFound(f"No agent with id {agent_id}")
+    if agent.deactivated_at is not None:
+        raise AgentDeactivated(
+            f"{agent.name} was deactivated on {agent.deactivated_at:%Y-%m-%d}: a removed agent is not edited"
+        )
     sent = body.model_fields_set
     if "team_id" in sent and body.team_id is not None and await repo.team(body.team_id) is None:
         raise TeamNotFound(f"No team with id {body.team_id}")
@@ -127,7 +188,7 @@ async def update_agent(uow: UnitOfWork, agent_id: uuid.UUID, body: AgentUpdate) 
         levels = dict(body.skill_levels)
     else:
         levels = {d: level for d, level in (agent.skill_levels or {}).items() if d in domains}
-    previous_capacity = agent.max_concurrent
+    previous_capacity, previous_team = agent.max_concurrent, agent.team_id
     if body.name is not None:
         agent.name = body.name
     if "team_id" in sent:
@@ -146,11 +207,72 @@ async def update_agent(uow: UnitOfWork, agent_id: uuid.UUID, body: AgentUpdate) 
     await drain_queue(uow, repo, now)
     agent = await repo.lock_agent(agent_id)  # re-read: the drain may have given it tickets
     assert agent is not None
-    if agent.max_concurrent != previous_capacity:
+    if agent.max_concurrent != previous_capacity or agent.team_id != previous_team:
         announce_status(uow, agent, AgentPresence(agent.presence), now)
     out = AgentOut.model_validate(agent)
     await uow.commit()
     return out
+
+
+async def deactivate_agent(uow: UnitOfWork, agent_id: uuid.UUID, principal: Principal) -> None:
+    """Remove an agent (idempotent). The row stays — assignments, transfers and collaborators of
+    the past name it — stamped `deactivated_at`: the agent is offline for good and in no team, so
+    no assignment path considers them and no team counts their skills; they are left out of
+    `GET /v1/agents` unless asked for. A team's lead cannot be removed (409): give the team another
+    lead first.
+
+    A removed agent works nothing: every ticket holding one of their slots — worked on or not —
+    goes back to the queue and on to whoever is free, by the offline hand-back (`presence`;
+    difficult tickets to their lead by the queue's rules), and they leave every ticket's
+    collaborators. (An answered ticket waiting for its customer holds no slot and is left as the
+    hand-back leaves it: the customer's reply reopens it, to someone online — never a removed
+    agent.) Announced as `agent.status_changed` (offline, under the team they left)."""
+    session = uow.session
+    repo = RoutingRepository(session)
+    await collaborators.lock_tickets_of(session, agent_id)  # assignments, then the agent
+    agent = await repo.lock_agent(agent_id)
+    if agent is None:
+        raise AgentNotFound(f"No agent with id {agent_id}")
+    if agent.deactivated_at is not None:
+        return
+    if led := await repo.teams_led_by(agent_id):
+        raise AgentLeadsTeam(
+            f"{agent.name} leads {', '.join(t.name for t in led)}: give the team another lead "
+            "(PATCH /v1/teams/{id}) before removing them"
+        )
+    now = datetime.now(UTC)
+    previous = AgentPresence(agent.presence)
+    agent.presence, agent.deactivated_at = AgentPresence.OFFLINE, now
+    await uow.flush()
+    # The offline hand-back takes back what was not worked on: here everything goes.
+    await session.execute(update(Assignment).where(Assignment.agent_id == agent_id).values(touched_at=None))
+    await presence._hand_back_untouched(uow, repo, agent_id, now)
+    await collaborators.drop_everywhere(uow, agent_id, changed_by=principal.user_id)
+    await drain_queue(uow, repo, now)
+    agent = await repo.lock_agent(agent_id)  # re-read: the hand-back changed its load
+    assert agent is not None
+    agent.active_tickets = 0  # no slot is held now, whatever the count had drifted to
+    announce_status(uow, agent, previous, now)
+    agent.team_id = None  # after the announcement, which names the team they left
+    await uow.commit()
+
+
+async def ensure_presence_may_change(
+    uow: UnitOfWork, agent_id: uuid.UUID, body: PresenceUpdate, principal: Principal
+) -> None:
+    """A deactivated agent's presence stays offline (409). Checked before `presence.set_presence`,
+    in its unit of work, for the callers it would not refuse (it answers others 403 before looking
+    the agent up, so that they cannot probe ids)."""
+    if not principal.has_any({Role.LEAD, Role.ADMIN}) and principal.user_id != agent_id:
+        return
+    repo = RoutingRepository(uow.session)
+    # Going online or away: the agent's row is locked as a deactivation locks it, so one waits for
+    # the other. Going offline locks the agent's tickets first (as a deactivation does): unlocked,
+    # which is harmless — a deactivated agent is offline already.
+    offline = body.presence == AgentPresence.OFFLINE
+    agent = await (repo.agent(agent_id) if offline else repo.lock_agent(agent_id))
+    if agent is not None and agent.deactivated_at is not None:
+        raise AgentDeactivated(f"{agent.name} was deactivated: their presence stays offline")
 
 
 async def get_agent(uow: UnitOfWork, agent_id: uuid.UUID) -> AgentOut:
@@ -160,8 +282,10 @@ async def get_agent(uow: UnitOfWork, agent_id: uuid.UUID) -> AgentOut:
     return AgentOut.model_validate(agent)
 
 
-async def list_agents(uow: UnitOfWork, params: PageParams) -> tuple[list[AgentOut], str | None]:
-    rows = await RoutingRepository(uow.session).agents_page(params)
+async def list_agents(
+    uow: UnitOfWork, params: PageParams, *, include_inactive: bool = False
+) -> tuple[list[AgentOut], str | None]:
+    rows = await RoutingRepository(uow.session).agents_page(params, include_inactive=include_inactive)
     page, cursor = build_page(list(rows), params, key=lambda a: (a.created_at, a.id))
     return [AgentOut.model_validate(a) for a in page], cursor
 
@@ -235,7 +359,7 @@ async def route_new_ticket(uow: UnitOfWork, ticket: TicketCreated) -> None:
     ):
         return  # a concurrent delivery of the same ticket got there first
     timers = await sla.start_timers(uow, ticket, difficult=difficult, priority=priority)
-    if decision.informative:
+    if classification.announces_classification(decision, timers is not None):
         event = classification.classified_event(ticket, decision, version, now, timers)
         uow.publish(event, subject=str(ticket.ticket_id))
     await assign_or_queue(

@@ -30,6 +30,14 @@ class RoutingSettings(ServiceSettings):
         description="How often routing drains the queue without being woken: the safety net for a slot "
         "freed while a ticket was being queued for it (a drain sees only committed queue entries)",
     )
+    difficult_lead_wait_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 86400,
+        description="How long a difficult ticket (疑難) waits for its online but full team lead, counted "
+        "from when the customer's wait began (creation or reopening): after that any specialist may take it, "
+        "at the next queue sweep (a quarter of the default first response target of difficult tickets)",
+    )
     sla_batch_size: int = Field(default=100, ge=1, le=10_000, description="Tickets fired per SLA worker pass")
     sla_start_wait_seconds: float = Field(
         default=120.0,

@@ -87,6 +87,9 @@ async def queue_overview(uow: UnitOfWork) -> QueueOverview:
 
 
 def _workload(agent: Agent, assignments: Sequence[Assignment]) -> AgentWorkload:
+    """Every ticket the agent holds is listed, answered ones too (they wait for the customer, and
+    come back to this agent if reopened); ``active_tickets`` and ``utilisation`` count the slots
+    taken — an answered ticket gave its slot back at the delivery (`Assignment.slot_released_at`)."""
     return AgentWorkload(
         agent_id=agent.id,
         name=agent.name,

@@ -40,7 +40,8 @@ async def list_collaborators(ticket_id: uuid.UUID, uow: UoW, _: Staff) -> Collab
 @router.put(
     "/{ticket_id}/collaborators/{agent_id}",
     response_model=CollaboratorsOut,
-    summary="Add a collaborator (a lead or admin; idempotent; announced as ticket.collaborators_changed)",
+    summary="Add a collaborator (an admin, or the lead of the assignee's team or of the ticket's domain "
+    "team; idempotent; announced as ticket.collaborators_changed)",
     responses=problem_responses(
         Unauthorized,
         Forbidden,
@@ -60,7 +61,8 @@ async def add_collaborator(
     "/{ticket_id}/collaborators/{agent_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    summary="Remove a collaborator (a lead or admin; idempotent; announced as ticket.collaborators_changed)",
+    summary="Remove a collaborator (an admin, or the lead of the assignee's team or of the ticket's domain "
+    "team; idempotent; announced as ticket.collaborators_changed)",
     responses=problem_responses(Unauthorized, Forbidden, TicketNotAssigned),
 )
 async def remove_collaborator(

@@ -13,6 +13,7 @@ from helpdesk_shared.chassis.problems import Conflict, Forbidden, Unauthorized, 
 from helpdesk_shared.contracts.enums import Role
 from routing_service import transfers
 from routing_service.transfers import (
+    TargetNotQualified,
     TargetUnavailable,
     TicketNotAssigned,
     TransferOut,
@@ -29,9 +30,16 @@ Worker = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.LEAD))]
     "/{ticket_id}/transfer",
     status_code=status.HTTP_201_CREATED,
     response_model=TransferOut,
-    summary="Transfer a ticket (current assignee or a lead; a reason is required; audited)",
+    summary="Transfer a ticket (the current assignee, a lead of its team or domain, or an admin) to an "
+    "online agent with a free slot who can work it; a reason is required; audited",
     responses=problem_responses(
-        Unauthorized, Forbidden, TicketNotAssigned, UnknownTargetAgent, TargetUnavailable, Conflict
+        Unauthorized,
+        TargetNotQualified,
+        Forbidden,
+        TicketNotAssigned,
+        UnknownTargetAgent,
+        TargetUnavailable,
+        Conflict,
     ),
 )
 async def transfer(ticket_id: uuid.UUID, body: TransferRequest, uow: UoW, principal: Worker) -> TransferOut:
