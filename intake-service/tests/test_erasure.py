@@ -23,8 +23,8 @@ from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.auth import Principal
 from helpdesk_shared.chassis.db import OUTBOX, asyncpg_url
 from helpdesk_shared.chassis.migrations import upgrade_database
-from helpdesk_shared.contracts.enums import Role
-from helpdesk_shared.contracts.routing import TicketTransferred
+from helpdesk_shared.contracts.enums import EscalationReason, Priority, Role
+from helpdesk_shared.contracts.routing import TicketEscalated, TicketTransferred
 from intake_service import privacy
 from intake_service.domain import privacy as rules
 from intake_service.domain.privacy import mask_email
@@ -624,6 +624,18 @@ async def test_erasure_takes_the_customer_out_of_the_complaint_case_file_and_the
         ),
         service="routing",
     )
+    await deliver(
+        intake,
+        TicketEscalated(
+            ticket_id=uuid.UUID(ticket_id),
+            reason=EscalationReason.MANUAL,
+            previous_priority=Priority.NORMAL,
+            priority=Priority.HIGH,
+            note=f"{NAME}來電兩次 {number}",
+            escalated_at=datetime.now(UTC),
+        ),
+        service="routing",
+    )
     resolved = await intake.client.post(
         f"/v1/tickets/{ticket_id}/resolve", headers=LEAD, json={"note": f"已與{NAME}確認賠付，{number}"}
     )
@@ -680,6 +692,7 @@ async def test_erasure_takes_the_customer_out_of_the_complaint_case_file_and_the
     assert notes == {
         ("complaint", "note"): "已致電[name] [phone]，待回覆",
         ("transferred", "reason"): "[name]要求主管回電 [phone]",
+        ("escalated", "note"): "[name]來電兩次 [phone]",
         ("status_changed", "note"): "已與[name]確認賠付，[phone]",
     }
     # Everything else in the timeline stays as it was: ids, statuses, the routing's reasons.

@@ -111,6 +111,7 @@ _TIMELINE_TEXT: dict[str, tuple[str, ...]] = {
     "status_changed": ("note",),
     "complaint": ("note",),
     "transferred": ("reason",),
+    "escalated": ("note",),
     "answer_rejected": ("comment",),
     "answer_approved": ("comment",),
     "delivery_failed": ("error",),
