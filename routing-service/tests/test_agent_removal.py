@@ -4,7 +4,8 @@
   for good, in no team, holds nothing — every ticket, worked on or not, goes back to the queue and
   on to whoever is free (difficult ones to their lead) — helps on nothing, is left out of the list
   unless asked for, cannot be edited, set online, given tickets or made a lead (409/422). A second
-  DELETE changes nothing (204). A team's lead is not removed (409).
+  DELETE changes nothing (204). A team's lead is not removed (409). The tickets handed back say
+  why: their `ticket.queued` reason is "agent removed", not the offline hand-back's.
 * `DELETE /v1/teams/{id}`: 409 while agents belong to it, else deleted (a second time: 404).
 * A new agent is announced, and so is an agent's move to another team.
 """
@@ -34,8 +35,11 @@ from sqlalchemy import select
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.contracts import TicketKind
 from routing_service.models import TicketCollaborator
+from routing_service.presence import REMOVED_REASON
 
 STATUS_CHANGED = "helpdesk.agent.status_changed.v1"
+QUEUED = "helpdesk.ticket.queued.v1"
+ASSIGNED = "helpdesk.ticket.assigned.v1"
 COLLABORATORS_CHANGED = "helpdesk.ticket.collaborators_changed.v1"
 
 
@@ -248,3 +252,23 @@ async def test_new_agents_and_team_moves_are_announced(routing: ServiceHarness) 
         (second_team, "online", "online"),
         (None, "online", "online"),
     ]
+
+
+async def test_tickets_handed_back_by_a_removal_say_the_agent_was_removed(routing: ServiceHarness) -> None:
+    leaving, staying = await isolated_team(routing, 3, 3)
+    await routing.client.put(f"/v1/agents/{staying}/presence", headers=LEAD, json={"presence": "away"})
+    worked_on, untouched = ticket_created(), ticket_created()
+    for event in (worked_on, untouched):
+        await consume(routing, event)
+    await consume(routing, answer_submitted(worked_on.data.ticket_id, leaving))
+    await routing.client.put(f"/v1/agents/{staying}/presence", headers=LEAD, json={"presence": "online"})
+
+    assert (await routing.client.delete(f"/v1/agents/{leaving}", headers=ADMIN)).status_code == 204
+
+    for event in (worked_on, untouched):
+        ticket_id = str(event.data.ticket_id)
+        (queued,) = await published(routing, ticket_id, QUEUED)
+        assert queued["reason"] == REMOVED_REASON
+        assert "offline" not in queued["reason"]
+        assigned = await published(routing, ticket_id, ASSIGNED)
+        assert [a["agent_id"] for a in assigned] == [leaving, staying]

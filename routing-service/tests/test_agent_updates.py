@@ -1,4 +1,8 @@
-"""Leads edit agents and teams: skills with levels, languages, capacity, schedule; capacity acts at once."""
+"""Leads edit agents and teams: skills with levels, languages, capacity, schedule; capacity acts at once.
+
+A role, domain or language taken away sends the agent's untouched tickets it covered and no longer
+covers back to the queue (a responsible lead keeps theirs; tickets never covered stay).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from routing_factories import (
     ADMIN,
     LEAD,
     agent,
+    answer_submitted,
     consume,
     domain_rule,
     is_queued,
@@ -17,14 +22,18 @@ from routing_factories import (
     published,
     resolved,
     team,
+    team_with_lead,
     ticket_created,
 )
 from sqlalchemy import update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from helpdesk_shared.contracts import TicketKind
 from routing_service.models import Agent
+from routing_service.service import PROFILE_CHANGED_REASON
 
 STATUS_CHANGED = "helpdesk.agent.status_changed.v1"
+QUEUED = "helpdesk.ticket.queued.v1"
 SCHEDULE = {"time_zone": "Asia/Shanghai", "weekly_hours": {"0": [["09:00", "12:00"], ["13:30", "18:00"]]}}
 
 
@@ -225,3 +234,83 @@ async def test_a_schedule_stored_under_older_rules_is_still_shown(routing: Servi
     assert shown.json()["schedule"] == stored
     listed = await routing.client.get("/v1/agents", headers=LEAD, params={"limit": 200})
     assert listed.status_code == 200, listed.text
+
+
+async def patch_agent(routing: ServiceHarness, agent_id: str, **fields: object) -> dict[str, object]:
+    response = await routing.client.patch(f"/v1/agents/{agent_id}", headers=LEAD, json=fields)
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def test_removing_a_domain_or_the_role_hands_back_the_untouched_tickets_it_qualified_for(
+    routing: ServiceHarness,
+) -> None:
+    await isolated_team(routing)
+    kept, dropped, unheld = (f"域-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    keywords = {domain: await domain_rule(routing, domain) for domain in (kept, dropped, unheld)}
+    moving = await agent(routing, domains=[kept, dropped], max_concurrent=5)
+    colleague = await agent(routing, domains=[dropped], max_concurrent=5, presence="away")
+    untouched, worked_on, still_held, never_held = (
+        ticket_created(subject=f"{keywords[domain]} 問題") for domain in (dropped, dropped, kept, unheld)
+    )
+    for event in (untouched, worked_on, still_held, never_held):
+        await consume(routing, event)
+        assert await owner_of(routing, event.data.ticket_id) == moving
+    await consume(routing, answer_submitted(worked_on.data.ticket_id, moving))
+    await routing.client.put(f"/v1/agents/{colleague}/presence", headers=LEAD, json={"presence": "online"})
+
+    body = await patch_agent(routing, moving, domains=[kept])
+
+    # Back to the queue, and on to who holds the domain now.
+    assert await owner_of(routing, untouched.data.ticket_id) == colleague
+    (queued,) = await published(routing, str(untouched.data.ticket_id), QUEUED)
+    assert queued["reason"] == PROFILE_CHANGED_REASON
+    # Worked on, still held, or never held (given to them as anyone free): theirs still.
+    for event in (worked_on, still_held, never_held):
+        assert await owner_of(routing, event.data.ticket_id) == moving
+    assert (await load_of(routing, moving), await load_of(routing, colleague)) == (3, 1)
+    assert body["active_tickets"] == 3
+
+    # No longer a specialist (nor a lead): every untouched ticket goes.
+    body = await patch_agent(routing, moving, roles=["reviewer"])
+
+    for event in (still_held, never_held):
+        assert await owner_of(routing, event.data.ticket_id) == colleague
+    assert await owner_of(routing, worked_on.data.ticket_id) == moving
+    assert (await load_of(routing, moving), await load_of(routing, colleague)) == (1, 3)
+    assert body["active_tickets"] == 1
+
+
+async def test_removing_a_language_hands_back_its_untouched_tickets_but_not_a_responsible_leads(
+    routing: ServiceHarness,
+) -> None:
+    domain = f"域-{uuid.uuid4().hex[:8]}"
+    keyword = await domain_rule(routing, domain)
+    lead, (specialist,) = await team_with_lead(routing, domain)
+    await patch_agent(routing, specialist, languages=["zh", "en"])
+    english = await agent(routing, domains=[domain], languages=["en"], presence="away")
+    in_english = ticket_created(subject=f"{keyword} claim", language="en")
+    in_chinese = ticket_created(subject=f"{keyword} 理賠", language="zh-TW")
+    complaint = ticket_created(subject=f"{keyword} 投訴", language="zh-TW", kind=TicketKind.COMPLAINT)
+    for event in (in_english, in_chinese, complaint):
+        await consume(routing, event)
+    assert [await owner_of(routing, e.data.ticket_id) for e in (in_english, in_chinese, complaint)] == [
+        specialist,
+        specialist,
+        lead,
+    ]
+    await routing.client.put(f"/v1/agents/{english}/presence", headers=LEAD, json={"presence": "online"})
+
+    await patch_agent(routing, specialist, languages=["zh"])
+    # The lead answerable for the difficult ticket holds it whatever their own skills (as a transfer
+    # may give it to them).
+    await patch_agent(routing, lead, languages=["en"])
+
+    assert await owner_of(routing, in_english.data.ticket_id) == english
+    (queued,) = await published(routing, str(in_english.data.ticket_id), QUEUED)
+    assert queued["reason"] == PROFILE_CHANGED_REASON
+    assert await owner_of(routing, in_chinese.data.ticket_id) == specialist
+    assert await owner_of(routing, complaint.data.ticket_id) == lead
+    assert await published(routing, str(complaint.data.ticket_id), QUEUED) == []
+    assert (await load_of(routing, specialist), await load_of(routing, english)) == (1, 1)

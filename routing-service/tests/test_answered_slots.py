@@ -4,7 +4,8 @@ Delivered, an answer leaves the ticket waiting for the customer (auto-closed aft
 gets the slot back and the queue is drained, while the assignment stays — it names the agent for
 a reopening, the workload view and the resolution. The slot is given back once: a redelivery, a
 follow-up answer, the resolution, a close, a transfer or going offline give nothing back again; a
-reopening takes a slot again.
+reopening takes a slot again. Transferred, an answered ticket moves with its slot given back: the
+new assignee takes none (and needs none free) until the customer reopens it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from routing_factories import (
     isolated_team,
     load_of,
     owner_of,
+    published,
     resolved,
     ticket_created,
 )
@@ -118,7 +120,54 @@ async def test_a_transfer_after_the_answer_does_not_give_the_slot_back_twice(rou
     assert response.status_code == 201, response.text
     assert await owner_of(routing, answered) == second
     assert await load_of(routing, first) == 1  # its slot was already given back at the delivery
-    assert await load_of(routing, second) == 3  # the new assignee holds it
+    assert await load_of(routing, second) == 2  # it waits for its customer: no slot of the new assignee
+
+
+async def test_an_answered_ticket_moves_with_its_released_slot_and_a_reopening_takes_the_new_agents(
+    routing: ServiceHarness,
+) -> None:
+    first, second = await isolated_team(routing, 1, 1)
+    tickets = [ticket_created() for _ in range(2)]
+    for event in tickets:
+        await consume(routing, event)
+    owners = {await owner_of(routing, event.data.ticket_id): event.data.ticket_id for event in tickets}
+    answered, seconds_own = owners[first], owners[second]
+    delivery = delivered(answered, datetime.now(UTC))
+    await consume(routing, delivery)
+    assert (await load_of(routing, first), await load_of(routing, second)) == (0, 1)
+
+    # The target is full: the ticket waits for its customer and takes no slot of theirs.
+    response = await routing.client.post(
+        f"/v1/tickets/{answered}/transfer",
+        headers=auth_headers("agent", sub=first),
+        json={"to_agent_id": second, "reason": "客戶指定"},
+    )
+
+    assert response.status_code == 201, response.text
+    assert await owner_of(routing, answered) == second
+    row = await assignment_row(routing, answered)
+    assert row.slot_released_at == delivery.data.delivered_at  # moved with its released state
+    assert row.touched_at is None  # the new assignee has not worked on it
+    assert (await load_of(routing, first), await load_of(routing, second)) == (0, 1)
+    (transferred,) = await published(routing, str(answered), "helpdesk.ticket.transferred.v1")
+    assert (transferred["from_agent_id"], transferred["to_agent_id"]) == (first, second)
+    assert transferred["reason"] == "客戶指定"
+    # `first`'s slot is really free: the next ticket is theirs.
+    newcomer = ticket_created()
+    await consume(routing, newcomer)
+    assert await owner_of(routing, newcomer.data.ticket_id) == first
+    assert (await load_of(routing, first), await load_of(routing, second)) == (1, 1)
+
+    # The customer writes back once `second` has a slot free: it takes one of theirs, and the
+    # resolution gives it back — exactly once.
+    await consume(routing, resolved(seconds_own))
+    assert await load_of(routing, second) == 0
+    await consume(routing, reopened(answered, second))
+    assert await owner_of(routing, answered) == second
+    assert (await assignment_row(routing, answered)).slot_released_at is None
+    assert (await load_of(routing, first), await load_of(routing, second)) == (1, 1)
+    await consume(routing, resolved(answered))
+    assert (await load_of(routing, first), await load_of(routing, second)) == (1, 0)
 
 
 async def test_the_workload_lists_an_answered_ticket_without_counting_it(routing: ServiceHarness) -> None:

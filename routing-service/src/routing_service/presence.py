@@ -18,6 +18,7 @@ it (and an offline agent's new ticket is handed back with the others) or sees th
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from helpdesk_shared.chassis.auth import Principal
@@ -33,6 +34,8 @@ from routing_service.repository import RoutingRepository
 from routing_service.schemas import PresenceOut, PresenceUpdate
 
 RETURNED_REASON = "returned to the queue: the assignee went offline before working on it"
+REMOVED_REASON = "returned to the queue: agent removed"
+"""The ``ticket.queued`` reason (shown on intake's timeline) of a ticket its removed agent held."""
 
 
 def announce_status(uow: UnitOfWork, agent: Agent, previous: AgentPresence | None, now: datetime) -> None:
@@ -82,9 +85,18 @@ async def set_presence(
 
 
 async def _hand_back_untouched(
-    uow: UnitOfWork, repo: RoutingRepository, agent_id: uuid.UUID, now: datetime
+    uow: UnitOfWork,
+    repo: RoutingRepository,
+    agent_id: uuid.UUID,
+    now: datetime,
+    *,
+    reason: str = RETURNED_REASON,
+    only: Collection[uuid.UUID] | None = None,
 ) -> list[uuid.UUID]:
-    returned = await repo.release_untouched(agent_id)
+    """Queue the tickets the agent has not worked on (``only``: those of them), each announced as
+    `ticket.queued` with ``reason`` — why it left its agent (went offline, removed, skills changed)
+    — and returns them. The caller drains the queue. Does not commit."""
+    returned = await repo.release_untouched(agent_id, only=only)
     for ticket in returned:
         await queue_ticket(
             uow,
@@ -93,7 +105,7 @@ async def _hand_back_untouched(
             priority=await repo.ticket_priority(ticket.ticket_id),
             waiting_since=ticket.waiting_since,
             now=now,
-            reason=RETURNED_REASON,
+            reason=reason,
             domain=ticket.domain,
             language=ticket.language,
             difficult=ticket.difficult,

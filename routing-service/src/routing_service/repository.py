@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -596,9 +596,12 @@ class RoutingRepository:
         domain: str | None = None,
         language: str | None = None,
         touched_at: datetime | None = None,
+        slot_released_at: datetime | None = None,
     ) -> None:
         """Store the assignment (its slot taken by the caller); ``touched_at``: the agent's work on
-        the ticket it carries over (a reopened ticket back with the agent who worked on it)."""
+        the ticket it carries over (a reopened ticket back with the agent who worked on it);
+        ``slot_released_at``: an answered ticket that holds no slot (a transfer moving it as it is,
+        no slot taken)."""
         self.session.add(
             Assignment(
                 ticket_id=ticket_id,
@@ -608,6 +611,7 @@ class RoutingRepository:
                 domain=domain,
                 language=language,
                 touched_at=touched_at,
+                slot_released_at=slot_released_at,
             )
         )
         await self.session.flush()
@@ -657,17 +661,23 @@ class RoutingRepository:
             .values(touched_at=at)
         )
 
-    async def release_untouched(self, agent_id: uuid.UUID) -> list[Returned]:
-        """Take back every ticket the agent has not worked on, giving back their slots. An answered
-        ticket (its slot given back at the delivery) is not taken back: it waits for its customer."""
+    async def release_untouched(
+        self, agent_id: uuid.UUID, *, only: Collection[uuid.UUID] | None = None
+    ) -> list[Returned]:
+        """Take back every ticket the agent has not worked on (``only``: those of these tickets),
+        giving back their slots. An answered ticket (its slot given back at the delivery) is not
+        taken back: it waits for its customer."""
+        held = [
+            Assignment.agent_id == agent_id,
+            Assignment.touched_at.is_(None),
+            Assignment.slot_released_at.is_(None),
+        ]
+        if only is not None:
+            held.append(Assignment.ticket_id.in_(list(only)))
         rows = (
             await self.session.execute(
                 delete(Assignment)
-                .where(
-                    Assignment.agent_id == agent_id,
-                    Assignment.touched_at.is_(None),
-                    Assignment.slot_released_at.is_(None),
-                )
+                .where(*held)
                 .returning(
                     Assignment.ticket_id, Assignment.domain, Assignment.language, Assignment.assigned_at
                 )

@@ -120,7 +120,9 @@ class AgentUpdate(BaseModel):
     """Only the fields sent change. `team_id: null` and `schedule: null` clear them; the other
     fields may be omitted but not null. `skill_levels` replaces every level; changing `domains`
     alone drops the levels of domains no longer held. Lowering `max_concurrent` below the
-    tickets held is allowed: the agent gets no new ticket until below it."""
+    tickets held is allowed: the agent gets no new ticket until below it. Taking a role, a domain
+    or a language away sends the agent's untouched tickets that it no longer covers back to the
+    queue (see `service.update_agent`)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -37,6 +37,7 @@ from routing_service.schemas import (
     TeamOut,
     TeamUpdate,
 )
+from routing_service.transfers import Profile, missing_qualifications
 
 __all__ = [  # the problems stay importable from here, where the API has always found them
     "AgentNotFound",
@@ -46,6 +47,10 @@ __all__ = [  # the problems stay importable from here, where the API has always 
     "UnknownAgent",
     "UnknownTeam",
 ]
+
+
+PROFILE_CHANGED_REASON = "returned to the queue: the assignee's roles, domains or languages no longer fit it"
+"""The ``ticket.queued`` reason of an untouched ticket handed back by an edit of its agent's skills."""
 
 
 class AgentDeactivated(Conflict):
@@ -170,8 +175,18 @@ async def create_agent(uow: UnitOfWork, body: AgentCreate) -> AgentOut:
 async def update_agent(uow: UnitOfWork, agent_id: uuid.UUID, body: AgentUpdate) -> AgentOut:
     """Change what was sent (see `AgentUpdate`); a capacity or team change is announced, and the
     queue is drained since more capacity, a new role or a new skill can make the agent a candidate.
-    A deactivated agent is not changed (409)."""
+    A deactivated agent is not changed (409).
+
+    A role, domain or language taken away sends the agent's untouched tickets it no longer covers
+    back to the queue and on to whoever is free (`_hand_back_uncovered`). That also undoes, after
+    the fact, a run of new tickets that read the agent's old profile and committed its assignment
+    before this edit locked the agent; a run that commits after this edit (it read the profile
+    before, and waited for the agent's row) still assigns by the old profile: the batch's take
+    re-checks presence and capacity only."""
     repo = RoutingRepository(uow.session)
+    if body.roles is not None or body.domains is not None or body.languages is not None:
+        # Skills taken away hand tickets back: their assignments first, then the agent (the usual order).
+        await repo.lock_assignments_of(agent_id)
     agent = await repo.lock_agent(agent_id)
     if agent is None:
         raise AgentNotFound(f"No agent with id {agent_id}")
@@ -179,6 +194,7 @@ async def update_agent(uow: UnitOfWork, agent_id: uuid.UUID, body: AgentUpdate) 
         raise AgentDeactivated(
             f"{agent.name} was deactivated on {agent.deactivated_at:%Y-%m-%d}: a removed agent is not edited"
         )
+    before = Profile(list(agent.roles), list(agent.domains), list(agent.languages))
     sent = body.model_fields_set
     if "team_id" in sent and body.team_id is not None and await repo.team(body.team_id) is None:
         raise TeamNotFound(f"No team with id {body.team_id}")
@@ -204,14 +220,43 @@ async def update_agent(uow: UnitOfWork, agent_id: uuid.UUID, body: AgentUpdate) 
         agent.schedule = body.schedule.model_dump(mode="json") if body.schedule else None
     await uow.flush()
     now = datetime.now(UTC)
+    await _hand_back_uncovered(uow, repo, agent, before, now)
     await drain_queue(uow, repo, now)
-    agent = await repo.lock_agent(agent_id)  # re-read: the drain may have given it tickets
+    agent = await repo.lock_agent(agent_id)  # re-read: the hand-back and the drain changed its load
     assert agent is not None
     if agent.max_concurrent != previous_capacity or agent.team_id != previous_team:
         announce_status(uow, agent, AgentPresence(agent.presence), now)
     out = AgentOut.model_validate(agent)
     await uow.commit()
     return out
+
+
+async def _hand_back_uncovered(
+    uow: UnitOfWork, repo: RoutingRepository, agent: Agent, before: Profile, now: datetime
+) -> list[uuid.UUID]:
+    """The untouched tickets (holding a slot, no work in them) that the agent could work with the
+    profile ``before`` and no longer can — a role, a domain or a language of theirs taken away —
+    go back to the queue (`PROFILE_CHANGED_REASON`), as a transfer would refuse them now: see
+    `transfers.missing_qualifications`. A lead answerable for a ticket keeps it, as a transfer may
+    give them any. Tickets they never matched (given to them as anyone free) stay. Returns those
+    handed back; the caller drains the queue."""
+    after = Profile(list(agent.roles), list(agent.domains), list(agent.languages))
+    if all(set(was) <= set(now_) for was, now_ in zip(before, after, strict=True)):
+        return []  # nothing taken away
+    uncovered = []
+    for held in await repo.assignments_of([agent.id]):
+        if held.touched_at is not None or held.slot_released_at is not None:
+            continue
+        lost = set(missing_qualifications(after, held.domain, held.language)) - set(
+            missing_qualifications(before, held.domain, held.language)
+        )
+        if lost and agent.id not in await collaborators.responsible_leads(uow.session, agent.id, held.domain):
+            uncovered.append(held.ticket_id)
+    if not uncovered:
+        return []
+    return await presence._hand_back_untouched(
+        uow, repo, agent.id, now, reason=PROFILE_CHANGED_REASON, only=uncovered
+    )
 
 
 async def deactivate_agent(uow: UnitOfWork, agent_id: uuid.UUID, principal: Principal) -> None:
@@ -246,7 +291,7 @@ async def deactivate_agent(uow: UnitOfWork, agent_id: uuid.UUID, principal: Prin
     await uow.flush()
     # The offline hand-back takes back what was not worked on: here everything goes.
     await session.execute(update(Assignment).where(Assignment.agent_id == agent_id).values(touched_at=None))
-    await presence._hand_back_untouched(uow, repo, agent_id, now)
+    await presence._hand_back_untouched(uow, repo, agent_id, now, reason=presence.REMOVED_REASON)
     await collaborators.drop_everywhere(uow, agent_id, changed_by=principal.user_id)
     await drain_queue(uow, repo, now)
     agent = await repo.lock_agent(agent_id)  # re-read: the hand-back changed its load

@@ -13,17 +13,24 @@ transfer the policy forbids). A lead answerable for the ticket may always be han
 tickets go to the lead whatever their own skills. The target must be online with a free slot
 (else 409): a transfer never pushes an agent over capacity, a lead's neither.
 
+An answered ticket (its slot given back at the delivery, `Assignment.slot_released_at`) waits for
+its customer: it moves as it is — the new assignee takes no slot for it and needs none free (they
+must be online all the same) — and the customer's reopening gives it back to them, taking a slot,
+when they have one free (`capacity.reassign_reopened`: as for any agent who held a ticket).
+
 Every transfer is stored in the `transfers` audit table and announced as `ticket.transferred`;
-the slot moves atomically from the old agent to the new one. The ticket's domain and language move
-with it; the new assignee has not worked on it yet. `ticket.transferred` names the new assignee's
-team (for a lead who is no team's member, the team they lead), as `ticket.assigned` does.
+the slot (if the ticket holds one) moves atomically from the old agent to the new one. The
+ticket's domain and language move with it; the new assignee has not worked on it yet.
+`ticket.transferred` names the new assignee's team (for a lead who is no team's member, the team
+they lead), as `ticket.assigned` does.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -81,7 +88,15 @@ class TargetNotQualified(Forbidden):
     slug, title = "target-not-qualified", "The target agent cannot work this ticket"
 
 
-def missing_qualifications(agent: Agent, domain: str | None, language: str | None) -> list[str]:
+class Profile(NamedTuple):
+    """What an agent can work, as `missing_qualifications` reads it (an `Agent` has the same)."""
+
+    roles: Sequence[str]
+    domains: Sequence[str]
+    languages: Sequence[str]
+
+
+def missing_qualifications(agent: Agent | Profile, domain: str | None, language: str | None) -> list[str]:
     """What keeps the agent from working a ticket of `domain` in `language` (empty: nothing)."""
     missing = []
     if WORKING_ROLES.isdisjoint(agent.roles):
@@ -132,17 +147,28 @@ async def transfer(
         )
     if target.presence != AgentPresence.ONLINE:
         raise TargetUnavailable(f"{target.name} is {target.presence}: only an online agent takes a transfer")
-    if target.active_tickets >= target.max_concurrent:
+    # Answered, the ticket waits for its customer and holds no slot: it moves as it is, taking none.
+    answered_at = assignment.slot_released_at
+    if answered_at is None and target.active_tickets >= target.max_concurrent:
         raise TargetUnavailable(
             f"{target.name} is at capacity ({target.active_tickets} of {target.max_concurrent} tickets): "
             "a transfer never pushes an agent over capacity; choose someone with a free slot, or wait"
         )
     now = datetime.now(UTC)
-    if not await repo.take_capacity(target.id, now):  # checked again by the database, atomically
+    # The slot checked again by the database, atomically.
+    if answered_at is None and not await repo.take_capacity(target.id, now):
         raise TargetUnavailable(f"{target.name} is no longer online with a free slot")
     previous = assignment.agent_id
-    await repo.release_assignment(ticket_id)
-    await repo.assign(ticket_id, target.id, f"transfer: {body.reason}", now, domain=domain, language=language)
+    released = await repo.drop_assignment(ticket_id)
+    await repo.assign(
+        ticket_id,
+        target.id,
+        f"transfer: {body.reason}",
+        now,
+        domain=domain,
+        language=language,
+        slot_released_at=answered_at,
+    )
     await collaborators.now_holds(uow, ticket_id, target.id, changed_by=caller)
     record = Transfer(
         id=uuid.uuid4(),
@@ -154,7 +180,8 @@ async def transfer(
         transferred_at=now,
     )
     uow.session.add(record)
-    await drain_queue(uow, repo, now)  # the previous agent's freed slot goes to the queue
+    if released is not None and released.slot_freed:  # the previous agent's freed slot: the queue's
+        await drain_queue(uow, repo, now)
     uow.publish(
         TicketTransferred(
             ticket_id=ticket_id,

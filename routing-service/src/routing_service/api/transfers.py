@@ -31,7 +31,8 @@ Worker = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.LEAD))]
     status_code=status.HTTP_201_CREATED,
     response_model=TransferOut,
     summary="Transfer a ticket (the current assignee, a lead of its team or domain, or an admin) to an "
-    "online agent with a free slot who can work it; a reason is required; audited",
+    "online agent who can work it, with a free slot unless the ticket is answered (it takes none while "
+    "it waits for its customer); a reason is required; audited",
     responses=problem_responses(
         Unauthorized,
         TargetNotQualified,
