@@ -63,7 +63,7 @@ async def test_the_lane_answers_like_the_declared_route(intake: ServiceHarness) 
     assert list(fast.json()) == list(generic.json())
     assert shape(fast.json()) == shape(generic.json())
     assert fast.json()["tags"] == ["vip"]
-    fetched = await intake.client.get(fast.headers["location"], headers=auth_headers("agent"))
+    fetched = await intake.client.get(fast.headers["location"], headers=CHANNEL)
     assert fetched.json() == fast.json()
 
 

@@ -374,3 +374,108 @@ async def test_the_category_filter_is_served_by_its_index(intake: ServiceHarness
         await uow.session.execute(sa_text("SET LOCAL enable_seqscan = off"))
         plan = "\n".join((await uow.session.execute(sa_text(f"EXPLAIN {sql}"))).scalars())
     assert "ix_tickets_category_created_at" in plan, plan
+
+
+async def test_an_older_classification_in_the_same_run_changes_nothing(intake: ServiceHarness) -> None:
+    # Both in one transaction: the newer one's changes are not written yet when the older one
+    # locks the ticket again, and must not be lost (read again from the row, they were).
+    ticket_id = await new_ticket(intake, uuid.uuid4().hex[:10])
+    events = [
+        EventEnvelope.wrap(payload, source="/helpdesk/routing", subject=ticket_id)
+        for payload in (
+            classified(ticket_id, at=T0 + timedelta(minutes=5), category="新類別"),
+            classified(ticket_id, at=T0, category="舊類別"),
+        )
+    ]
+    consumer = intake.runtime.consumer
+    assert consumer is not None
+
+    await consumer.handle_records(partition_records(events, "helpdesk.routing"))
+
+    assert (await shown(intake, ticket_id))["category"] == "新類別"
+    kinds = [item["kind"] for item in await timeline(intake, ticket_id, LEAD)]
+    assert kinds.count("classified") == 1
+
+
+ROUTING_DECISIONS = (
+    "domain",
+    "category",
+    "difficult",
+    "sla_policy_id",
+    "first_response_due_at",
+    "resolution_due_at",
+    "escalated_at",
+)
+
+
+async def test_channel_integrations_see_tickets_without_routings_decisions(intake: ServiceHarness) -> None:
+    marker = uuid.uuid4().hex[:10]
+    ticket_id = await new_ticket(intake, marker, category_hint="保單服務")
+    await deliver(intake, classified(ticket_id, priority=Priority.HIGH, difficult=True))
+    await deliver(
+        intake,
+        escalated(ticket_id, at=T0 + timedelta(hours=1), previous=Priority.HIGH, priority=Priority.URGENT),
+    )
+    staff = await shown(intake, ticket_id)
+    assert all(staff[field] is not None for field in ROUTING_DECISIONS)
+
+    response = await intake.client.get(f"/v1/tickets/{ticket_id}", headers=CHANNEL)
+    assert response.status_code == 200, response.text
+    channel = response.json()
+    # The rest alike: status, assignee, priority (urgent now), the channel's own category_hint.
+    assert channel == staff | dict.fromkeys(ROUTING_DECISIONS)
+    assert (channel["priority"], channel["category_hint"]) == ("urgent", "保單服務")
+    listed = await intake.client.get("/v1/tickets", headers=CHANNEL, params={"q": marker})
+    assert listed.json()["items"] == [channel]
+    staff_listed = await intake.client.get("/v1/tickets", headers=LEAD, params={"q": marker})
+    assert staff_listed.json()["items"] == [staff]
+
+
+async def test_channel_integrations_cannot_filter_by_routings_decisions(intake: ServiceHarness) -> None:
+    # What they may not see they may not ask about either: `difficult=true` would tell which are.
+    marker = uuid.uuid4().hex[:10]
+    ticket_id = await new_ticket(intake, marker, category_hint="保單服務")
+    await deliver(intake, classified(ticket_id, difficult=True))
+    for params in (
+        {"domain": "health-insurance"},
+        {"difficult": "true"},
+        {"difficult": "false"},
+        {"first_response_due_before": datetime.now(UTC).isoformat()},
+        {"resolution_due_before": datetime.now(UTC).isoformat()},
+    ):
+        response = await intake.client.get("/v1/tickets", headers=CHANNEL, params={"q": marker, **params})
+        assert response.status_code == 403, (params, response.text)
+        assert response.json()["type"].endswith("/staff-only-filter")
+        assert next(iter(params)) in response.json()["detail"]
+
+    async def channel_found(**params: Any) -> set[str]:
+        response = await intake.client.get("/v1/tickets", headers=CHANNEL, params={"q": marker, **params})
+        assert response.status_code == 200, response.text
+        return {t["id"] for t in response.json()["items"]}
+
+    # Their category is the hint they sent: routing's category (理賠) finds nothing for them.
+    assert await channel_found(category="保單服務") == {ticket_id}
+    assert await channel_found(category="理賠") == set()
+    assert await found(intake, marker, category="理賠") == {ticket_id}
+
+
+async def test_a_replayed_create_answers_with_the_channels_view(intake: ServiceHarness) -> None:
+    # Only channels create tickets; by the time a retry comes, routing may have decided.
+    headers = {**CHANNEL, "Idempotency-Key": f"mirror-{uuid.uuid4()}"}
+    body = {
+        "channel": "web",
+        "kind": "question",
+        "subject": "理賠進度",
+        "description": "上個月提交的理賠申請還沒有結果",
+        "customer": {"external_id": f"c-{uuid.uuid4()}"},
+    }
+    first = await intake.client.post("/v1/tickets", headers=headers, json=body)
+    assert first.status_code == 201, first.text
+    assert {field: first.json()[field] for field in ROUTING_DECISIONS} == dict.fromkeys(ROUTING_DECISIONS)
+    await deliver(intake, classified(first.json()["id"], difficult=True))
+
+    retry = await intake.client.post("/v1/tickets", headers=headers, json=body)
+
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert {field: retry.json()[field] for field in ROUTING_DECISIONS} == dict.fromkeys(ROUTING_DECISIONS)
+    assert (await shown(intake, first.json()["id"]))["difficult"] is True

@@ -42,9 +42,12 @@ async def test_post_ticket_creates_it_and_get_shows_the_same(intake: ServiceHarn
     assert created["assignee_id"] is None
     assert created["number"].startswith("HD-")
     assert response.headers["location"] == f"/v1/tickets/{created['id']}"
-    fetched = await intake.client.get(f"/v1/tickets/{created['id']}", headers=AGENT)
+    fetched = await intake.client.get(f"/v1/tickets/{created['id']}", headers=CHANNEL)
     assert fetched.status_code == 200
-    assert fetched.json() == created
+    assert fetched.json() == created  # the channel's view, as its POST was answered
+    # Staff see routing's decisions too: none yet, and not difficult.
+    staff = await intake.client.get(f"/v1/tickets/{created['id']}", headers=AGENT)
+    assert staff.json() == created | {"difficult": False}
 
 
 async def test_ticket_numbers_are_unique_and_increasing(intake: ServiceHarness) -> None:

@@ -5,8 +5,9 @@ use the real adapters against a local SMTP server and a local HTTP receiver.
 
 A `DeliveryError` is permanent when trying again cannot help: the message could not be built
 from the ticket's data, the server refused the recipient or the message itself (5xx), the
-integration answered 410 Gone. Everything else (a server down, a 4xx "try later", our own SMTP
-login or sender refused until the configuration is fixed) is retried.
+integration answered 410 Gone, the ticket's own callback URL is not one answers may go to.
+Everything else (a server down, a 4xx "try later", our own SMTP login or sender refused until
+the configuration is fixed) is retried.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ SIGNATURE_HEADER = "X-Helpdesk-Signature"
 
 
 class DeliveryError(Exception):
-    """The channel did not accept the answer; `permanent` ones are not retried."""
+    """The channel did not accept the answer; `permanent` ones are not retried. `reason` names a
+    failure the ticket's timeline should tell apart (else it says `permanent` or `gave_up`)."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, reason: str | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,17 @@ class WebhookSender:
         self._client = client
 
     async def send(self, answer: OutboundAnswer) -> None:
-        url = answer.callback_url or self._settings.channel_callbacks.get(answer.channel)
+        url = answer.callback_url
+        if url:
+            # Checked again at each send, under the settings of now: the ticket was stored under
+            # those of then (before INTAKE_CALLBACK_HOSTS was set or narrowed, say).
+            refusal = self._settings.callback_url_refusal(url)
+            if refusal is not None:
+                raise DeliveryError(
+                    f"callback URL refused: {refusal}", permanent=True, reason="callback_url_refused"
+                )
+        else:
+            url = self._settings.channel_callbacks.get(answer.channel)
         if not url:
             raise DeliveryError(f"no callback URL for channel {answer.channel}", permanent=True)
         try:

@@ -243,7 +243,7 @@ async def _failed(
             delivery_id=delivery.id,
             attempts=delivery.attempts,
             error=delivery.last_error,
-            reason="permanent" if error.permanent else "gave_up",
+            reason=error.reason or ("permanent" if error.permanent else "gave_up"),
         )
         log.warning(
             "answer_delivery_failed",
@@ -251,6 +251,7 @@ async def _failed(
             delivery_id=str(delivery.id),
             attempts=delivery.attempts,
             permanent=error.permanent,
+            reason=error.reason,
         )
         return
     delivery.next_attempt_at = now + retry_backoff(delivery.attempts, settings)

@@ -111,6 +111,9 @@ class Ticket(Base):
     # When routing made the classification and the escalation stored: older events are ignored.
     classified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When routing made the assignment, queueing or transfer the assignee stands by (its event's
+    # time): an older one arriving late (a dead-lettered event replayed) is ignored.
+    assignment_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @validates("status")
     def _stamp_status_change(self, _key: str, status: str) -> str:

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Select, exists, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    case,
+    exists,
+    func,
+    inspect,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute, aliased
 
-from helpdesk_shared.chassis.pagination import PageParams, keyset_page
+from helpdesk_shared.chassis.pagination import InvalidCursor, PageParams, encode_cursor, keyset_page
 from helpdesk_shared.chassis.problems import NotFound
 from helpdesk_shared.chassis.uow import UnitOfWork
-from helpdesk_shared.contracts.enums import TicketStatus
+from helpdesk_shared.contracts.enums import Priority, TicketStatus
 from intake_service.models import (
     TICKET_NUMBER_SEQ,
     Attachment,
@@ -28,6 +43,11 @@ from intake_service.models import (
     TimelineEntry,
 )
 from intake_service.schemas import AttachmentIn
+
+# The orders tickets are listed in: by a column, `-` for the other way round; ties go by the id
+# (priority: by rank, urgent above low, then by creation, then by id).
+TicketSort = Literal["-created_at", "created_at", "-updated_at", "updated_at", "-priority", "priority"]
+_RANK_OF = {p.value: p.rank for p in Priority}
 
 
 @dataclass(frozen=True)
@@ -46,7 +66,10 @@ class TicketFilters:
     created_from: datetime | None = None
     created_to: datetime | None = None
     search_terms: tuple[str, ...] = ()
-    newest_first: bool = True
+    # The category filter matches the channel's own category_hint only, not routing's decision (a
+    # channel integration's list must not tell which tickets routing put in a category).
+    category_hint_only: bool = False
+    sort: TicketSort = "-created_at"
 
 
 class TicketRepository:
@@ -66,6 +89,12 @@ class TicketRepository:
         if for_update:
             # Locked to be changed: decide on the row as it is now, not on a copy this session
             # loaded before the lock (the ORM keeps an object's attributes unless told otherwise).
+            # Reading it again discards changes to the copy not yet written (sessions do not
+            # autoflush): those of this very transaction — an earlier event of a run of routing's
+            # about the same ticket — are written first. Only then: no statement for the others.
+            held = self.session.identity_map.get(self.session.identity_key(Ticket, ticket_id))
+            if held is not None and inspect(held).modified:
+                await self.session.flush()
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
@@ -84,7 +113,12 @@ class TicketRepository:
             (Ticket.team_id, filters.team_id),
             # Routing's category, else the channel's hint while routing has not decided one (the
             # expression of ix_tickets_category_created_at).
-            (func.coalesce(Ticket.category, Ticket.category_hint), filters.category),
+            (
+                Ticket.category_hint
+                if filters.category_hint_only
+                else func.coalesce(Ticket.category, Ticket.category_hint),
+                filters.category,
+            ),
             (Ticket.domain, filters.domain),
             (Ticket.difficult, filters.difficult),
         ):
@@ -116,13 +150,21 @@ class TicketRepository:
             # The search index's own expression: the planner uses an expression index for it alone.
             vector = func.to_tsvector(literal_column("'simple'::regconfig"), Ticket.search_tokens)
             stmt = stmt.where(vector.op("@@")(query))
-        return keyset_page(
-            stmt,
-            created_col=Ticket.created_at,
-            id_col=Ticket.id,
-            params=params,
-            descending=filters.newest_first,
-        )
+        descending = filters.sort.startswith("-")
+        if filters.sort in ("-created_at", "created_at"):
+            return keyset_page(
+                stmt, created_col=Ticket.created_at, id_col=Ticket.id, params=params, descending=descending
+            )
+        if filters.sort in ("-updated_at", "updated_at"):
+            # No index: one on updated_at would be written by every ticket stored and every change
+            # to one (POST /v1/tickets among them), for a list sorted this way now and then. The
+            # filtered tickets are sorted instead: narrow large lists with filters.
+            order = (Ticket.updated_at, Ticket.id)
+            if params.cursor:
+                updated_at, row_id = _position(params.cursor, filters.sort)
+                stmt = stmt.where(_beyond(order, (updated_at, row_id), descending))
+            return stmt.order_by(*_ordered(order, descending)).limit(params.limit + 1)
+        return _by_priority(stmt, params, descending, filters.sort)
 
     async def add_timeline(
         self, ticket_id: uuid.UUID, kind: str, *, at: datetime, actor: str | None, **data: Any
@@ -136,15 +178,6 @@ class TicketRepository:
                 data=orjson.loads(orjson.dumps(data, default=str)),
             )
         )
-
-    async def timeline(self, ticket_id: uuid.UUID, limit: int) -> Sequence[TimelineEntry]:
-        stmt = (
-            select(TimelineEntry)
-            .where(TimelineEntry.ticket_id == ticket_id)
-            .order_by(TimelineEntry.seq)
-            .limit(limit)
-        )
-        return (await self.session.execute(stmt)).scalars().all()
 
     async def add_message(self, message: Message) -> Message:
         self.session.add(message)
@@ -185,6 +218,92 @@ class TicketRepository:
 
     async def idempotency_key(self, caller: str, key: str) -> IdempotencyKey | None:
         return await self.session.get(IdempotencyKey, (caller, key), populate_existing=True)
+
+
+Columns = Sequence[ColumnElement[Any] | QueryableAttribute[Any]]
+
+
+def _ordered(columns: Columns, descending: bool) -> list[ColumnElement[Any]]:
+    return [c.desc() if descending else c.asc() for c in columns]
+
+
+def _beyond(columns: Columns, position: Sequence[Any], descending: bool) -> ColumnElement[bool]:
+    """The rows after `position` in the columns' order: a row comparison, which an index on the
+    leading columns serves as a range."""
+    row = tuple_(*columns)
+    bound = tuple_(*(literal(value, column.type) for column, value in zip(columns, position, strict=True)))
+    return row < bound if descending else row > bound
+
+
+def _by_priority(
+    stmt: Select[Ticket], params: PageParams, descending: bool, sort: TicketSort
+) -> Select[Ticket]:
+    """The page by priority rank, then creation, then id: a branch per priority, each read in
+    creation order through ix_tickets_priority_created_at and cut at the page size, then the few
+    rows of the branches merged. (An ORDER BY on the rank would sort every matching ticket for
+    each page; an index on the rank would cost every new ticket one more write.)"""
+    after = _position(params.cursor, sort) if params.cursor else None
+    within = (Ticket.created_at, Ticket.id)
+    branches = []
+    for priority in sorted(Priority, key=lambda p: p.rank, reverse=descending):
+        branch = stmt.where(Ticket.priority == priority.value)
+        if after is not None:
+            rank, created_at, row_id = after
+            if rank == priority.rank:
+                branch = branch.where(_beyond(within, (created_at, row_id), descending))
+            elif (priority.rank > rank) == descending:
+                continue  # a priority the cursor is past
+        branches.append(branch.order_by(*_ordered(within, descending)).limit(params.limit + 1))
+    merged = aliased(Ticket, union_all(*branches).subquery("by_priority"))
+    rank_of = case(_RANK_OF, value=merged.priority)
+    order = (rank_of, merged.created_at, merged.id)
+    return select(merged).order_by(*_ordered(order, descending)).limit(params.limit + 1)
+
+
+def ticket_cursor(ticket: Ticket, sort: TicketSort) -> str:
+    """The cursor of the tickets after `ticket` in the `sort` order.
+
+    By creation it is the lists' usual cursor (the time and the id), as it always was; a cursor of
+    another order names its sort first, so that it is refused with any other: `[sort, updated_at,
+    id]` or `[sort, rank, created_at, id]`.
+    """
+    if sort in ("-created_at", "created_at"):
+        return encode_cursor(ticket.created_at, ticket.id)
+    if sort in ("-updated_at", "updated_at"):
+        values: list[Any] = [sort, ticket.updated_at.isoformat(), str(ticket.id)]
+    else:
+        values = [sort, _RANK_OF[ticket.priority], ticket.created_at.isoformat(), str(ticket.id)]
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def _moment(text: Any) -> datetime:
+    """A time as cursors hold it: with a UTC offset, and one UTC can hold (as `decode_cursor`)."""
+    moment = datetime.fromisoformat(text)
+    if moment.utcoffset() is None:
+        raise ValueError("no UTC offset")
+    moment.astimezone(UTC)
+    return moment
+
+
+def _position(cursor: str, sort: TicketSort) -> tuple[Any, ...]:
+    """Where a cursor of the `sort` order stands: `(updated_at, id)` or `(rank, created_at, id)`.
+    A cursor of another order (or none of ours) is a 422 problem."""
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise InvalidCursor("The cursor is malformed; start again without it") from exc
+    if not isinstance(values, list) or not values or values[0] != sort:
+        raise InvalidCursor(f"The cursor is not one of sort={sort}'s pages; start again without it")
+    try:
+        if sort in ("-updated_at", "updated_at"):
+            _, updated_at, row_id = values
+            return _moment(updated_at), uuid.UUID(row_id)
+        _, rank, created_at, row_id = values
+        if type(rank) is not int or rank not in _RANK_OF.values():  # a bool is an int too
+            raise ValueError("not a priority rank")
+        return rank, _moment(created_at), uuid.UUID(row_id)
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        raise InvalidCursor("The cursor is malformed; start again without it") from exc
 
 
 class CustomerRepository:

@@ -100,7 +100,10 @@ class TicketCreate(_StorableText):
         default=None,
         pattern=r"^https?://\S+$",
         max_length=2048,
-        description="Where approved answers are delivered (signed webhook) for non-email channels",
+        description="Where approved answers are delivered (signed webhook) for non-email channels, instead "
+        "of the channel's configured callback. Its host must be one of the deployment's "
+        "INTAKE_CALLBACK_HOSTS when it lists any, and in production it must be https and is refused "
+        "unless the list is set (422 naming body.callback_url)",
     )
 
     @model_validator(mode="after")
@@ -132,24 +135,36 @@ class TicketOut(BaseModel):
     closed_at: datetime | None
     created_at: datetime
     updated_at: datetime
-    # Routing's decisions, mirrored from its events (a new ticket has none yet).
-    domain: str | None = Field(default=None, description="Domain routing classified the ticket in")
-    category: str | None = Field(
-        default=None, description="Category routing decided (null: not decided; see category_hint)"
+    # Routing's decisions, mirrored from its events (a new ticket has none yet). Staff only: null
+    # for channel integrations (see `service.ticket_view`).
+    domain: str | None = Field(
+        default=None, description="Domain routing classified the ticket in (staff only: null for channels)"
     )
-    difficult: bool = Field(default=False, description="Difficult (疑難), as routing decided")
-    sla_policy_id: uuid.UUID | None = Field(default=None, description="The SLA policy routing matched")
+    category: str | None = Field(
+        default=None,
+        description="Category routing decided (null: not decided, see category_hint; staff only: null "
+        "for channels)",
+    )
+    difficult: bool | None = Field(
+        default=None,
+        description="Difficult (疑難), as routing decided: true or false for staff, null for channels",
+    )
+    sla_policy_id: uuid.UUID | None = Field(
+        default=None, description="The SLA policy routing matched (staff only: null for channels)"
+    )
     first_response_due_at: datetime | None = Field(
         default=None,
         description="First response due, as routing matched it at classification "
-        "(routing's GET /v1/tickets/{id}/sla has the clocks as they run)",
+        "(routing's GET /v1/tickets/{id}/sla has the clocks as they run; staff only: null for channels)",
     )
     resolution_due_at: datetime | None = Field(
         default=None,
         description="Resolution due, as routing matched it at classification (a paused or "
-        "restarted clock moves it later in routing)",
+        "restarted clock moves it later in routing; staff only: null for channels)",
     )
-    escalated_at: datetime | None = Field(default=None, description="When routing last escalated the ticket")
+    escalated_at: datetime | None = Field(
+        default=None, description="When routing last escalated the ticket (staff only: null for channels)"
+    )
 
 
 class MessageCreate(_StorableText):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from helpdesk_shared.chassis.pagination import PageParams, build_page
+from helpdesk_shared.chassis.auth import Principal
+from helpdesk_shared.chassis.pagination import PageParams
 from helpdesk_shared.chassis.problems import Conflict
 from helpdesk_shared.chassis.uow import UnitOfWork
-from helpdesk_shared.contracts.enums import TicketKind
+from helpdesk_shared.contracts.enums import Role, TicketKind
 from intake_service.models import ComplaintCase, Ticket
 from intake_service.new_ticket import (
     TicketDraft,
@@ -16,12 +17,49 @@ from intake_service.new_ticket import (
     ticket_number,
     ticket_row,
 )
-from intake_service.repository import CustomerRepository, TicketFilters, TicketRepository, load_ticket
+from intake_service.repository import (
+    CustomerRepository,
+    TicketFilters,
+    TicketRepository,
+    load_ticket,
+    ticket_cursor,
+)
 from intake_service.schemas import AttachmentOut, TicketCreate, TicketOut
 
 
 class IdempotencyKeyReused(Conflict):
     slug, title = "idempotency-key-reused", "Idempotency-Key already used for a different request"
+
+
+# The people who work tickets. Every other reader of a ticket is a channel integration: a
+# customer-facing front, which may show the customer whatever it is given.
+STAFF_ROLES = frozenset({Role.AGENT, Role.REVIEWER, Role.LEAD, Role.ADMIN})
+# Routing's decisions mirrored on a ticket: its internal taxonomy (domain, category), its judgement
+# of the ticket (difficult), which SLA policy (and so which class of customer) matched, its
+# internal targets and its escalations — for staff, as the timeline keeps `classified` and
+# `escalated` entries to them. The due times are not a promise to make to a customer either:
+# intake's copies are as matched at classification, while routing's clocks pause and move them.
+ROUTING_DECISIONS = (
+    "domain",
+    "category",
+    "difficult",
+    "sla_policy_id",
+    "first_response_due_at",
+    "resolution_due_at",
+    "escalated_at",
+)
+_NOT_SHOWN_TO_CHANNELS = dict.fromkeys(ROUTING_DECISIONS)
+
+
+def channel_view(ticket: TicketOut) -> TicketOut:
+    """The ticket as a channel integration sees it: routing's decisions null."""
+    return ticket.model_copy(update=_NOT_SHOWN_TO_CHANNELS)
+
+
+def ticket_view(ticket: Ticket, reader: Principal) -> TicketOut:
+    """The ticket as `reader` may see it: whole for staff, else `channel_view`."""
+    out = TicketOut.model_validate(ticket)
+    return out if reader.has_any(STAFF_ROLES) else channel_view(out)
 
 
 async def replay_ticket(uow: UnitOfWork, draft: TicketDraft) -> TicketOut:
@@ -38,7 +76,9 @@ async def replay_ticket(uow: UnitOfWork, draft: TicketDraft) -> TicketOut:
         raise IdempotencyKeyReused(
             f"Idempotency-Key {draft.idempotency_key!r} was used with a different body"
         )
-    return await get_ticket(uow, claimed.ticket_id)
+    # Only channels create tickets: their view, as the first response gave it (routing may have
+    # decided since).
+    return channel_view(TicketOut.model_validate(await load_ticket(uow, claimed.ticket_id)))
 
 
 async def stage_ticket(uow: UnitOfWork, body: TicketCreate, *, number_prefix: str, caller: str) -> Ticket:
@@ -69,16 +109,18 @@ async def stage_ticket(uow: UnitOfWork, body: TicketCreate, *, number_prefix: st
     return ticket
 
 
-async def get_ticket(uow: UnitOfWork, ticket_id: uuid.UUID) -> TicketOut:
-    return TicketOut.model_validate(await load_ticket(uow, ticket_id))
+async def get_ticket(uow: UnitOfWork, ticket_id: uuid.UUID, reader: Principal) -> TicketOut:
+    return ticket_view(await load_ticket(uow, ticket_id), reader)
 
 
 async def list_tickets(
-    uow: UnitOfWork, params: PageParams, filters: TicketFilters
+    uow: UnitOfWork, params: PageParams, filters: TicketFilters, reader: Principal
 ) -> tuple[list[TicketOut], str | None]:
-    rows = await TicketRepository(uow.session).page(params, filters)
-    page, cursor = build_page(list(rows), params, key=lambda t: (t.created_at, t.id))
-    return [TicketOut.model_validate(t) for t in page], cursor
+    rows = list(await TicketRepository(uow.session).page(params, filters))
+    if len(rows) <= params.limit:
+        return [ticket_view(t, reader) for t in rows], None
+    page = rows[: params.limit]
+    return [ticket_view(t, reader) for t in page], ticket_cursor(page[-1], filters.sort)
 
 
 async def list_attachments(uow: UnitOfWork, ticket_id: uuid.UUID) -> list[AttachmentOut]:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from helpdesk_shared.chassis.settings import ServiceSettings, require_real_secret
+from intake_service.domain.callbacks import callback_url_refusal, host_pattern
 
 # Development defaults, public in the source: production refuses to start with them.
 DEV_SURVEY_SECRET = "helpdesk-local-survey-secret-not-for-production"
@@ -69,6 +71,13 @@ class IntakeSettings(ServiceSettings):
     channel_callbacks: dict[str, str] = Field(
         default_factory=dict, description='Default callback URL per channel, e.g. {"app": "https://…"}'
     )
+    # Read as a comma-separated list (NoDecode: not as JSON, which pydantic-settings expects of a
+    # list from the environment); see `domain.callbacks`.
+    callback_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated hosts a ticket's own callback_url may name (`*.example.com`: any "
+        "name under example.com). Unset: any host outside production; no per-ticket URL in production",
+    )
     # Deliveries are retried until the channel takes the answer or the delivery has been pending
     # for `delivery_give_up_after_seconds`: an attempts cap gave up after ~17 minutes of retries
     # (10 attempts, 2 s doubling), so a callback down for a deploy lost the approved answer.
@@ -102,6 +111,21 @@ class IntakeSettings(ServiceSettings):
     @classmethod
     def _without_trailing_slash(cls, url: str) -> str:
         return url.rstrip("/")  # links append /{id}/satisfaction
+
+    @field_validator("callback_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment; empty entries (`a.com,`, ``) are none
+            value = [entry for entry in value.split(",") if entry.strip()]
+        if isinstance(value, list | tuple):
+            return tuple(host_pattern(entry) if isinstance(entry, str) else entry for entry in value)
+        return value
+
+    def callback_url_refusal(self, url: str) -> str | None:
+        """Why answers may not go to this ticket's own callback URL under these settings, or None."""
+        return callback_url_refusal(
+            url, allowed_hosts=self.callback_hosts, production=self.environment == "production"
+        )
 
     @model_validator(mode="after")
     def _smtp_transport_security(self) -> IntakeSettings:

@@ -71,7 +71,7 @@ from intake_service.schemas import (
     TicketOut,
     TimelineItem,
 )
-from intake_service.service import IdempotencyKeyReused
+from intake_service.service import STAFF_ROLES, IdempotencyKeyReused
 
 log = get_logger(__name__)
 
@@ -119,10 +119,45 @@ def _require_lead_for(ticket: Ticket, target: TicketStatus, principal: Principal
         raise Forbidden(f"Only a lead may move a ticket from '{current}' to '{target}'")
 
 
+def _newer_assignment(ticket: Ticket, at: datetime, event_type: str) -> bool:
+    """Whether an assignment, queueing or transfer routing made at `at` is no older than the one
+    the ticket's assignee stands by (and if so, it now is that one). An older one is logged and
+    ignored.
+
+    Within a partition routing's events arrive in order; an older one arrives later only when
+    replayed (from the dead-letter topic, say) after newer ones, and applying it would set back an
+    assignee a transfer or the queue replaced. Its timeline entry would be as misleading: entries
+    read in the order they were written, so "assigned to A" after "transferred to B" says A holds
+    the ticket — none is written. A decision made at the very same time is not older: routing
+    announces a queueing and the assignment that ends it at one time, in that order.
+    Decided on the row the event's handler loaded (and locked) anyway: no statement of its own.
+    """
+    if ticket.assignment_changed_at is not None and at < ticket.assignment_changed_at:
+        log.info(
+            "stale_assignment_ignored",
+            ticket_id=str(ticket.id),
+            type=event_type,
+            made_at=at,
+            current_since=ticket.assignment_changed_at,
+        )
+        return False
+    ticket.assignment_changed_at = at
+    return True
+
+
 async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
-    """Mirror routing's decision: the ticket shows its assignee, team and status. Does not commit:
-    the consumer applies a run of them in one transaction."""
+    """Mirror routing's decision: the ticket shows its assignee, team and status (unless routing
+    decided otherwise since: see `_newer_assignment`). Does not commit: the consumer applies a run
+    of them in one transaction."""
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
+    # Routing makes a ticket difficult again when it reopens too often, without classifying it
+    # again; an assignment that does not say so (the lead away: a specialist) takes nothing back.
+    # That holds for one older than the ticket's assignee too: routing's word on the difficulty
+    # still stands once another agent holds the ticket.
+    if event.difficult:
+        ticket.difficult = True
+    if not _newer_assignment(ticket, event.assigned_at, event.event_type):
+        return
     repo = TicketRepository(uow.session)
     previous_status = TicketStatus(ticket.status)
     ticket.status = status_after_assignment(previous_status)
@@ -130,10 +165,6 @@ async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
         ticket.previous_assignee_id = ticket.assignee_id
     ticket.assignee_id = event.agent_id
     ticket.team_id = event.team_id or ticket.team_id
-    # Routing makes a ticket difficult again when it reopens too often, without classifying it
-    # again; an assignment that does not say so (the lead away: a specialist) takes nothing back.
-    if event.difficult:
-        ticket.difficult = True
     await repo.add_timeline(
         ticket.id,
         "assigned",
@@ -155,8 +186,11 @@ async def apply_assignment(uow: UnitOfWork, event: TicketAssigned) -> None:
 
 async def apply_queued(uow: UnitOfWork, event: TicketQueued) -> None:
     """Mirror routing's queue: nobody holds the ticket now (an untouched one goes back to `new`).
-    Does not commit, as `apply_assignment`."""
+    Does not commit, as `apply_assignment`; an older one than the ticket's assignee stands by is
+    ignored, as there."""
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
+    if not _newer_assignment(ticket, event.queued_at, event.event_type):
+        return
     repo = TicketRepository(uow.session)
     previous_status = TicketStatus(ticket.status)
     if ticket.assignee_id is not None:
@@ -179,8 +213,11 @@ async def apply_queued(uow: UnitOfWork, event: TicketQueued) -> None:
 
 
 async def apply_transfer(uow: UnitOfWork, event: TicketTransferred) -> None:
-    """Mirror an audited transfer: new assignee, and the transfer in the timeline."""
+    """Mirror an audited transfer: new assignee, and the transfer in the timeline (an older one
+    than the ticket's assignee stands by is ignored, as in `apply_assignment`)."""
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
+    if not _newer_assignment(ticket, event.transferred_at, event.event_type):
+        return
     ticket.previous_assignee_id = ticket.assignee_id
     ticket.assignee_id = event.to_agent_id
     ticket.team_id = event.to_team_id or ticket.team_id
@@ -652,7 +689,6 @@ CUSTOMER_VISIBLE_KINDS = frozenset({"created", "message", "status_changed", "ans
 CUSTOMER_VISIBLE_DATA = frozenset(
     {"status", "channel", "from", "to", "direction", "author", "message_id", "score"}
 )
-STAFF_ROLES = frozenset({Role.AGENT, Role.REVIEWER, Role.LEAD, Role.ADMIN})
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ the Idempotency-Key, validation of the body by the same pydantic model, and the 
 `accept_ticket` (group-commit writer, replay of a used key). The FastAPI route in
 `api.tickets` stays declared — it documents the route in OpenAPI, and it serves every
 request this lane does not fully accept: a missing or bad token, a wrong role, an
-invalid key, content type or body. Those are rare, and the generic path words their
-problem+json answers, so errors read exactly as before.
+invalid key, content type or body, a `callback_url` answers may not be posted to. Those
+are rare, and the generic path words their problem+json answers, so errors read exactly
+as before.
 """
 
 from __future__ import annotations
@@ -137,6 +138,11 @@ class FastTicketIntake:
         try:
             ticket_body = TicketCreate.model_validate(payload)
         except ValidationError:
+            return None
+        # Checked only when present (rare): a URL answers may not go to is the declared route's 422.
+        if ticket_body.callback_url is not None and (
+            scope["app"].state.settings.callback_url_refusal(ticket_body.callback_url) is not None
+        ):
             return None
         return ticket_body, principal, key
 

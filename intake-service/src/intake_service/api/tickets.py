@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import AwareDatetime
 
@@ -25,7 +26,7 @@ from helpdesk_shared.text import tokens
 from intake_service import service, workflow
 from intake_service.attachment_content import AttachmentNotFound, ContentHeldByChannel, attachment_content
 from intake_service.new_ticket import TicketDraft
-from intake_service.repository import TicketFilters, TicketNotFound
+from intake_service.repository import TicketFilters, TicketNotFound, TicketSort
 from intake_service.schemas import (
     AttachmentOut,
     CloseRequest,
@@ -36,7 +37,8 @@ from intake_service.schemas import (
     TicketOut,
     TimelineItem,
 )
-from intake_service.service import IdempotencyKeyReused
+from intake_service.service import STAFF_ROLES, IdempotencyKeyReused
+from intake_service.settings import IntakeSettings
 from intake_service.ticket_writer import TicketConflict, TicketStoreUnavailable, TicketWriter
 from intake_service.workflow import IllegalTicketTransition, TicketClosedForMessages
 
@@ -61,6 +63,10 @@ class InvalidDateRange(InvalidInput):
     slug, title = "invalid-date-range", "created_from must be before created_to"
 
 
+class StaffOnlyFilter(Forbidden):
+    slug, title = "staff-only-filter", "Only staff may filter by routing's decisions"
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -83,6 +89,8 @@ async def create_ticket(
     # path; it hands every request it does not fully accept to this function.
     if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
         raise InvalidIdempotencyKey("Idempotency-Key must be 1–255 printable characters")
+    if body.callback_url is not None:
+        require_allowed_callback(body.callback_url, request.app.state.settings)
     ticket, replayed = await accept_ticket(request.app, body, caller.subject, idempotency_key)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -92,6 +100,16 @@ async def create_ticket(
 
 def valid_idempotency_key(key: str) -> bool:
     return 1 <= len(key) <= 255 and key.isprintable()
+
+
+def require_allowed_callback(url: str, settings: IntakeSettings) -> None:
+    """A 422 naming `body.callback_url` when answers may not be posted there (`domain.callbacks`);
+    worded as the body's other validation errors are."""
+    refusal = settings.callback_url_refusal(url)
+    if refusal is not None:
+        raise RequestValidationError(
+            [{"loc": ("body", "callback_url"), "msg": refusal, "type": "callback_url_refused", "input": url}]
+        )
 
 
 async def accept_ticket(
@@ -115,12 +133,15 @@ async def accept_ticket(
     description="Domain, category, difficulty, priority and SLA due times are routing's decisions, "
     "mirrored from its events: a ticket routing raised to urgent is found with `priority=urgent`. "
     "For the SLA, `first_response_due_before=<now>` lists the tickets whose first response is "
-    "overdue, `resolution_due_before=<in two hours>` those whose resolution falls due by then.",
-    responses=problem_responses(*_AUTH, InvalidDateRange),
+    "overdue, `resolution_due_before=<in two hours>` those whose resolution falls due by then. "
+    "Channel integrations see tickets without routing's decisions (null), so they may not filter by "
+    "`domain`, `difficult` or the due times (403), and their `category` is the category_hint they "
+    "sent. Each `next_cursor` belongs to its `sort`: used with another, it is a 422.",
+    responses=problem_responses(*_AUTH, InvalidDateRange, StaffOnlyFilter, InvalidCursor),
 )
 async def list_tickets(
     uow: UoW,
-    _: TicketReader,
+    reader: TicketReader,
     page: Annotated[PageParams, Depends(page_params)],
     status_filter: Annotated[TicketStatus | None, Query(alias="status")] = None,
     kind: TicketKind | None = None,
@@ -132,7 +153,8 @@ async def list_tickets(
         str | None,
         Query(
             max_length=200,
-            description="The category routing decided; the channel's category_hint while it has not",
+            description="The category routing decided; the channel's category_hint while it has not "
+            "(for channel integrations: their category_hint only)",
         ),
     ] = None,
     domain: Annotated[str | None, Query(max_length=100, description="The domain routing decided")] = None,
@@ -151,10 +173,29 @@ async def list_tickets(
     created_from: Annotated[AwareDatetime | None, Query(description=_WITH_OFFSET)] = None,
     created_to: Annotated[AwareDatetime | None, Query(description=_WITH_OFFSET)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Words in subject or description")] = None,
-    sort: Literal["-created_at", "created_at"] = "-created_at",
+    sort: Annotated[
+        TicketSort,
+        Query(
+            description="`created_at` or `updated_at`, oldest first, or `priority`, low first (by rank: "
+            "low, normal, high, urgent), then oldest first; `-` before it for the other way round "
+            "(`-priority`: urgent first, newest first within a priority). Ties go by id"
+        ),
+    ] = "-created_at",
 ) -> Page[TicketOut]:
     if created_from and created_to and created_from >= created_to:
         raise InvalidDateRange()
+    staff = reader.has_any(STAFF_ROLES)
+    if not staff:
+        routing_filters = {
+            "domain": domain,
+            "difficult": difficult,
+            "first_response_due_before": first_response_due_before,
+            "resolution_due_before": resolution_due_before,
+        }
+        if given := [name for name, value in routing_filters.items() if value is not None]:
+            raise StaffOnlyFilter(
+                f"Channel integrations may not filter by routing's decisions: {', '.join(given)}"
+            )
     filters = TicketFilters(
         status=status_filter,
         kind=kind,
@@ -170,9 +211,10 @@ async def list_tickets(
         created_from=created_from,
         created_to=created_to,
         search_terms=tuple(tokens(q)) if q else (),
-        newest_first=sort == "-created_at",
+        category_hint_only=not staff,
+        sort=sort,
     )
-    items, cursor = await service.list_tickets(uow, page, filters)
+    items, cursor = await service.list_tickets(uow, page, filters, reader)
     return Page[TicketOut](items=items, next_cursor=cursor)
 
 
@@ -180,10 +222,12 @@ async def list_tickets(
     "/{ticket_id}",
     response_model=TicketOut,
     summary="A ticket as it stands now",
+    description="Staff see routing's decisions on it (domain, category, difficult, SLA policy and due "
+    "times, escalation); channel integrations get them null.",
     responses=problem_responses(*_AUTH, TicketNotFound),
 )
-async def get_ticket(ticket_id: uuid.UUID, uow: UoW, _: TicketReader) -> TicketOut:
-    return await service.get_ticket(uow, ticket_id)
+async def get_ticket(ticket_id: uuid.UUID, uow: UoW, reader: TicketReader) -> TicketOut:
+    return await service.get_ticket(uow, ticket_id, reader)
 
 
 _NEXT_PAGE_HEADERS = {
