@@ -18,24 +18,27 @@ from typing import Any
 
 import httpx
 import pytest
-from intake_factories import assign, post_ticket
+from intake_factories import CHANNEL, assign, deliver, post_ticket
 from sqlalchemy import func, select, update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
 from helpdesk_shared.contracts import AnswerPublished, EventEnvelope
 from helpdesk_shared.contracts.enums import TicketStatus as S
+from helpdesk_shared.contracts.review import AnswerSubmitted
 from intake_service import delivery as delivery_module
 from intake_service.app import create_app
 from intake_service.channels import ChannelSender, DeliveryError, OutboundAnswer, SmtpSender, WebhookSender
 from intake_service.delivery import deliver_due
 from intake_service.domain.lifecycle import status_after_delivery
 from intake_service.models import Customer, Delivery, Message, Ticket, TimelineEntry
+from intake_service.repository import TicketRepository, load_ticket
 from intake_service.settings import IntakeSettings
 
 LEAD = auth_headers("lead")
 AGENT = auth_headers("agent")
 PROBLEM_JSON = "application/problem+json"
+DELIVERED_EVENT = "helpdesk.ticket.answer_delivered.v1"
 
 
 @pytest.fixture(scope="module")
@@ -496,7 +499,208 @@ async def test_a_delivery_answers_a_ticket_whose_mirrored_status_lags(
 
 
 def test_only_open_tickets_become_answered_by_a_delivery() -> None:
-    for status in (S.NEW, S.ASSIGNED, S.IN_PROGRESS, S.AWAITING_REVIEW, S.REOPENED, S.ANSWERED):
+    for status in (S.NEW, S.ASSIGNED, S.IN_PROGRESS, S.AWAITING_REVIEW, S.ANSWERED):
         assert status_after_delivery(status) == S.ANSWERED
-    for status in (S.RESOLVED, S.CLOSED):
+    # A reopened ticket waits for an answer to the customer's newer message, not an older one's.
+    for status in (S.REOPENED, S.RESOLVED, S.CLOSED):
         assert status_after_delivery(status) == status
+
+
+# ---- 8. a follow-up the delivered answer never addressed reopens the ticket -----------------------
+
+
+async def events_of(intake: ServiceHarness, ticket_id: str, event_type: str) -> list[dict[str, Any]]:
+    async with intake.uow() as uow:
+        rows = await uow.session.execute(
+            select(OUTBOX.c.payload)
+            .where(OUTBOX.c.key == ticket_id, OUTBOX.c.event_type == event_type)
+            .order_by(OUTBOX.c.seq)
+        )
+    return [r.payload["data"] for r in rows]
+
+
+async def submitted(intake: ServiceHarness, ticket_id: str, answer_id: uuid.UUID) -> None:
+    await deliver(
+        intake,
+        AnswerSubmitted(
+            ticket_id=uuid.UUID(ticket_id),
+            answer_id=answer_id,
+            answer_version=1,
+            author_id=uuid.uuid4(),
+            reviewer_id=uuid.uuid4(),
+            submitted_at=datetime.now(UTC),
+        ),
+        service="review",
+    )
+
+
+async def customer_writes(intake: ServiceHarness, ticket_id: str) -> str:
+    sent = await intake.client.post(
+        f"/v1/tickets/{ticket_id}/messages", headers=CHANNEL, json={"body": "還有一個問題：利率多少？"}
+    )
+    assert sent.status_code == 201, sent.text
+    message_id: str = sent.json()["id"]
+    return message_id
+
+
+REOPENED_EVENT = "helpdesk.ticket.reopened.v1"
+
+
+async def test_a_follow_up_written_while_the_answer_was_in_review_reopens_the_ticket_on_delivery(
+    intake: ServiceHarness,
+) -> None:
+    ticket_id = await post_ticket(intake, channel="app", subject="保單借款", description="可以借多少？")
+    agent_id = await assign(intake, ticket_id)
+    answer_id = uuid.uuid4()
+    await submitted(intake, ticket_id, answer_id)
+    follow_up = await customer_writes(intake, ticket_id)  # in review: no reopen yet
+    assert (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()["status"] == (
+        "awaiting_review"
+    )
+    assert await publish(intake, ticket_id, answer_id=answer_id)
+    await one_pass(intake, Sender())
+
+    ticket = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
+    assert ticket["status"] == "reopened" and ticket["reopen_count"] == 1
+    [delivered] = await delivered_events(intake, ticket_id)  # the first response still happened
+    assert delivered["first_response"] is True
+    [reopened] = await events_of(intake, ticket_id, REOPENED_EVENT)
+    assert reopened["message_id"] == follow_up and reopened["previous_status"] == "awaiting_review"
+    assert reopened["reopen_count"] == 1 and reopened["previous_agent_id"] == str(agent_id)
+    # Routing sees the answer delivered (slot freed, clock paused), then the reopening.
+    async with intake.uow() as uow:
+        order = (
+            await uow.session.scalars(
+                select(OUTBOX.c.event_type)
+                .where(OUTBOX.c.key == ticket_id, OUTBOX.c.event_type.in_([REOPENED_EVENT, DELIVERED_EVENT]))
+                .order_by(OUTBOX.c.seq)
+            )
+        ).all()
+    assert order == [DELIVERED_EVENT, REOPENED_EVENT]
+    [change] = [
+        e for e in await timeline_kinds(intake, ticket_id, "status_changed") if e.data["to"] == "reopened"
+    ]
+    assert change.data["from"] == "awaiting_review"
+
+
+async def test_a_late_old_answer_keeps_a_reopened_ticket_reopened(intake: ServiceHarness) -> None:
+    # Answer v1 is delivered, the customer writes (reopened); an old answer, stuck retrying since
+    # before that message, is delivered late: it never addressed the message.
+    ticket_id = await post_ticket(intake, channel="app", subject="保單借款", description="可以借多少？")
+    await assign(intake, ticket_id)
+    assert await publish(intake, ticket_id, version=1)
+    old = uuid.uuid4()
+    assert await publish(intake, ticket_id, answer_id=old, version=1)
+    [first, late] = await deliveries_of(intake, ticket_id)
+    if late.answer_id != old:
+        first, late = late, first
+    await set_delivery(intake, late.id, next_attempt_at=datetime.now(UTC) + timedelta(hours=1))
+    await one_pass(intake, Sender())
+    await customer_writes(intake, ticket_id)
+    assert (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()["status"] == "reopened"
+
+    await set_delivery(intake, late.id, next_attempt_at=datetime.now(UTC))
+    await one_pass(intake, Sender())
+    [row] = [r for r in await deliveries_of(intake, ticket_id) if r.id == late.id]
+    assert row.status == "delivered"
+    ticket = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
+    assert ticket["status"] == "reopened"
+    assert len(await delivered_events(intake, ticket_id)) == 2
+    # The late delivery freed the slot in routing: the reopening takes it again.
+    reopenings = await events_of(intake, ticket_id, REOPENED_EVENT)
+    assert [e["reopen_count"] for e in reopenings] == [1, 2]
+    assert reopenings[1]["previous_status"] == "reopened"
+
+
+async def test_a_follow_up_answered_by_a_newer_delivered_answer_does_not_reopen(
+    intake: ServiceHarness,
+) -> None:
+    ticket_id = await post_ticket(intake, channel="app", subject="保單借款", description="可以借多少？")
+    await assign(intake, ticket_id)
+    answer_id = uuid.uuid4()
+    await submitted(intake, ticket_id, answer_id)
+    await customer_writes(intake, ticket_id)
+    assert await publish(intake, ticket_id, answer_id=answer_id)
+    assert await publish(intake, ticket_id, answer_id=answer_id, version=2)  # written after it
+    # v2 first, then v1: once v2 is delivered the follow-up is answered, v1 changes nothing.
+    [v1, _v2] = await deliveries_of(intake, ticket_id)
+    await set_delivery(intake, v1.id, next_attempt_at=datetime.now(UTC) + timedelta(hours=1))
+    await one_pass(intake, Sender())
+    await set_delivery(intake, v1.id, next_attempt_at=datetime.now(UTC))
+    await one_pass(intake, Sender())
+    ticket = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
+    assert ticket["status"] == "answered" and ticket["reopen_count"] == 0
+    assert await events_of(intake, ticket_id, REOPENED_EVENT) == []
+
+
+# ---- 9. nothing is sent to a closed ticket ---------------------------------------------------------
+
+
+async def close_ticket(intake: ServiceHarness, ticket_id: str) -> None:
+    closed = await intake.client.post(
+        f"/v1/tickets/{ticket_id}/close", headers=LEAD, json={"reason": "duplicate"}
+    )
+    assert closed.status_code == 200, closed.text
+
+
+async def test_a_delivery_retrying_when_the_ticket_is_closed_is_not_sent(intake: ServiceHarness) -> None:
+    ticket_id, row = await ticket_with_answer(intake)
+    await one_pass(intake, Sender(error=DeliveryError("webhook answered 503"), only=row.id))
+    await close_ticket(intake, ticket_id)
+    await set_delivery(intake, row.id, next_attempt_at=datetime.now(UTC))
+
+    sender = Sender()
+    await one_pass(intake, sender)
+    assert row.id not in {a.delivery_id for a in sender.sent}
+    [row] = await deliveries_of(intake, ticket_id)
+    assert row.status == "failed" and row.claim_token is None
+    [entry] = await timeline_kinds(intake, ticket_id, "answer_not_delivered")
+    assert entry.data["reason"] == "ticket_closed" and entry.data["answer_id"] == str(row.answer_id)
+    assert await delivered_events(intake, ticket_id) == []
+    assert (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()["status"] == "closed"
+
+
+async def test_a_lead_cannot_retry_a_delivery_of_a_closed_ticket(intake: ServiceHarness) -> None:
+    ticket_id, row = await ticket_with_answer(intake)
+    await one_pass(intake, Sender(error=DeliveryError("webhook answered 410", permanent=True), only=row.id))
+    await close_ticket(intake, ticket_id)
+    retried = await intake.client.post(f"/v1/tickets/{ticket_id}/deliveries/{row.id}/retry", headers=LEAD)
+    assert retried.status_code == 409 and retried.headers["content-type"].startswith(PROBLEM_JSON)
+    assert retried.json()["type"].endswith("/ticket-closed")
+    [row] = await deliveries_of(intake, ticket_id)
+    assert row.status == "failed"
+
+
+# ---- 10. timeline entries of deliveries are written under the ticket's lock ------------------------
+
+
+async def test_a_failure_and_a_retry_take_their_timeline_seq_under_the_tickets_lock(
+    intake: ServiceHarness,
+) -> None:
+    # A client pages the timeline by `seq`: an entry must not take a lower seq than one committed
+    # before it. Another writer holds the ticket and writes an entry meanwhile: the delivery's
+    # entries come after it (formerly they took their seq first and waited only for the commit).
+    ticket_id, row = await ticket_with_answer(intake)
+
+    async def meanwhile(start: Callable[[], Awaitable[Any]]) -> Any:
+        async with intake.uow() as holder:
+            await load_ticket(holder, uuid.UUID(ticket_id), for_update=True)
+            task = asyncio.create_task(start())
+            await asyncio.sleep(0.5)
+            assert not task.done()
+            await TicketRepository(holder.session).add_timeline(
+                uuid.UUID(ticket_id), "note", at=datetime.now(UTC), actor="lead"
+            )
+            await holder.commit()
+        return await task
+
+    failing = Sender(error=DeliveryError("webhook answered 410", permanent=True), only=row.id)
+    await meanwhile(lambda: one_pass(intake, failing))
+    retried = await meanwhile(
+        lambda: intake.client.post(f"/v1/tickets/{ticket_id}/deliveries/{row.id}/retry", headers=LEAD)
+    )
+    assert retried.status_code == 202, retried.text
+    [first_note, second_note] = await timeline_kinds(intake, ticket_id, "note")
+    [failed] = await timeline_kinds(intake, ticket_id, "delivery_failed")
+    [retry] = await timeline_kinds(intake, ticket_id, "delivery_retried")
+    assert first_note.seq < failed.seq < second_note.seq < retry.seq

@@ -3,8 +3,12 @@ permanent, and that TLS verifies the server (STARTTLS and implicit TLS, a privat
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 import ssl
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -266,3 +270,78 @@ async def test_implicit_tls_verifies_the_server_too(
         answer(to_email="smtps@example.com")
     )
     assert b"smtps@example.com" in server.messages[-1]
+
+
+# ---- a slow server: the send ends by its deadline, and a caller giving up waits for it ---------
+
+
+class SlowServer:
+    """Answers every line `delay` seconds late — each step well within the socket timeout, the
+    conversation as a whole far past it; notes when each line came and whether a message was
+    taken."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.lines: list[float] = []
+        self.accepted = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _reply(self, conn: socket.socket, line: bytes) -> None:
+        time.sleep(self.delay)
+        conn.sendall(line + b"\r\n")
+
+    def _session(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            try:
+                self._reply(conn, b"220 slow.example ESMTP")
+                in_data = False
+                for line in lines:
+                    self.lines.append(time.monotonic())
+                    if in_data:
+                        if line.rstrip(b"\r\n") == b".":
+                            in_data = False
+                            self.accepted += 1
+                            self._reply(conn, b"250 OK queued")
+                        continue
+                    command = line[:4].upper()
+                    if command == b"DATA":
+                        in_data = True
+                        self._reply(conn, b"354 go ahead")
+                    elif command == b"QUIT":
+                        self._reply(conn, b"221 bye")
+                        return
+                    else:
+                        self._reply(conn, b"250 slow.example")
+            except OSError:
+                return
+
+
+async def test_a_slow_server_is_cut_off_at_the_deadline_and_a_timed_out_send_waits_for_it() -> None:
+    # Each step answers in 0.3 s (the socket timeout is 1 s), the whole conversation would take
+    # 2 s. Formerly the worker's timeout cancelled only its await: the thread went on and the
+    # server took the message after the attempt had been recorded as failed (and retried).
+    server = SlowServer(delay=0.3)
+    threading.Thread(target=server.serve, daemon=True).start()
+    try:
+        sender = SmtpSender(settings(server.port).model_copy(update={"delivery_timeout_seconds": 1}))
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.4):
+                await sender.send(answer())
+        returned = time.monotonic()
+        # The await ended only once the thread had: at the send's own deadline, not the caller's.
+        assert returned - started >= 0.9
+        await asyncio.sleep(2.5)  # the rest of the conversation, had it gone on
+        assert server.accepted == 0
+        assert all(at <= returned for at in server.lines)
+    finally:
+        server.listener.close()

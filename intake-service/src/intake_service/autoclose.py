@@ -9,11 +9,10 @@ delivered since the cut-off (a later supplementary answer keeps the ticket answe
 status change, and restarts the customer's N days), and no customer message since the status
 change (such a message reopens the ticket, so this only guards against a path that forgot to).
 An answered ticket is also not due while the customer wrote after the newest delivered answer was
-*written*: a follow-up sent while the answer was in review does not reopen the ticket, and the
-answer delivered after it never addressed it. An answer counts as written when it was submitted
-for review (the `answer_submitted` timeline entry of its version), or, with no submission known,
-when it was published (its outbound message). A resolution is staff's own answer to everything
-written before it: a resolved ticket counts from the resolution.
+*written* (`followups`: a follow-up sent while the answer was in review, which the answer never
+addressed; its delivery now leaves such a ticket reopened, so this guards older rows). A
+resolution is staff's own answer to everything written before it: a resolved ticket counts from
+the resolution.
 A complaint whose case file is not archived is never due: closed, it would take no more messages
 from the customer while the complaint is still being handled (manual closing refuses it too).
 """
@@ -23,15 +22,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import String, case, cast, exists, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import case, exists, func, select
 
 from helpdesk_shared.chassis.app import ServiceRuntime
 from helpdesk_shared.chassis.logging import get_logger
 from helpdesk_shared.chassis.uow import UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import TicketStatus
 from intake_service import workflow
-from intake_service.models import ComplaintCase, Delivery, Message, Ticket, TimelineEntry
+from intake_service.followups import last_answer_written
+from intake_service.models import ComplaintCase, Delivery, Message, Ticket
 from intake_service.settings import IntakeSettings
 
 log = get_logger(__name__)
@@ -39,32 +38,12 @@ log = get_logger(__name__)
 BATCH = 50
 AUTO_CLOSABLE = (TicketStatus.ANSWERED, TicketStatus.RESOLVED)
 
-_Outbound = aliased(Message)
-# When a delivered answer was written: submitted for review (the earliest submission of that
-# version), else published.
-_SUBMITTED = (
-    select(func.min(TimelineEntry.occurred_at))
-    .where(
-        TimelineEntry.ticket_id == Delivery.ticket_id,
-        TimelineEntry.kind == "answer_submitted",
-        TimelineEntry.data["answer_id"].astext == cast(Delivery.answer_id, String),
-        TimelineEntry.data["answer_version"].astext == cast(Delivery.answer_version, String),
-    )
-    .correlate(Delivery)
-    .scalar_subquery()
-)
-# The newest delivered answer of the ticket, by when it was written (None: none was delivered).
-_LAST_ANSWER_WRITTEN = (
-    select(func.max(func.coalesce(_SUBMITTED, _Outbound.created_at)))
-    .select_from(Delivery)
-    .join(_Outbound, _Outbound.id == Delivery.message_id)
-    .where(Delivery.ticket_id == Ticket.id, Delivery.status == "delivered")
-    .correlate(Ticket)
-    .scalar_subquery()
-)
 # A customer message after this moment has not been answered (LEAST ignores a NULL).
 _ANSWERED_UP_TO = case(
-    (Ticket.status == TicketStatus.ANSWERED, func.least(Ticket.status_changed_at, _LAST_ANSWER_WRITTEN)),
+    (
+        Ticket.status == TicketStatus.ANSWERED,
+        func.least(Ticket.status_changed_at, last_answer_written(Ticket.id)),
+    ),
     else_=Ticket.status_changed_at,
 )
 

@@ -13,10 +13,13 @@ the configuration is fixed) is retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import smtplib
+import socket
 import ssl
+import threading
 import time
 import unicodedata
 import uuid
@@ -142,27 +145,63 @@ class SmtpSender:
         message.set_content(answer.body)
         return message
 
-    def _send_blocking(self, message: EmailMessage) -> None:
+    def _send_blocking(self, message: EmailMessage, deadline: float) -> None:
+        """The SMTP conversation, over by `deadline` (`time.monotonic()`) whatever the server does.
+
+        smtplib's timeout bounds each socket operation, not the conversation: a server answering
+        every step just in time could keep it going for minutes. Each step gets what is left of
+        the deadline as its timeout, and a watchdog shuts the socket down at the deadline (waking
+        a read or write blocked in this thread): the next step fails at once.
+        """
         s = self._settings
-        timeout = s.delivery_timeout_seconds
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.001)
+
+        timeout = min(s.delivery_timeout_seconds, left())
         smtp = (
             smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=timeout, context=self._tls)
             if s.smtp_tls
             else smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=timeout)
         )
-        with smtp:
-            if s.smtp_starttls:
-                smtp.starttls(context=self._tls)
-            if s.smtp_username:
-                smtp.login(s.smtp_username, s.smtp_password.get_secret_value() if s.smtp_password else "")
-            smtp.send_message(message)
+        watchdog = threading.Timer(left(), _cut_off, args=(smtp,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            with smtp:
+                if s.smtp_starttls:
+                    smtp.starttls(context=self._tls)
+                if s.smtp_username:
+                    smtp.login(s.smtp_username, s.smtp_password.get_secret_value() if s.smtp_password else "")
+                smtp.send_message(message)
+        finally:
+            watchdog.cancel()
 
     async def send(self, answer: OutboundAnswer) -> None:
+        """Sent within `INTAKE_DELIVERY_TIMEOUT_SECONDS` as a whole. A caller that stops waiting
+        (the worker's own timeout, cancellation) still waits for the thread to end — by that same
+        deadline — so once this returns or raises nothing more reaches the server, and the worker
+        records the attempt (and lets the delivery be claimed again) only then."""
         message = self.compose(answer)
+        deadline = time.monotonic() + self._settings.delivery_timeout_seconds
+        sending = asyncio.ensure_future(asyncio.to_thread(self._send_blocking, message, deadline))
         try:
-            await asyncio.to_thread(self._send_blocking, message)
+            await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            await asyncio.wait({sending})
+            if not sending.cancelled():
+                sending.exception()  # retrieved: the cancellation is what the caller gets
+            raise
         except (smtplib.SMTPException, OSError) as exc:
             raise smtp_failure(exc) from exc
+
+
+def _cut_off(smtp: smtplib.SMTP) -> None:
+    """At the deadline: the socket shut down under whatever step is blocked on it."""
+    sock = getattr(smtp, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class WebhookSender:

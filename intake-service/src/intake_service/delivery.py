@@ -35,6 +35,7 @@ from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import Channel, MessageAuthor, TicketStatus
 from helpdesk_shared.contracts.intake import TicketAnswerDelivered
 from helpdesk_shared.contracts.review import AnswerPublished
+from intake_service import workflow
 from intake_service.channels import (
     AnswerSender,
     ChannelSender,
@@ -46,6 +47,7 @@ from intake_service.channels import (
 )
 from intake_service.domain.lifecycle import status_after_delivery
 from intake_service.domain.privacy import redact_contacts
+from intake_service.followups import unanswered_follow_up
 from intake_service.models import Customer, Delivery, EmailThreadId, Message, Ticket
 from intake_service.repository import TicketRepository, load_ticket
 from intake_service.settings import IntakeSettings
@@ -66,6 +68,14 @@ class DeliveryNotFound(NotFound):
 
 class DeliveryNotFailed(Conflict):
     slug, title = "delivery-not-failed", "Only a failed delivery can be retried"
+
+
+class DeliveryTicketClosed(Conflict):
+    slug, title = "ticket-closed", "The ticket is closed"
+
+
+# The reason of a delivery that found its ticket closed when its turn came: not sent, failed.
+TICKET_CLOSED = "ticket_closed"
 
 
 async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, mail_domain: str) -> None:
@@ -180,7 +190,11 @@ async def _delivered(uow: UnitOfWork, delivery: Delivery, now: datetime) -> None
     )
     delivery.status, delivery.delivered_at = "delivered", now
     previous = TicketStatus(ticket.status)
-    ticket.status = status_after_delivery(previous)
+    # The customer wrote after this answer (and every other delivered one) was written — while it
+    # was in review, say: it never addressed that message, so the ticket is not answered but
+    # reopened, as the message would have made it had it come after the delivery.
+    follow_up = await unanswered_follow_up(uow, ticket.id)
+    ticket.status = status_after_delivery(previous, unanswered_follow_up=follow_up is not None)
     repo = TicketRepository(uow.session)
     await repo.add_timeline(
         ticket.id,
@@ -191,10 +205,12 @@ async def _delivered(uow: UnitOfWork, delivery: Delivery, now: datetime) -> None
         channel=delivery.channel,
         attempts=delivery.attempts,
     )
-    if ticket.status != previous:
+    if ticket.status != previous and ticket.status != TicketStatus.REOPENED:
         await repo.add_timeline(
             ticket.id, "status_changed", at=now, actor="intake", **{"from": previous, "to": ticket.status}
         )
+    # First the delivery (routing frees the agent's slot and pauses the resolution clock), then
+    # the reopening (a slot again, the clock resumed): one key, one topic, in this order.
     uow.publish(
         TicketAnswerDelivered(
             ticket_id=ticket.id,
@@ -209,6 +225,10 @@ async def _delivered(uow: UnitOfWork, delivery: Delivery, now: datetime) -> None
         ),
         subject=str(ticket.id),
     )
+    if ticket.status == TicketStatus.REOPENED and follow_up is not None:
+        await workflow.reopened_by_customer(
+            uow, ticket, previous, message_id=follow_up, at=now, actor="intake"
+        )
 
 
 def retry_backoff(attempts: int, settings: IntakeSettings) -> timedelta:
@@ -229,9 +249,27 @@ async def _failed(
 ) -> None:
     # A server's refusal names the mailbox it refused ("<lin@example.com>: User unknown"): kept,
     # and shown in the timeline to roles that see contact data masked, it must not carry it.
-    ticket = await load_ticket(uow, delivery.ticket_id)
+    # (Locked, as every path writing the ticket's timeline does: its entries commit in `seq` order.)
+    ticket = await load_ticket(uow, delivery.ticket_id, for_update=True)
     customer = await uow.session.get_one(Customer, ticket.customer_id)
     delivery.last_error = redact_contacts(str(error), customer.email, customer.phone)[:2000]
+    if error.reason == TICKET_CLOSED:
+        # Closed while the delivery waited for its turn (a lead, auto-close): not sent, as an
+        # answer published for a closed ticket is not (`record_published_answer`).
+        delivery.status = "failed"
+        await TicketRepository(uow.session).add_timeline(
+            ticket.id,
+            "answer_not_delivered",
+            at=now,
+            actor="intake",
+            answer_id=delivery.answer_id,
+            answer_version=delivery.answer_version,
+            message_id=delivery.message_id,
+            delivery_id=delivery.id,
+            reason=TICKET_CLOSED,
+        )
+        log.info("answer_not_delivered_ticket_closed", ticket_id=str(ticket.id), delivery_id=str(delivery.id))
+        return
     if error.permanent or now >= gives_up_at(delivery, settings):
         delivery.status = "failed"
         await TicketRepository(uow.session).add_timeline(
@@ -260,6 +298,7 @@ async def _failed(
 @dataclass(frozen=True)
 class _Claim:
     delivery_id: uuid.UUID
+    ticket_id: uuid.UUID
     token: uuid.UUID
     until: datetime
     correlation_id: str | None
@@ -316,14 +355,20 @@ async def _claim_next(uow_factory: UnitOfWorkFactory, settings: IntakeSettings) 
                     claimed_until=until,
                     next_attempt_at=until,
                 )
-                .returning(Delivery.id, Delivery.correlation_id)
+                .returning(Delivery.id, Delivery.ticket_id, Delivery.correlation_id)
                 .execution_options(synchronize_session=False)
             )
         ).one_or_none()
         await uow.commit()
     if row is None:
         return None
-    return _Claim(delivery_id=row.id, token=token, until=until, correlation_id=row.correlation_id)
+    return _Claim(
+        delivery_id=row.id,
+        ticket_id=row.ticket_id,
+        token=token,
+        until=until,
+        correlation_id=row.correlation_id,
+    )
 
 
 def _held(claim: _Claim) -> tuple[ColumnElement[bool], ...]:
@@ -345,10 +390,17 @@ async def _attempt(
             if delivery is None:
                 log.info("delivery_claim_lost_before_send", delivery_id=str(claim.delivery_id))
                 return
+            # Closed while the delivery waited (a webhook down for days, say): nothing is sent.
+            if await uow.session.scalar(select(Ticket.status).where(Ticket.id == claim.ticket_id)) == (
+                TicketStatus.CLOSED
+            ):
+                raise DeliveryError("the ticket is closed", permanent=True, reason=TICKET_CLOSED)
             answer = await _outbound(uow, delivery)
         # The send ends within the first half of the claim, whatever the channel does: the other
-        # half is left to record the outcome before the delivery is anyone else's to claim. (A
-        # thread of the SMTP adapter may outlive it; its socket times out on its own.)
+        # half is left to record the outcome before the delivery is anyone else's to claim. The
+        # SMTP adapter's thread cannot outlive it: its conversation ends by its own deadline (one
+        # send timeout, at most a quarter of the claim, from now), and a timed-out `send` returns
+        # only once the thread has ended — so nothing reaches the server once the claim is cleared.
         budget = (claim.until - datetime.now(UTC)).total_seconds() - _claim_seconds(settings) / 2
         if budget <= 0:
             log.warning("delivery_claim_ran_out_before_send", delivery_id=str(claim.delivery_id))
@@ -362,6 +414,9 @@ async def _attempt(
     except Exception as exc:  # an adapter bug still counts as an attempt, never loops hot
         failure = DeliveryError(repr(exc))
     async with uow_factory() as uow:
+        # The ticket before the delivery, as every path locking both (`retry_failed_delivery`,
+        # `record_published_answer`) does: none holds a delivery while it waits for the ticket.
+        await load_ticket(uow, claim.ticket_id, for_update=True)
         delivery = await uow.session.scalar(select(Delivery).where(*_held(claim)).with_for_update())
         if delivery is None:
             # Its claim ran out and another attempt took it over (and may have delivered it): the
@@ -396,8 +451,9 @@ async def retry_failed_delivery(
 ) -> Delivery:
     """A failed delivery pending again, due now with its attempts reset and the give-up age
     counted afresh; on the ticket's timeline. 404 for an unknown one (or another ticket's), 409
-    unless it failed."""
-    await load_ticket(uow, ticket_id)
+    unless it failed or when the ticket is closed (nothing is sent to a closed ticket)."""
+    # Locked (the ticket before the delivery, as everywhere): the timeline entry commits in order.
+    ticket = await load_ticket(uow, ticket_id, for_update=True)
     delivery = await uow.session.scalar(
         select(Delivery).where(Delivery.id == delivery_id, Delivery.ticket_id == ticket_id).with_for_update()
     )
@@ -407,6 +463,8 @@ async def retry_failed_delivery(
         raise DeliveryNotFailed(
             f"The delivery is {delivery.status}: only a failed one can be retried", status=delivery.status
         )
+    if ticket.status == TicketStatus.CLOSED:
+        raise DeliveryTicketClosed(f"Ticket {ticket.number} is closed: its answers are not sent")
     now = datetime.now(UTC)
     previous_attempts = delivery.attempts
     delivery.status = "pending"

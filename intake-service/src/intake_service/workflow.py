@@ -536,26 +536,38 @@ async def stage_customer_message(
     )
     if TicketStatus(ticket.status) in REOPENED_BY_CUSTOMER:
         previous = _change_status(ticket, TicketStatus.REOPENED)
-        ticket.reopen_count += 1
-        await repo.add_timeline(
-            ticket.id,
-            "status_changed",
-            at=now,
-            actor=caller,
-            **{"from": previous, "to": TicketStatus.REOPENED},
-        )
-        uow.publish(
-            TicketReopened(
-                ticket_id=ticket.id,
-                message_id=message.id,
-                previous_status=previous,
-                previous_agent_id=ticket.assignee_id,
-                reopen_count=ticket.reopen_count,
-                reopened_at=now,
-            ),
-            subject=str(ticket.id),
-        )
+        await reopened_by_customer(uow, ticket, previous, message_id=message.id, at=now, actor=caller)
     return message
+
+
+async def reopened_by_customer(
+    uow: UnitOfWork,
+    ticket: Ticket,
+    previous: TicketStatus,
+    *,
+    message_id: uuid.UUID,
+    at: datetime,
+    actor: str,
+) -> None:
+    """The ticket, now `reopened` (from `previous`), waits for an answer to the customer's message
+    `message_id`: counted, on the timeline (unless it was reopened already) and `ticket.reopened`
+    for routing, which gives it a slot again and resumes its SLA clock."""
+    ticket.reopen_count += 1
+    if previous != TicketStatus.REOPENED:
+        await TicketRepository(uow.session).add_timeline(
+            ticket.id, "status_changed", at=at, actor=actor, **{"from": previous, "to": TicketStatus.REOPENED}
+        )
+    uow.publish(
+        TicketReopened(
+            ticket_id=ticket.id,
+            message_id=message_id,
+            previous_status=previous,
+            previous_agent_id=ticket.assignee_id,
+            reopen_count=ticket.reopen_count,
+            reopened_at=at,
+        ),
+        subject=str(ticket.id),
+    )
 
 
 async def _move_by_staff(

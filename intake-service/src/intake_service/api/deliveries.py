@@ -14,7 +14,7 @@ from helpdesk_shared.chassis.auth import Principal, require_roles
 from helpdesk_shared.chassis.problems import Forbidden, Unauthorized, problem_responses
 from helpdesk_shared.contracts.enums import Channel, Role
 from intake_service import delivery
-from intake_service.delivery import DeliveryNotFailed, DeliveryNotFound
+from intake_service.delivery import DeliveryNotFailed, DeliveryNotFound, DeliveryTicketClosed
 from intake_service.models import Delivery
 from intake_service.repository import TicketNotFound
 
@@ -65,7 +65,9 @@ async def list_deliveries(ticket_id: uuid.UUID, uow: UoW, _: StaffReader) -> lis
     summary="Send a failed delivery again (leads)",
     description="The delivery is pending again, due at once, its attempts reset and its give-up age "
     "counted afresh; the retry is on the ticket's timeline. Only a failed delivery: 409 otherwise.",
-    responses=problem_responses(*_AUTH, TicketNotFound, DeliveryNotFound, DeliveryNotFailed),
+    responses=problem_responses(
+        *_AUTH, TicketNotFound, DeliveryNotFound, DeliveryNotFailed, DeliveryTicketClosed
+    ),
 )
 async def retry_delivery(
     ticket_id: uuid.UUID, delivery_id: uuid.UUID, uow: UoW, principal: Lead

@@ -69,14 +69,22 @@ def status_after_assignment(current: S) -> S:
 # An answer the customer has received makes the ticket answered from any open state. Intake's
 # mirror of the status may lag: routing's and review's events come on different topics, so the
 # delivery can complete while intake still shows the ticket new or assigned (its
-# `answer.submitted` skipped or not yet applied). Resolved and closed tickets stay as they are.
-_ANSWERED_BY_DELIVERY = frozenset({S.NEW, S.ASSIGNED, S.IN_PROGRESS, S.AWAITING_REVIEW, S.REOPENED})
+# `answer.submitted` skipped or not yet applied). Resolved and closed tickets stay as they are, and
+# so does a reopened one: it waits for an answer to the customer's newer message, not to an older
+# one's delivered late.
+_ANSWERED_BY_DELIVERY = frozenset({S.NEW, S.ASSIGNED, S.IN_PROGRESS, S.AWAITING_REVIEW})
+# States a delivery leaves `reopened` when the customer wrote after the delivered answers were
+# written (a follow-up sent while the answer was in review): the answer never addressed it.
+_REOPENED_BY_DELIVERY = _ANSWERED_BY_DELIVERY | {S.ANSWERED, S.REOPENED}
 
 
-def status_after_delivery(current: S) -> S:
-    """The status once an answer was delivered: `answered` from any open state, else unchanged.
+def status_after_delivery(current: S, *, unanswered_follow_up: bool = False) -> S:
+    """The status once an answer was delivered: `answered` from any open state (`reopened` when the
+    customer's newest message is still unanswered), else unchanged.
 
     Only the delivery moves a ticket this way (never a request or another event): the general
     `TRANSITIONS` table stays as strict as it is.
     """
+    if unanswered_follow_up and current in _REOPENED_BY_DELIVERY:
+        return S.REOPENED
     return S.ANSWERED if current in _ANSWERED_BY_DELIVERY else current
