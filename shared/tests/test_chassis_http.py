@@ -257,6 +257,26 @@ async def test_readyz_stays_200_but_degraded_when_kafka_cannot_be_reached(databa
     assert healthz.status_code == 200
 
 
+def dependency_up(metrics_text: str) -> dict[str, float]:
+    return {
+        sample.labels["dependency"]: sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        if family.name == "helpdesk_dependency_up"
+        for sample in family.samples
+        if sample.labels["service"] == SERVICE
+    }
+
+
+async def test_a_scrape_reports_whether_each_dependency_was_reached(database: str, infra: Infra) -> None:
+    # Shown on a quiet system too: no relay error is needed for a broker outage to appear.
+    async with service(database, f"127.0.0.1:{free_port()}") as client:
+        without_kafka = dependency_up((await client.get("/metrics")).text)
+    async with service(database, infra.kafka_bootstrap) as client:
+        with_kafka = dependency_up((await client.get("/metrics")).text)
+    assert without_kafka == {"database": 1.0, "kafka": 0.0}
+    assert with_kafka == {"database": 1.0, "kafka": 1.0}
+
+
 async def test_readyz_is_503_when_the_database_cannot_be_reached(database: str, infra: Infra) -> None:
     settings = ServiceSettings(
         database_url=database,

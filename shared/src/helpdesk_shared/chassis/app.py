@@ -26,7 +26,7 @@ from helpdesk_shared.chassis.consumer import EventConsumer, Handler
 from helpdesk_shared.chassis.db import create_engine, create_sessionmaker
 from helpdesk_shared.chassis.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from helpdesk_shared.chassis.logging import configure_logging, get_logger
-from helpdesk_shared.chassis.metrics import RequestContextMiddleware, metrics_payload
+from helpdesk_shared.chassis.metrics import DEPENDENCY_UP, RequestContextMiddleware, metrics_payload
 from helpdesk_shared.chassis.outbox import OutboxRelay
 from helpdesk_shared.chassis.problems import install_problem_handlers
 from helpdesk_shared.chassis.settings import ServiceSettings
@@ -141,6 +141,8 @@ class ServiceRuntime:
             checks["kafka"] = "ok"
         except Exception as exc:
             checks["kafka"] = f"unavailable: {type(exc).__name__}"
+        for dependency, state in checks.items():
+            DEPENDENCY_UP.labels(self.definition.name, dependency).set(1 if state == "ok" else 0)
         return checks
 
 
@@ -244,6 +246,9 @@ def _ops_router() -> APIRouter:
             await asyncio.wait_for(runtime.relay.refresh_backlog(), _READY_TIMEOUT)
         except Exception as exc:
             log.warning("outbox_backlog_unavailable", error=repr(exc))
+        # Fresh dependency gauges: a broker outage on a quiet system (no events to publish, so no
+        # relay errors) still shows, although /readyz stays 200 without Kafka.
+        await runtime.readiness()
         body, content_type = metrics_payload()
         return Response(body, media_type=content_type)
 

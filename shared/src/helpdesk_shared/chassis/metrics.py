@@ -55,6 +55,11 @@ OUTBOX_PARKED = Counter(
     "Outbox rows set aside because the broker can never accept them (see the service log)",
     ["service"],
 )
+DEPENDENCY_UP = Gauge(
+    "helpdesk_dependency_up",
+    "1 when the service reached the dependency at its last check (each /readyz and each scrape), else 0",
+    ["service", "dependency"],
+)
 CONSUMER_LAG = Gauge(
     "helpdesk_consumer_lag", "Messages behind the partition high watermark", ["service", "topic", "partition"]
 )
