@@ -4,6 +4,7 @@ by the system, whatever the number of workers; anything newer, reopened or still
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from intake_service.settings import IntakeSettings
 
 LEAD = auth_headers("lead")
 DAYS = 3
+TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01")
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +189,32 @@ async def test_concurrent_and_repeated_passes_close_each_ticket_once(idle: Servi
         timeline = (await idle.client.get(f"/v1/tickets/{ticket_id}/timeline", headers=LEAD)).json()
         assert [i["data"].get("to") for i in timeline].count("closed") == 1
     assert await close_idle(idle.runtime.uow, after_days=DAYS) == 0
+
+
+async def test_each_auto_closed_ticket_starts_a_trace_of_its_own(idle: ServiceHarness) -> None:
+    """A pass runs outside any request or event: each ticket it closes is a new trace, its
+    `ticket.closed` carrying it in the envelope and as the record's header."""
+    due = [await new_ticket(idle) for _ in range(2)]
+    for ticket_id in due:
+        await backdate(idle, ticket_id, "answered", DAYS + 1)
+
+    assert await close_idle(idle.runtime.uow, after_days=DAYS) == 2
+
+    trace_ids = set()
+    for ticket_id in due:
+        async with idle.uow() as uow:
+            [row] = (
+                await uow.session.execute(
+                    select(OUTBOX.c.payload, OUTBOX.c.headers).where(
+                        OUTBOX.c.key == ticket_id, OUTBOX.c.event_type == "helpdesk.ticket.closed.v1"
+                    )
+                )
+            ).all()
+        traceparent = row.payload["traceparent"]
+        assert isinstance(traceparent, str) and TRACEPARENT.fullmatch(traceparent), traceparent
+        assert row.headers["traceparent"] == traceparent
+        trace_ids.add(traceparent.split("-")[1])
+    assert len(trace_ids) == 2, "two tickets closed by one pass share a trace"
 
 
 async def test_zero_days_disables_auto_close(idle: ServiceHarness) -> None:

@@ -7,6 +7,7 @@ got round to it — after a backlog or a restart, same-priority tickets still dr
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from routing_factories import isolated_team, published, queue_entry, ticket_crea
 from sqlalchemy import delete, select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from helpdesk_shared.chassis.db import OUTBOX
 from helpdesk_shared.contracts import EventEnvelope, Priority, TicketReopened, TicketResolved, TicketStatus
 from routing_service import capacity
 from routing_service.app import create_app
@@ -25,6 +27,7 @@ from routing_service.repository import RoutingRepository
 from routing_service.settings import RoutingSettings
 
 QUEUED = "helpdesk.ticket.queued.v1"
+ASSIGNED = "helpdesk.ticket.assigned.v1"
 
 
 async def handle(routing: ServiceHarness, event: EventEnvelope[Any]) -> None:
@@ -294,6 +297,13 @@ async def test_a_sweep_gives_a_slot_freed_while_its_ticket_was_queued_to_that_ti
     assert await capacity.sweep_queue(routing.uow) == 1
     assert await owner(routing, ticket_id) == agent
     assert await queue_entry(routing, ticket_id) is None
+    async with routing.uow() as uow:  # the sweep, run by no request or event, is a trace of its own
+        traceparent = await uow.session.scalar(
+            select(OUTBOX.c.payload["traceparent"].as_string()).where(
+                OUTBOX.c.key == str(ticket_id), OUTBOX.c.event_type == ASSIGNED
+            )
+        )
+    assert traceparent is not None and re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", traceparent)
     assert await capacity.sweep_queue(routing.uow) == 0  # nothing left that anyone free could take
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections import Counter
@@ -25,6 +26,7 @@ from routing_factories import ticket_created_at as created
 from sqlalchemy import delete, select, update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
+from helpdesk_shared.chassis.db import OUTBOX
 from helpdesk_shared.contracts import (
     EventEnvelope,
     Priority,
@@ -47,6 +49,7 @@ from routing_service.sla_timers import fire_due, sla_timer_worker
 
 SH = ZoneInfo("Asia/Shanghai")
 LEAD = auth_headers("lead")
+TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01")
 CN = cn_default()
 MONDAY_9 = datetime(2026, 3, 2, 9, 0, tzinfo=SH)  # an ordinary working Monday
 POLICY = {
@@ -307,6 +310,37 @@ async def test_due_breaches_fire_exactly_once_under_concurrent_passes(clocks: Se
             e["type"] for e in await events(clocks, event.data.ticket_id, SlaBreached, TicketEscalated)
         )
         assert fired == {SlaBreached.cloudevent_type(): 2, TicketEscalated.cloudevent_type(): 2}
+
+
+async def test_each_breach_of_a_pass_starts_a_trace_of_its_own(clocks: ServiceHarness) -> None:
+    """A pass runs outside any request or event: each clock it breaches is a new trace, carried by
+    both the breach's `sla.breached` and its `ticket.escalated` (envelope and record header)."""
+    tickets = [created(MONDAY_9) for _ in range(2)]
+    for event in tickets:
+        await handle(clocks, event)
+
+    # Long after both clocks of both tickets: four breaches in one pass.
+    assert await fire_due(clocks.uow, now=datetime(2026, 3, 20, 12, tzinfo=SH)) == (2, 0, 4)
+
+    trace_ids = []
+    names = [SlaBreached.cloudevent_type(), TicketEscalated.cloudevent_type()]
+    for event in tickets:
+        async with clocks.uow() as uow:
+            rows = (
+                await uow.session.execute(
+                    select(OUTBOX.c.payload, OUTBOX.c.headers)
+                    .where(OUTBOX.c.key == str(event.data.ticket_id), OUTBOX.c.event_type.in_(names))
+                    .order_by(OUTBOX.c.seq)
+                )
+            ).all()
+        assert [r.payload["type"] for r in rows] == names * 2
+        for breached, escalated in (rows[0:2], rows[2:4]):
+            traceparent = breached.payload["traceparent"]
+            assert isinstance(traceparent, str) and TRACEPARENT.fullmatch(traceparent), traceparent
+            assert breached.headers["traceparent"] == traceparent
+            assert escalated.payload["traceparent"] == escalated.headers["traceparent"] == traceparent
+            trace_ids.append(traceparent.split("-")[1])
+    assert len(set(trace_ids)) == 4, "breaches fired by one pass share a trace"
 
 
 async def test_breach_escalates_to_the_team_lead_with_raised_priority(clocks: ServiceHarness) -> None:

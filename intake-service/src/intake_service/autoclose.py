@@ -2,7 +2,8 @@
 
 A worker on every replica claims due tickets with `FOR UPDATE SKIP LOCKED`, so replicas share
 the work and never close one ticket twice; each batch closes, notes on the timeline and emits
-`ticket.closed` (reason `auto_no_reply`, closed by the system) in one transaction.
+`ticket.closed` (reason `auto_no_reply`, closed by the system) in one transaction. No request or
+event causes a closing, so each ticket closed starts a trace of its own (its event's `traceparent`).
 
 Due means: answered or resolved since before the cut-off (`status_changed_at`), no answer
 delivered since the cut-off (a later supplementary answer keeps the ticket answered without a
@@ -25,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import case, exists, func, select
 
 from helpdesk_shared.chassis.app import ServiceRuntime
-from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.logging import get_logger, traced
+from helpdesk_shared.chassis.trace_context import new_traceparent
 from helpdesk_shared.chassis.uow import UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import TicketStatus
 from intake_service import workflow
@@ -75,7 +77,10 @@ async def close_idle(uow_factory: UnitOfWorkFactory, *, after_days: int, batch: 
             )
         ).all()
         for ticket in due:
-            await workflow.close_for_inactivity(uow, ticket, at=now, after_days=after_days)
+            # Nothing a trace could continue caused this (no request, no event): each ticket
+            # closed is a trace of its own, carried by its `ticket.closed`.
+            with traced(new_traceparent()):
+                await workflow.close_for_inactivity(uow, ticket, at=now, after_days=after_days)
         await uow.commit()
     if due:
         log.info("tickets_auto_closed", count=len(due), after_days=after_days)

@@ -60,7 +60,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from helpdesk_shared.chassis.app import ServiceRuntime
-from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.logging import get_logger, traced
+from helpdesk_shared.chassis.trace_context import new_traceparent
 from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.intake import TicketAnswerDelivered, TicketReopened
@@ -243,21 +244,27 @@ async def sweep_queue(uow_factory: UnitOfWorkFactory, *, lead_wait: timedelta | 
     """Drain the queue once, woken by nothing; returns how many tickets were assigned.
 
     ``lead_wait``: difficult tickets whose customer has waited that long for a lead who is still
-    full stop waiting for the lead first (see `RoutingRepository.stop_waiting_for_busy_leads`)."""
-    async with uow_factory() as uow:
-        repo = RoutingRepository(uow.session)
-        if await repo.queue_depth() == 0:
-            return 0
-        now = datetime.now(UTC)
-        given_up = await repo.stop_waiting_for_busy_leads(now - lead_wait) if lead_wait is not None else []
-        assigned = await drain_queue(uow, repo, now)
-        if assigned or given_up:
-            await uow.commit()
-    if given_up:
-        log.info("difficult_tickets_stopped_waiting_for_lead", tickets=[str(t) for t in given_up])
-    if assigned:
-        log.info("queue_swept", assigned=assigned)  # a wake-up the event-driven drains missed
-    return assigned
+    full stop waiting for the lead first (see `RoutingRepository.stop_waiting_for_busy_leads`).
+
+    A sweep is caused by no request or event: it is a trace of its own (the `traceparent` of the
+    `ticket.assigned` it publishes, the `trace_id` of its log lines)."""
+    with traced(new_traceparent()):
+        async with uow_factory() as uow:
+            repo = RoutingRepository(uow.session)
+            if await repo.queue_depth() == 0:
+                return 0
+            now = datetime.now(UTC)
+            given_up = (
+                await repo.stop_waiting_for_busy_leads(now - lead_wait) if lead_wait is not None else []
+            )
+            assigned = await drain_queue(uow, repo, now)
+            if assigned or given_up:
+                await uow.commit()
+        if given_up:
+            log.info("difficult_tickets_stopped_waiting_for_lead", tickets=[str(t) for t in given_up])
+        if assigned:
+            log.info("queue_swept", assigned=assigned)  # a wake-up the event-driven drains missed
+        return assigned
 
 
 async def queue_sweeper(runtime: ServiceRuntime) -> None:

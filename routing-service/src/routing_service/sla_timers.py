@@ -10,7 +10,8 @@ row with ``FOR UPDATE SKIP LOCKED`` (replicas never wait on or double-fire each 
 see the lock order in :mod:`routing_service.sla_repository`), re-reads every clock of the claimed
 tickets under the lock, and in the same transaction marks ``warned_at``/``breached_at`` and writes
 the events to the outbox. A pass that fails rolls back whole: nothing is marked, nothing is sent,
-and the next pass tries again.
+and the next pass tries again. Each warning or breach fired starts a trace of its own: its events'
+``traceparent`` (no request or event caused it).
 
 A breach escalates the ticket (高層/主管): its priority goes up one step (the queue entry too, so a
 waiting ticket is served sooner), and ``ticket.escalated`` names the assignee's team lead as
@@ -31,7 +32,8 @@ from prometheus_client import Counter
 from sqlalchemy import update
 
 from helpdesk_shared.chassis.app import ServiceRuntime
-from helpdesk_shared.chassis.logging import get_logger
+from helpdesk_shared.chassis.logging import get_logger, traced
+from helpdesk_shared.chassis.trace_context import new_traceparent
 from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import EscalationReason, Priority, SlaTarget
 from helpdesk_shared.contracts.routing import SlaBreached, SlaWarning, TicketEscalated
@@ -82,11 +84,15 @@ async def fire_due(
         for ticket_id, timers in by_ticket.items():
             owner = await repo.owner(ticket_id)
             for timer in timers:
+                # A clock firing is caused by no request or event: each one fired is a trace of
+                # its own (a breach's `sla.breached` and `ticket.escalated` share it).
                 if _running(timer) and timer.due_at + grace <= now:
-                    await _breach(uow, timer, timers, owner, now)
+                    with traced(new_traceparent()):
+                        await _breach(uow, timer, timers, owner, now)
                     fired.append(("breach", timer.target))
                 elif _running(timer) and timer.warned_at is None and timer.warn_at <= now:
-                    await _warn(uow, timer, owner, now)
+                    with traced(new_traceparent()):
+                        await _warn(uow, timer, owner, now)
                     fired.append(("warning", timer.target))
         await uow.commit()
     for kind, target in fired:
