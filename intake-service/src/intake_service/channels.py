@@ -31,7 +31,7 @@ from typing import Protocol
 import httpx
 import orjson
 
-from helpdesk_shared.chassis.logging import correlation_id_var
+from helpdesk_shared.chassis.logging import correlation_id_var, traceparent_var
 from helpdesk_shared.contracts.enums import Channel
 from intake_service.domain.email.threading_keys import reply_headers
 from intake_service.settings import IntakeSettings
@@ -250,6 +250,8 @@ class WebhookSender:
                     "Idempotency-Key": str(answer.delivery_id),
                     # The id the answer's events and logs carry, for the integration's own.
                     **({"X-Correlation-ID": cid} if (cid := correlation_id_var.get()) else {}),
+                    # W3C Trace Context: the attempt's span, a child of the answer's trace.
+                    **({"traceparent": trace} if (trace := traceparent_var.get()) else {}),
                 },
             )
         except httpx.HTTPError as exc:

@@ -3,12 +3,17 @@
 The handler of `answer.published` stores the outbound message and a pending
 delivery in one transaction (so an approved answer is never lost), once per answer
 version: the same version published again under a new event id changes nothing.
-The worker claims due deliveries one at a time (`FOR UPDATE SKIP LOCKED`, safe with
-several replicas), each with a token of its own and a claim that outlasts a send; it
-sends only while the delivery is still pending and still its own, outside any
-transaction, and records the outcome only under that same condition — a replica whose
-claim ran out and was taken over records nothing, so an answer is not sent twice by
-two replicas and a late failure never overwrites a delivery. Once the channel
+The worker runs up to `INTAKE_DELIVERY_CONCURRENCY` attempts at once, each claiming a due
+delivery of its own right before it sends it (`FOR UPDATE SKIP LOCKED`, safe with several
+attempts and several replicas) with a token of its own and a claim that outlasts a send:
+a webhook that hangs for its whole timeout holds one attempt, not every answer. Fresh
+deliveries (never attempted) are claimed before retries, so a backlog of retries to a dead
+callback cannot starve new answers. An attempt sends only while the delivery is still
+pending and still its own, outside any transaction, and records the outcome only under
+that same condition — an attempt whose claim ran out and was taken over records nothing,
+so an answer is not sent twice and a late failure never overwrites a delivery. Each
+attempt runs under the correlation id of its `answer.published` and as a child of its
+trace (both stored on the delivery), which its events and the webhook carry. Once the channel
 accepted, the ticket is answered and `ticket.answer_delivered` emitted — the first
 response for SLAs.
 Temporary failures back off exponentially up to a cap and go on at that pace until the
@@ -26,11 +31,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import ColumnElement, exists, select, update
+from sqlalchemy import ColumnElement, exists, func, select, update
 
 from helpdesk_shared.chassis.app import ServiceRuntime
-from helpdesk_shared.chassis.logging import correlated, correlation_id_var, get_logger
+from helpdesk_shared.chassis.logging import (
+    correlated,
+    correlation_id_var,
+    get_logger,
+    traced,
+    traceparent_var,
+)
 from helpdesk_shared.chassis.problems import Conflict, NotFound
+from helpdesk_shared.chassis.trace_context import continue_trace
 from helpdesk_shared.chassis.uow import UnitOfWork, UnitOfWorkFactory
 from helpdesk_shared.contracts.enums import Channel, MessageAuthor, TicketStatus
 from helpdesk_shared.contracts.intake import TicketAnswerDelivered
@@ -54,6 +66,7 @@ from intake_service.settings import IntakeSettings
 
 log = get_logger(__name__)
 
+# Claims per attempt slot in one pass (see `pass_size`).
 BATCH = 10
 # A claimed delivery is not due again for at least this long (or four send timeouts); a send may
 # take half of it, leaving the rest to record the outcome before anyone else may claim it.
@@ -140,6 +153,7 @@ async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, ma
             next_attempt_at=now,
             pending_since=now,
             correlation_id=correlation_id_var.get(),
+            traceparent=traceparent_var.get(),
         )
     )
     await repo.add_timeline(
@@ -302,48 +316,84 @@ class _Claim:
     token: uuid.UUID
     until: datetime
     correlation_id: str | None
+    traceparent: str | None
 
 
 def _claim_seconds(settings: IntakeSettings) -> float:
     return max(_MIN_CLAIM_SECONDS, 4 * settings.delivery_timeout_seconds)
 
 
-async def deliver_due(uow_factory: UnitOfWorkFactory, sender: AnswerSender, settings: IntakeSettings) -> int:
-    """One pass over the deliveries that are due (up to `BATCH`); returns how many were claimed.
+def pass_size(settings: IntakeSettings) -> int:
+    """How many deliveries one pass claims at most: `BATCH` for each of its attempt slots."""
+    return BATCH * settings.delivery_concurrency
 
-    Each delivery is claimed right before it is sent, then sent and recorded on its own: no
-    transaction (and no ticket lock) is held while a channel takes its time, no claim waits behind
-    other sends, and an answer the channel took is recorded at once, so a pass that ends early
-    (the service stopping, a database error) sends nothing twice.
+
+async def deliver_due(uow_factory: UnitOfWorkFactory, sender: AnswerSender, settings: IntakeSettings) -> int:
+    """One pass over the deliveries that are due (up to `pass_size`); returns how many were claimed.
+
+    `INTAKE_DELIVERY_CONCURRENCY` attempts run at once, each in a loop of its own: a delivery is
+    claimed right before it is sent, then sent and recorded on its own, and the attempt that is
+    done claims the next. No transaction (and no ticket lock) is held while a channel takes its
+    time, and each attempt uses sessions of its own, one at a time. An answer the channel took is
+    recorded at once, so a pass that ends early (the service stopping, a database error) sends
+    nothing twice: an attempt that fails so stops the others from claiming more, those already
+    sending finish and record their outcome, then the error is raised.
     """
+    limit = pass_size(settings)
     claimed = 0
-    while claimed < BATCH:
-        claim = await _claim_next(uow_factory, settings)
-        if claim is None:
-            break
-        claimed += 1
-        with correlated(claim.correlation_id):
-            await _attempt(uow_factory, sender, settings, claim)
+    stopping = False
+
+    async def attempts() -> None:
+        nonlocal claimed, stopping
+        while not stopping and claimed < limit:
+            claimed += 1  # counted before the claim's await: the slots together stay within `limit`
+            try:
+                claim = await _claim_next(uow_factory, settings)
+                if claim is None:
+                    claimed -= 1
+                    return
+                with correlated(claim.correlation_id), traced(continue_trace(claim.traceparent)):
+                    await _attempt(uow_factory, sender, settings, claim)
+            except BaseException:
+                stopping = True
+                raise
+
+    # Each slot runs in a task of its own (its own copy of the context: its correlation id and
+    # trace are its own). Cancelling the pass cancels every slot and waits for them.
+    outcomes = await asyncio.gather(
+        *(attempts() for _ in range(settings.delivery_concurrency)), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
     return claimed
 
 
-async def _claim_next(uow_factory: UnitOfWorkFactory, settings: IntakeSettings) -> _Claim | None:
-    """Take the next due delivery (`SKIP LOCKED`: one replica each), counting the attempt now.
+def _due(now: datetime, *criteria: ColumnElement[bool]) -> ColumnElement[uuid.UUID]:
+    return (
+        select(Delivery.id)
+        .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, *criteria)
+        .order_by(Delivery.next_attempt_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
 
+
+async def _claim_next(uow_factory: UnitOfWorkFactory, settings: IntakeSettings) -> _Claim | None:
+    """Take the next due delivery (`SKIP LOCKED`: one attempt each), counting the attempt now.
+
+    A fresh one (never attempted: `ix_deliveries_due_fresh`) before any retry, each kind oldest
+    due first (`ix_deliveries_due`): retries to a dead callback, overdue for days, would otherwise
+    always come first. (PostgreSQL evaluates COALESCE's arguments lazily: the retries are looked
+    for only when no fresh one is due.)
     It gets a token of its own and is not due again until the claim runs out, for longer than a
     send may take: if this replica stops mid-send, another sends it once the claim has run out.
     """
     now = datetime.now(UTC)
     until = now + timedelta(seconds=_claim_seconds(settings))
     token = uuid.uuid4()
-    due = (
-        select(Delivery.id)
-        .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
-        .order_by(Delivery.next_attempt_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+    due = func.coalesce(_due(now, Delivery.attempts == 0), _due(now))
     async with uow_factory() as uow:
         row = (
             await uow.session.execute(
@@ -355,7 +405,7 @@ async def _claim_next(uow_factory: UnitOfWorkFactory, settings: IntakeSettings) 
                     claimed_until=until,
                     next_attempt_at=until,
                 )
-                .returning(Delivery.id, Delivery.ticket_id, Delivery.correlation_id)
+                .returning(Delivery.id, Delivery.ticket_id, Delivery.correlation_id, Delivery.traceparent)
                 .execution_options(synchronize_session=False)
             )
         ).one_or_none()
@@ -368,6 +418,7 @@ async def _claim_next(uow_factory: UnitOfWorkFactory, settings: IntakeSettings) 
         token=token,
         until=until,
         correlation_id=row.correlation_id,
+        traceparent=row.traceparent,
     )
 
 
@@ -494,11 +545,14 @@ async def delivery_worker(runtime: ServiceRuntime) -> None:
             setting="INTAKE_DELIVERY_MAX_ATTEMPTS",
             instead="INTAKE_DELIVERY_GIVE_UP_AFTER_SECONDS",
         )
-    async with httpx.AsyncClient() as client:
+    # No pool limit (the attempts at once bound the connections): no attempt waits for the pool
+    # behind others' hung sends, which would cost it its send timeout.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=settings.delivery_concurrency)
+    async with httpx.AsyncClient(limits=limits) as client:
         sender = ChannelSender(SmtpSender(settings), WebhookSender(settings, client))
         while True:
             try:
-                if await deliver_due(runtime.uow, sender, settings) == BATCH:
+                if await deliver_due(runtime.uow, sender, settings) >= pass_size(settings):
                     continue
             except Exception as exc:  # a database hiccup must not end deliveries for good
                 log.warning("delivery_pass_failed", error=repr(exc))

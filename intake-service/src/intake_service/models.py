@@ -228,6 +228,13 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # The fresh ones (never attempted) are claimed before any retry: found without walking a
+        # backlog of overdue retries to a dead webhook.
+        Index(
+            "ix_deliveries_due_fresh",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending' AND attempts = 0"),
+        ),
         # One delivery per answer version: the same version published again (under a new event id)
         # is not sent again.
         Index("uq_deliveries_answer_version", "answer_id", "answer_version", unique=True),
@@ -248,6 +255,9 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # Of the `answer.published` event: the delivery, its log lines and its events carry it on.
     correlation_id: Mapped[str | None] = mapped_column(String(200))
+    # Its W3C traceparent (the handler's, a child of the event's): each attempt is a child of it,
+    # so the delivery's events and the webhook carry the answer's trace on. None before 0016.
+    traceparent: Mapped[str | None] = mapped_column(String(200))
     # The worker attempt that holds the delivery (None: nobody) and until when: only the holder of
     # the token sends it and records the outcome, so two replicas never both send one answer.
     claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))

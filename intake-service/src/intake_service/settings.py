@@ -101,6 +101,15 @@ class IntakeSettings(ServiceSettings):
     )
     delivery_poll_seconds: float = Field(default=1.0, gt=0)
     delivery_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Sends run at once, each on a delivery of its own: a webhook that hangs for its whole timeout
+    # holds one slot, not the whole worker (and fresh answers are claimed before retries).
+    delivery_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="How many deliveries one replica sends at once (each holds a database connection "
+        "only while it is claimed and recorded, never during the send)",
+    )
     # Auto-close: answered or resolved tickets the customer has not replied to for this long.
     auto_close_after_days: int = Field(
         default=7, ge=0, le=3650, description="Days without a customer reply before closing; 0 disables"
