@@ -11,6 +11,7 @@ from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.contracts import EventEnvelope, TicketAssigned, TicketQueued
 from helpdesk_shared.contracts.enums import Priority
 from helpdesk_shared.contracts.envelope import EventPayload
+from helpdesk_shared.contracts.review import AnswerPublished
 
 CHANNEL = auth_headers("channel", sub="web-portal")
 
@@ -79,3 +80,34 @@ async def queue(intake: ServiceHarness, ticket_id: str, reason: str = "no free c
         subject=ticket_id,
     )
     await consumer.handle_event(event, topic="helpdesk.routing")
+
+
+async def publish_answer(
+    intake: ServiceHarness,
+    ticket_id: str,
+    body: str = "您好，已為您處理。",
+    *,
+    answer_id: uuid.UUID | None = None,
+    version: int = 1,
+    correlationid: str | None = None,
+    traceparent: str | None = None,
+) -> bool:
+    """Review's `answer.published` for the ticket, handled by intake's consumer (False: a copy)."""
+    consumer = intake.runtime.consumer
+    assert consumer is not None
+    event = EventEnvelope.wrap(
+        AnswerPublished(
+            ticket_id=uuid.UUID(ticket_id),
+            answer_id=answer_id or uuid.uuid4(),
+            answer_version=version,
+            author_id=uuid.uuid4(),
+            reviewer_id=uuid.uuid4(),
+            body=body,
+            published_at=datetime.now(UTC),
+        ),
+        source="/helpdesk/review",
+        subject=ticket_id,
+        correlationid=correlationid,
+        traceparent=traceparent,
+    )
+    return await consumer.handle_event(event, topic="helpdesk.review")

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from intake_factories import assign
+from intake_factories import assign, publish_answer
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
-from helpdesk_shared.contracts import AnswerPublished, EventEnvelope
 from intake_service.app import create_app
 from intake_service.channels import ChannelSender, SmtpSender, WebhookSender
 from intake_service.delivery import deliver_due
@@ -191,22 +189,7 @@ async def answered_ticket(intake: ServiceHarness, callback_url: str) -> str:
     assert created.status_code == 201, created.text
     ticket_id: str = created.json()["id"]
     await assign(intake, ticket_id)
-    consumer = intake.runtime.consumer
-    assert consumer is not None
-    event = EventEnvelope.wrap(
-        AnswerPublished(
-            ticket_id=uuid.UUID(ticket_id),
-            answer_id=uuid.uuid4(),
-            answer_version=1,
-            author_id=uuid.uuid4(),
-            reviewer_id=uuid.uuid4(),
-            body="最多可借保單價值的八成。",
-            published_at=datetime.now(UTC),
-        ),
-        source="/helpdesk/review",
-        subject=ticket_id,
-    )
-    assert await consumer.handle_event(event, topic="helpdesk.review")
+    assert await publish_answer(intake, ticket_id, "最多可借保單價值的八成。")
     return ticket_id
 
 

@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from intake_factories import assign, post_ticket
+from intake_factories import assign, post_ticket, publish_answer
 from sqlalchemy import select
 
 from helpdesk_runtime.procs import free_port
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
-from helpdesk_shared.contracts import AnswerPublished, EventEnvelope
 from intake_service.app import create_app
 from intake_service.channels import OutboundAnswer
 from intake_service.delivery import deliver_due
@@ -124,28 +123,6 @@ async def delivering(
         delivery_poll_seconds=0.05,
     ) as harness:
         yield harness
-
-
-async def publish_answer(
-    intake: ServiceHarness, ticket_id: str, body: str, version: int = 1, correlationid: str | None = None
-) -> None:
-    consumer = intake.runtime.consumer
-    assert consumer is not None
-    event = EventEnvelope.wrap(
-        AnswerPublished(
-            ticket_id=uuid.UUID(ticket_id),
-            answer_id=uuid.uuid4(),
-            answer_version=version,
-            author_id=uuid.uuid4(),
-            reviewer_id=uuid.uuid4(),
-            body=body,
-            published_at=datetime.now(UTC),
-        ),
-        source="/helpdesk/review",
-        subject=ticket_id,
-        correlationid=correlationid,
-    )
-    await consumer.handle_event(event, topic="helpdesk.review")
 
 
 async def until(check: Any, within: float = 10.0) -> Any:

@@ -21,12 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-from intake_factories import assign, post_ticket
+from intake_factories import assign, post_ticket, publish_answer
 from sqlalchemy import select, update
 
 from helpdesk_runtime.testing import ServiceHarness
 from helpdesk_shared.chassis.db import OUTBOX
-from helpdesk_shared.contracts import AnswerPublished, EventEnvelope
 from intake_service.app import create_app
 from intake_service.channels import WebhookSender
 from intake_service.delivery import deliver_due
@@ -118,33 +117,13 @@ async def one_pass(intake: ServiceHarness, settings: IntakeSettings) -> int:
     return claimed
 
 
-async def publish(intake: ServiceHarness, ticket_id: str, *, traceparent: str | None = None) -> None:
-    consumer = intake.runtime.consumer
-    assert consumer is not None
-    event = EventEnvelope.wrap(
-        AnswerPublished(
-            ticket_id=uuid.UUID(ticket_id),
-            answer_id=uuid.uuid4(),
-            answer_version=1,
-            author_id=uuid.uuid4(),
-            reviewer_id=uuid.uuid4(),
-            body="請先清除快取後重新登入。",
-            published_at=datetime.now(UTC),
-        ),
-        source="/helpdesk/review",
-        subject=ticket_id,
-        traceparent=traceparent,
-    )
-    assert await consumer.handle_event(event, topic="helpdesk.review")
-
-
 async def answered_ticket(
     intake: ServiceHarness, channel: str, *, traceparent: str | None = None
 ) -> uuid.UUID:
     """A ticket on `channel` with an answer published; returns its delivery's id."""
     ticket_id = await post_ticket(intake, channel=channel, subject="App 閃退", description="更新後一直閃退")
     await assign(intake, ticket_id)
-    await publish(intake, ticket_id, traceparent=traceparent)
+    assert await publish_answer(intake, ticket_id, "請先清除快取後重新登入。", traceparent=traceparent)
     async with intake.uow() as uow:
         delivery_id: uuid.UUID = (
             await uow.session.scalars(select(Delivery.id).where(Delivery.ticket_id == uuid.UUID(ticket_id)))

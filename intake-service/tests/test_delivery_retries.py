@@ -18,12 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from intake_factories import CHANNEL, assign, deliver, post_ticket
+from intake_factories import CHANNEL, assign, deliver, post_ticket, publish_answer
 from sqlalchemy import func, select, update
 
 from helpdesk_runtime.testing import ServiceHarness, auth_headers
 from helpdesk_shared.chassis.db import OUTBOX
-from helpdesk_shared.contracts import AnswerPublished, EventEnvelope
 from helpdesk_shared.contracts.enums import TicketStatus as S
 from helpdesk_shared.contracts.review import AnswerSubmitted
 from intake_service import delivery as delivery_module
@@ -81,27 +80,6 @@ async def one_pass(intake: ServiceHarness, sender: Any, settings: IntakeSettings
     return await deliver_due(intake.runtime.uow, sender, settings or settings_of(intake))
 
 
-async def publish(
-    intake: ServiceHarness, ticket_id: str, *, answer_id: uuid.UUID | None = None, version: int = 1
-) -> bool:
-    consumer = intake.runtime.consumer
-    assert consumer is not None
-    event = EventEnvelope.wrap(
-        AnswerPublished(
-            ticket_id=uuid.UUID(ticket_id),
-            answer_id=answer_id or uuid.uuid4(),
-            answer_version=version,
-            author_id=uuid.uuid4(),
-            reviewer_id=uuid.uuid4(),
-            body=f"答覆第 {version} 版。",
-            published_at=datetime.now(UTC),
-        ),
-        source="/helpdesk/review",
-        subject=ticket_id,
-    )
-    return await consumer.handle_event(event, topic="helpdesk.review")
-
-
 async def deliveries_of(intake: ServiceHarness, ticket_id: str) -> list[Delivery]:
     async with intake.uow() as uow:
         rows = list(
@@ -151,7 +129,7 @@ async def delivered_events(intake: ServiceHarness, ticket_id: str) -> list[dict[
 async def ticket_with_answer(intake: ServiceHarness, channel: str = "app") -> tuple[str, Delivery]:
     ticket_id = await post_ticket(intake, channel=channel, subject="保單借款", description="可以借多少？")
     await assign(intake, ticket_id)
-    assert await publish(intake, ticket_id)
+    assert await publish_answer(intake, ticket_id)
     [row] = await deliveries_of(intake, ticket_id)
     return ticket_id, row
 
@@ -330,7 +308,7 @@ async def test_two_workers_on_a_slow_receiver_send_each_answer_once(
     ticket_id = await post_ticket(intake, channel="app", subject="理賠進度", description="請問進度？")
     await assign(intake, ticket_id)
     for version in range(1, 9):
-        assert await publish(intake, ticket_id, version=version)
+        assert await publish_answer(intake, ticket_id, version=version)
     mine = {str(row.id) for row in await deliveries_of(intake, ticket_id)}
 
     async with httpx.AsyncClient() as client:
@@ -428,7 +406,7 @@ async def test_an_email_that_cannot_be_composed_fails_at_once_with_its_reason(in
             update(Customer).where(Customer.id == customer_id).values(email="chen@example.com\nBcc: x@y.z")
         )
         await uow.commit()
-    assert await publish(intake, ticket_id)
+    assert await publish_answer(intake, ticket_id)
 
     settings = settings_of(intake)  # its SMTP server is not running: nothing may be tried
     await one_pass(intake, SmtpSender(settings))
@@ -447,8 +425,8 @@ async def test_the_same_answer_version_published_again_changes_nothing(intake: S
     await assign(intake, ticket_id)
     answer_id = uuid.uuid4()
 
-    assert await publish(intake, ticket_id, answer_id=answer_id)
-    assert await publish(intake, ticket_id, answer_id=answer_id)  # a new event id, the same version
+    assert await publish_answer(intake, ticket_id, answer_id=answer_id)
+    assert await publish_answer(intake, ticket_id, answer_id=answer_id)  # a new event id, the same version
 
     async def counts() -> tuple[int, int, int]:
         async with intake.uow() as uow:
@@ -465,13 +443,13 @@ async def test_the_same_answer_version_published_again_changes_nothing(intake: S
     assert await counts() == (1, 1, 1)
     sender = Sender()
     await one_pass(intake, sender)
-    assert await publish(intake, ticket_id, answer_id=answer_id)  # again, after it was delivered
+    assert await publish_answer(intake, ticket_id, answer_id=answer_id)  # again, after it was delivered
     await one_pass(intake, sender)
     assert await counts() == (1, 1, 1)
     assert [a.answer_version for a in sender.sent if a.answer_id == answer_id] == [1]
     assert len(await delivered_events(intake, ticket_id)) == 1
 
-    assert await publish(intake, ticket_id, answer_id=answer_id, version=2)  # a new version is new
+    assert await publish_answer(intake, ticket_id, answer_id=answer_id, version=2)  # a new version is new
     assert (await counts())[0] == 2
 
 
@@ -487,7 +465,7 @@ async def test_a_delivery_answers_a_ticket_whose_mirrored_status_lags(
     ticket_id = await post_ticket(intake, channel="app", subject="保費", description="保費怎麼算？")
     if assigned:
         await assign(intake, ticket_id)
-    assert await publish(intake, ticket_id)
+    assert await publish_answer(intake, ticket_id)
     await one_pass(intake, Sender())
 
     ticket = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
@@ -557,7 +535,7 @@ async def test_a_follow_up_written_while_the_answer_was_in_review_reopens_the_ti
     assert (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()["status"] == (
         "awaiting_review"
     )
-    assert await publish(intake, ticket_id, answer_id=answer_id)
+    assert await publish_answer(intake, ticket_id, answer_id=answer_id)
     await one_pass(intake, Sender())
 
     ticket = (await intake.client.get(f"/v1/tickets/{ticket_id}", headers=LEAD)).json()
@@ -588,9 +566,9 @@ async def test_a_late_old_answer_keeps_a_reopened_ticket_reopened(intake: Servic
     # before that message, is delivered late: it never addressed the message.
     ticket_id = await post_ticket(intake, channel="app", subject="保單借款", description="可以借多少？")
     await assign(intake, ticket_id)
-    assert await publish(intake, ticket_id, version=1)
+    assert await publish_answer(intake, ticket_id, version=1)
     old = uuid.uuid4()
-    assert await publish(intake, ticket_id, answer_id=old, version=1)
+    assert await publish_answer(intake, ticket_id, answer_id=old, version=1)
     [first, late] = await deliveries_of(intake, ticket_id)
     if late.answer_id != old:
         first, late = late, first
@@ -620,8 +598,8 @@ async def test_a_follow_up_answered_by_a_newer_delivered_answer_does_not_reopen(
     answer_id = uuid.uuid4()
     await submitted(intake, ticket_id, answer_id)
     await customer_writes(intake, ticket_id)
-    assert await publish(intake, ticket_id, answer_id=answer_id)
-    assert await publish(intake, ticket_id, answer_id=answer_id, version=2)  # written after it
+    assert await publish_answer(intake, ticket_id, answer_id=answer_id)
+    assert await publish_answer(intake, ticket_id, answer_id=answer_id, version=2)  # written after it
     # v2 first, then v1: once v2 is delivered the follow-up is answered, v1 changes nothing.
     [v1, _v2] = await deliveries_of(intake, ticket_id)
     await set_delivery(intake, v1.id, next_attempt_at=datetime.now(UTC) + timedelta(hours=1))
