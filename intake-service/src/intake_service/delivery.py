@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import ColumnElement, exists, func, select, update
@@ -91,6 +92,17 @@ class DeliveryTicketClosed(Conflict):
 TICKET_CLOSED = "ticket_closed"
 
 
+async def _not_delivered_to_closed_ticket(
+    repo: TicketRepository, ticket_id: uuid.UUID, *, at: datetime, actor: str, **answer: Any
+) -> None:
+    """The timeline's word that an answer was not sent because its ticket is closed — whether it
+    was published after the closing or its delivery's turn came after it (``answer``: the answer's
+    id and version, and the delivery's ids when there is one)."""
+    await repo.add_timeline(
+        ticket_id, "answer_not_delivered", at=at, actor=actor, reason=TICKET_CLOSED, **answer
+    )
+
+
 async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, mail_domain: str) -> None:
     ticket = await load_ticket(uow, event.ticket_id, for_update=True)
     # Under the ticket's lock, so two publishes of one version (an answer belongs to one ticket)
@@ -114,14 +126,13 @@ async def record_published_answer(uow: UnitOfWork, event: AnswerPublished, *, ma
     if ticket.status == TicketStatus.CLOSED.value:
         # Closed while the answer was in review (a lead closing spam or a duplicate): it is not
         # sent. The timeline says so, and a new ticket or a lead's own message is the way on.
-        await repo.add_timeline(
+        await _not_delivered_to_closed_ticket(
+            repo,
             ticket.id,
-            "answer_not_delivered",
             at=now,
             actor="review",
             answer_id=event.answer_id,
             answer_version=event.answer_version,
-            reason="ticket_closed",
         )
         await uow.commit()
         return
@@ -271,16 +282,15 @@ async def _failed(
         # Closed while the delivery waited for its turn (a lead, auto-close): not sent, as an
         # answer published for a closed ticket is not (`record_published_answer`).
         delivery.status = "failed"
-        await TicketRepository(uow.session).add_timeline(
+        await _not_delivered_to_closed_ticket(
+            TicketRepository(uow.session),
             ticket.id,
-            "answer_not_delivered",
             at=now,
             actor="intake",
             answer_id=delivery.answer_id,
             answer_version=delivery.answer_version,
             message_id=delivery.message_id,
             delivery_id=delivery.id,
-            reason=TICKET_CLOSED,
         )
         log.info("answer_not_delivered_ticket_closed", ticket_id=str(ticket.id), delivery_id=str(delivery.id))
         return
